@@ -1,0 +1,10 @@
+//! ctguard: a netlink-native conntrack manager.
+//!
+//! Data flows one way: kernel bytes → [`ctnetlink`] decodes → [`Flow`] → [`Selector`] →
+//! tally / evict / print. Nothing outside `ctnetlink` sees a netlink attribute; nothing inside
+//! it knows about guests, tables or terminals.
+
+pub mod flow;
+pub mod output;
+
+pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, Tuple};

@@ -1,0 +1,2 @@
+//! The `ctguard` binary: parse → plan → run → exit code.
+fn main() {}

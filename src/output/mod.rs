@@ -1,0 +1,1 @@
+//! Renderings of flows and tallies: `conntrack -L` text, JSON Lines, terminal tables.
