@@ -8,3 +8,14 @@ pub mod flow;
 pub mod output;
 
 pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, Tuple};
+pub mod ctnetlink;
+pub mod guests;
+pub mod netns;
+pub mod select;
+pub mod sysctl;
+pub mod tally;
+
+pub use ctnetlink::{Conntrack, DumpFilter};
+pub use guests::GuestMap;
+pub use select::Selector;
+pub use tally::{GroupBy, Tally};

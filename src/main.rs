@@ -1,2 +1,51 @@
-//! The `ctguard` binary: parse → plan → run → exit code.
-fn main() {}
+//! The `ctguard` binary: parse → plan → run → exit code. Nothing else.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use cli::run::{Failure, Outcome};
+
+fn main() -> ExitCode {
+    let parsed = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            // clap's message spans several lines; an operator under pressure gets the first.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("ctguard: {} (see --help)", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let plan = match cli::plan::plan(parsed) {
+        Ok(p) => p,
+        Err(reason) => {
+            eprintln!("ctguard: {reason}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli::run::run(plan) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::NothingMatched) => ExitCode::from(1),
+        Err(Failure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) => {
+            eprintln!("ctguard: writing output: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Message(m)) => {
+            eprintln!("ctguard: {m}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,5 @@
 //! Renderings of flows and tallies: `conntrack -L` text, JSON Lines, terminal tables.
+
+pub mod conntrack;
+pub mod json;
+pub mod report;

@@ -1,0 +1,339 @@
+//! Kernel bytes → [`Flow`], decoded in place into a reused value (no allocation per entry).
+//!
+//! netlink-packet-netfilter 0.4 parses a message into a `Vec` of attributes and leaves ids,
+//! zones, counters and timestamps as opaque `Other`; walking the attributes here with
+//! netlink-packet-core's zero-copy `NlasIterator` gives every field at no allocation.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_core::{NlaBuffer, NlasIterator};
+
+use super::uapi::*;
+use crate::flow::{
+    Counter, DccpState, Family, Flow, HelperName, L4, Proto, ProtoState, RawAttr, SctpState,
+    Status, TcpState, Tuple,
+};
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed ctnetlink message: {0}")]
+pub struct Malformed(pub &'static str);
+
+type Nla<'a> = NlaBuffer<&'a [u8]>;
+
+fn attrs(buf: &[u8]) -> impl Iterator<Item = Result<Nla<'_>, Malformed>> {
+    NlasIterator::new(buf).map(|r| r.map_err(|_| Malformed("attribute overruns its message")))
+}
+
+fn kind(nla: &Nla<'_>) -> u16 {
+    // The nested and byte-order flags are not part of the type.
+    nla.kind() & !(NLA_F_NESTED | 0x4000)
+}
+
+fn be16(v: &[u8]) -> Result<u16, Malformed> {
+    v.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(Malformed("short u16"))
+}
+
+fn be32(v: &[u8]) -> Result<u32, Malformed> {
+    v.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(Malformed("short u32"))
+}
+
+fn be64(v: &[u8]) -> Result<u64, Malformed> {
+    let b: [u8; 8] = v.get(..8).and_then(|b| b.try_into().ok()).ok_or(Malformed("short u64"))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+fn u8_of(v: &[u8]) -> Result<u8, Malformed> {
+    v.first().copied().ok_or(Malformed("short u8"))
+}
+
+fn ip4(v: &[u8]) -> Result<IpAddr, Malformed> {
+    let b: [u8; 4] = v.get(..4).and_then(|b| b.try_into().ok()).ok_or(Malformed("short IPv4"))?;
+    Ok(IpAddr::V4(Ipv4Addr::from(b)))
+}
+
+fn ip6(v: &[u8]) -> Result<IpAddr, Malformed> {
+    let b: [u8; 16] = v.get(..16).and_then(|b| b.try_into().ok()).ok_or(Malformed("short IPv6"))?;
+    Ok(IpAddr::V6(Ipv6Addr::from(b)))
+}
+
+/// Decodes the payload of a ctnetlink conntrack message (starting at `nfgenmsg`) into `flow`.
+pub(crate) fn decode_flow(payload: &[u8], flow: &mut Flow) -> Result<(), Malformed> {
+    flow.clear();
+    let family = *payload.first().ok_or(Malformed("no nfgenmsg"))?;
+    flow.family = Family::from_number(family);
+    let body = payload.get(4..).ok_or(Malformed("short nfgenmsg"))?;
+    for nla in attrs(body) {
+        let nla = nla?;
+        let v = nla.value();
+        match kind(&nla) {
+            CTA_TUPLE_ORIG => flow.proto = decode_tuple(v, &mut flow.orig)?,
+            CTA_TUPLE_REPLY => {
+                decode_tuple(v, &mut flow.reply)?;
+            }
+            CTA_STATUS => flow.status = Status(be32(v)?),
+            CTA_PROTOINFO => flow.state = decode_protoinfo(v)?,
+            CTA_TIMEOUT => flow.timeout = Some(be32(v)?),
+            CTA_MARK => flow.mark = Some(be32(v)?),
+            CTA_COUNTERS_ORIG => flow.counters_orig = Some(decode_counter(v)?),
+            CTA_COUNTERS_REPLY => flow.counters_reply = Some(decode_counter(v)?),
+            CTA_USE => flow.use_count = Some(be32(v)?),
+            CTA_ID => flow.id = Some(be32(v)?),
+            CTA_ZONE => flow.zone = Some(be16(v)?),
+            CTA_SECMARK => flow.secmark = Some(be32(v)?),
+            CTA_TIMESTAMP => {
+                for t in attrs(v) {
+                    let t = t?;
+                    match kind(&t) {
+                        CTA_TIMESTAMP_START => flow.start_ns = Some(be64(t.value())?),
+                        CTA_TIMESTAMP_STOP => flow.stop_ns = Some(be64(t.value())?),
+                        _ => {}
+                    }
+                }
+            }
+            CTA_LABELS => flow.labels = Some(decode_labels(v)),
+            CTA_HELP => {
+                for h in attrs(v) {
+                    let h = h?;
+                    if kind(&h) == CTA_HELP_NAME {
+                        flow.helper = Some(HelperName::new(h.value()));
+                    }
+                }
+            }
+            // Every 6.x dump carries the SYN-proxy sequence state, meaningful only to the kernel;
+            // keeping it as raw bytes would cost an allocation per entry.
+            CTA_SYNPROXY => {}
+            other => flow.unknown.push(RawAttr { kind: other, value: v.to_vec() }),
+        }
+    }
+    Ok(())
+}
+
+/// Labels arrive as an array of host-order u32 words (`NF_CT_LABELS_MAX_SIZE` = 16 bytes);
+/// bit n of the label set is bit n%32 of word n/32.
+fn decode_labels(v: &[u8]) -> u128 {
+    let mut out = 0u128;
+    for (i, word) in v.chunks_exact(4).take(4).enumerate() {
+        let w = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
+        out |= (w as u128) << (32 * i);
+    }
+    out
+}
+
+fn decode_counter(v: &[u8]) -> Result<Counter, Malformed> {
+    let mut c = Counter::default();
+    for a in attrs(v) {
+        let a = a?;
+        match kind(&a) {
+            CTA_COUNTERS_PACKETS => c.packets = be64(a.value())?,
+            CTA_COUNTERS_BYTES => c.bytes = be64(a.value())?,
+            CTA_COUNTERS32_PACKETS => c.packets = be32(a.value())? as u64,
+            CTA_COUNTERS32_BYTES => c.bytes = be32(a.value())? as u64,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+fn decode_protoinfo(v: &[u8]) -> Result<Option<ProtoState>, Malformed> {
+    for p in attrs(v) {
+        let p = p?;
+        let state_attr = match kind(&p) {
+            CTA_PROTOINFO_TCP => CTA_PROTOINFO_TCP_STATE,
+            CTA_PROTOINFO_SCTP => CTA_PROTOINFO_SCTP_STATE,
+            CTA_PROTOINFO_DCCP => CTA_PROTOINFO_DCCP_STATE,
+            _ => continue,
+        };
+        for s in attrs(p.value()) {
+            let s = s?;
+            if kind(&s) != state_attr {
+                continue;
+            }
+            let n = u8_of(s.value())?;
+            return Ok(Some(match kind(&p) {
+                CTA_PROTOINFO_TCP => ProtoState::Tcp(TcpState::from_number(n)),
+                CTA_PROTOINFO_SCTP => ProtoState::Sctp(SctpState::from_number(n)),
+                _ => ProtoState::Dccp(DccpState::from_number(n)),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Decodes a `CTA_TUPLE_*` nest into `t`; returns the protocol number it carries.
+fn decode_tuple(v: &[u8], t: &mut Tuple) -> Result<Proto, Malformed> {
+    let mut proto = Proto(0);
+    let (mut sport, mut dport) = (None, None);
+    let (mut itype, mut icode, mut iid) = (None, None, None);
+    for a in attrs(v) {
+        let a = a?;
+        match kind(&a) {
+            CTA_TUPLE_IP => {
+                for ip in attrs(a.value()) {
+                    let ip = ip?;
+                    match kind(&ip) {
+                        CTA_IP_V4_SRC => t.src = ip4(ip.value())?,
+                        CTA_IP_V4_DST => t.dst = ip4(ip.value())?,
+                        CTA_IP_V6_SRC => t.src = ip6(ip.value())?,
+                        CTA_IP_V6_DST => t.dst = ip6(ip.value())?,
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for p in attrs(a.value()) {
+                    let p = p?;
+                    let pv = p.value();
+                    match kind(&p) {
+                        CTA_PROTO_NUM => proto = Proto(u8_of(pv)?),
+                        CTA_PROTO_SRC_PORT => sport = Some(be16(pv)?),
+                        CTA_PROTO_DST_PORT => dport = Some(be16(pv)?),
+                        CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => iid = Some(be16(pv)?),
+                        CTA_PROTO_ICMP_TYPE | CTA_PROTO_ICMPV6_TYPE => itype = Some(u8_of(pv)?),
+                        CTA_PROTO_ICMP_CODE | CTA_PROTO_ICMPV6_CODE => icode = Some(u8_of(pv)?),
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_ZONE => t.zone = Some(be16(a.value())?),
+            _ => {}
+        }
+    }
+    t.l4 = match (sport, dport, itype) {
+        (Some(src), Some(dst), _) => L4::Ports { src, dst },
+        (_, _, Some(kind)) => L4::Icmp { kind, code: icode.unwrap_or(0), id: iid.unwrap_or(0) },
+        _ => L4::None,
+    };
+    Ok(proto)
+}
+
+/// Global table figures from `IPCTNL_MSG_CT_GET_STATS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableStats {
+    /// Entries in this namespace (`nf_conntrack_count`).
+    pub count: u32,
+    /// The global `nf_conntrack_max`, compared with each namespace's own count.
+    pub max: u32,
+}
+
+pub(crate) fn decode_table_stats(payload: &[u8]) -> Result<TableStats, Malformed> {
+    let mut s = TableStats::default();
+    for a in attrs(payload.get(4..).ok_or(Malformed("short nfgenmsg"))?) {
+        let a = a?;
+        match kind(&a) {
+            CTA_STATS_GLOBAL_ENTRIES => s.count = be32(a.value())?,
+            CTA_STATS_GLOBAL_MAX_ENTRIES => s.max = be32(a.value())?,
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+/// Per-CPU counters from `IPCTNL_MSG_CT_GET_STATS_CPU` (what `conntrack -S` prints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuStats {
+    /// CPU number (`nfgenmsg.res_id`).
+    pub cpu: u16,
+    /// Lookups that found an entry.
+    pub found: u32,
+    /// Packets that could not be tracked.
+    pub invalid: u32,
+    /// Entries inserted.
+    pub insert: u32,
+    /// Confirm-time clashes that could not be resolved.
+    pub insert_failed: u32,
+    /// Packets dropped because no entry could be allocated: the table-full signal.
+    pub drop: u32,
+    /// Non-assured entries evicted to make room.
+    pub early_drop: u32,
+    /// Errors.
+    pub error: u32,
+    /// Lookups restarted.
+    pub search_restart: u32,
+    /// Clashes resolved.
+    pub clash_resolve: u32,
+    /// Inserts refused for an over-long hash chain.
+    pub chaintoolong: u32,
+}
+
+impl CpuStats {
+    /// Field names in `conntrack -S` order with their values.
+    pub fn fields(&self) -> [(&'static str, u32); 10] {
+        [
+            ("found", self.found),
+            ("invalid", self.invalid),
+            ("insert", self.insert),
+            ("insert_failed", self.insert_failed),
+            ("drop", self.drop),
+            ("early_drop", self.early_drop),
+            ("error", self.error),
+            ("search_restart", self.search_restart),
+            ("clash_resolve", self.clash_resolve),
+            ("chaintoolong", self.chaintoolong),
+        ]
+    }
+
+    /// Adds another CPU's counters (wrapping, as the kernel's u32 counters do).
+    pub fn add(&mut self, o: &CpuStats) {
+        self.found = self.found.wrapping_add(o.found);
+        self.invalid = self.invalid.wrapping_add(o.invalid);
+        self.insert = self.insert.wrapping_add(o.insert);
+        self.insert_failed = self.insert_failed.wrapping_add(o.insert_failed);
+        self.drop = self.drop.wrapping_add(o.drop);
+        self.early_drop = self.early_drop.wrapping_add(o.early_drop);
+        self.error = self.error.wrapping_add(o.error);
+        self.search_restart = self.search_restart.wrapping_add(o.search_restart);
+        self.clash_resolve = self.clash_resolve.wrapping_add(o.clash_resolve);
+        self.chaintoolong = self.chaintoolong.wrapping_add(o.chaintoolong);
+    }
+}
+
+pub(crate) fn decode_cpu_stats(payload: &[u8]) -> Result<CpuStats, Malformed> {
+    let res_id = payload.get(2..4).ok_or(Malformed("short nfgenmsg"))?;
+    let mut s = CpuStats { cpu: u16::from_be_bytes([res_id[0], res_id[1]]), ..CpuStats::default() };
+    for a in attrs(&payload[4..]) {
+        let a = a?;
+        let v = be32(a.value())?;
+        match kind(&a) {
+            CTA_STATS_FOUND => s.found = v,
+            CTA_STATS_INVALID => s.invalid = v,
+            CTA_STATS_INSERT => s.insert = v,
+            CTA_STATS_INSERT_FAILED => s.insert_failed = v,
+            CTA_STATS_DROP => s.drop = v,
+            CTA_STATS_EARLY_DROP => s.early_drop = v,
+            CTA_STATS_ERROR => s.error = v,
+            CTA_STATS_SEARCH_RESTART => s.search_restart = v,
+            CTA_STATS_CLASH_RESOLVE => s.clash_resolve = v,
+            CTA_STATS_CHAIN_TOOLONG => s.chaintoolong = v,
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_attributes_are_errors_not_panics() {
+        // nfgenmsg + an attribute header claiming 64 bytes with 4 present.
+        let bytes = [2u8, 0, 0, 0, 64, 0, 1, 0, 1, 2, 3, 4];
+        let mut f = Flow::default();
+        assert!(decode_flow(&bytes, &mut f).is_err());
+        assert!(decode_flow(&[], &mut f).is_err());
+        // CTA_MARK with a 1-byte payload.
+        let short = [2u8, 0, 0, 0, 5, 0, 8, 0, 7, 0, 0, 0];
+        assert_eq!(decode_flow(&short, &mut f), Err(Malformed("short u32")));
+    }
+
+    #[test]
+    fn unknown_attributes_are_kept() {
+        // CTA type 99 with 4 bytes.
+        let bytes = [10u8, 0, 0, 0, 8, 0, 99, 0, 1, 2, 3, 4];
+        let mut f = Flow::default();
+        decode_flow(&bytes, &mut f).unwrap();
+        assert_eq!(f.family, Family::Ipv6);
+        assert_eq!(f.unknown, vec![RawAttr { kind: 99, value: vec![1, 2, 3, 4] }]);
+    }
+}

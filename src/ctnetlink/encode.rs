@@ -1,0 +1,306 @@
+//! Requests: [`Flow`]s and filters → ctnetlink messages, appended to a reused buffer.
+//!
+//! Headers are emitted with netlink-packet-core's `NetlinkHeader` and netlink-packet-netfilter's
+//! `NetfilterHeader`; the attributes those crates do not model (ids, zones, filters, ICMP
+//! tuples) are laid out here, following include/uapi/linux/netfilter/nfnetlink_conntrack.h.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use netlink_packet_core::{Emitable, NetlinkHeader};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
+
+use super::uapi::*;
+use crate::flow::{Family, Flow, L4, Proto, ProtoState, Tuple};
+
+/// What the kernel can filter during a dump itself. Every field is exact-match; see
+/// `ctnetlink_filter_match` in net/netfilter/nf_conntrack_netlink.c.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DumpFilter {
+    /// `nfgen_family`, honoured by every kernel.
+    pub family: Option<Family>,
+    /// `CTA_MARK` + `CTA_MARK_MASK`: entries with `mark & mask == value`.
+    pub mark: Option<(u32, u32)>,
+    /// `CTA_STATUS` + `CTA_STATUS_MASK` (Linux 5.15+; older kernels ignore it in dumps).
+    pub status: Option<(u32, u32)>,
+    /// `CTA_ZONE` (Linux 6.8+; older kernels ignore it in dumps).
+    pub zone: Option<u16>,
+    /// Exact original IPv4 source through `CTA_FILTER` (Linux 5.8+). Never IPv6: the kernel's
+    /// IPv6 address match is inverted (it keeps entries whose address differs) up to 6.18.
+    pub orig_src_v4: Option<Ipv4Addr>,
+    /// Exact original IPv4 destination through `CTA_FILTER`.
+    pub orig_dst_v4: Option<Ipv4Addr>,
+}
+
+impl DumpFilter {
+    fn uses_cta_filter(&self) -> bool {
+        self.orig_src_v4.is_some() || self.orig_dst_v4.is_some()
+    }
+
+    /// The family the request must carry: `CTA_FILTER` only works with AF_INET/AF_INET6.
+    fn family_number(&self) -> u8 {
+        if self.uses_cta_filter() {
+            Family::Ipv4.number()
+        } else {
+            self.family.map_or(0, Family::number)
+        }
+    }
+}
+
+/// Appends one netlink message to a buffer; lengths are fixed up by `finish`.
+pub(crate) struct MsgWriter<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    header: NetlinkHeader,
+}
+
+impl<'a> MsgWriter<'a> {
+    pub(crate) fn begin(
+        buf: &'a mut Vec<u8>,
+        msg_type: u16,
+        flags: u16,
+        seq: u32,
+        family: u8,
+        version: u8,
+    ) -> Self {
+        let start = buf.len();
+        let mut header = NetlinkHeader::default();
+        header.message_type = (NFNL_SUBSYS_CTNETLINK << 8) | msg_type;
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = seq;
+        buf.resize(start + NLMSG_HDRLEN + 4, 0);
+        NetfilterHeader::new(NetfilterProtoFamily::from(family), version, 0)
+            .emit(&mut buf[start + NLMSG_HDRLEN..]);
+        MsgWriter { buf, start, header }
+    }
+
+    fn attr(&mut self, kind: u16, value: &[u8]) {
+        let len = 4 + value.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(value);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        let pad = (4 - self.buf.len() % 4) % 4;
+        self.buf.extend_from_slice(&[0; 3][..pad]);
+    }
+
+    fn u8(&mut self, kind: u16, v: u8) {
+        self.attr(kind, &[v]);
+    }
+
+    fn be16(&mut self, kind: u16, v: u16) {
+        self.attr(kind, &v.to_be_bytes());
+    }
+
+    fn be32(&mut self, kind: u16, v: u32) {
+        self.attr(kind, &v.to_be_bytes());
+    }
+
+    /// `CTA_FILTER_*_FLAGS` are host byte order, unlike every other ctnetlink integer.
+    fn ne32(&mut self, kind: u16, v: u32) {
+        self.attr(kind, &v.to_ne_bytes());
+    }
+
+    fn nest(&mut self, kind: u16, body: impl FnOnce(&mut Self)) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        body(self);
+        let len = (self.buf.len() - at) as u16;
+        self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        // The kernel parses nests strictly (nla_parse_nested): the flag is required.
+        self.buf[at + 2..at + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+    }
+
+    fn ip(&mut self, src: Option<IpAddr>, dst: Option<IpAddr>) {
+        self.nest(CTA_TUPLE_IP, |w| {
+            for (addr, v4, v6) in
+                [(src, CTA_IP_V4_SRC, CTA_IP_V6_SRC), (dst, CTA_IP_V4_DST, CTA_IP_V6_DST)]
+            {
+                match addr {
+                    Some(IpAddr::V4(a)) => w.attr(v4, &a.octets()),
+                    Some(IpAddr::V6(a)) => w.attr(v6, &a.octets()),
+                    None => {}
+                }
+            }
+        });
+    }
+
+    fn tuple(&mut self, kind: u16, t: &Tuple, proto: Proto) {
+        self.nest(kind, |w| {
+            w.ip(Some(t.src), Some(t.dst));
+            w.nest(CTA_TUPLE_PROTO, |w| {
+                w.u8(CTA_PROTO_NUM, proto.0);
+                match t.l4 {
+                    L4::Ports { src, dst } => {
+                        w.be16(CTA_PROTO_SRC_PORT, src);
+                        w.be16(CTA_PROTO_DST_PORT, dst);
+                    }
+                    L4::Icmp { kind, code, id } => {
+                        let (ti, ci, ii) = if proto == Proto::ICMPV6 {
+                            (CTA_PROTO_ICMPV6_TYPE, CTA_PROTO_ICMPV6_CODE, CTA_PROTO_ICMPV6_ID)
+                        } else {
+                            (CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMP_CODE, CTA_PROTO_ICMP_ID)
+                        };
+                        w.u8(ti, kind);
+                        w.u8(ci, code);
+                        w.be16(ii, id);
+                    }
+                    L4::None => {}
+                }
+            });
+            if let Some(z) = t.zone {
+                w.be16(CTA_TUPLE_ZONE, z);
+            }
+        });
+    }
+
+    pub(crate) fn finish(mut self) {
+        self.header.length = (self.buf.len() - self.start) as u32;
+        self.header.emit(&mut self.buf[self.start..self.start + NLMSG_HDRLEN]);
+    }
+}
+
+/// `IPCTNL_MSG_CT_GET` dump, with the kernel-side filters of `f`.
+pub(crate) fn dump(buf: &mut Vec<u8>, seq: u32, f: &DumpFilter) {
+    let mut w =
+        MsgWriter::begin(buf, IPCTNL_MSG_CT_GET, NLM_F_DUMP, seq, f.family_number(), NFNETLINK_V0);
+    if let Some((value, mask)) = f.mark {
+        w.be32(CTA_MARK, value & mask);
+        w.be32(CTA_MARK_MASK, mask);
+    }
+    if let Some((value, mask)) = f.status {
+        w.be32(CTA_STATUS, value & mask);
+        w.be32(CTA_STATUS_MASK, mask);
+    }
+    if let Some(zone) = f.zone {
+        w.be16(CTA_ZONE, zone);
+    }
+    if f.uses_cta_filter() {
+        let mut flags = 0;
+        if f.orig_src_v4.is_some() {
+            flags |= CTA_FILTER_FLAG_IP_SRC;
+        }
+        if f.orig_dst_v4.is_some() {
+            flags |= CTA_FILTER_FLAG_IP_DST;
+        }
+        w.nest(CTA_FILTER, |w| {
+            w.ne32(CTA_FILTER_ORIG_FLAGS, flags);
+            w.ne32(CTA_FILTER_REPLY_FLAGS, 0);
+        });
+        w.nest(CTA_TUPLE_ORIG, |w| {
+            w.ip(f.orig_src_v4.map(IpAddr::V4), f.orig_dst_v4.map(IpAddr::V4));
+        });
+    }
+    w.finish();
+}
+
+/// `IPCTNL_MSG_CT_NEW` creating `flow` (`conntrack -I`), acknowledged.
+pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
+    let mut w = MsgWriter::begin(
+        buf,
+        IPCTNL_MSG_CT_NEW,
+        NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+        seq,
+        flow.family.number(),
+        NFNETLINK_V0,
+    );
+    w.tuple(CTA_TUPLE_ORIG, &flow.orig, flow.proto);
+    w.tuple(CTA_TUPLE_REPLY, &flow.reply, flow.proto);
+    // The kernel refuses a create without a timeout (EINVAL); 120 s matches conntrack -I's need
+    // to say one, so a flow without one gets the UDP default rather than an error.
+    w.be32(CTA_TIMEOUT, flow.timeout.unwrap_or(120));
+    // Without IPS_CONFIRMED a create is answered EBUSY on 6.x. Bits the kernel may not change
+    // (NAT, DYING, ...) are ignored by it.
+    w.be32(CTA_STATUS, flow.status.0 | IPS_CONFIRMED);
+    if let Some(state) = flow.state {
+        w.nest(CTA_PROTOINFO, |w| match state {
+            ProtoState::Tcp(s) => {
+                w.nest(CTA_PROTOINFO_TCP, |w| w.u8(CTA_PROTOINFO_TCP_STATE, s.number()))
+            }
+            ProtoState::Sctp(s) => {
+                w.nest(CTA_PROTOINFO_SCTP, |w| w.u8(CTA_PROTOINFO_SCTP_STATE, s.number()))
+            }
+            ProtoState::Dccp(s) => {
+                w.nest(CTA_PROTOINFO_DCCP, |w| w.u8(CTA_PROTOINFO_DCCP_STATE, s.number()))
+            }
+        });
+    }
+    if let Some(mark) = flow.mark {
+        w.be32(CTA_MARK, mark);
+    }
+    if let Some(zone) = flow.zone {
+        w.be16(CTA_ZONE, zone);
+    }
+    if let Some(labels) = flow.labels {
+        let mut words = [0u8; 16];
+        for i in 0..4 {
+            words[i * 4..i * 4 + 4].copy_from_slice(&((labels >> (32 * i)) as u32).to_ne_bytes());
+        }
+        w.attr(CTA_LABELS, &words);
+    }
+    w.finish();
+}
+
+/// `IPCTNL_MSG_CT_GET_STATS` (count and max, `conntrack -C`).
+pub(crate) fn table_stats(buf: &mut Vec<u8>, seq: u32) {
+    MsgWriter::begin(buf, IPCTNL_MSG_CT_GET_STATS, 0, seq, 0, NFNETLINK_V0).finish();
+}
+
+/// `IPCTNL_MSG_CT_GET_STATS_CPU` dump (`conntrack -S`).
+pub(crate) fn cpu_stats(buf: &mut Vec<u8>, seq: u32) {
+    MsgWriter::begin(buf, IPCTNL_MSG_CT_GET_STATS_CPU, NLM_F_DUMP, seq, 0, NFNETLINK_V0).finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Status, TcpState};
+
+    fn sample() -> Flow {
+        let orig = Tuple {
+            src: "10.0.0.5".parse().unwrap(),
+            dst: "10.0.1.1".parse().unwrap(),
+            l4: L4::Ports { src: 40000, dst: 80 },
+            zone: None,
+        };
+        Flow {
+            family: Family::Ipv4,
+            proto: Proto::TCP,
+            orig,
+            reply: orig.inverse(),
+            state: Some(ProtoState::Tcp(TcpState::Established)),
+            status: Status(Status::ASSURED | Status::SEEN_REPLY),
+            timeout: Some(3600),
+            mark: Some(7),
+            zone: Some(3),
+            id: Some(0xdead_beef),
+            ..Flow::default()
+        }
+    }
+
+    #[test]
+    fn create_round_trips_through_the_decoder() {
+        let mut buf = Vec::new();
+        create(&mut buf, 1, &sample());
+        let mut back = Flow::default();
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        let want = sample();
+        assert_eq!((back.orig, back.reply, back.state), (want.orig, want.reply, want.state));
+        assert_eq!(back.status.0, want.status.0 | IPS_CONFIRMED);
+        assert_eq!((back.mark, back.zone, back.timeout), (Some(7), Some(3), Some(3600)));
+    }
+
+    #[test]
+    fn cta_filter_forces_ipv4_and_nests_strictly() {
+        let mut buf = Vec::new();
+        let f =
+            DumpFilter { orig_src_v4: Some("172.16.3.5".parse().unwrap()), ..Default::default() };
+        dump(&mut buf, 1, &f);
+        assert_eq!(buf[NLMSG_HDRLEN], 2, "family must be AF_INET with CTA_FILTER");
+        let filter_at = NLMSG_HDRLEN + 4;
+        let kind = u16::from_ne_bytes([buf[filter_at + 2], buf[filter_at + 3]]);
+        assert_eq!(kind, CTA_FILTER | NLA_F_NESTED);
+    }
+}

@@ -1,0 +1,428 @@
+//! The only module that speaks netlink: a ctnetlink socket that dumps, creates and reads stats.
+//!
+//! Built on netlink-sys (the socket) and netlink-packet-core / netlink-packet-netfilter (header
+//! codecs); it adds what netlink-packet-netfilter 0.4 lacks: ids, zones, counters, timestamps,
+//! labels, ICMP tuples, SCTP/DCCP state, mark/status masks, `CTA_FILTER` and the stats
+//! messages. Callers see [`Flow`]s, never attributes.
+
+mod decode;
+mod encode;
+mod uapi;
+
+use std::collections::HashSet;
+use std::io;
+use std::ops::ControlFlow;
+
+use netlink_packet_core::NetlinkBuffer;
+use netlink_sys::{Socket, SocketAddr};
+
+pub use decode::{CpuStats, Malformed, TableStats};
+pub use encode::DumpFilter;
+use uapi::*;
+
+use crate::flow::Flow;
+
+/// What went wrong talking to the kernel, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket call failed.
+    #[error("{op}: {}", describe(.source))]
+    Io {
+        /// The operation, e.g. "dump conntrack table".
+        op: &'static str,
+        /// The system error.
+        source: io::Error,
+    },
+    /// The kernel answered a request with an error.
+    #[error("{op}: {}", describe(&io::Error::from_raw_os_error(*.errno)))]
+    Kernel {
+        /// The operation.
+        op: &'static str,
+        /// The positive errno.
+        errno: i32,
+    },
+    /// Our receive buffer overflowed and the kernel dropped messages (ENOBUFS).
+    #[error("{op}: receive buffer overrun (ENOBUFS), messages were lost")]
+    Overrun {
+        /// The operation.
+        op: &'static str,
+    },
+    /// The kernel sent bytes we could not decode.
+    #[error("{op}: {source}")]
+    Malformed {
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        source: Malformed,
+    },
+}
+
+impl Error {
+    /// The errno behind the error, if there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Kernel { errno, .. } => Some(*errno),
+            Error::Overrun { .. } => Some(libc::ENOBUFS),
+            Error::Malformed { .. } => None,
+        }
+    }
+}
+
+/// Turns errnos into advice an operator can act on.
+fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "permission denied: ctguard needs CAP_NET_ADMIN (run it as root)".into()
+        }
+        Some(libc::EPROTONOSUPPORT) | Some(libc::EOPNOTSUPP) | Some(libc::EAFNOSUPPORT) => {
+            format!("{e}: the kernel has no ctnetlink here (load the nf_conntrack_netlink module)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// What a dump saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DumpSummary {
+    /// Entries handed to the callback.
+    pub entries: u64,
+    /// Entries skipped because the kernel sent them twice (a resume re-walked a bucket).
+    pub duplicates: u64,
+    /// The kernel flagged the dump as inconsistent (`NLM_F_DUMP_INTR`).
+    pub interrupted: bool,
+}
+
+/// The `recv` buffer: a dump skb is at most 32 KiB (`netlink_dump` caps `max_recvmsg_len`).
+const RECV_BUF: usize = 128 << 10;
+/// Kernel receive buffer, as conntrack-tools and the raw floor probe use.
+const SOCK_RCVBUF: usize = 8 << 20;
+/// Creates per send: one ACK each comes back, so the batch bounds what queues for us.
+const CREATE_BATCH: usize = 512;
+
+/// A ctnetlink socket in the current network namespace.
+pub struct Conntrack {
+    sock: Socket,
+    seq: u32,
+    req: Vec<u8>,
+    rbuf: Vec<u8>,
+    flow: Flow,
+}
+
+impl Conntrack {
+    /// Opens a `NETLINK_NETFILTER` socket (needs `CAP_NET_ADMIN` for everything but reads).
+    pub fn open() -> Result<Conntrack, Error> {
+        let op = "open ctnetlink socket";
+        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|source| Error::Io { op, source })?;
+        sock.bind(&SocketAddr::new(0, 0)).map_err(|source| Error::Io { op, source })?;
+        set_rcvbuf(&sock, SOCK_RCVBUF);
+        // Error replies then carry only the failed request's header, not the whole request.
+        set_opt(&sock, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        Ok(Conntrack {
+            sock,
+            seq: 1,
+            req: Vec::new(),
+            rbuf: Vec::with_capacity(RECV_BUF),
+            flow: Flow::default(),
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn send_req(&mut self, op: &'static str) -> Result<(), Error> {
+        let mut sent = 0;
+        while sent < self.req.len() {
+            sent +=
+                self.sock.send(&self.req[sent..], 0).map_err(|source| Error::Io { op, source })?;
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, op: &'static str) -> Result<(), Error> {
+        self.rbuf.clear();
+        match self.sock.recv(&mut self.rbuf, 0) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Err(Error::Overrun { op }),
+            Err(source) => Err(Error::Io { op, source }),
+        }
+    }
+
+    /// Streams the table to `each`, one decoded flow at a time (`conntrack -L`; the filter's
+    /// kernel-side parts need the kernels named on [`DumpFilter`]). Memory stays bounded: the
+    /// flow is decoded in place and only a small window of ids is kept to drop the entries a
+    /// dump resume may repeat. Returning `Break` stops early.
+    pub fn dump(
+        &mut self,
+        filter: &DumpFilter,
+        mut each: impl FnMut(&Flow) -> ControlFlow<()>,
+    ) -> Result<DumpSummary, Error> {
+        let op = "dump conntrack table";
+        let seq = self.next_seq();
+        self.req.clear();
+        encode::dump(&mut self.req, seq, filter);
+        self.send_req(op)?;
+        let mut summary = DumpSummary::default();
+        // A resume whose last entry vanished re-walks that hash bucket from its head, so a
+        // repeat can only be an entry of the previous one or two receive chunks (a chain is far
+        // shorter than the ~130 entries of a 32 KiB chunk).
+        let mut window = IdWindow::default();
+        let mut stopped = false;
+        loop {
+            self.recv(op)?;
+            window.rotate();
+            let mut off = 0;
+            while off + NLMSG_HDRLEN <= self.rbuf.len() {
+                let msg = NetlinkBuffer::new_checked(&self.rbuf[off..]).map_err(|_| {
+                    Error::Malformed { op, source: Malformed("bad netlink header") }
+                })?;
+                let len = msg.length() as usize;
+                off += (len + 3) & !3;
+                if msg.sequence_number() != seq {
+                    continue;
+                }
+                if msg.flags() & NLM_F_DUMP_INTR != 0 {
+                    summary.interrupted = true;
+                }
+                match msg.message_type() {
+                    NLMSG_DONE => {
+                        let errno = error_code(msg.payload());
+                        return if errno != 0 {
+                            Err(Error::Kernel { op, errno })
+                        } else {
+                            Ok(summary)
+                        };
+                    }
+                    NLMSG_ERROR => {
+                        let errno = error_code(msg.payload());
+                        if errno != 0 {
+                            return Err(Error::Kernel { op, errno });
+                        }
+                    }
+                    _ if stopped => {}
+                    _ => {
+                        decode::decode_flow(msg.payload(), &mut self.flow)
+                            .map_err(|source| Error::Malformed { op, source })?;
+                        if let Some(id) = self.flow.id
+                            && !window.insert(id)
+                        {
+                            summary.duplicates += 1;
+                            continue;
+                        }
+                        summary.entries += 1;
+                        if each(&self.flow).is_break() {
+                            // Keep reading to the end so the socket stays usable.
+                            stopped = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Count and max (`conntrack -C`; O(1), no dump).
+    pub fn table_stats(&mut self) -> Result<TableStats, Error> {
+        let op = "read conntrack stats";
+        let seq = self.next_seq();
+        self.req.clear();
+        encode::table_stats(&mut self.req, seq);
+        self.send_req(op)?;
+        let mut out = None;
+        self.read_replies(op, seq, false, |payload| {
+            out = Some(decode::decode_table_stats(payload));
+        })?;
+        match out {
+            Some(r) => r.map_err(|source| Error::Malformed { op, source }),
+            None => Err(Error::Malformed { op, source: Malformed("no stats in reply") }),
+        }
+    }
+
+    /// Per-CPU counters (`conntrack -S`), one entry per possible CPU.
+    pub fn cpu_stats(&mut self) -> Result<Vec<CpuStats>, Error> {
+        let op = "read per-CPU conntrack stats";
+        let seq = self.next_seq();
+        self.req.clear();
+        encode::cpu_stats(&mut self.req, seq);
+        self.send_req(op)?;
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.read_replies(op, seq, true, |payload| match decode::decode_cpu_stats(payload) {
+            Ok(s) => out.push(s),
+            Err(e) => bad = Some(e),
+        })?;
+        match bad {
+            Some(source) => Err(Error::Malformed { op, source }),
+            None => Ok(out),
+        }
+    }
+
+    /// Reads the replies to request `seq` until DONE (a dump), the single answer, or an error.
+    fn read_replies(
+        &mut self,
+        op: &'static str,
+        seq: u32,
+        dump: bool,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), Error> {
+        loop {
+            self.recv(op)?;
+            let mut off = 0;
+            let mut done = false;
+            while off + NLMSG_HDRLEN <= self.rbuf.len() {
+                let msg = NetlinkBuffer::new_checked(&self.rbuf[off..]).map_err(|_| {
+                    Error::Malformed { op, source: Malformed("bad netlink header") }
+                })?;
+                off += (msg.length() as usize + 3) & !3;
+                if msg.sequence_number() != seq {
+                    continue;
+                }
+                match msg.message_type() {
+                    NLMSG_DONE => done = true,
+                    NLMSG_ERROR => {
+                        let errno = error_code(msg.payload());
+                        if errno != 0 {
+                            return Err(Error::Kernel { op, errno });
+                        }
+                        done = true;
+                    }
+                    _ => {
+                        each(msg.payload());
+                        // GET_STATS answers with one message flagged NLM_F_MULTI and no DONE
+                        // after it (ctnetlink_stat_ct_fill_info), so only a dump waits for DONE.
+                        if !dump {
+                            done = true;
+                        }
+                    }
+                }
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Creates flows (`conntrack -I`), many requests per send, each acknowledged. Calls
+    /// `on_error(index, errno)` for every flow the kernel refused (EEXIST for one already
+    /// there, ENOMEM for a full table); the others were created.
+    pub fn create(
+        &mut self,
+        flows: &[Flow],
+        mut on_error: impl FnMut(usize, i32),
+    ) -> Result<(), Error> {
+        let op = "create conntrack entries";
+        for (batch_no, batch) in flows.chunks(CREATE_BATCH).enumerate() {
+            self.req.clear();
+            let first = self.seq.wrapping_add(1);
+            for flow in batch {
+                let seq = self.next_seq();
+                encode::create(&mut self.req, seq, flow);
+            }
+            self.send_req(op)?;
+            let mut pending = batch.len();
+            while pending > 0 {
+                self.recv(op)?;
+                let mut off = 0;
+                while off + NLMSG_HDRLEN <= self.rbuf.len() {
+                    let msg = NetlinkBuffer::new_checked(&self.rbuf[off..]).map_err(|_| {
+                        Error::Malformed { op, source: Malformed("bad netlink header") }
+                    })?;
+                    off += (msg.length() as usize + 3) & !3;
+                    let idx = msg.sequence_number().wrapping_sub(first) as usize;
+                    if msg.message_type() != NLMSG_ERROR || idx >= batch.len() {
+                        continue;
+                    }
+                    pending -= 1;
+                    let errno = error_code(msg.payload());
+                    if errno != 0 {
+                        on_error(batch_no * CREATE_BATCH + idx, errno);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The (positive) errno of an NLMSG_ERROR or NLMSG_DONE payload; 0 for an ACK.
+fn error_code(payload: &[u8]) -> i32 {
+    payload.get(..4).map_or(0, |b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn set_opt(sock: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid, live c_int.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// SO_RCVBUFFORCE ignores `rmem_max` (needs CAP_NET_ADMIN); fall back to SO_RCVBUF.
+fn set_rcvbuf(sock: &Socket, bytes: usize) {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    if !set_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v) {
+        set_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUF, v);
+    }
+}
+
+/// The ids of the current receive chunk and the two before it, to drop the repeats of a
+/// resumed dump. Three small sets, reused: nothing grows with the table.
+#[derive(Default)]
+struct IdWindow {
+    chunks: [HashSet<u32>; 3],
+    current: usize,
+}
+
+impl IdWindow {
+    /// Starts a new chunk, forgetting the oldest.
+    fn rotate(&mut self) {
+        self.current = (self.current + 1) % self.chunks.len();
+        self.chunks[self.current].clear();
+    }
+
+    /// False when `id` was already seen in the window.
+    fn insert(&mut self, id: u32) -> bool {
+        let seen =
+            self.chunks.iter().enumerate().any(|(i, c)| i != self.current && c.contains(&id));
+        !seen && self.chunks[self.current].insert(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_window_drops_repeats_across_one_chunk_boundary() {
+        let mut w = IdWindow::default();
+        w.rotate();
+        assert!(w.insert(1) && w.insert(2) && w.insert(3));
+        assert!(!w.insert(2), "repeat inside a chunk");
+        w.rotate();
+        // A resumed dump re-sends 2 and 3 at the head of the next chunk.
+        assert!(!w.insert(2) && !w.insert(3));
+        assert!(w.insert(4));
+        w.rotate();
+        assert!(!w.insert(1), "two chunks back is still inside the window");
+        w.rotate();
+        w.rotate();
+        // Later the window has moved on: memory stays bounded.
+        assert!(w.insert(3));
+        assert!(w.chunks.iter().map(HashSet::len).sum::<usize>() < 8);
+    }
+
+    #[test]
+    fn errno_of_ack_and_error() {
+        assert_eq!(error_code(&0i32.to_ne_bytes()), 0);
+        assert_eq!(error_code(&(-libc::ENOENT).to_ne_bytes()), libc::ENOENT);
+        let e = Error::Kernel { op: "dump", errno: libc::EPERM };
+        assert!(e.to_string().contains("CAP_NET_ADMIN"));
+    }
+}

@@ -1,0 +1,108 @@
+//! ctnetlink constants that netlink-packet-netfilter 0.4 does not define, each with its header.
+
+// include/uapi/linux/netlink.h
+pub(crate) const NETLINK_NETFILTER: isize = 12;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLM_F_REQUEST: u16 = 1;
+pub(crate) const NLM_F_ACK: u16 = 4;
+pub(crate) const NLM_F_DUMP_INTR: u16 = 16;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLA_F_NESTED: u16 = 0x8000;
+// include/uapi/linux/netlink.h, socket options at SOL_NETLINK (270).
+pub(crate) const SOL_NETLINK: libc::c_int = 270;
+pub(crate) const NETLINK_CAP_ACK: libc::c_int = 10;
+
+// include/uapi/linux/netfilter/nfnetlink.h
+pub(crate) const NFNETLINK_V0: u8 = 0;
+pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+
+// include/uapi/linux/netfilter/nfnetlink_conntrack.h: enum cntl_msg_types
+pub(crate) const IPCTNL_MSG_CT_NEW: u16 = 0;
+pub(crate) const IPCTNL_MSG_CT_GET: u16 = 1;
+pub(crate) const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
+pub(crate) const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
+
+// nfnetlink_conntrack.h: enum ctattr_type
+pub(crate) const CTA_TUPLE_ORIG: u16 = 1;
+pub(crate) const CTA_TUPLE_REPLY: u16 = 2;
+pub(crate) const CTA_STATUS: u16 = 3;
+pub(crate) const CTA_PROTOINFO: u16 = 4;
+pub(crate) const CTA_HELP: u16 = 5;
+pub(crate) const CTA_TIMEOUT: u16 = 7;
+pub(crate) const CTA_MARK: u16 = 8;
+pub(crate) const CTA_COUNTERS_ORIG: u16 = 9;
+pub(crate) const CTA_COUNTERS_REPLY: u16 = 10;
+pub(crate) const CTA_USE: u16 = 11;
+pub(crate) const CTA_ID: u16 = 12;
+pub(crate) const CTA_SECMARK: u16 = 17;
+pub(crate) const CTA_ZONE: u16 = 18;
+pub(crate) const CTA_TIMESTAMP: u16 = 20;
+pub(crate) const CTA_MARK_MASK: u16 = 21;
+pub(crate) const CTA_LABELS: u16 = 22;
+pub(crate) const CTA_SYNPROXY: u16 = 24;
+pub(crate) const CTA_FILTER: u16 = 25;
+pub(crate) const CTA_STATUS_MASK: u16 = 26;
+
+// enum ctattr_tuple / ctattr_ip / ctattr_l4proto
+pub(crate) const CTA_TUPLE_IP: u16 = 1;
+pub(crate) const CTA_TUPLE_PROTO: u16 = 2;
+pub(crate) const CTA_TUPLE_ZONE: u16 = 3;
+pub(crate) const CTA_IP_V4_SRC: u16 = 1;
+pub(crate) const CTA_IP_V4_DST: u16 = 2;
+pub(crate) const CTA_IP_V6_SRC: u16 = 3;
+pub(crate) const CTA_IP_V6_DST: u16 = 4;
+pub(crate) const CTA_PROTO_NUM: u16 = 1;
+pub(crate) const CTA_PROTO_SRC_PORT: u16 = 2;
+pub(crate) const CTA_PROTO_DST_PORT: u16 = 3;
+pub(crate) const CTA_PROTO_ICMP_ID: u16 = 4;
+pub(crate) const CTA_PROTO_ICMP_TYPE: u16 = 5;
+pub(crate) const CTA_PROTO_ICMP_CODE: u16 = 6;
+pub(crate) const CTA_PROTO_ICMPV6_ID: u16 = 7;
+pub(crate) const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
+pub(crate) const CTA_PROTO_ICMPV6_CODE: u16 = 9;
+
+// enum ctattr_protoinfo / _tcp / _dccp / _sctp
+pub(crate) const CTA_PROTOINFO_TCP: u16 = 1;
+pub(crate) const CTA_PROTOINFO_DCCP: u16 = 2;
+pub(crate) const CTA_PROTOINFO_SCTP: u16 = 3;
+pub(crate) const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+pub(crate) const CTA_PROTOINFO_DCCP_STATE: u16 = 1;
+pub(crate) const CTA_PROTOINFO_SCTP_STATE: u16 = 1;
+
+// enum ctattr_counters / ctattr_tstamp / ctattr_help
+pub(crate) const CTA_COUNTERS_PACKETS: u16 = 1;
+pub(crate) const CTA_COUNTERS_BYTES: u16 = 2;
+pub(crate) const CTA_COUNTERS32_PACKETS: u16 = 3;
+pub(crate) const CTA_COUNTERS32_BYTES: u16 = 4;
+pub(crate) const CTA_TIMESTAMP_START: u16 = 1;
+pub(crate) const CTA_TIMESTAMP_STOP: u16 = 2;
+pub(crate) const CTA_HELP_NAME: u16 = 1;
+
+// enum ctattr_filter; the flag bits live in the kernel-private net/netfilter/nf_internals.h
+// (CTA_FILTER_FLAG_*), stable ABI since 5.8.
+pub(crate) const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+pub(crate) const CTA_FILTER_REPLY_FLAGS: u16 = 2;
+pub(crate) const CTA_FILTER_FLAG_IP_SRC: u32 = 1 << 0;
+pub(crate) const CTA_FILTER_FLAG_IP_DST: u32 = 1 << 1;
+
+// enum ctattr_stats_cpu (stats per CPU) and ctattr_stats_global.
+pub(crate) const CTA_STATS_FOUND: u16 = 2;
+pub(crate) const CTA_STATS_INVALID: u16 = 4;
+pub(crate) const CTA_STATS_INSERT: u16 = 8;
+pub(crate) const CTA_STATS_INSERT_FAILED: u16 = 9;
+pub(crate) const CTA_STATS_DROP: u16 = 10;
+pub(crate) const CTA_STATS_EARLY_DROP: u16 = 11;
+pub(crate) const CTA_STATS_ERROR: u16 = 12;
+pub(crate) const CTA_STATS_SEARCH_RESTART: u16 = 13;
+pub(crate) const CTA_STATS_CLASH_RESOLVE: u16 = 14;
+pub(crate) const CTA_STATS_CHAIN_TOOLONG: u16 = 15;
+pub(crate) const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
+pub(crate) const CTA_STATS_GLOBAL_MAX_ENTRIES: u16 = 2;
+
+// include/uapi/linux/netfilter/nf_conntrack_common.h: IPS_CONFIRMED. A CT_NEW without it is
+// answered EBUSY on 6.x, so every create ORs it in.
+pub(crate) const IPS_CONFIRMED: u32 = 1 << 3;
