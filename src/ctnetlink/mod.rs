@@ -160,25 +160,74 @@ impl Conntrack {
         mut each: impl FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<DumpSummary, Error> {
         let op = "dump conntrack table";
+        let mut flow = std::mem::take(&mut self.flow);
+        // A resume whose last entry vanished re-walks that hash bucket from its head, so a
+        // repeat can only be an entry of the previous one or two receive chunks (a chain is far
+        // shorter than the ~130 entries of a 32 KiB chunk).
+        let mut window = IdWindow::default();
+        let mut duplicates = 0;
+        let r = self.stream(op, filter, |item| match item {
+            Item::Chunk => {
+                window.rotate();
+                Ok(ControlFlow::Continue(false))
+            }
+            Item::Message(msg) => {
+                decode::decode_flow(&msg[NLMSG_HDRLEN..], &mut flow)
+                    .map_err(|source| Error::Malformed { op, source })?;
+                if let Some(id) = flow.id
+                    && !window.insert(id)
+                {
+                    duplicates += 1;
+                    return Ok(ControlFlow::Continue(false));
+                }
+                Ok(each(&flow).map_continue(|()| true))
+            }
+        });
+        self.flow = flow;
+        r.map(|s| DumpSummary { duplicates, ..s })
+    }
+
+    /// Streams the raw netlink messages of a dump, header included, as the kernel sent them:
+    /// for recording fixtures. Decode one with [`decode_message`].
+    pub fn dump_raw(
+        &mut self,
+        filter: &DumpFilter,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<DumpSummary, Error> {
+        self.stream("dump conntrack table", filter, |item| {
+            if let Item::Message(m) = item {
+                each(m);
+            }
+            Ok(ControlFlow::Continue(true))
+        })
+    }
+
+    /// Sends a dump request and hands every entry message (and each new receive chunk) to
+    /// `each`, which answers Continue(counted) or Break. Reads to DONE even after a Break so
+    /// the socket stays usable.
+    fn stream(
+        &mut self,
+        op: &'static str,
+        filter: &DumpFilter,
+        mut each: impl FnMut(Item<'_>) -> Result<ControlFlow<(), bool>, Error>,
+    ) -> Result<DumpSummary, Error> {
         let seq = self.next_seq();
         self.req.clear();
         encode::dump(&mut self.req, seq, filter);
         self.send_req(op)?;
         let mut summary = DumpSummary::default();
-        // A resume whose last entry vanished re-walks that hash bucket from its head, so a
-        // repeat can only be an entry of the previous one or two receive chunks (a chain is far
-        // shorter than the ~130 entries of a 32 KiB chunk).
-        let mut window = IdWindow::default();
         let mut stopped = false;
         loop {
             self.recv(op)?;
-            window.rotate();
+            // A chunk start only moves the dedupe window; it counts nothing.
+            let _ = each(Item::Chunk)?;
             let mut off = 0;
             while off + NLMSG_HDRLEN <= self.rbuf.len() {
                 let msg = NetlinkBuffer::new_checked(&self.rbuf[off..]).map_err(|_| {
                     Error::Malformed { op, source: Malformed("bad netlink header") }
                 })?;
                 let len = msg.length() as usize;
+                let whole = &self.rbuf[off..off + len];
                 off += (len + 3) & !3;
                 if msg.sequence_number() != seq {
                     continue;
@@ -202,21 +251,13 @@ impl Conntrack {
                         }
                     }
                     _ if stopped => {}
-                    _ => {
-                        decode::decode_flow(msg.payload(), &mut self.flow)
-                            .map_err(|source| Error::Malformed { op, source })?;
-                        if let Some(id) = self.flow.id
-                            && !window.insert(id)
-                        {
-                            summary.duplicates += 1;
-                            continue;
-                        }
-                        summary.entries += 1;
-                        if each(&self.flow).is_break() {
-                            // Keep reading to the end so the socket stays usable.
+                    _ => match each(Item::Message(whole))? {
+                        ControlFlow::Continue(counted) => summary.entries += u64::from(counted),
+                        ControlFlow::Break(()) => {
+                            summary.entries += 1;
                             stopped = true;
                         }
-                    }
+                    },
                 }
             }
         }
@@ -343,6 +384,19 @@ impl Conntrack {
         }
         Ok(())
     }
+}
+
+/// What a dump stream hands on: the start of a receive chunk, or one entry message.
+enum Item<'a> {
+    Chunk,
+    Message(&'a [u8]),
+}
+
+/// Decodes one whole ctnetlink conntrack message (netlink header included) into `flow`, as
+/// [`Conntrack::dump`] does; for messages recorded with [`Conntrack::dump_raw`].
+pub fn decode_message(msg: &[u8], flow: &mut Flow) -> Result<(), Malformed> {
+    let body = msg.get(NLMSG_HDRLEN..).ok_or(Malformed("shorter than a netlink header"))?;
+    decode::decode_flow(body, flow)
 }
 
 /// The (positive) errno of an NLMSG_ERROR or NLMSG_DONE payload; 0 for an ACK.
