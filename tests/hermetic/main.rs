@@ -1,0 +1,1 @@
+//! Hermetic tests: no privileges, no kernel; golden bytes recorded from the kernel.

@@ -1,0 +1,1 @@
+//! Kernel tests: each in its own fresh network namespace, against the real ctnetlink.
