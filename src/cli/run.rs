@@ -215,10 +215,25 @@ fn load(ct: &mut Conntrack, path: &str) -> Result<Outcome, Failure> {
         let f = std::fs::File::open(path).map_err(|e| Failure::Message(format!("{path}: {e}")))?;
         Box::new(io::BufReader::new(f))
     };
-    // Parse everything first: a bad line means nothing is created.
+    // Parse everything first: a bad line means nothing is created. Every bad line is named
+    // (the first few printed) so one run shows what to fix.
     let mut flows = Vec::new();
+    let mut bad_lines = 0usize;
     for r in json::read_flows(input) {
-        flows.push(r.map_err(|e| Failure::Message(format!("{path}: {e}")))?);
+        match r {
+            Ok(f) => flows.push(f),
+            Err(e) => {
+                if bad_lines < 10 {
+                    eprintln!("ctguard: {path}: {e}");
+                }
+                bad_lines += 1;
+            }
+        }
+    }
+    if bad_lines > 0 {
+        return Err(Failure::Message(format!(
+            "{path}: {bad_lines} bad lines; nothing was created"
+        )));
     }
     let (mut created, mut existed, mut failed) = (0u64, 0u64, 0u64);
     for chunk in flows.chunks(LOAD_CHUNK) {
