@@ -12,6 +12,7 @@ mod uapi;
 use std::collections::HashSet;
 use std::io;
 use std::ops::ControlFlow;
+use std::sync::mpsc;
 
 use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{Socket, SocketAddr};
@@ -95,6 +96,8 @@ pub struct DumpSummary {
 
 /// The `recv` buffer: a dump skb is at most 32 KiB (`netlink_dump` caps `max_recvmsg_len`).
 const RECV_BUF: usize = 128 << 10;
+/// Receive buffers in flight between the receiving and the decoding thread.
+const PIPELINE: usize = 4;
 /// Kernel receive buffer, as conntrack-tools and the raw floor probe use.
 const SOCK_RCVBUF: usize = 8 << 20;
 /// Creates per send: one ACK each comes back, so the batch bounds what queues for us.
@@ -203,8 +206,12 @@ impl Conntrack {
     }
 
     /// Sends a dump request and hands every entry message (and each new receive chunk) to
-    /// `each`, which answers Continue(counted) or Break. Reads to DONE even after a Break so
-    /// the socket stays usable.
+    /// `each`, which answers Continue(counted) or Break.
+    ///
+    /// The kernel builds each chunk inside our `recv`, so a receiving thread keeps the kernel
+    /// busy while this thread decodes the previous chunk: on two cores a dump costs about the
+    /// kernel's time alone. The receiver always reads to DONE, even after a Break or an
+    /// error here, so the socket stays usable.
     fn stream(
         &mut self,
         op: &'static str,
@@ -215,52 +222,39 @@ impl Conntrack {
         self.req.clear();
         encode::dump(&mut self.req, seq, filter);
         self.send_req(op)?;
-        let mut summary = DumpSummary::default();
-        let mut stopped = false;
-        loop {
-            self.recv(op)?;
-            // A chunk start only moves the dedupe window; it counts nothing.
-            let _ = each(Item::Chunk)?;
-            let mut off = 0;
-            while off + NLMSG_HDRLEN <= self.rbuf.len() {
-                let msg = NetlinkBuffer::new_checked(&self.rbuf[off..]).map_err(|_| {
-                    Error::Malformed { op, source: Malformed("bad netlink header") }
-                })?;
-                let len = msg.length() as usize;
-                let whole = &self.rbuf[off..off + len];
-                off += (len + 3) & !3;
-                if msg.sequence_number() != seq {
-                    continue;
-                }
-                if msg.flags() & NLM_F_DUMP_INTR != 0 {
-                    summary.interrupted = true;
-                }
-                match msg.message_type() {
-                    NLMSG_DONE => {
-                        let errno = error_code(msg.payload());
-                        return if errno != 0 {
-                            Err(Error::Kernel { op, errno })
-                        } else {
-                            Ok(summary)
-                        };
-                    }
-                    NLMSG_ERROR => {
-                        let errno = error_code(msg.payload());
-                        if errno != 0 {
-                            return Err(Error::Kernel { op, errno });
-                        }
-                    }
-                    _ if stopped => {}
-                    _ => match each(Item::Message(whole))? {
-                        ControlFlow::Continue(counted) => summary.entries += u64::from(counted),
-                        ControlFlow::Break(()) => {
-                            summary.entries += 1;
-                            stopped = true;
-                        }
-                    },
-                }
-            }
+        let sock = &self.sock;
+        let (full_tx, full_rx) = mpsc::sync_channel::<Result<Vec<u8>, Error>>(PIPELINE);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        for _ in 0..PIPELINE {
+            let _ = empty_tx.send(Vec::with_capacity(RECV_BUF));
         }
+        std::thread::scope(|scope| {
+            scope.spawn(move || receive_dump(sock, op, seq, &empty_rx, &full_tx));
+            let mut summary = DumpSummary::default();
+            let mut stopped = false;
+            let mut outcome: Option<Result<DumpSummary, Error>> = None;
+            for chunk in full_rx.iter() {
+                let buf = match chunk {
+                    Ok(buf) => buf,
+                    Err(e) => {
+                        outcome.get_or_insert(Err(e));
+                        continue;
+                    }
+                };
+                if outcome.is_none() {
+                    match process_chunk(&buf, seq, op, &mut summary, &mut stopped, &mut each) {
+                        Ok(true) => outcome = Some(Ok(summary)),
+                        Ok(false) => {}
+                        Err(e) => outcome = Some(Err(e)),
+                    }
+                }
+                let _ = empty_tx.send(buf);
+            }
+            outcome.unwrap_or(Err(Error::Malformed {
+                op,
+                source: Malformed("dump ended without DONE"),
+            }))
+        })
     }
 
     /// Count and max (`conntrack -C`; O(1), no dump).
@@ -384,6 +378,101 @@ impl Conntrack {
         }
         Ok(())
     }
+}
+
+/// Receives a dump's chunks into recycled buffers until the chunk holding its end.
+fn receive_dump(
+    sock: &Socket,
+    op: &'static str,
+    seq: u32,
+    empty: &mpsc::Receiver<Vec<u8>>,
+    full: &mpsc::SyncSender<Result<Vec<u8>, Error>>,
+) {
+    loop {
+        let mut buf = empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(RECV_BUF));
+        buf.clear();
+        if let Err(e) = sock.recv(&mut buf, 0) {
+            let err = if e.raw_os_error() == Some(libc::ENOBUFS) {
+                Error::Overrun { op }
+            } else {
+                Error::Io { op, source: e }
+            };
+            let _ = full.send(Err(err));
+            return;
+        }
+        let last = ends_dump(&buf, seq);
+        // A consumer that stopped listening still lets us drain to the end.
+        let _ = full.send(Ok(buf));
+        if last {
+            return;
+        }
+    }
+}
+
+/// True when the chunk holds our dump's DONE or its error.
+fn ends_dump(buf: &[u8], seq: u32) -> bool {
+    let mut off = 0;
+    while let Ok(msg) = NetlinkBuffer::new_checked(&buf[off..]) {
+        if msg.sequence_number() == seq
+            && (msg.message_type() == NLMSG_DONE
+                || (msg.message_type() == NLMSG_ERROR && error_code(msg.payload()) != 0))
+        {
+            return true;
+        }
+        off += (msg.length() as usize + 3) & !3;
+        if off + NLMSG_HDRLEN > buf.len() {
+            break;
+        }
+    }
+    false
+}
+
+/// Hands one chunk's entry messages on; Ok(true) once the dump's DONE is seen.
+fn process_chunk(
+    buf: &[u8],
+    seq: u32,
+    op: &'static str,
+    summary: &mut DumpSummary,
+    stopped: &mut bool,
+    each: &mut impl FnMut(Item<'_>) -> Result<ControlFlow<(), bool>, Error>,
+) -> Result<bool, Error> {
+    // A chunk start only moves the dedupe window; it counts nothing.
+    let _ = each(Item::Chunk)?;
+    let mut off = 0;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let msg = NetlinkBuffer::new_checked(&buf[off..])
+            .map_err(|_| Error::Malformed { op, source: Malformed("bad netlink header") })?;
+        let len = msg.length() as usize;
+        let whole = &buf[off..off + len];
+        off += (len + 3) & !3;
+        if msg.sequence_number() != seq {
+            continue;
+        }
+        if msg.flags() & NLM_F_DUMP_INTR != 0 {
+            summary.interrupted = true;
+        }
+        match msg.message_type() {
+            NLMSG_DONE => {
+                let errno = error_code(msg.payload());
+                return if errno != 0 { Err(Error::Kernel { op, errno }) } else { Ok(true) };
+            }
+            NLMSG_ERROR => {
+                let errno = error_code(msg.payload());
+                if errno != 0 {
+                    return Err(Error::Kernel { op, errno });
+                }
+            }
+            _ if *stopped => {}
+            _ => match each(Item::Message(whole))? {
+                ControlFlow::Continue(counted) => summary.entries += u64::from(counted),
+                ControlFlow::Break(()) => {
+                    summary.entries += 1;
+                    *stopped = true;
+                }
+            },
+        }
+    }
+    Ok(false)
 }
 
 /// What a dump stream hands on: the start of a receive chunk, or one entry message.
