@@ -526,6 +526,29 @@ impl fmt::Display for Proto {
     }
 }
 
+/// A TCP flow for unit tests: no NAT, ASSURED and SEEN_REPLY, an hour left, mark 0.
+#[cfg(test)]
+pub(crate) fn test_tcp(src: &str, dst: &str, sport: u16, dport: u16, state: TcpState) -> Flow {
+    let parse = |s: &str| s.parse::<IpAddr>().expect("test address");
+    let orig = Tuple {
+        src: parse(src),
+        dst: parse(dst),
+        l4: L4::Ports { src: sport, dst: dport },
+        zone: None,
+    };
+    Flow {
+        family: Family::of(orig.src),
+        proto: Proto::TCP,
+        orig,
+        reply: orig.inverse(),
+        state: Some(ProtoState::Tcp(state)),
+        status: Status(Status::ASSURED | Status::SEEN_REPLY),
+        timeout: Some(3600),
+        mark: Some(0),
+        ..Flow::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,27 +278,8 @@ pub fn parse_family(s: &str) -> Result<Family, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{L4, Tuple};
 
-    fn tcp(src: &str, dst: &str, sport: u16, dport: u16, state: TcpState) -> Flow {
-        let orig = Tuple {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            l4: L4::Ports { src: sport, dst: dport },
-            zone: None,
-        };
-        Flow {
-            family: Family::of(orig.src),
-            proto: Proto::TCP,
-            orig,
-            reply: orig.inverse(),
-            state: Some(ProtoState::Tcp(state)),
-            status: Status(Status::ASSURED | Status::SEEN_REPLY),
-            timeout: Some(3600),
-            mark: Some(0),
-            ..Flow::default()
-        }
-    }
+    use crate::flow::test_tcp as tcp;
 
     #[test]
     fn or_within_a_flag_and_across_flags() {

@@ -256,28 +256,14 @@ pub(crate) fn cpu_stats(buf: &mut Vec<u8>, seq: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Status, TcpState};
+    use crate::flow::TcpState;
 
     fn sample() -> Flow {
-        let orig = Tuple {
-            src: "10.0.0.5".parse().unwrap(),
-            dst: "10.0.1.1".parse().unwrap(),
-            l4: L4::Ports { src: 40000, dst: 80 },
-            zone: None,
-        };
-        Flow {
-            family: Family::Ipv4,
-            proto: Proto::TCP,
-            orig,
-            reply: orig.inverse(),
-            state: Some(ProtoState::Tcp(TcpState::Established)),
-            status: Status(Status::ASSURED | Status::SEEN_REPLY),
-            timeout: Some(3600),
-            mark: Some(7),
-            zone: Some(3),
-            id: Some(0xdead_beef),
-            ..Flow::default()
-        }
+        let mut f = crate::flow::test_tcp("10.0.0.5", "10.0.1.1", 40000, 80, TcpState::Established);
+        f.mark = Some(7);
+        f.zone = Some(3);
+        f.id = Some(0xdead_beef);
+        f
     }
 
     #[test]
