@@ -1,1 +1,15 @@
 //! Hermetic tests: no privileges, no kernel; golden bytes recorded from the kernel.
+//!
+//! The fixtures under `tests/fixtures` were recorded by `scripts/capture-fixture` in a throwaway
+//! namespace (provenance in `tests/fixtures/README.md`). Nothing here opens a netlink socket.
+
+// Usage errors exit 2 with one line, before anything is touched; --help and --version.
+mod cli;
+// Recorded ctnetlink bytes → Flow → `conntrack -L` text; a second decoder agrees; no panics.
+mod decode;
+// The recorded fixtures as bytes and flows.
+mod fixtures;
+// JSON Lines and report wire formats (unknown fields rejected), golden text.
+mod output;
+// The selector corpus: flags → Selector → matches / kernel_filter.
+mod selector;

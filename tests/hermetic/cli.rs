@@ -1,0 +1,175 @@
+//! The binary's contract for bad input: exit status 2, exactly one line on stderr starting
+//! `ctguard: `, nothing on stdout, and all of it before a namespace is entered or a socket
+//! opens (so these run without privileges). `--help` and `--version` exit 0.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn ctguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ctguard"))
+        .args(args)
+        .env_remove("CTGUARD_GUESTS")
+        .output()
+        .expect("run the ctguard binary")
+}
+
+/// Runs `args` and checks the bad-input contract; returns the one stderr line.
+fn refused(args: &[&str]) -> String {
+    let out = ctguard(args);
+    let stderr = String::from_utf8(out.stderr).expect("stderr is UTF-8");
+    assert_eq!(out.status.code(), Some(2), "{args:?}: exit status; stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: stdout: {}", String::from_utf8_lossy(&out.stdout));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one line on stderr, got {stderr:?}");
+    assert!(stderr.ends_with('\n'), "{args:?}: the line ends");
+    assert!(lines[0].starts_with("ctguard: "), "{args:?}: {}", lines[0]);
+    lines[0].to_string()
+}
+
+/// A file in the temp directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("ctguard-htest-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("write a temp file");
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("temp path is UTF-8")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const CREATE: [&str; 11] =
+    ["create", "-p", "tcp", "-s", "10.0.0.1", "-d", "10.0.0.2", "--sport", "1", "--dport", "2"];
+
+#[test]
+fn bad_values_exit_2_with_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["list", "-s", "10.0.0.300"], "invalid IP address or CIDR '10.0.0.300'"),
+        (&["count", "--reply-dst", "fd00::/129"], "'fd00::/129'"),
+        (&["list", "--state", "ESTABLISH"], "unknown state 'ESTABLISH'"),
+        (&["list", "--status", "ASSURED,!ASSURED"], "both requires and excludes"),
+        (&["list", "--idle", "10 parsecs"], "--idle: invalid duration '10 parsecs'"),
+        (&["list", "--timeout-below", "soon"], "--timeout-below: invalid duration 'soon'"),
+        (&["list", "--dport", "70000"], "invalid port or range '70000'"),
+        (&["list", "--sport", "90-80"], "invalid port range '90-80'"),
+        (&["count", "--mark", "blue"], "invalid mark 'blue'"),
+        (&["count", "--mark", "0x1/0"], "zero mask"),
+        (&["list", "--zone", "70000"], "invalid zone '70000'"),
+        (&["list", "-f", "ipx"], "invalid family 'ipx'"),
+        (&["list", "-p", "tcpp"], "unknown protocol 'tcpp'"),
+        (&["top", "--by", "colour"], "invalid --by 'colour'"),
+        (&["count", "--by", "src/33"], "prefix too long"),
+        (&["top", "-n", "0"], "invalid -n '0'"),
+        (&["top", "-n", "ten"], "invalid -n 'ten'"),
+        (&["top", "--by", "guest"], "--by guest needs a guest file"),
+        (&["list", "--guest", "web"], "guest names need --guests FILE"),
+        (&["list", "--guests", "/nonexistent/guests.toml"], "/nonexistent/guests.toml"),
+        (&["load", "/nonexistent/flows.jsonl"], "/nonexistent/flows.jsonl: no such file"),
+        (&["list", "--bogus"], "unexpected argument '--bogus'"),
+        (&["stats", "--per-cpu", "extra"], "unexpected argument 'extra'"),
+    ];
+    for (args, needle) in cases {
+        let line = refused(args);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn bad_create_values_exit_2_with_one_line() {
+    let with = |extra: &'static [&'static str]| -> Vec<&'static str> {
+        CREATE.iter().chain(extra).copied().collect()
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (with(&["-t", "1h", "--state", "OPEN"]), "state 'OPEN' does not apply to tcp"),
+        (with(&["-t", "soon"]), "--timeout: invalid duration 'soon'"),
+        (with(&["-t", "1h", "--reply-src", "fd00::1"]), "same family"),
+        (with(&["-t", "1h", "--status", "!ASSURED"]), "not negations"),
+        (with(&["-t", "1h", "-m", "0x1/0"]), "zero mask"),
+        (with(&["-t", "1h", "--reply-sport", "65536"]), "65536"),
+    ];
+    for (args, needle) in cases {
+        let line = refused(&args);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn create_without_timeout_names_the_missing_flag() {
+    let line = refused(&CREATE);
+    assert!(line.contains("--timeout"), "the one line should say what is missing: {line}");
+}
+
+#[test]
+fn guest_file_with_a_bad_cidr_names_file_line_and_value() {
+    let file =
+        TempFile::new("bad-guests.toml", "web = [\"172.16.3.0/24\"]\nbad = [\"10.0.0.300\"]\n");
+    let line = refused(&["top", "--guests", file.path()]);
+    let want = format!("ctguard: {}:2: guest 'bad': invalid CIDR '10.0.0.300'", file.path());
+    assert!(line.starts_with(&want), "{line}");
+    // The same file through the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_ctguard"))
+        .args(["count", "--by", "guest"])
+        .env("CTGUARD_GUESTS", file.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8(out.stderr).unwrap().starts_with(&want));
+}
+
+#[test]
+fn bad_input_is_refused_before_the_namespace_is_entered() {
+    // The namespace does not exist: had ctguard tried to enter it, the error would say so.
+    for args in [
+        &["--netns", "/nonexistent/ns", "list", "-s", "10.0.0.300"][..],
+        &["list", "--netns", "/nonexistent/ns", "--state", "bogus"],
+        &["--netns", "/nonexistent/ns", "top", "-n", "0"],
+    ] {
+        let line = refused(args);
+        assert!(!line.contains("namespace") && !line.contains("/nonexistent/ns"), "{line}");
+    }
+    // A valid command does try it, and fails on it, still before any socket opens.
+    let line = refused(&["--netns", "/nonexistent/ns", "list"]);
+    assert!(line.contains("network namespace /nonexistent/ns"), "{line}");
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for flag in ["--help", "-h"] {
+        let out = ctguard(&[flag]);
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        assert!(out.stderr.is_empty(), "{flag}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        for needle in [
+            "Usage: ctguard",
+            "EXIT STATUS:",
+            "0  success",
+            "1  nothing matched",
+            "2  error or bad input (nothing was touched)",
+            "CAP_NET_ADMIN",
+        ] {
+            assert!(help.contains(needle), "{flag} lacks {needle:?}:\n{help}");
+        }
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    for (args, want) in [
+        (&["--version"][..], format!("ctguard {version}\n")),
+        (&["-V"], format!("ctguard {version}\n")),
+        (&["list", "--version"], format!("ctguard-list {version}\n")),
+    ] {
+        let out = ctguard(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(out.stderr.is_empty());
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+    }
+}
