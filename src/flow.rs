@@ -103,9 +103,13 @@ impl Proto {
         Self::NAMES.iter().find(|(n, _)| *n == lower).map(|(_, p)| *p)
     }
 
-    /// True for protocols whose tuples carry ports.
+    /// True for protocols whose tuples carry ports. GRE counts: the kernel sends its 16-bit
+    /// keys in `CTA_PROTO_SRC_PORT`/`DST_PORT` (nf_conntrack_proto_gre.c).
     pub fn has_ports(self) -> bool {
-        matches!(self, Proto::TCP | Proto::UDP | Proto::SCTP | Proto::DCCP | Proto::UDPLITE)
+        matches!(
+            self,
+            Proto::TCP | Proto::UDP | Proto::SCTP | Proto::DCCP | Proto::UDPLITE | Proto::GRE
+        )
     }
 
     /// True for ICMP and ICMPv6, whose tuples carry type, code and id.
@@ -501,9 +505,11 @@ impl Flow {
         *self = Flow { unknown, ..Flow::default() };
     }
 
-    /// The zone used to address the entry (0 when absent).
+    /// The entry's zone id (0 when absent). A zone set for one direction only comes as a
+    /// tuple zone without `CTA_ZONE`; its id is still the entry's, and the kernel's zone
+    /// filter (`nf_ct_zone_equal_any`) compares it.
     pub fn zone_id(&self) -> u16 {
-        self.zone.unwrap_or(0)
+        self.zone.or(self.orig.zone).or(self.reply.zone).unwrap_or(0)
     }
 
     /// The TCP state, if this is a TCP flow with one.

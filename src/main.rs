@@ -21,10 +21,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            // clap's message spans several lines; an operator under pressure gets the first.
+            // clap's message spans several lines; an operator under pressure gets one: the first
+            // paragraph (which names the flag, e.g. a missing --timeout), joined.
             let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("ctguard: {} (see --help)", line.trim_start_matches("error: "));
+            let reason: Vec<&str> =
+                text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            let reason = reason.join(" ");
+            eprintln!("ctguard: {} (see --help)", reason.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };

@@ -234,7 +234,10 @@ impl fmt::Display for Label<'_> {
             GroupKey::Guest(None) => f.write_str("(no guest)"),
             GroupKey::Addr(a) => write!(f, "{a}"),
             GroupKey::Net(n) => write!(f, "{n}"),
-            GroupKey::State(Some(s), _) => f.write_str(s.name()),
+            // TCP states keep their bare names (what operators grep for); SCTP and DCCP share
+            // some names with TCP, so they carry the protocol.
+            GroupKey::State(Some(ProtoState::Tcp(s)), _) => f.write_str(s.name()),
+            GroupKey::State(Some(s), p) => write!(f, "{}/{}", p.name(), s.name()),
             GroupKey::State(None, p) => f.write_str(p.name()),
             GroupKey::Proto(p) => f.write_str(p.name()),
             GroupKey::Zone(z) => write!(f, "{z}"),
