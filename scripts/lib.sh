@@ -136,17 +136,28 @@ ctg_ns() {
 
 # Runs argv[1:] under GNU time (which reports the peak RSS of the command from wait4, as
 # `/usr/bin/time -v` "Maximum resident set size" does), timing it with a monotonic clock.
-# Prints "SECONDS PEAK_RSS_KIB" and exits with the command's status. GNU time rather than
+# Prints "SECONDS PEAK_RSS_KIB" and exits with the command's status, or 124 when it ran longer
+# than CTG_MEASURE_TIMEOUT seconds (its process group is then killed). GNU time rather than
 # Python's own wait4: an exec'd child inherits its parent's RSS high-water mark, and Python is
 # ten times bigger than GNU time.
 CTG_MEASURE_PY='
-import os, subprocess, sys, tempfile, time
+import os, signal, subprocess, sys, tempfile, time
+limit = float(os.environ.get("CTG_MEASURE_TIMEOUT", "120"))
 fd, rss_file = tempfile.mkstemp(prefix="ctg-rss-")
 os.close(fd)
 try:
     with open(os.environ.get("CTG_MEASURE_OUT", os.devnull), "wb") as out:
         t = time.perf_counter()
-        rc = subprocess.call(["/usr/bin/time", "-f", "%M", "-o", rss_file, *sys.argv[1:]], stdout=out)
+        p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss_file, *sys.argv[1:]],
+                             stdout=out, start_new_session=True)
+        try:
+            rc = p.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            rc = 124
+        finally:
+            if p.poll() is None:  # timed out, or interrupted: end what we started
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
         secs = time.perf_counter() - t
     with open(rss_file) as f:
         words = f.read().split()  # "Command exited with non-zero status N" may come first
@@ -158,7 +169,8 @@ sys.exit(rc)
 '
 
 # ctg_measure NS CMD...: run CMD inside namespace NS, stdout to /dev/null (or to the file named
-# by CTG_MEASURE_OUT), stderr passed through. Prints "SECONDS PEAK_RSS_KIB"; returns CMD's status.
+# by CTG_MEASURE_OUT), stderr passed through, killed after CTG_MEASURE_TIMEOUT seconds (default
+# 120). Prints "SECONDS PEAK_RSS_KIB"; returns CMD's status, 124 on timeout.
 ctg_measure() {
   local ns=$1
   shift
