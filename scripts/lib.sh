@@ -93,7 +93,7 @@ ctg_shared_dir() {
 
 CTG_NETNS_OWNED=()
 
-ctg_netns_exists() { ip netns list | awk '{print $1}' | grep -qxF -- "$1"; }
+ctg_netns_exists() { ip netns list | awk -v ns="$1" '$1 == ns {found = 1} END {exit !found}'; }
 ctg_netns_list_ctg() { ip netns list | awk '$1 ~ /^ctg-/ {print $1}'; }
 
 # ctg_netns_create NAME: create a namespace named ctg-*, deleted again when the script exits.
