@@ -1,1 +1,22 @@
 //! Kernel tests: each in its own fresh network namespace, against the real ctnetlink.
+//!
+//! Run as root: `cargo test --features kernel-tests --test kernel -- --test-threads=2`.
+//! conntrack-tools (`conntrack` v1.4.7) is the independent oracle; the machine's own
+//! namespace is never touched. A test that cannot run fails loudly, it never passes.
+
+mod bad_input;
+mod checks;
+mod exit_status;
+mod idle;
+mod mixed_table;
+mod netns;
+mod netns_path;
+mod oracle;
+mod permissions;
+mod seed;
+
+/// Root, `ip`, `conntrack` and the conntrack module are present; else every test fails.
+#[test]
+fn preconditions_root_conntrack_and_namespaces() {
+    netns::require_environment();
+}
