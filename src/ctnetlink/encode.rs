@@ -220,7 +220,14 @@ pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
                 w.nest(CTA_PROTOINFO_TCP, |w| w.u8(CTA_PROTOINFO_TCP_STATE, s.number()))
             }
             ProtoState::Sctp(s) => {
-                w.nest(CTA_PROTOINFO_SCTP, |w| w.u8(CTA_PROTOINFO_SCTP_STATE, s.number()))
+                // nlattr_to_sctp refuses a create without both verification tags (EINVAL);
+                // a restored flow has no tags to keep, so they start at 0 as conntrack -I's do
+                // when given 0.
+                w.nest(CTA_PROTOINFO_SCTP, |w| {
+                    w.u8(CTA_PROTOINFO_SCTP_STATE, s.number());
+                    w.be32(CTA_PROTOINFO_SCTP_VTAG_ORIGINAL, 0);
+                    w.be32(CTA_PROTOINFO_SCTP_VTAG_REPLY, 0);
+                })
             }
             ProtoState::Dccp(s) => {
                 w.nest(CTA_PROTOINFO_DCCP, |w| w.u8(CTA_PROTOINFO_DCCP_STATE, s.number()))

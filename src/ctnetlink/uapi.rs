@@ -72,6 +72,8 @@ pub(crate) const CTA_PROTOINFO_SCTP: u16 = 3;
 pub(crate) const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 pub(crate) const CTA_PROTOINFO_DCCP_STATE: u16 = 1;
 pub(crate) const CTA_PROTOINFO_SCTP_STATE: u16 = 1;
+pub(crate) const CTA_PROTOINFO_SCTP_VTAG_ORIGINAL: u16 = 2;
+pub(crate) const CTA_PROTOINFO_SCTP_VTAG_REPLY: u16 = 3;
 
 // enum ctattr_counters / ctattr_tstamp / ctattr_help
 pub(crate) const CTA_COUNTERS_PACKETS: u16 = 1;

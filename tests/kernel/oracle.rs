@@ -82,9 +82,14 @@ impl Entry {
         }
     }
 
-    /// The key `count --by state` files the entry under: the state, else the protocol.
+    /// The key `count --by state` files the entry under: the TCP state by its bare name, another
+    /// protocol's state as `proto/STATE` (SCTP shares names with TCP), else the protocol.
     pub fn state_key(&self) -> String {
-        self.state.clone().unwrap_or_else(|| self.proto.clone())
+        match &self.state {
+            Some(s) if self.proto == "tcp" => s.clone(),
+            Some(s) => format!("{}/{s}", self.proto),
+            None => self.proto.clone(),
+        }
     }
 
     /// The four addresses: original source, reply source, original destination, reply
