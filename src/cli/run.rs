@@ -215,25 +215,26 @@ fn load(ct: &mut Conntrack, path: &str) -> Result<Outcome, Failure> {
         let f = std::fs::File::open(path).map_err(|e| Failure::Message(format!("{path}: {e}")))?;
         Box::new(io::BufReader::new(f))
     };
-    // Parse everything first: a bad line means nothing is created. Every bad line is named
-    // (the first few printed) so one run shows what to fix.
+    // Parse everything first: a bad line means nothing is created. The error is one line: the
+    // first bad line, and how many more there are.
     let mut flows = Vec::new();
-    let mut bad_lines = 0usize;
+    let (mut first_bad, mut bad_lines) = (None, 0usize);
     for r in json::read_flows(input) {
         match r {
             Ok(f) => flows.push(f),
             Err(e) => {
-                if bad_lines < 10 {
-                    eprintln!("ctguard: {path}: {e}");
-                }
+                first_bad.get_or_insert_with(|| e.to_string());
                 bad_lines += 1;
             }
         }
     }
-    if bad_lines > 0 {
-        return Err(Failure::Message(format!(
-            "{path}: {bad_lines} bad lines; nothing was created"
-        )));
+    if let Some(first) = first_bad {
+        let more = if bad_lines > 1 {
+            format!(" (and {} more bad lines)", bad_lines - 1)
+        } else {
+            String::new()
+        };
+        return Err(Failure::Message(format!("{path}: {first}{more}; nothing was created")));
     }
     let (mut created, mut existed, mut failed) = (0u64, 0u64, 0u64);
     for chunk in flows.chunks(LOAD_CHUNK) {
