@@ -28,7 +28,9 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, Tuple};
+use crate::flow::{
+    Counter, DccpState, Family, Flow, L4, Proto, ProtoState, SctpState, Status, TcpState, Tuple,
+};
 
 /// `CTA_SECCTX`: the security context, a nest holding `CTA_SECCTX_NAME`.
 const CTA_SECCTX: u16 = 19;
@@ -36,40 +38,6 @@ const CTA_SECCTX: u16 = 19;
 const CTA_SECCTX_NAME: u16 = 1;
 /// Netlink attribute type bits that are flags (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`).
 const NLA_TYPE_MASK: u16 = 0x3fff;
-
-/// libnetfilter_conntrack's `states[]` (TCP), indexed by state number.
-const TCP_STATES: [&str; 10] = [
-    "NONE",
-    "SYN_SENT",
-    "SYN_RECV",
-    "ESTABLISHED",
-    "FIN_WAIT",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "TIME_WAIT",
-    "CLOSE",
-    "SYN_SENT2",
-];
-
-/// libnetfilter_conntrack's `sctp_states[]`.
-const SCTP_STATES: [&str; 10] = [
-    "NONE",
-    "CLOSED",
-    "COOKIE_WAIT",
-    "COOKIE_ECHOED",
-    "ESTABLISHED",
-    "SHUTDOWN_SENT",
-    "SHUTDOWN_RECD",
-    "SHUTDOWN_ACK_SENT",
-    "HEARTBEAT_SENT",
-    "HEARTBEAT_ACKED",
-];
-
-/// libnetfilter_conntrack's `dccp_states[]`.
-const DCCP_STATES: [&str; 10] = [
-    "NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT", "IGNORE",
-    "INVALID",
-];
 
 /// Writes `flow` as one `conntrack -L` line, with the trailing newline.
 ///
@@ -241,12 +209,13 @@ fn proto_name(proto: Proto) -> &'static str {
 
 /// The state name from the library's tables; numbers past them print as `NONE`.
 fn state_name(state: ProtoState) -> &'static str {
-    let (table, n) = match state {
-        ProtoState::Tcp(s) => (&TCP_STATES, s.number()),
-        ProtoState::Sctp(s) => (&SCTP_STATES, s.number()),
-        ProtoState::Dccp(s) => (&DCCP_STATES, s.number()),
-    };
-    table.get(usize::from(n)).copied().unwrap_or("NONE")
+    // The names are libnetfilter_conntrack's; a number past its tables prints as NONE.
+    match state {
+        ProtoState::Tcp(TcpState::Other(_))
+        | ProtoState::Sctp(SctpState::Other(_))
+        | ProtoState::Dccp(DccpState::Other(_)) => "NONE",
+        known => known.name(),
+    }
 }
 
 /// The `CTA_SECCTX_NAME` string inside a kept `CTA_SECCTX` attribute, up to its NUL.
