@@ -27,6 +27,9 @@ pub const LONG_ESTABLISHED: u64 = 86_400;
 /// ...and with such a timeout, half full is already at risk: one guest doubling its
 /// connections fills the table, and nothing frees it.
 pub const LONG_ESTABLISHED_FILL: f64 = 50.0;
+/// `drop` also counts packets a protocol tracker refused and failed allocations; it means a
+/// full table when the table is this full (at the limit, entries come and go in the window).
+pub const DROP_MEANS_FULL: f64 = 90.0;
 /// A "table full" kernel line younger than this (seconds) means the table was full recently.
 pub const RECENT_LOG: u64 = 600;
 
@@ -166,10 +169,16 @@ pub fn verdict(f: &Facts) -> (Verdict, Vec<String>) {
     let mut full = Vec::new();
     let mut risk = Vec::new();
     let secs = f.counters.seconds;
+    let fill = f.fill.fill_percent;
     let drop = f.counters.rose("drop");
-    if drop > 0 {
+    if drop > 0 && fill >= DROP_MEANS_FULL {
         full.push(format!(
             "drop rose by {drop} in {secs:.1} s: new flows are dropped now (the table is full)"
+        ));
+    } else if drop > 0 {
+        risk.push(format!(
+            "drop rose by {drop} in {secs:.1} s with the table only {fill:.1}% full: a protocol \
+             tracker or a failed allocation dropped packets, not a full table"
         ));
     }
     let early = f.counters.rose("early_drop");
@@ -183,7 +192,6 @@ pub fn verdict(f: &Facts) -> (Verdict, Vec<String>) {
     if max > 0 && count >= max {
         full.push(format!("{count} of {max} entries: the table is full"));
     }
-    let fill = f.fill.fill_percent;
     if fill >= AT_RISK_FILL && count < max {
         risk.push(format!("the table is {fill:.1}% full (at risk from {AT_RISK_FILL:.0}%)"));
     }
@@ -210,9 +218,16 @@ pub fn verdict(f: &Facts) -> (Verdict, Vec<String>) {
              buckets, or hash flooding)"
         ));
     }
-    if let Some(line) = &f.log.last {
+    // A namespace inode is reused once its namespace is gone, so a line naming ours may be an
+    // earlier namespace's. A table-full drop in this namespace also counts `drop`, whose
+    // per-namespace sum starts at 0: without one, the lines are not this namespace's.
+    let dropped_ever = f.counters.after.drop > 0;
+    if let Some(line) = &f.log.last
+        && dropped_ever
+        && full.is_empty()
+    {
         let age = age_secs(line, f.now_usec);
-        if age <= RECENT_LOG && full.is_empty() {
+        if age <= RECENT_LOG {
             risk.push(format!(
                 "the kernel logged \"table full\" for this namespace {age} s ago ({} such lines \
                  in the log)",
@@ -220,9 +235,12 @@ pub fn verdict(f: &Facts) -> (Verdict, Vec<String>) {
             ));
         }
     }
-    if let Some(line) = &f.log.last_unattributed {
+    if let Some(line) = &f.log.last_unattributed
+        && dropped_ever
+        && full.is_empty()
+    {
         let age = age_secs(line, f.now_usec);
-        if age <= RECENT_LOG && full.is_empty() {
+        if age <= RECENT_LOG {
             risk.push(format!(
                 "the kernel logged \"table full\" {age} s ago; this kernel does not say for \
                  which namespace, so it may be this one"
@@ -367,6 +385,8 @@ pub struct Actions {
     pub cap: Option<String>,
     /// `key=value` sysctl changes `ctguard tune` recommends.
     pub tune: Vec<String>,
+    /// The command that applies the per-namespace ones (`null` when `tune` is empty).
+    pub tune_command: Option<String>,
 }
 
 /// The namespace doctor looked at.
@@ -473,7 +493,13 @@ impl DoctorReport {
         let target = (verdict != Verdict::Healthy)
             .then(|| i.offenders.iter().find(|g| g.key != "(no guest)"))
             .flatten();
-        let mut actions = Actions { tune: i.tune, ..Actions::default() };
+        let mut tune_argv = vec!["ctguard".to_string()];
+        if let Some(ns) = i.netns_arg {
+            tune_argv.extend(["--netns".into(), ns.into()]);
+        }
+        tune_argv.extend(["tune".into(), "--apply".into()]);
+        let tune_command = (!i.tune.is_empty()).then(|| shell_line(&tune_argv));
+        let mut actions = Actions { tune: i.tune, tune_command, ..Actions::default() };
         if let Some(g) = target {
             let argv = evict_argv(i.netns_arg, i.guests_file, &g.key, dominant_state(g).as_deref());
             actions.evict = Some(shell_line(&argv));
@@ -577,6 +603,13 @@ impl DoctorReport {
                 " ({} for other namespaces, {} unattributed)",
                 k.other_netns_lines, k.unattributed_lines
             )?;
+            if k.table_full_lines + k.unattributed_lines > 0 && s("drop") == 0 {
+                writeln!(
+                    out,
+                    "  (this namespace has never dropped a packet: those lines belong to an \
+                     earlier namespace with the same inode, or to another one)"
+                )?;
+            }
         } else {
             writeln!(
                 out,
@@ -625,14 +658,15 @@ impl DoctorReport {
                 writeln!(out, "       {line}")?;
             }
         }
-        if !self.actions.tune.is_empty() {
+        if let Some(cmd) = &self.actions.tune_command {
             n += 1;
             writeln!(
                 out,
-                "  {n}. tune (see `ctguard tune` for the reasons; `--apply`, `--persist FILE`):"
+                "  {n}. tune: `{cmd}` writes this namespace's timeouts (`ctguard tune` gives each \
+                 reason; max and buckets are global, set from the initial namespace):"
             )?;
             for line in &self.actions.tune {
-                writeln!(out, "       sysctl -w {line}")?;
+                writeln!(out, "       {line}")?;
             }
         }
         if n == 0 {
@@ -673,7 +707,7 @@ mod tests {
 
     #[test]
     fn rising_drop_or_early_drop_or_count_at_max_is_full() {
-        let mut f = quiet(1000, 262_144);
+        let mut f = quiet(240_000, 262_144); // 91.6 %
         f.counters.before.drop = 4_294_967_290; // wraps
         rising(&mut f, |c| c.drop = 5);
         let (v, why) = verdict(&f);
@@ -688,6 +722,12 @@ mod tests {
         assert!(why.iter().any(|w| w.contains("100.0% full")), "{why:?}");
 
         assert_eq!(verdict(&quiet(262_144, 262_144)).0, Verdict::Full);
+        // Drops with a nearly empty table are not a full table.
+        let mut f = quiet(1000, 262_144);
+        rising(&mut f, |c| c.drop = 9);
+        let (v, why) = verdict(&f);
+        assert_eq!(v, Verdict::AtRisk);
+        assert!(why[0].contains("only 0.4% full"), "{why:?}");
         // A drop counter that is high but not rising says nothing about now.
         let mut f = quiet(1000, 262_144);
         f.counters.before.drop = 500;
@@ -734,6 +774,9 @@ mod tests {
         f.log.add(line(9_000_000_000, 4_026_532_290), &target);
         assert_eq!((f.log.ours, verdict(&f).0), (1, Verdict::Healthy), "1000 s old");
         f.log.add(line(9_880_000_000, 4_026_532_290), &target);
+        assert_eq!(verdict(&f).0, Verdict::Healthy, "this namespace never dropped: inode reused");
+        f.counters.before.drop = 7;
+        f.counters.after.drop = 7;
         let (v, why) = verdict(&f);
         assert_eq!(v, Verdict::AtRisk);
         assert!(why[0].contains("120 s ago (2 such lines"), "{why:?}");
@@ -849,6 +892,9 @@ mod tests {
         r.write_text(&mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
         assert!(text.starts_with("verdict: FULL NOW\n  - drop rose by 200"), "{text}");
-        assert!(text.contains("sysctl -w net.netfilter.nf_conntrack_tcp_timeout_established=3600"));
+        assert!(text.contains("`ctguard --netns ctg-x tune --apply` writes this namespace's"));
+        assert!(
+            text.contains("\n       net.netfilter.nf_conntrack_tcp_timeout_established=3600\n")
+        );
     }
 }

@@ -127,6 +127,9 @@ mod tests {
     use super::*;
 
     const CLASSIC: &str = "4,1021,5567345678,-;nf_conntrack: table full, dropping packet\n";
+    /// Recorded from /dev/kmsg on 6.18.44 while a namespace's table was full.
+    const RECORDED: &str = "4,398,2991964166,-;nf_conntrack: nf_conntrack: table full in netns \
+                            4026532246, dropping packet\n";
     const NETNS: &str = "4,2201,9120000123,-;nf_conntrack: nf_conntrack: table full in netns \
                          4026532290, dropping packet\n SUBSYSTEM=net\n";
 
@@ -138,6 +141,12 @@ mod tests {
         let n = parse_record(NETNS).unwrap();
         assert_eq!((n.seq, n.usec, n.netns), (2201, 9_120_000_123, Some(4_026_532_290)));
         assert!(n.text.ends_with("dropping packet"), "continuation lines are not text");
+        let r = parse_record(RECORDED).unwrap();
+        assert_eq!((r.seq, r.usec, r.netns), (398, 2_991_964_166, Some(4_026_532_246)));
+        assert_eq!(
+            r.text,
+            "nf_conntrack: nf_conntrack: table full in netns 4026532246, dropping packet"
+        );
         // 2.6 wording with a trailing period.
         assert!(parse_record("4,1,2,-;nf_conntrack: table full, dropping packet.").is_some());
         assert_eq!(parse_record("6,22,771,-;x86/PAT: Configuration [0-7]: WB"), None);
