@@ -871,6 +871,11 @@ mod tests {
             sysctl: BTreeMap::new(),
             tune: vec!["net.netfilter.nf_conntrack_tcp_timeout_established=3600".into()],
         };
+        // Flows no guest owns cannot be evicted by guest: the next group is the target.
+        let mut unowned = inputs(quiet(262_144, 262_144));
+        unowned.offenders.insert(0, group("(no guest)", &[("ESTABLISHED", 250_000)]));
+        let r = DoctorReport::new(unowned);
+        assert!(r.actions.evict.unwrap().contains("--guest 172.16.3.5 "));
         let healthy = DoctorReport::new(inputs(quiet(240_010, 1 << 20)));
         assert_eq!(healthy.verdict, Verdict::Healthy);
         assert!(!healthy.trouble());

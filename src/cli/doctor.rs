@@ -24,7 +24,8 @@ fn identity(kernel: Option<(u32, u32)>) -> Result<NetnsInfo, Failure> {
 fn kmsg_error(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EPERM | libc::EACCES) => {
-            format!("{e}: reading /dev/kmsg needs CAP_SYSLOG (or kernel.dmesg_restrict=0)")
+            "permission denied: reading /dev/kmsg needs CAP_SYSLOG (or kernel.dmesg_restrict=0)"
+                .into()
         }
         _ => e.to_string(),
     }

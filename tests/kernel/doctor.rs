@@ -155,6 +155,26 @@ fn issue_5_doctor_on_a_small_table_is_healthy_and_names_the_top_owner() {
         }
         Ok(())
     });
+    c.run("without CAP_SYSLOG the kernel log is reported unreadable, and doctor goes on", || {
+        // Inside the namespace (ip netns exec), with CAP_SYSLOG and CAP_SYS_ADMIN (which the
+        // kernel also accepts for /dev/kmsg) dropped from the bounding set.
+        let ctguard = crate::netns::CTGUARD;
+        let args = ["--bounding-set=-syslog,-sys_admin", "--", ctguard, "doctor", "--json"];
+        let r = ns.exec("setpriv", &[&args[..], &["--window", "100ms"]].concat());
+        let v = json(&r)?;
+        equal("exit", r.code, Some(0))?;
+        equal("readable", v["kernel_log"]["readable"].as_bool(), Some(false))?;
+        let why = v["kernel_log"]["error"].as_str().unwrap_or("");
+        if !why.contains("CAP_SYSLOG") {
+            return Err(format!("error: {why:?}"));
+        }
+        equal("still counted", v["offenders"][0]["key"].as_str(), Some(RUNAWAY_V4))?;
+        let text = ns.exec("setpriv", &[&args[..3], &["doctor", "--window", "100ms"]].concat());
+        if !text.stdout.contains("kernel log: not readable (permission denied") {
+            return Err(format!("text: {}", text.stdout));
+        }
+        Ok(())
+    });
     c.run("text mode says HEALTHY and exits 0", || {
         let t = ns.ctguard(&["doctor", "--window", "100ms"]);
         equal("exit", t.code, Some(0))?;
