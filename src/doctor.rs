@@ -643,28 +643,31 @@ impl DoctorReport {
         }
         writeln!(out, "\nnext steps:")?;
         let mut n = 0;
-        if let Some(evict) = &self.actions.evict {
-            n += 1;
-            writeln!(out, "  {n}. relieve the table now: evict the top offender's flows")?;
-            writeln!(out, "       {evict}")?;
-        }
         if let Some(cap) = &self.actions.cap {
             n += 1;
             writeln!(
                 out,
-                "  {n}. stop it refilling the table (deleting alone does not stop a runaway guest):"
+                "  {n}. cap the offender first, so that it cannot re-take the slots evict frees \
+                 (a runaway guest does so within seconds):"
             )?;
             for line in cap.lines() {
                 writeln!(out, "       {line}")?;
             }
         }
+        if let Some(evict) = &self.actions.evict {
+            n += 1;
+            writeln!(out, "  {n}. relieve the table: evict the offender's flows")?;
+            writeln!(out, "       {evict}")?;
+        }
         if let Some(cmd) = &self.actions.tune_command {
             n += 1;
-            writeln!(
-                out,
-                "  {n}. tune: `{cmd}` writes this namespace's timeouts (`ctguard tune` gives each \
-                 reason; max and buckets are global, set from the initial namespace):"
-            )?;
+            let scope = if self.netns.initial == Some(true) {
+                "writes them"
+            } else {
+                "writes this namespace's timeouts; max and buckets are global, set from the \
+                 initial namespace"
+            };
+            writeln!(out, "  {n}. tune (`ctguard tune` gives each reason): `{cmd}` {scope}:")?;
             for line in &self.actions.tune {
                 writeln!(out, "       {line}")?;
             }
@@ -898,6 +901,8 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.starts_with("verdict: FULL NOW\n  - drop rose by 200"), "{text}");
         assert!(text.contains("`ctguard --netns ctg-x tune --apply` writes this namespace's"));
+        let cap_at = text.find("nft add table").unwrap();
+        assert!(cap_at < text.find("evict --guest").unwrap(), "cap before evict");
         assert!(
             text.contains("\n       net.netfilter.nf_conntrack_tcp_timeout_established=3600\n")
         );
