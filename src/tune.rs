@@ -198,9 +198,12 @@ pub fn recommend(f: &TuneFacts) -> Vec<Recommendation> {
     if headroom > target && headroom <= by_memory {
         target = headroom;
     }
-    // Never shrink: a smaller max can turn a busy table full the moment it is written.
-    let max = target.max(f.max);
-    let max_reason = if max == f.max && target < f.max {
+    // Never shrink: a smaller max can turn a busy table full the moment it is written. Zero
+    // means no limit at all (`__nf_conntrack_alloc` skips the check): also kept.
+    let max = if f.max == 0 { 0 } else { target.max(f.max) };
+    let max_reason = if f.max == 0 {
+        "kept: 0 means no limit (the table grows until memory runs out)".to_string()
+    } else if max == f.max && target < f.max {
         format!("kept: {} already exceeds what 1/{RAM_SHARE_DIVISOR} of RAM holds", f.max)
     } else {
         format!(
@@ -504,6 +507,10 @@ mod tests {
         // A table already holding 1.5M entries on a big host gets room to double.
         let busy = TuneFacts { count: 1_500_000, max: 2_097_152, ..big };
         assert_eq!(value(&recommend(&busy), "nf_conntrack_max"), 4_194_304);
+        let unlimited = TuneFacts { max: 0, ..incident_host() };
+        let recs = recommend(&unlimited);
+        assert_eq!((recs[0].value, recs[0].change), (0, false));
+        assert!(recs[0].reason.contains("no limit"));
         // Buckets are never lowered below what is there.
         let many_buckets = TuneFacts { buckets: Some(1 << 22), ..incident_host() };
         assert_eq!(value(&recommend(&many_buckets), "nf_conntrack_buckets"), 1 << 22);

@@ -123,7 +123,8 @@ pub fn tune(
     let header = format!(
         "Written by ctguard tune: conntrack sysctls for a host with {} MiB of RAM.\n\
          Load with `sysctl -p FILE`. nf_conntrack_max and nf_conntrack_buckets are global:\n\
-         they take effect only from the host's initial network namespace.",
+         they take effect only from the host's initial network namespace. At boot the\n\
+         nf_conntrack module must be loaded before sysctl runs (/etc/modules-load.d).",
         facts.mem_total >> 20
     );
     let text = tune::sysctl_d(&recs, kernel, &header);
