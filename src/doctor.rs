@@ -30,6 +30,12 @@ pub const LONG_ESTABLISHED_FILL: f64 = 50.0;
 /// `drop` also counts packets a protocol tracker refused and failed allocations; it means a
 /// full table when the table is this full (at the limit, entries come and go in the window).
 pub const DROP_MEANS_FULL: f64 = 90.0;
+/// A "table full" line for this namespace younger than this (seconds), with the table still
+/// at least [`STILL_FULL`] % full, is full now even if nothing dropped inside the window (the
+/// guest that filled it paused): the kernel's GC also treats 95 % as "near full".
+pub const JUST_DROPPED: u64 = 60;
+/// See [`JUST_DROPPED`].
+pub const STILL_FULL: f64 = 95.0;
 /// A "table full" kernel line younger than this (seconds) means the table was full recently.
 pub const RECENT_LOG: u64 = 600;
 
@@ -227,7 +233,12 @@ pub fn verdict(f: &Facts) -> (Verdict, Vec<String>) {
         && full.is_empty()
     {
         let age = age_secs(line, f.now_usec);
-        if age <= RECENT_LOG {
+        if age <= JUST_DROPPED && fill >= STILL_FULL {
+            full.push(format!(
+                "the kernel logged \"table full\" for this namespace {age} s ago and the table \
+                 is still {fill:.1}% full"
+            ));
+        } else if age <= RECENT_LOG {
             risk.push(format!(
                 "the kernel logged \"table full\" for this namespace {age} s ago ({} such lines \
                  in the log)",
@@ -783,6 +794,14 @@ mod tests {
         let (v, why) = verdict(&f);
         assert_eq!(v, Verdict::AtRisk);
         assert!(why[0].contains("120 s ago (2 such lines"), "{why:?}");
+        // 20 s ago, and the table is still 96 % full: full now.
+        f.log.add(line(9_980_000_000, 4_026_532_290), &target);
+        f.fill = fill(252_000, 262_144);
+        let (v, why) = verdict(&f);
+        assert_eq!(v, Verdict::Full);
+        assert!(why[0].contains("20 s ago and the table is still 96.1% full"), "{why:?}");
+        f.fill = fill(200_000, 262_144);
+        assert_eq!(verdict(&f).0, Verdict::AtRisk, "emptied since");
     }
 
     fn group(key: &str, states: &[(&str, u64)]) -> Group {
