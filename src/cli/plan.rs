@@ -45,7 +45,7 @@ pub enum Job {
 pub struct DoctorPlan {
     /// How long to watch the counters.
     pub window: std::time::Duration,
-    /// The guest map (empty without a file) and its path.
+    /// The guest map (empty without a file).
     pub guests: GuestMap,
     /// `--guests` as given, repeated in the evict command.
     pub guests_file: Option<String>,

@@ -180,6 +180,27 @@ fn issue_5_doctor_on_a_small_table_is_healthy_and_names_the_top_owner() {
         }
         Ok(())
     });
+    c.run("the IPv6 and multi-address cap rules are valid nft in the namespace", || {
+        let name = ns.path().trim_start_matches("/run/netns/").to_string();
+        let nets: Vec<ipnetwork::IpNetwork> = ["fd00:2::5/128", "fd00:3::/64", "172.16.4.0/24"]
+            .iter()
+            .map(|s| s.parse().expect("test CIDR"))
+            .collect();
+        let cap = ctguard::doctor::nft_cap(&nets, 1000, Some(&name)).ok_or("no cap")?;
+        for line in cap.lines().filter(|l| !l.starts_with('#')) {
+            run("sh", &["-c", line]).check_ok()?;
+        }
+        let rules = ns.exec("nft", &["list", "table", "inet", "ctguard"]).check_ok()?.stdout;
+        for want in [
+            "ip6 saddr { fd00:2::5, fd00:3::/64 } ct state new ct count over 1000",
+            "ip saddr 172.16.4.0/24 ct state new ct count over 1000",
+        ] {
+            if !rules.contains(want) {
+                return Err(format!("`{want}` not in:\n{rules}"));
+            }
+        }
+        Ok(())
+    });
     c.run("text mode says HEALTHY and exits 0", || {
         let t = ns.ctguard(&["doctor", "--window", "100ms"]);
         equal("exit", t.code, Some(0))?;
