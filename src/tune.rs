@@ -23,8 +23,10 @@ pub const HASHSIZE_PARAM: &str = "/sys/module/nf_conntrack/parameters/hashsize";
 
 /// Bytes of one entry's slab object when the slab cannot be read (x86-64 6.x: 256).
 const FALLBACK_OBJECT_BYTES: u64 = 256;
-/// The extension area an entry carries besides its slab object: one kmalloc of every
-/// registered extension (acct, timestamp, ecache, labels, ...), 128–256 B on 6.x.
+/// The extension area an entry carries besides its slab object: `nf_ct_ext_add`
+/// (nf_conntrack_extend.c) allocates at least `NF_CT_EXT_PREALLOC` = 128 B for the first
+/// extension (events are on by default) and kreallocs past it when acct, timestamp, labels
+/// or NAT are added: kmalloc-128 to kmalloc-256. 192 B is the middle.
 const EXTENSION_BYTES: u64 = 192;
 /// One hash bucket: an `hlist_nulls_head`, one pointer.
 const BUCKET_BYTES: u64 = 8;
