@@ -7,8 +7,11 @@
 //! test's own namespace, and only after checking that it is not the machine's own.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -402,4 +405,89 @@ fn issue_5_tune_apply_changes_this_namespace_only_and_reports_globals_read_only(
         equal("exit", r.code, Some(2))
     });
     c.finish();
+}
+
+/// A namespace's name (`/run/netns/NAME`).
+fn name_of(ns: &Netns) -> String {
+    ns.path().trim_start_matches("/run/netns/").to_string()
+}
+
+#[test]
+fn issue_5_nft_cap_rejects_new_connections_past_the_limit() {
+    // guest (10.77.1.2) -- router (conntrack, the cap) -- server (10.77.2.2), all ours.
+    let (guest, router, server) = (Netns::new(), Netns::new(), Netns::new());
+    let (g, r, s) = (name_of(&guest), name_of(&router), name_of(&server));
+    for args in [
+        vec!["-n", &g, "link", "add", "g0", "type", "veth", "peer", "name", "r0", "netns", &r],
+        vec!["-n", &r, "link", "add", "r1", "type", "veth", "peer", "name", "s0", "netns", &s],
+        vec!["-n", &g, "addr", "add", "10.77.1.2/24", "dev", "g0"],
+        vec!["-n", &r, "addr", "add", "10.77.1.1/24", "dev", "r0"],
+        vec!["-n", &r, "addr", "add", "10.77.2.1/24", "dev", "r1"],
+        vec!["-n", &s, "addr", "add", "10.77.2.2/24", "dev", "s0"],
+        vec!["-n", &g, "link", "set", "g0", "up"],
+        vec!["-n", &r, "link", "set", "r0", "up"],
+        vec!["-n", &r, "link", "set", "r1", "up"],
+        vec!["-n", &s, "link", "set", "s0", "up"],
+        vec!["-n", &g, "route", "add", "default", "via", "10.77.1.1"],
+        vec!["-n", &s, "route", "add", "default", "via", "10.77.2.1"],
+    ] {
+        run("ip", &args).ok();
+    }
+    assert_not_the_machines_namespace(&router);
+    router.sysctl_write("net.ipv4.ip_forward", "1");
+    let nets = vec!["10.77.1.2/32".parse().expect("CIDR")];
+    let cap = ctguard::doctor::nft_cap(&nets, 3, Some(&r)).expect("a cap");
+    for line in cap.lines().filter(|l| !l.starts_with('#')) {
+        run("sh", &["-c", line]).ok();
+    }
+    // UDP echo through the router: each client socket is a new flow (its own source port),
+    // and its entry lives 30 s, longer than the test. A rejected flow gets the router's ICMP
+    // port unreachable back: ECONNREFUSED on the connected socket.
+    let echo = udp_socket_in(&server, "10.77.2.2:9000");
+    echo.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let stop = AtomicBool::new(false);
+    let answered: Vec<bool> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                    let _ = echo.send_to(&buf[..n], from);
+                }
+            }
+        });
+        let mut clients = Vec::new();
+        let mut answered = Vec::new();
+        for _ in 0..6 {
+            let c = udp_socket_in(&guest, "10.77.1.2:0");
+            c.connect("10.77.2.2:9000").expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            c.send(b"hello").expect("send");
+            let mut buf = [0u8; 64];
+            answered.push(matches!(c.recv(&mut buf), Ok(5)));
+            clients.push(c);
+        }
+        stop.store(true, Ordering::Relaxed);
+        answered
+    });
+    assert_eq!(answered, [true, true, true, false, false, false], "cap of 3 live flows");
+    let rules = router.exec("nft", &["list", "table", "inet", "ctguard"]).ok().stdout;
+    assert!(rules.contains("counter packets 3 "), "three packets rejected:\n{rules}");
+}
+
+/// A UDP socket bound inside `ns`: a socket belongs to the namespace of the thread that made
+/// it, so a scoped thread enters the namespace (only that thread moves) and hands it back.
+fn udp_socket_in(ns: &Netns, addr: &str) -> UdpSocket {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let file = std::fs::File::open(ns.path()).expect("open the namespace");
+                // SAFETY: setns takes a valid open descriptor, which `file` holds for the call.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {}: {}", ns.path(), std::io::Error::last_os_error());
+                UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+            })
+            .join()
+            .expect("the socket thread")
+    })
 }
