@@ -564,6 +564,27 @@ mod tests {
     }
 
     #[test]
+    fn apply_writes_reads_back_and_reports_each_outcome() {
+        let recs = recommend(&incident_host());
+        let dir = std::env::temp_dir().join(format!("ctguard-tune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("established");
+        std::fs::write(&file, "432000\n").unwrap();
+        let steps = [
+            Step::ReadOnly("global".into()),
+            Step::Write(dir.join("no/such/dir").to_string_lossy().into_owned()),
+            Step::Write(file.to_string_lossy().into_owned()),
+            Step::Unchanged,
+        ];
+        let done = apply(&recs[..4], &steps);
+        let outcomes: Vec<&str> = done.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["read-only", "failed", "written", "unchanged"]);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "3600\n");
+        assert_eq!(done[2].key, "net.netfilter.nf_conntrack_tcp_timeout_established");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn sysctl_d_puts_the_reason_above_each_line() {
         let recs = recommend(&incident_host());
         let text = sysctl_d(&recs, Some((6, 18)), "ctguard tune");
