@@ -9,11 +9,14 @@ pub mod output;
 
 pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, Tuple};
 pub mod ctnetlink;
+pub mod doctor;
 pub mod guests;
+pub mod kmsg;
 pub mod netns;
 pub mod select;
 pub mod sysctl;
 pub mod tally;
+pub mod tune;
 
 pub use ctnetlink::{Conntrack, DumpFilter};
 pub use guests::GuestMap;

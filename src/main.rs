@@ -41,6 +41,7 @@ fn main() -> ExitCode {
     match cli::run::run(plan) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::NothingMatched) => ExitCode::from(1),
+        Ok(Outcome::Trouble) => ExitCode::from(1),
         Err(Failure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(Failure::Output(e)) => {
             eprintln!("ctguard: writing output: {e}");

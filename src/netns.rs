@@ -27,3 +27,36 @@ pub fn enter(name_or_path: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The initial namespace's inode since Linux 6.18 (`PROC_NET_INIT_INO`); dynamically
+/// allocated inodes start at 0xF0000000, so no other namespace can have it.
+pub const INIT_NET_INODE: u64 = 0xEFFF_FFF9;
+
+/// Which network namespace this thread is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Its inode, as `ls -iL /proc/self/ns/net` and the 6.x kernel log show it.
+    pub inode: u64,
+    /// Whether it is the host's initial namespace; `None` when that cannot be told.
+    pub initial: Option<bool>,
+}
+
+/// The current thread's namespace. On 6.18+ it is the initial one exactly when its inode is
+/// the fixed one; before, when it is PID 1's namespace.
+pub fn identity(kernel: Option<(u32, u32)>) -> Result<Identity, String> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(|e| format!("read /proc/thread-self/ns/net: {e}"))?;
+    let inode = own.ino();
+    let initial = if inode == INIT_NET_INODE {
+        Some(true)
+    } else if kernel.is_some_and(|v| v >= (6, 18)) {
+        Some(false)
+    } else if let Ok(init) = std::fs::metadata("/proc/1/ns/net") {
+        // Older kernels number the initial namespace like any other: compare with PID 1's.
+        Some(init.ino() == inode && init.dev() == own.dev())
+    } else {
+        None
+    };
+    Ok(Identity { inode, initial })
+}

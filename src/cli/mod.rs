@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) for the binary; no I/O happens here.
 
+pub mod doctor;
 pub mod plan;
 pub mod run;
 
@@ -8,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  success
-  1  nothing matched (list, count)
+  1  nothing matched (list, count); at risk or full (doctor)
   2  error or bad input (nothing was touched)
 
 Needs CAP_NET_ADMIN (run as root). Conntrack-tools users: `list` prints `conntrack -L` lines.";
@@ -41,6 +42,10 @@ pub enum Command {
     Create(CreateArgs),
     /// Create the flows of a JSON Lines file written by `list --json` (or `-` for stdin).
     Load(LoadArgs),
+    /// Is the table full, who filled it, what to run now (exit 0 healthy, 1 at risk or full).
+    Doctor(DoctorArgs),
+    /// Recommended conntrack sysctls for this host, each with its reason.
+    Tune(TuneArgs),
 }
 
 /// Which flows: the same flags for every command.
@@ -208,4 +213,35 @@ pub struct CreateArgs {
 pub struct LoadArgs {
     /// JSON Lines file of flows (`list --json` output), or `-` for stdin.
     pub file: String,
+}
+
+/// `ctguard doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// How long to watch the per-CPU counters (a rising `drop` means full now).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub window: String,
+    /// Guest file: name the offenders by guest instead of by source address.
+    #[arg(long, value_name = "FILE", env = "CTGUARD_GUESTS")]
+    pub guests: Option<String>,
+    /// How many top owners to show.
+    #[arg(short = 'n', long, default_value = "5", value_name = "N")]
+    pub limit: String,
+    /// Print JSON (schema in docs/json-schema.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ctguard tune`.
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// Write the values to /proc/sys in the target namespace where writable.
+    #[arg(long)]
+    pub apply: bool,
+    /// Write the recommendations to this sysctl.d file.
+    #[arg(long, value_name = "FILE")]
+    pub persist: Option<String>,
+    /// Print JSON (schema in docs/json-schema.md).
+    #[arg(long)]
+    pub json: bool,
 }

@@ -34,6 +34,25 @@ pub enum Job {
     Create { flow: Box<Flow> },
     /// `load`.
     Load { path: String },
+    /// `doctor`.
+    Doctor(DoctorPlan),
+    /// `tune`.
+    Tune { apply: bool, persist: Option<String>, json: bool },
+}
+
+/// What `doctor` needs.
+#[derive(Debug)]
+pub struct DoctorPlan {
+    /// How long to watch the counters.
+    pub window: std::time::Duration,
+    /// The guest map (empty without a file).
+    pub guests: GuestMap,
+    /// `--guests` as given, repeated in the evict command.
+    pub guests_file: Option<String>,
+    /// Top owners shown.
+    pub limit: usize,
+    /// JSON output.
+    pub json: bool,
 }
 
 /// Builds the plan, or says in one line what is wrong with the input.
@@ -72,8 +91,57 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
             }
             Job::Load { path: a.file }
         }
+        Command::Doctor(a) => Job::Doctor(doctor_plan(a)?),
+        Command::Tune(a) => {
+            if let Some(p) = &a.persist {
+                check_persist_path(p)?;
+            }
+            Job::Tune { apply: a.apply, persist: a.persist, json: a.json }
+        }
     };
     Ok(Plan { netns: cli.netns, job })
+}
+
+/// The longest `--window`: doctor is for an operator waiting on it.
+const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn doctor_plan(a: super::DoctorArgs) -> Result<DoctorPlan, String> {
+    let window = select::parse_duration(&a.window).map_err(|e| format!("--window: {e}"))?;
+    if window.is_zero() || window > MAX_WINDOW {
+        return Err(format!(
+            "--window '{}' must be more than 0 and at most 60s (the counters are sampled twice)",
+            a.window
+        ));
+    }
+    let limit = a
+        .limit
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid -n '{}' (a positive number)", a.limit))?;
+    let guests = match &a.guests {
+        Some(path) => GuestMap::load(path).map_err(|e| e.to_string())?,
+        None => GuestMap::new(),
+    };
+    Ok(DoctorPlan { window, guests, guests_file: a.guests, limit, json: a.json })
+}
+
+/// A sysctl.d file can be written there: its directory exists and it is not a directory.
+fn check_persist_path(p: &str) -> Result<(), String> {
+    let path = std::path::Path::new(p);
+    if path.is_dir() {
+        return Err(format!(
+            "--persist {p}: is a directory (give a file, e.g. /etc/sysctl.d/90-conntrack.conf)"
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("--persist {p}: directory {} does not exist", dir.display()));
+    }
+    Ok(())
 }
 
 fn check_guest_grouping(by: GroupBy, guests: &GuestMap) -> Result<(), String> {

@@ -21,6 +21,8 @@ pub enum Outcome {
     Ok,
     /// 1: nothing matched.
     NothingMatched,
+    /// 1: trouble found (doctor: at risk or full).
+    Trouble,
 }
 
 /// A failure: printed as `ctguard: <message>`, exit 2.
@@ -127,6 +129,10 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
             Outcome::Ok
         }
         Job::Load { path } => load(&mut ct, &path)?,
+        Job::Doctor(p) => super::doctor::doctor(&mut ct, p, plan.netns.as_deref(), &mut out)?,
+        Job::Tune { apply, persist, json } => {
+            super::doctor::tune(&mut ct, apply, persist.as_deref(), json, &mut out)?
+        }
     };
     out.flush()?;
     Ok(outcome)
@@ -156,12 +162,12 @@ fn warn_inconsistent(s: &DumpSummary) {
     }
 }
 
-fn fill(ct: &mut Conntrack) -> Result<Fill, Failure> {
+pub(super) fn fill(ct: &mut Conntrack) -> Result<Fill, Failure> {
     Ok(Fill::new(ct.table_stats()?, sysctl::read("nf_conntrack_buckets")))
 }
 
 /// One streaming pass: select, then count. A dump that overran is counted again from scratch.
-fn tally(
+pub(super) fn tally(
     ct: &mut Conntrack,
     sel: Selector,
     by: GroupBy,

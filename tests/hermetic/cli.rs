@@ -14,7 +14,7 @@ fn ctguard(args: &[&str]) -> Output {
 }
 
 /// Runs `args` and checks the bad-input contract; returns the one stderr line.
-fn refused(args: &[&str]) -> String {
+pub(crate) fn refused(args: &[&str]) -> String {
     let out = ctguard(args);
     let stderr = String::from_utf8(out.stderr).expect("stderr is UTF-8");
     assert_eq!(out.status.code(), Some(2), "{args:?}: exit status; stderr: {stderr}");

@@ -9,6 +9,8 @@ mod cli;
 mod decode;
 // The recorded fixtures as bytes and flows.
 mod fixtures;
+// doctor and tune: JSON pinned key by key, bad input.
+mod doctor;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
 mod output;
 // The selector corpus: flags → Selector → matches / kernel_filter.

@@ -1,0 +1,601 @@
+//! Recommended conntrack sysctls for this host, each with its reason (`ctguard tune`).
+//!
+//! In the spirit of the incident's write-up: a larger `nf_conntrack_max` with buckets to
+//! match, ESTABLISHED entries kept an hour instead of five days, TIME_WAIT and FIN_WAIT 30 s,
+//! CLOSE_WAIT 60 s. The arithmetic is pure ([`recommend`]); reading the host ([`TuneFacts::read`])
+//! and writing `/proc/sys` ([`apply`]) are the edges.
+//!
+//! Scope matters: the timeouts are per network namespace, but `nf_conntrack_max` and
+//! `nf_conntrack_buckets` are global and read-only (mode 0444) inside a non-initial namespace
+//! (`nf_conntrack_standalone_init_sysctl`). Global values are only ever written from the
+//! initial namespace; elsewhere they are reported, never attempted.
+
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the sysctls live.
+const PROC_DIR: &str = "/proc/sys/net/netfilter";
+/// Before Linux 4.8 `nf_conntrack_buckets` is read-only everywhere; the hash is resized here.
+pub const HASHSIZE_PARAM: &str = "/sys/module/nf_conntrack/parameters/hashsize";
+
+/// Bytes of one entry's slab object when the slab cannot be read (x86-64 6.x: 256).
+const FALLBACK_OBJECT_BYTES: u64 = 256;
+/// The extension area an entry carries besides its slab object: `nf_ct_ext_add`
+/// (nf_conntrack_extend.c) allocates at least `NF_CT_EXT_PREALLOC` = 128 B for the first
+/// extension (events are on by default) and kreallocs past it when acct, timestamp, labels
+/// or NAT are added: kmalloc-128 to kmalloc-256. 192 B is the middle.
+const EXTENSION_BYTES: u64 = 192;
+/// One hash bucket: an `hlist_nulls_head`, one pointer.
+const BUCKET_BYTES: u64 = 8;
+/// A full table may cost at most this share of RAM (1/32, about 3 %).
+const RAM_SHARE_DIVISOR: u64 = 32;
+/// The largest max recommended by default: the write-up's 2,097,152. Larger tables are
+/// possible but every full dump, `conntrack -L` or procfs walk then takes seconds.
+const MAX_CEILING: u64 = 1 << 21;
+
+/// A key's reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One value for the whole host, set from the initial namespace.
+    Global,
+    /// Each network namespace has its own.
+    Namespace,
+}
+
+/// One recommended value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recommendation {
+    /// Full sysctl name, `net.netfilter.nf_conntrack_max`.
+    pub key: String,
+    /// The value now, when readable.
+    pub current: Option<u64>,
+    /// The recommended value.
+    pub value: u64,
+    /// Why, in one sentence.
+    pub reason: String,
+    /// Global or per namespace.
+    pub scope: Scope,
+    /// `value` differs from `current`.
+    pub change: bool,
+}
+
+impl Recommendation {
+    /// `key=value`, as `sysctl -w` takes it.
+    pub fn assignment(&self) -> String {
+        format!("{}={}", self.key, self.value)
+    }
+
+    /// The name under `/proc/sys/net/netfilter`.
+    pub fn proc_name(&self) -> &str {
+        self.key.trim_start_matches("net.netfilter.")
+    }
+}
+
+/// What the recommendations are computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TuneFacts {
+    /// `MemTotal`, bytes.
+    pub mem_total: u64,
+    /// Bytes of one `nf_conntrack` slab object.
+    pub object_bytes: u64,
+    /// Entries in the namespace now.
+    pub count: u64,
+    /// The global max now.
+    pub max: u64,
+    /// Buckets now.
+    pub buckets: Option<u64>,
+    /// `nf_conntrack_tcp_timeout_established`, `_time_wait`, `_fin_wait`, `_close_wait`.
+    pub established: Option<u64>,
+    /// TIME_WAIT timeout.
+    pub time_wait: Option<u64>,
+    /// FIN_WAIT timeout.
+    pub fin_wait: Option<u64>,
+    /// CLOSE_WAIT timeout.
+    pub close_wait: Option<u64>,
+    /// `nf_conntrack_tcp_loose`.
+    pub tcp_loose: Option<u64>,
+}
+
+impl TuneFacts {
+    /// The current namespace's values (enter it first); `count` and `max` come from ctnetlink.
+    pub fn read(count: u64, max: u64) -> TuneFacts {
+        let get = |name: &str| crate::sysctl::read(name);
+        TuneFacts {
+            mem_total: mem_total().unwrap_or(0),
+            object_bytes: slab_object_bytes().unwrap_or(FALLBACK_OBJECT_BYTES),
+            count,
+            max,
+            buckets: get("nf_conntrack_buckets"),
+            established: get("nf_conntrack_tcp_timeout_established"),
+            time_wait: get("nf_conntrack_tcp_timeout_time_wait"),
+            fin_wait: get("nf_conntrack_tcp_timeout_fin_wait"),
+            close_wait: get("nf_conntrack_tcp_timeout_close_wait"),
+            tcp_loose: get("nf_conntrack_tcp_loose"),
+        }
+    }
+
+    /// Bytes a table entry costs: slab object, extension area, its share of the buckets.
+    pub fn entry_bytes(&self) -> u64 {
+        self.object_bytes + EXTENSION_BYTES + BUCKET_BYTES
+    }
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+pub fn mem_total() -> Option<u64> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// The `MemTotal:  24684096 kB` line, in bytes.
+pub fn parse_meminfo(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The `nf_conntrack` slab's object size (SLUB sysfs, else `/proc/slabinfo`).
+fn slab_object_bytes() -> Option<u64> {
+    if let Ok(s) = std::fs::read_to_string("/sys/kernel/slab/nf_conntrack/slab_size") {
+        return s.trim().parse().ok();
+    }
+    let info = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("nf_conntrack "))?;
+    // name active_objs num_objs objsize ...
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The running kernel's major and minor version (`/proc/sys/kernel/osrelease`).
+pub fn kernel_version() -> Option<(u32, u32)> {
+    parse_release(&std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
+}
+
+/// `6.18.44-fc-v595` → (6, 18).
+pub fn parse_release(s: &str) -> Option<(u32, u32)> {
+    let mut it = s.trim().split(['.', '-']);
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn pow2_floor(n: u64) -> u64 {
+    if n == 0 { 0 } else { 1 << (63 - n.leading_zeros()) }
+}
+
+fn human_bytes(b: u64) -> String {
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    if b >= GIB { format!("{:.1} GiB", b as f64 / GIB as f64) } else { format!("{} MiB", b / MIB) }
+}
+
+/// A timeout that is only ever lowered to `target`.
+fn timeout(key: &str, current: Option<u64>, target: u64, why: &str) -> Recommendation {
+    let value = current.map_or(target, |c| c.min(target));
+    let reason = match current {
+        Some(c) if c <= target => format!("already {c} s (at most {target} s): {why}"),
+        Some(c) => format!("{c} s now; {why}"),
+        None => why.to_string(),
+    };
+    Recommendation {
+        key: format!("net.netfilter.{key}"),
+        current,
+        value,
+        reason,
+        scope: Scope::Namespace,
+        change: current != Some(value),
+    }
+}
+
+/// The recommendations, in the order they are printed: max, buckets, then the timeouts.
+pub fn recommend(f: &TuneFacts) -> Vec<Recommendation> {
+    let per_entry = f.entry_bytes();
+    let budget = f.mem_total / RAM_SHARE_DIVISOR;
+    let by_memory = pow2_floor(budget / per_entry.max(1));
+    let mut target = by_memory.min(MAX_CEILING);
+    // Room for the table to double from where it is now, when the memory allows it.
+    let headroom = f.count.saturating_mul(2).next_power_of_two();
+    if headroom > target && headroom <= by_memory {
+        target = headroom;
+    }
+    // Never shrink: a smaller max can turn a busy table full the moment it is written. Zero
+    // means no limit at all (`__nf_conntrack_alloc` skips the check): also kept.
+    let max = if f.max == 0 { 0 } else { target.max(f.max) };
+    let max_reason = if f.max == 0 {
+        "kept: 0 means no limit (the table grows until memory runs out)".to_string()
+    } else if max == f.max && target < f.max {
+        format!("kept: {} already exceeds what 1/{RAM_SHARE_DIVISOR} of RAM holds", f.max)
+    } else {
+        format!(
+            "a full table of {max} entries costs about {} ({per_entry} B each: slab object, \
+             extensions, bucket), within 1/{RAM_SHARE_DIVISOR} of {} RAM; {} entries now",
+            human_bytes(max * per_entry),
+            human_bytes(f.mem_total),
+            f.count
+        )
+    };
+    let buckets = f.buckets.map_or(max, |b| b.max(max));
+    let mut out = vec![
+        Recommendation {
+            key: "net.netfilter.nf_conntrack_max".into(),
+            current: Some(f.max),
+            value: max,
+            reason: max_reason,
+            scope: Scope::Global,
+            change: max != f.max,
+        },
+        Recommendation {
+            key: "net.netfilter.nf_conntrack_buckets".into(),
+            current: f.buckets,
+            value: buckets,
+            reason: format!(
+                "one bucket per entry keeps hash chains short at a full table (the kernel's \
+                 own default ratio); {} of bucket array",
+                human_bytes(buckets * BUCKET_BYTES)
+            ),
+            scope: Scope::Global,
+            change: f.buckets != Some(buckets),
+        },
+    ];
+    let established = if f.tcp_loose == Some(0) {
+        timeout(
+            "nf_conntrack_tcp_timeout_established",
+            f.established,
+            7500,
+            "the kernel never early-drops ESTABLISHED entries, so a vanished peer pins one \
+             for the whole timeout; with nf_conntrack_tcp_loose=0 an expired entry is not \
+             picked up again, so keep it past the 2 h TCP keepalive",
+        )
+    } else {
+        timeout(
+            "nf_conntrack_tcp_timeout_established",
+            f.established,
+            3600,
+            "the kernel never early-drops ESTABLISHED entries, so a vanished peer pins one \
+             for the whole timeout (432000 s = 5 days by default); an hour frees them, and \
+             with nf_conntrack_tcp_loose=1 a connection idle longer is picked up again by \
+             its next packet",
+        )
+    };
+    out.push(established);
+    out.push(timeout(
+        "nf_conntrack_tcp_timeout_time_wait",
+        f.time_wait,
+        30,
+        "the endpoints keep their own TIME_WAIT; the entry only has to catch late \
+         retransmissions, and 120 s of TIME_WAIT entries per closed connection filled the \
+         table in the write-up's earlier incident",
+    ));
+    out.push(timeout(
+        "nf_conntrack_tcp_timeout_fin_wait",
+        f.fin_wait,
+        30,
+        "a FIN the peer never answers should not hold an entry for 2 minutes",
+    ));
+    out.push(timeout(
+        "nf_conntrack_tcp_timeout_close_wait",
+        f.close_wait,
+        60,
+        "a half-closed connection whose application never closes is stale after a minute",
+    ));
+    out
+}
+
+/// True when `nf_conntrack_buckets` can be set by sysctl (Linux 4.8+).
+pub fn buckets_by_sysctl(kernel: Option<(u32, u32)>) -> bool {
+    kernel.is_none_or(|v| v >= (4, 8))
+}
+
+/// The `sysctl.d` file: a `# reason` line above each `key = value`. Before Linux 4.8 the bucket
+/// count is a module parameter, written as a modprobe.d hint instead of a sysctl line.
+pub fn sysctl_d(recs: &[Recommendation], kernel: Option<(u32, u32)>, header: &str) -> String {
+    let mut s = String::new();
+    for line in header.lines() {
+        let _ = writeln!(s, "# {line}");
+    }
+    for r in recs {
+        let _ = writeln!(s, "\n# {}", r.reason);
+        if r.proc_name() == "nf_conntrack_buckets" && !buckets_by_sysctl(kernel) {
+            let _ = writeln!(
+                s,
+                "# kernel before 4.8: set it in /etc/modprobe.d/nf_conntrack.conf as\n\
+                 # options nf_conntrack hashsize={}",
+                r.value
+            );
+        } else {
+            let _ = writeln!(s, "{} = {}", r.key, r.value);
+        }
+    }
+    s
+}
+
+/// How `--apply` treats one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Already at the value.
+    Unchanged,
+    /// Write the value to this file.
+    Write(String),
+    /// Global and not writable from here: the reason, nothing is attempted.
+    ReadOnly(String),
+}
+
+/// Where each key's value goes, or why it cannot. `initial`: the namespace is the initial
+/// one (`None`: cannot tell). `writable(name)`: the `/proc/sys` file's mode allows writing.
+pub fn plan_apply(
+    recs: &[Recommendation],
+    initial: Option<bool>,
+    kernel: Option<(u32, u32)>,
+    writable: impl Fn(&str) -> bool,
+) -> Vec<Step> {
+    recs.iter()
+        .map(|r| {
+            if !r.change {
+                return Step::Unchanged;
+            }
+            let name = r.proc_name();
+            let proc_path = format!("{PROC_DIR}/{name}");
+            if r.scope == Scope::Namespace {
+                return Step::Write(proc_path);
+            }
+            match initial {
+                Some(true) => {}
+                Some(false) => {
+                    return Step::ReadOnly(
+                        "global, read-only inside a non-initial namespace (mode 0444): set it \
+                         from the host's initial namespace"
+                            .into(),
+                    );
+                }
+                None => {
+                    return Step::ReadOnly(
+                        "global, and this namespace cannot be told to be the initial one: \
+                         set it from the host's initial namespace"
+                            .into(),
+                    );
+                }
+            }
+            if name == "nf_conntrack_buckets" && !buckets_by_sysctl(kernel) {
+                return Step::Write(HASHSIZE_PARAM.into());
+            }
+            if !writable(name) {
+                return Step::ReadOnly(format!("{proc_path} is read-only here"));
+            }
+            Step::Write(proc_path)
+        })
+        .collect()
+}
+
+/// The mode of `/proc/sys/net/netfilter/NAME` allows writing.
+pub fn proc_writable(name: &str) -> bool {
+    std::fs::metadata(format!("{PROC_DIR}/{name}"))
+        .is_ok_and(|m| m.permissions().mode() & 0o222 != 0)
+}
+
+/// What `--apply` did to one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Applied {
+    /// The sysctl.
+    pub key: String,
+    /// `written`, `unchanged`, `read-only` or `failed`.
+    pub outcome: String,
+    /// The file written, or why not.
+    pub detail: String,
+}
+
+/// Executes the plan. A write the kernel refuses with EACCES/EPERM/EROFS counts as
+/// read-only, any other failure as failed.
+pub fn apply(recs: &[Recommendation], steps: &[Step]) -> Vec<Applied> {
+    recs.iter()
+        .zip(steps)
+        .map(|(r, step)| {
+            let (outcome, detail) = match step {
+                Step::Unchanged => ("unchanged", format!("already {}", r.value)),
+                Step::ReadOnly(why) => ("read-only", why.clone()),
+                Step::Write(path) => match write_value(path, r.value) {
+                    Ok(()) => ("written", path.clone()),
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EACCES | libc::EPERM | libc::EROFS)
+                        ) =>
+                    {
+                        ("read-only", format!("{path}: {e}"))
+                    }
+                    Err(e) => ("failed", format!("{path}: {e}")),
+                },
+            };
+            Applied { key: r.key.clone(), outcome: outcome.into(), detail }
+        })
+        .collect()
+}
+
+fn write_value(path: &str, value: u64) -> io::Result<()> {
+    std::fs::write(path, format!("{value}\n"))?;
+    // A sysctl may clamp or ignore a value without an error: read it back.
+    let back = std::fs::read_to_string(path)?;
+    if back.trim() != value.to_string() {
+        return Err(io::Error::other(format!("wrote {value}, reads back {}", back.trim())));
+    }
+    Ok(())
+}
+
+/// What `tune --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneReport {
+    /// The namespace the per-namespace values belong to.
+    pub netns: crate::doctor::NetnsInfo,
+    /// `major.minor` of the running kernel, when readable.
+    pub kernel: Option<String>,
+    /// `MemTotal`, bytes.
+    pub memory_bytes: u64,
+    /// Bytes one entry costs, as the max is computed.
+    pub entry_bytes: u64,
+    /// Count, max, fill, buckets now.
+    pub table: crate::output::report::Fill,
+    /// Every recommendation, changed or not.
+    pub recommendations: Vec<Recommendation>,
+    /// What `--apply` did, per key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub applied: Option<Vec<Applied>>,
+    /// The file `--persist` wrote.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub persisted: Option<String>,
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory, so a reader (or
+/// `sysctl --system` at boot) never sees half a file.
+pub fn write_file_atomically(path: &str, text: &str) -> io::Result<()> {
+    let tmp = format!("{path}.ctguard-tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident_host() -> TuneFacts {
+        TuneFacts {
+            mem_total: 24_684_096 * 1024,
+            object_bytes: 256,
+            count: 258_540,
+            max: 262_144,
+            buckets: Some(262_144),
+            established: Some(432_000),
+            time_wait: Some(120),
+            fin_wait: Some(120),
+            close_wait: Some(60),
+            tcp_loose: Some(1),
+        }
+    }
+
+    fn value(recs: &[Recommendation], name: &str) -> u64 {
+        recs.iter().find(|r| r.proc_name() == name).unwrap().value
+    }
+
+    #[test]
+    fn incident_host_gets_the_write_ups_values() {
+        let recs = recommend(&incident_host());
+        // 24 GiB / 32 = 771 MiB; / 456 B = 1.69M entries; the power of two below is 2^20.
+        assert_eq!(value(&recs, "nf_conntrack_max"), 1 << 20);
+        assert_eq!(value(&recs, "nf_conntrack_buckets"), 1 << 20);
+        assert_eq!(value(&recs, "nf_conntrack_tcp_timeout_established"), 3600);
+        assert_eq!(value(&recs, "nf_conntrack_tcp_timeout_time_wait"), 30);
+        assert_eq!(value(&recs, "nf_conntrack_tcp_timeout_fin_wait"), 30);
+        assert_eq!(value(&recs, "nf_conntrack_tcp_timeout_close_wait"), 60);
+        let close_wait = &recs[5];
+        assert!(!close_wait.change && close_wait.reason.starts_with("already 60 s"));
+        assert!(recs[0].reason.contains("456 B"), "{}", recs[0].reason);
+        assert_eq!(recs[0].scope, Scope::Global);
+        assert_eq!(recs[2].scope, Scope::Namespace);
+    }
+
+    #[test]
+    fn big_hosts_stop_at_the_ceiling_small_ones_never_shrink() {
+        let big = TuneFacts { mem_total: 256 << 30, ..incident_host() };
+        assert_eq!(value(&recommend(&big), "nf_conntrack_max"), 2_097_152);
+        // 1 GiB: 32 MiB budget holds 73k entries; the current 262144 is kept, not lowered.
+        let small = TuneFacts { mem_total: 1 << 30, ..incident_host() };
+        let recs = recommend(&small);
+        assert_eq!(value(&recs, "nf_conntrack_max"), 262_144);
+        assert!(!recs[0].change && recs[0].reason.starts_with("kept"));
+        // A table already holding 1.5M entries on a big host gets room to double.
+        let busy = TuneFacts { count: 1_500_000, max: 2_097_152, ..big };
+        assert_eq!(value(&recommend(&busy), "nf_conntrack_max"), 4_194_304);
+        let unlimited = TuneFacts { max: 0, ..incident_host() };
+        let recs = recommend(&unlimited);
+        assert_eq!((recs[0].value, recs[0].change), (0, false));
+        assert!(recs[0].reason.contains("no limit"));
+        // Buckets are never lowered below what is there.
+        let many_buckets = TuneFacts { buckets: Some(1 << 22), ..incident_host() };
+        assert_eq!(value(&recommend(&many_buckets), "nf_conntrack_buckets"), 1 << 22);
+    }
+
+    #[test]
+    fn timeouts_are_only_lowered_and_loose_0_keeps_keepalives() {
+        let low = TuneFacts { established: Some(600), time_wait: Some(10), ..incident_host() };
+        let recs = recommend(&low);
+        assert_eq!(value(&recs, "nf_conntrack_tcp_timeout_established"), 600);
+        assert_eq!(value(&recs, "nf_conntrack_tcp_timeout_time_wait"), 10);
+        let strict = TuneFacts { tcp_loose: Some(0), ..incident_host() };
+        assert_eq!(value(&recommend(&strict), "nf_conntrack_tcp_timeout_established"), 7500);
+    }
+
+    #[test]
+    fn parsers() {
+        assert_eq!(
+            parse_meminfo("MemTotal:       24684096 kB\nMemFree: 1 kB\n"),
+            Some(25_276_514_304)
+        );
+        assert_eq!(parse_meminfo("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_release("6.18.44-fc-v595\n"), Some((6, 18)));
+        assert_eq!(parse_release("4.4.0-210-generic"), Some((4, 4)));
+        assert_eq!(parse_release("garbage"), None);
+        assert_eq!(pow2_floor(1_690_000), 1 << 20);
+    }
+
+    #[test]
+    fn apply_plan_never_writes_globals_outside_the_initial_namespace() {
+        let recs = recommend(&incident_host());
+        let any = |_: &str| true;
+        let inside = plan_apply(&recs, Some(false), Some((6, 18)), any);
+        assert!(matches!(&inside[0], Step::ReadOnly(why) if why.contains("non-initial")));
+        assert!(matches!(&inside[1], Step::ReadOnly(_)));
+        assert_eq!(
+            inside[2],
+            Step::Write("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established".into())
+        );
+        assert_eq!(inside[5], Step::Unchanged);
+        let unknown = plan_apply(&recs, None, Some((6, 18)), any);
+        assert!(matches!(&unknown[0], Step::ReadOnly(_)));
+        let host = plan_apply(&recs, Some(true), Some((6, 18)), any);
+        assert_eq!(host[1], Step::Write("/proc/sys/net/netfilter/nf_conntrack_buckets".into()));
+        let old = plan_apply(&recs, Some(true), Some((4, 4)), any);
+        assert_eq!(old[1], Step::Write(HASHSIZE_PARAM.into()));
+        let ro = plan_apply(&recs, Some(true), Some((6, 18)), |n| n != "nf_conntrack_max");
+        assert!(matches!(&ro[0], Step::ReadOnly(why) if why.contains("read-only here")));
+    }
+
+    #[test]
+    fn apply_writes_reads_back_and_reports_each_outcome() {
+        let recs = recommend(&incident_host());
+        let dir = std::env::temp_dir().join(format!("ctguard-tune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("established");
+        std::fs::write(&file, "432000\n").unwrap();
+        let steps = [
+            Step::ReadOnly("global".into()),
+            Step::Write(dir.join("no/such/dir").to_string_lossy().into_owned()),
+            Step::Write(file.to_string_lossy().into_owned()),
+            Step::Unchanged,
+        ];
+        let done = apply(&recs[..4], &steps);
+        let outcomes: Vec<&str> = done.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["read-only", "failed", "written", "unchanged"]);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "3600\n");
+        assert_eq!(done[2].key, "net.netfilter.nf_conntrack_tcp_timeout_established");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sysctl_d_puts_the_reason_above_each_line() {
+        let recs = recommend(&incident_host());
+        let text = sysctl_d(&recs, Some((6, 18)), "ctguard tune");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "# ctguard tune");
+        let at = lines.iter().position(|l| *l == "net.netfilter.nf_conntrack_max = 1048576");
+        let at = at.expect("max line");
+        assert!(lines[at - 1].starts_with("# a full table of 1048576 entries"));
+        assert_eq!(text.matches("\nnet.netfilter.").count(), 6);
+        let old = sysctl_d(&recs, Some((4, 4)), "x");
+        assert!(!old.contains("nf_conntrack_buckets ="));
+        assert!(old.contains("# options nf_conntrack hashsize=1048576"));
+    }
+}

@@ -1,0 +1,227 @@
+//! Issue 5: `doctor` and `tune` wire formats and bad input. The JSON documents are pinned
+//! key by key (the lab's end-to-end test reads them), unknown fields are rejected, and bad
+//! flags exit 2 with one line before any namespace or socket is touched.
+
+use std::collections::BTreeMap;
+
+use ctguard::ctnetlink::{CpuStats, TableStats};
+use ctguard::doctor::{
+    CounterWindow, DoctorReport, Facts, Inputs, LogSummary, NetnsInfo, WATCHED_SYSCTLS,
+};
+use ctguard::guests::GuestMap;
+use ctguard::kmsg::{self, Target};
+use ctguard::output::report::{Fill, Group};
+use ctguard::tune::{self, TuneFacts, TuneReport};
+use serde_json::{Value, json};
+
+use crate::cli::refused;
+
+/// The incident's table at the moment the operators looked: full, drop rising, the runaway
+/// guest holding 240,000 ESTABLISHED entries, a line in the kernel log for this namespace.
+fn incident_report(guests: &GuestMap, guests_file: Option<&str>, key: &str) -> DoctorReport {
+    let target = Target { inode: 4_026_532_290, initial: Some(false), names_netns: true };
+    let mut log = LogSummary { readable: true, ..LogSummary::default() };
+    for rec in [
+        "4,9001,9100000000,-;nf_conntrack: nf_conntrack: table full in netns 4026532290, dropping packet",
+        "4,9002,9110000000,-;nf_conntrack: nf_conntrack: table full in netns 4026532777, dropping packet",
+        "4,9003,9115000000,-;nf_conntrack: table full, dropping packet",
+    ] {
+        log.add(kmsg::parse_record(rec).expect("a table-full record"), &target);
+    }
+    let before = CpuStats { drop: 1000, early_drop: 3, insert: 500_000, ..CpuStats::default() };
+    let after = CpuStats { drop: 1200, early_drop: 3, insert: 500_000, ..CpuStats::default() };
+    let facts = Facts {
+        fill: Fill::new(TableStats { count: 262_144, max: 262_144 }, Some(262_144)),
+        counters: CounterWindow { before, after, seconds: 1.0004, cpus: 2 },
+        established_timeout: Some(432_000),
+        log,
+        now_usec: 9_120_000_000,
+    };
+    let offender = Group {
+        key: key.into(),
+        entries: 240_000,
+        share_percent: 91.6,
+        states: BTreeMap::from([("ESTABLISHED".into(), 240_000)]),
+    };
+    let sysctl = WATCHED_SYSCTLS
+        .iter()
+        .map(|n| (format!("net.netfilter.{n}"), (*n == "nf_conntrack_max").then_some(262_144)))
+        .collect();
+    DoctorReport::new(Inputs {
+        facts,
+        netns: NetnsInfo { inode: 4_026_532_290, initial: Some(false) },
+        netns_arg: Some("hv"),
+        guests_file,
+        guests,
+        by: if guests_file.is_some() { "guest" } else { "src" }.into(),
+        matched: 262_144,
+        offenders: vec![offender],
+        sysctl,
+        tune: vec!["net.netfilter.nf_conntrack_tcp_timeout_established=3600".into()],
+    })
+}
+
+#[test]
+fn issue_5_doctor_json_is_pinned_key_by_key() {
+    let report = incident_report(&GuestMap::new(), None, "172.16.3.5");
+    let got = serde_json::to_value(&report).unwrap();
+    let cap = "# cap new connections from 172.16.3.5 at 26000 live ones (counted from when the rule is added)\n\
+               ip netns exec hv nft add table inet ctguard\n\
+               ip netns exec hv nft add chain inet ctguard forward '{ type filter hook forward priority -1; policy accept; }'\n\
+               ip netns exec hv nft add rule inet ctguard forward ip saddr 172.16.3.5 ct state new ct count over 26000 counter reject";
+    let counters = |drop: u64, early: u64, insert: u64| {
+        json!({"chaintoolong":0,"clash_resolve":0,"drop":drop,"early_drop":early,"error":0,
+               "found":0,"insert":insert,"insert_failed":0,"invalid":0,"search_restart":0})
+    };
+    let mut sysctl = serde_json::Map::new();
+    for n in WATCHED_SYSCTLS {
+        let v = if n == "nf_conntrack_max" { json!(262_144) } else { Value::Null };
+        sysctl.insert(format!("net.netfilter.{n}"), v);
+    }
+    let want = json!({
+        "verdict": "full",
+        "reasons": [
+            "drop rose by 200 in 1.0 s: new flows are dropped now (the table is full)",
+            "262144 of 262144 entries: the table is full"
+        ],
+        "netns": {"inode": 4_026_532_290u64, "initial": false},
+        "table": {"count": 262_144, "max": 262_144, "fill_percent": 100.0, "buckets": 262_144},
+        "counters": {
+            "window_seconds": 1.0,
+            "cpus": 2,
+            "sum": counters(1200, 3, 500_000),
+            "delta": counters(200, 0, 0)
+        },
+        "by": "src",
+        "matched": 262_144,
+        "offenders": [{"key": "172.16.3.5", "entries": 240_000, "share_percent": 91.6,
+                       "states": {"ESTABLISHED": 240_000}}],
+        "kernel_log": {
+            "readable": true,
+            "error": null,
+            "table_full_lines": 1,
+            "last": "nf_conntrack: nf_conntrack: table full in netns 4026532290, dropping packet",
+            "last_age_seconds": 20,
+            "other_netns_lines": 2,
+            "unattributed_lines": 0
+        },
+        "sysctl": Value::Object(sysctl),
+        "actions": {
+            "evict": "ctguard --netns hv evict --guest 172.16.3.5 --state ESTABLISHED --yes",
+            "evict_argv": ["ctguard", "--netns", "hv", "evict", "--guest", "172.16.3.5",
+                           "--state", "ESTABLISHED", "--yes"],
+            "cap": cap,
+            "tune": ["net.netfilter.nf_conntrack_tcp_timeout_established=3600"],
+            "tune_command": "ctguard --netns hv tune --apply"
+        }
+    });
+    assert_eq!(got, want, "\ngot:  {got}\nwant: {want}");
+    // It reads back, and a field this build does not know is refused at every level.
+    let text = got.to_string();
+    assert_eq!(serde_json::from_str::<DoctorReport>(&text).unwrap(), report);
+    for key in ["", "netns", "table", "counters", "kernel_log", "actions"] {
+        let bad = if key.is_empty() {
+            text.replacen('{', "{\"extra\":1,", 1)
+        } else {
+            text.replacen(&format!("\"{key}\":{{"), &format!("\"{key}\":{{\"extra\":1,"), 1)
+        };
+        let e = serde_json::from_str::<DoctorReport>(&bad).expect_err(key).to_string();
+        assert!(e.contains("unknown field `extra`"), "{key}: {e}");
+    }
+}
+
+#[test]
+fn issue_5_doctor_with_guests_names_the_guest_file_and_caps_every_cidr() {
+    let mut guests = GuestMap::new();
+    guests.add("web01", vec!["172.16.3.5/32".parse().unwrap(), "fd00:3::/64".parse().unwrap()]);
+    let r = incident_report(&guests, Some("/etc/ctguard/guests.toml"), "web01");
+    assert_eq!(
+        r.actions.evict_argv.as_deref().unwrap().join(" "),
+        "ctguard --netns hv evict --guests /etc/ctguard/guests.toml --guest web01 --state ESTABLISHED --yes"
+    );
+    let cap = r.actions.cap.unwrap();
+    assert!(cap.contains("forward ip saddr 172.16.3.5 ct state new ct count over 26000"), "{cap}");
+    assert!(
+        cap.contains("forward ip6 saddr fd00:3::/64 ct state new ct count over 26000"),
+        "{cap}"
+    );
+}
+
+#[test]
+fn issue_5_tune_json_is_pinned_and_rejects_unknown_fields() {
+    let facts = TuneFacts {
+        mem_total: 64 << 30,
+        object_bytes: 256,
+        count: 258_540,
+        max: 262_144,
+        buckets: Some(262_144),
+        established: Some(432_000),
+        time_wait: Some(120),
+        fin_wait: Some(120),
+        close_wait: Some(60),
+        tcp_loose: Some(1),
+    };
+    let recs = tune::recommend(&facts);
+    let report = TuneReport {
+        netns: NetnsInfo { inode: 4_026_532_290, initial: Some(false) },
+        kernel: Some("6.18".into()),
+        memory_bytes: facts.mem_total,
+        entry_bytes: facts.entry_bytes(),
+        table: Fill::new(TableStats { count: 258_540, max: 262_144 }, Some(262_144)),
+        recommendations: recs.clone(),
+        applied: None,
+        persisted: None,
+    };
+    let got = serde_json::to_value(&report).unwrap();
+    let keys: Vec<&str> = got.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["entry_bytes", "kernel", "memory_bytes", "netns", "recommendations", "table"],
+        "applied and persisted are left out without --apply / --persist"
+    );
+    // 64 GiB / 32 = 2 GiB; / 456 B = 4.7M; the ceiling is the write-up's 2,097,152.
+    assert_eq!(
+        got["recommendations"][0],
+        json!({"key": "net.netfilter.nf_conntrack_max", "current": 262_144, "value": 2_097_152,
+               "reason": recs[0].reason, "scope": "global", "change": true})
+    );
+    let values: Vec<(String, u64, bool)> =
+        recs.iter().map(|r| (r.key.clone(), r.value, r.change)).collect();
+    let want = [
+        ("net.netfilter.nf_conntrack_max", 2_097_152, true),
+        ("net.netfilter.nf_conntrack_buckets", 2_097_152, true),
+        ("net.netfilter.nf_conntrack_tcp_timeout_established", 3600, true),
+        ("net.netfilter.nf_conntrack_tcp_timeout_time_wait", 30, true),
+        ("net.netfilter.nf_conntrack_tcp_timeout_fin_wait", 30, true),
+        ("net.netfilter.nf_conntrack_tcp_timeout_close_wait", 60, false),
+    ];
+    assert_eq!(values, want.map(|(k, v, c)| (k.to_string(), v, c)));
+    let text = got.to_string();
+    assert_eq!(serde_json::from_str::<TuneReport>(&text).unwrap(), report);
+    for at in ["", "\"recommendations\":[", "\"table\":", "\"netns\":"] {
+        let bad = text.replacen(&format!("{at}{{"), &format!("{at}{{\"extra\":1,"), 1);
+        assert_ne!(bad, text);
+        let e = serde_json::from_str::<TuneReport>(&bad).expect_err(at).to_string();
+        assert!(e.contains("unknown field `extra`"), "{at}: {e}");
+    }
+}
+
+#[test]
+fn issue_5_bad_doctor_and_tune_input_exits_2_with_one_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["doctor", "--window", "0"], "--window '0' must be more than 0"),
+        (&["doctor", "--window", "2m"], "at most 60s"),
+        (&["doctor", "--window", "soon"], "--window: invalid duration 'soon'"),
+        (&["doctor", "-n", "0"], "invalid -n '0'"),
+        (&["doctor", "--guests", "/nonexistent/guests.toml"], "/nonexistent/guests.toml"),
+        (&["tune", "--persist", "/nonexistent/dir/90-conntrack.conf"], "does not exist"),
+        (&["tune", "--persist", "/"], "is a directory"),
+        (&["tune", "--bogus"], "unexpected argument '--bogus'"),
+        // Refused before the (missing) namespace is entered.
+        (&["--netns", "/nonexistent/ns", "tune", "--apply", "--persist", "/"], "is a directory"),
+    ];
+    for (args, needle) in cases {
+        let line = refused(args);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+}
