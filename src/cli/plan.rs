@@ -34,6 +34,10 @@ pub enum Job {
     Create { flow: Box<Flow> },
     /// `load`.
     Load { path: String },
+    /// `events`.
+    Events(super::live::EventsJob),
+    /// `watch`.
+    Watch(super::live::WatchJob),
 }
 
 /// Builds the plan, or says in one line what is wrong with the input.
@@ -72,6 +76,8 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
             }
             Job::Load { path: a.file }
         }
+        Command::Events(a) => Job::Events(super::live::plan_events(a)?),
+        Command::Watch(a) => Job::Watch(super::live::plan_watch(a, cli.netns.clone())?),
     };
     Ok(Plan { netns: cli.netns, job })
 }

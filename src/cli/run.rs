@@ -127,6 +127,8 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
             Outcome::Ok
         }
         Job::Load { path } => load(&mut ct, &path)?,
+        Job::Events(job) => super::live::events(job, &mut out)?,
+        Job::Watch(job) => super::live::watch(&mut ct, job, &mut out)?,
     };
     out.flush()?;
     Ok(outcome)
