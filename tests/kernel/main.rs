@@ -8,6 +8,7 @@ mod bad_input;
 mod checks;
 mod exit_status;
 mod idle;
+mod live;
 mod mixed_table;
 mod netns;
 mod netns_path;
