@@ -428,6 +428,7 @@ pub fn watch(ct: &mut Conntrack, job: WatchJob, out: &mut impl Write) -> Result<
 /// Counters between snapshots and since the start.
 #[derive(Default)]
 struct Counters {
+    total: u64,
     events: u64,
     added: u64,
     removed: u64,
@@ -544,6 +545,7 @@ async fn watch_loop(
             }
             r = sub.recv(|kind, flow| {
                 c.events += 1;
+                c.total += 1;
                 let change = classifier.change(kind, flow);
                 match table.apply(&change) {
                     Effect::Added if kind == EventKind::New => c.added += 1,
@@ -647,7 +649,7 @@ fn snapshot(
     let rows = if screen { Screen::rows() } else { 0 };
     let limit = if screen { Some(rows.saturating_sub(FRAME_OVERHEAD).max(1)) } else { job.limit };
     let report = TallyReport::new(table.tally(), fill, limit);
-    let snap = Snapshot::new(report, rates, c.overruns, c.resyncs, synced);
+    let snap = Snapshot::new(report, rates, c.total, c.overruns, c.resyncs, synced);
     if screen {
         view::write_frame(out, &FrameHeader { title, snapshot: &snap, marker }, rows)?;
     } else {

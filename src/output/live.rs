@@ -128,6 +128,8 @@ pub struct Snapshot {
     pub more_groups: Option<u64>,
     /// Rates over the last interval.
     pub rates: Rates,
+    /// Events received since the start, all kinds, before the selection.
+    pub events: u64,
     /// Overruns so far (each followed by a resync).
     pub overruns: u64,
     /// Resyncs so far (start, overrun, reconcile).
@@ -141,6 +143,7 @@ impl Snapshot {
     pub fn new(
         report: TallyReport,
         rates: Rates,
+        events: u64,
         overruns: u64,
         resyncs: u64,
         synced: bool,
@@ -154,6 +157,7 @@ impl Snapshot {
             groups: report.groups,
             more_groups: report.more_groups,
             rates,
+            events,
             overruns,
             resyncs,
             synced,

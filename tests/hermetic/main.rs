@@ -9,6 +9,8 @@ mod cli;
 mod decode;
 // The recorded fixtures as bytes and flows.
 mod fixtures;
+// Recorded conntrack events → conntrack -E lines and the live table; live JSON records.
+mod live;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
 mod output;
 // The selector corpus: flags → Selector → matches / kernel_filter.
