@@ -29,6 +29,19 @@ use super::{EventsArgs, LiveArgs, WatchArgs};
 /// 64 MiB holds about 100,000 events (a second of `conntrack -D` at full speed) before it
 /// overruns. The memory is only used while events wait to be read.
 pub const DEFAULT_BUFFER: &str = "64M";
+/// After a read that emptied the socket, events gather this long before the next read: at
+/// 100,000 events/s one wakeup then reads ~200 of them instead of one, which divides the
+/// wakeups per event. Far fewer events arrive meanwhile than the buffer holds, and nobody sees
+/// 2 ms on a 1 s snapshot. See [`gather`].
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Lets events gather by pausing the whole (single-threaded) runtime. A tokio sleep would not
+/// do: the socket is registered edge-triggered, so each arriving event would wake the
+/// runtime's `epoll_wait` while this task sleeps (measured: one context switch per event).
+/// Signals and timers wait at most `GATHER`; a running dump is on its own thread.
+fn gather() {
+    std::thread::sleep(GATHER);
+}
 /// Reconciliation period while events can be missing (`nf_conntrack_events` is not 1).
 const RECONCILE_SILENT: Duration = Duration::from_secs(30);
 /// Reconciliation period when every flow reports events: a safety net only.
@@ -217,9 +230,10 @@ async fn deadline(d: Option<Duration>) {
     }
 }
 
-/// Sets `nf_conntrack_events=1` when asked, then reads the namespace's setting, warning about
-/// what it means for events. `/proc/sys/net` is the namespace ctguard entered.
-fn events_setting(enable: bool, counting: bool) -> Result<Option<u64>, Failure> {
+/// Sets `nf_conntrack_events=1` when asked, then reads the namespace's setting: the setting,
+/// and a warning about what it means for events. `/proc/sys/net` is the namespace ctguard
+/// entered.
+fn events_setting(enable: bool, counting: bool) -> Result<(Option<u64>, Option<String>), Failure> {
     if enable {
         sysctl::write("nf_conntrack_events", "1").map_err(|e| {
             Failure::Message(format!(
@@ -233,23 +247,23 @@ fn events_setting(enable: bool, counting: bool) -> Result<Option<u64>, Failure> 
     }
     let mode = sysctl::read("nf_conntrack_events");
     let then = if counting {
-        "counts are corrected by a reconciliation dump every --reconcile period"
+        "a reconciliation dump every --reconcile period corrects the counts"
     } else {
         "they are not shown"
     };
-    match mode {
-        Some(0) => eprintln!(
-            "ctguard: warning: nf_conntrack_events=0 here: the kernel sends no events; {then} \
+    let warning = match mode {
+        Some(0) => Some(format!(
+            "warning: nf_conntrack_events=0 here: the kernel sends no events; {then} \
              (--enable-events sets it to 1 in this namespace)"
-        ),
-        Some(2) if !enable => eprintln!(
-            "ctguard: warning: nf_conntrack_events=2 here: flows created while no event listener \
+        )),
+        Some(2) if !enable => Some(format!(
+            "warning: nf_conntrack_events=2 here: flows created while no event listener \
              existed never report UPDATE or DESTROY; {then} (--enable-events sets it to 1 in \
              this namespace)"
-        ),
-        _ => {}
-    }
-    Ok(mode)
+        )),
+        _ => None,
+    };
+    Ok((mode, warning))
 }
 
 /// Runs `ctguard events`.
@@ -261,7 +275,9 @@ pub fn events(job: EventsJob, out: &mut impl Write) -> Result<Outcome, Failure> 
 }
 
 async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure> {
-    events_setting(job.opts.enable_events, false)?;
+    if let (_, Some(warning)) = events_setting(job.opts.enable_events, false)? {
+        eprintln!("ctguard: {warning}");
+    }
     let mut sub = Subscription::open(job.mask, job.opts.rcvbuf)?;
     let mut stop = pin!(shutdown()?);
     let mut end = pin!(deadline(job.opts.stop.duration));
@@ -294,6 +310,10 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
                 let r = r?;
                 if let Some(e) = failed.take() {
                     return Err(Failure::Output(e));
+                }
+                if r.drained {
+                    out.flush()?;
+                    gather();
                 }
                 if r.overrun {
                     overruns += 1;
@@ -392,13 +412,17 @@ impl Screen {
         Ok(Screen)
     }
 
-    /// The terminal's height in lines.
-    fn rows() -> usize {
+    /// The terminal's size: lines, columns.
+    fn size() -> (usize, usize) {
         use std::os::fd::AsRawFd;
         // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which lives for the call.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
         let rc = unsafe { libc::ioctl(io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-        if rc == 0 && ws.ws_row > 0 { usize::from(ws.ws_row) } else { 24 }
+        if rc == 0 && ws.ws_row > 0 && ws.ws_col > 0 {
+            (usize::from(ws.ws_row), usize::from(ws.ws_col))
+        } else {
+            (24, 80)
+        }
     }
 }
 
@@ -410,8 +434,8 @@ impl Drop for Screen {
     }
 }
 
-/// Lines of a frame above the group table, and the table's header and footer.
-const FRAME_OVERHEAD: usize = 6;
+/// Lines of a frame above the group table (with a note), and the table's header and footer.
+const FRAME_OVERHEAD: usize = 7;
 
 /// Runs `ctguard watch`.
 pub fn watch(ct: &mut Conntrack, job: WatchJob, out: &mut impl Write) -> Result<Outcome, Failure> {
@@ -442,7 +466,16 @@ async fn watch_loop(
     out: &mut impl Write,
     screen: bool,
 ) -> Result<(), Failure> {
-    let mode = events_setting(job.opts.enable_events, true)?;
+    let (mode, warning) = events_setting(job.opts.enable_events, true)?;
+    // On a terminal the warning stays in the frame (the alternate screen would hide stderr).
+    let note = if screen {
+        warning
+    } else {
+        if let Some(w) = &warning {
+            eprintln!("ctguard: {w}");
+        }
+        None
+    };
     let every_flow_reports = mode == Some(1) || job.opts.enable_events;
     let reconcile = job.reconcile.unwrap_or(Some(if every_flow_reports {
         RECONCILE_SAFETY
@@ -539,7 +572,7 @@ async fn watch_loop(
                     c.added = 0;
                     c.removed = 0;
                     if screen {
-                        snapshot(ct, &job, &table, &mut c, &mut last_snapshot, true, out, &title, marker.as_deref())?;
+                        snapshot(ct, &job, &table, &mut c, &mut last_snapshot, true, out, &title, marker.as_deref(), note.as_deref())?;
                     }
                 }
             }
@@ -556,7 +589,11 @@ async fn watch_loop(
                     pending.push(change);
                 }
             }) => {
-                if r?.overrun {
+                let r = r?;
+                if r.drained && !r.overrun {
+                    gather();
+                }
+                if r.overrun {
                     c.overruns += 1;
                     let drops = sub.drops();
                     // A new subscription first, then drop the old one: the kernel's "a listener
@@ -586,7 +623,7 @@ async fn watch_loop(
             }
             _ = ticker.tick(), if seeded => {
                 let synced = want.is_none() && inflight.is_none();
-                snapshot(ct, &job, &table, &mut c, &mut last_snapshot, synced, out, &title, marker.as_deref())?;
+                snapshot(ct, &job, &table, &mut c, &mut last_snapshot, synced, out, &title, marker.as_deref(), note.as_deref())?;
                 snapshots += 1;
                 if snapshots >= limit {
                     break;
@@ -611,6 +648,7 @@ async fn watch_loop(
                     out,
                     &title,
                     marker.as_deref(),
+                    note.as_deref(),
                 )?;
             }
             break;
@@ -632,6 +670,7 @@ fn snapshot(
     out: &mut impl Write,
     title: &str,
     marker: Option<&str>,
+    note: Option<&str>,
 ) -> Result<(), Failure> {
     let secs = last.elapsed().as_secs_f64().max(1e-3);
     *last = Instant::now();
@@ -646,12 +685,12 @@ fn snapshot(
     c.removed = 0;
     let fill = ct.table_stats().ok().map(|s| Fill::new(s, sysctl::read("nf_conntrack_buckets")));
     let screen = !job.json && io::stdout().is_terminal();
-    let rows = if screen { Screen::rows() } else { 0 };
+    let (rows, cols) = if screen { Screen::size() } else { (0, 0) };
     let limit = if screen { Some(rows.saturating_sub(FRAME_OVERHEAD).max(1)) } else { job.limit };
     let report = TallyReport::new(table.tally(), fill, limit);
     let snap = Snapshot::new(report, rates, c.total, c.overruns, c.resyncs, synced);
     if screen {
-        view::write_frame(out, &FrameHeader { title, snapshot: &snap, marker }, rows)?;
+        view::write_frame(out, &FrameHeader { title, snapshot: &snap, marker, note }, rows, cols)?;
     } else {
         view::write_record(out, &snap)?;
         out.flush()?;

@@ -119,6 +119,9 @@ pub struct Received {
     /// The kernel dropped events since the last call (ENOBUFS): counts built from events are
     /// no longer exact until a fresh dump.
     pub overrun: bool,
+    /// The socket was read empty: a caller that is not in a hurry can let events gather a
+    /// moment before the next call (one wakeup then reads many).
+    pub drained: bool,
 }
 
 /// Event datagrams read per [`Subscription::recv`] before the task yields.
@@ -201,7 +204,10 @@ impl Subscription {
             self.buf.clear();
             match self.sock.socket_ref().recv(&mut self.buf, libc::MSG_DONTWAIT) {
                 Ok(_) => got.events += self.hand_on(op, &mut each)?,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    got.drained = true;
+                    break;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     got.overrun = true;
                     break;

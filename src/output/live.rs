@@ -179,11 +179,19 @@ pub struct FrameHeader<'a> {
     pub snapshot: &'a Snapshot,
     /// A marker line (overrun, resync), if any.
     pub marker: Option<&'a str>,
+    /// A standing note (the `nf_conntrack_events` warning), if any.
+    pub note: Option<&'a str>,
 }
 
-/// Draws one `watch` frame for a terminal of `rows` lines, without flicker: cursor home, each
-/// line followed by clear-to-end-of-line, then clear-to-end-of-screen, written at once.
-pub fn write_frame(out: &mut impl Write, h: &FrameHeader<'_>, rows: usize) -> io::Result<()> {
+/// Draws one `watch` frame for a terminal of `rows` lines and `cols` columns, without flicker:
+/// cursor home, each line cut to the width (a wrapped line would scroll) and followed by
+/// clear-to-end-of-line, then clear-to-end-of-screen, written at once.
+pub fn write_frame(
+    out: &mut impl Write,
+    h: &FrameHeader<'_>,
+    rows: usize,
+    cols: usize,
+) -> io::Result<()> {
     let s = h.snapshot;
     let mut text = Vec::with_capacity(8 << 10);
     writeln!(text, "{}", h.title)?;
@@ -205,8 +213,11 @@ pub fn write_frame(out: &mut impl Write, h: &FrameHeader<'_>, rows: usize) -> io
         "overruns {}   resyncs {}   {}",
         s.overruns,
         s.resyncs,
-        if s.synced { "exact" } else { "RESYNCING: counts may be off" }
+        if s.synced { "in sync" } else { "RESYNCING: counts may be off" }
     )?;
+    if let Some(note) = h.note {
+        writeln!(text, "{note}")?;
+    }
     writeln!(text, "{}", h.marker.unwrap_or(""))?;
     let report = TallyReport {
         table: None,
@@ -220,9 +231,10 @@ pub fn write_frame(out: &mut impl Write, h: &FrameHeader<'_>, rows: usize) -> io
     frame.extend_from_slice(b"\x1b[H");
     for (i, line) in String::from_utf8_lossy(&text).lines().take(rows.max(1)).enumerate() {
         if i > 0 {
-            frame.extend_from_slice(b"\r\n");
+            frame.push(b'\n');
         }
-        frame.extend_from_slice(line.as_bytes());
+        let cut = line.char_indices().nth(cols.max(1)).map_or(line.len(), |(i, _)| i);
+        frame.extend_from_slice(line[..cut].as_bytes());
         frame.extend_from_slice(b"\x1b[K");
     }
     frame.extend_from_slice(b"\x1b[J");
