@@ -234,7 +234,7 @@ pub fn write_frame(
             frame.push(b'\n');
         }
         let cut = line.char_indices().nth(cols.max(1)).map_or(line.len(), |(i, _)| i);
-        frame.extend_from_slice(line[..cut].as_bytes());
+        frame.extend_from_slice(&line.as_bytes()[..cut]);
         frame.extend_from_slice(b"\x1b[K");
     }
     frame.extend_from_slice(b"\x1b[J");
