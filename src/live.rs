@@ -220,27 +220,13 @@ impl LiveTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Family, L4, Proto, ProtoState, TcpState, Tuple};
+    use crate::flow::{ProtoState, TcpState, test_tcp};
     use crate::select::parse_cidr;
     use crate::tally::{Row, column_name};
     use EventKind::{Destroy, New, Update};
 
     fn flow(id: u32, src: &str, sport: u16, state: TcpState) -> Flow {
-        let orig = Tuple {
-            src: src.parse().unwrap(),
-            dst: "10.9.0.1".parse().unwrap(),
-            l4: L4::Ports { src: sport, dst: 443 },
-            zone: None,
-        };
-        Flow {
-            family: Family::of(orig.src),
-            proto: Proto::TCP,
-            orig,
-            reply: orig.inverse(),
-            state: Some(ProtoState::Tcp(state)),
-            id: Some(id),
-            ..Flow::default()
-        }
+        Flow { id: Some(id), ..test_tcp(src, "10.9.0.1", sport, 443, state) }
     }
 
     fn classifier(by: GroupBy) -> Classifier {

@@ -250,25 +250,11 @@ pub const SCREEN_LEAVE: &[u8] = b"\x1b[?25h\x1b[?1049l";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Family, L4, Proto, ProtoState, TcpState, Tuple};
+    use crate::flow::{Status, TcpState, test_tcp};
 
     fn syn() -> Flow {
-        let orig = Tuple {
-            src: "172.16.3.5".parse().unwrap(),
-            dst: "10.0.0.1".parse().unwrap(),
-            l4: L4::Ports { src: 40000, dst: 80 },
-            zone: None,
-        };
-        Flow {
-            family: Family::Ipv4,
-            proto: Proto::TCP,
-            orig,
-            reply: orig.inverse(),
-            state: Some(ProtoState::Tcp(TcpState::SynSent)),
-            timeout: Some(120),
-            id: Some(7),
-            ..Flow::default()
-        }
+        let f = test_tcp("172.16.3.5", "10.0.0.1", 40000, 80, TcpState::SynSent);
+        Flow { status: Status(0), timeout: Some(120), mark: None, id: Some(7), ..f }
     }
 
     #[test]

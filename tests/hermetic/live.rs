@@ -105,3 +105,24 @@ fn live_records_reject_unknown_fields() {
     );
     assert!(serde_json::from_str::<Lost>(&text.replace("\"overruns\"", "\"overrun\"")).is_err());
 }
+
+#[test]
+fn schema_doc_live_examples_parse_as_their_records() {
+    let doc = include_str!("../../docs/json-schema.md");
+    let live = &doc[doc.find("## Live records").expect("live section")..];
+    let block = live.split("```jsonl\n").nth(1).expect("a jsonl example block");
+    let lines: Vec<&str> = block.split("\n```").next().unwrap_or("").lines().collect();
+    assert_eq!(lines.len(), 3);
+    for line in lines {
+        let kind = serde_json::from_str::<serde_json::Value>(line).unwrap()["type"].clone();
+        let back = match kind.as_str() {
+            Some("snapshot") => {
+                serde_json::to_string(&serde_json::from_str::<Snapshot>(line).unwrap())
+            }
+            Some("resync") => serde_json::to_string(&serde_json::from_str::<Resync>(line).unwrap()),
+            Some("lost") => serde_json::to_string(&serde_json::from_str::<Lost>(line).unwrap()),
+            other => panic!("unknown record type {other:?}"),
+        };
+        assert_eq!(back.unwrap(), line, "the doc shows the record as ctguard writes it");
+    }
+}
