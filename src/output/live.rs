@@ -282,4 +282,43 @@ mod tests {
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
     }
+
+    #[test]
+    fn frame_redraws_in_place_within_the_terminal() {
+        let report = TallyReport {
+            table: Some(Fill { count: 3, max: 100, fill_percent: 3.0, buckets: None }),
+            by: "src".into(),
+            matched: 3,
+            groups: (1..=3)
+                .map(|i| Group {
+                    key: format!("172.16.3.{i}"),
+                    entries: 1,
+                    share_percent: 33.3,
+                    states: [("ESTABLISHED".to_string(), 1)].into(),
+                })
+                .collect(),
+            more_groups: None,
+        };
+        let rates = Rates { new_per_s: 1.0, destroy_per_s: 0.0, events_per_s: 1.0 };
+        let snap = Snapshot::new(report, rates, 5, 1, 2, false);
+        let header = FrameHeader {
+            title: "a title that is longer than twenty columns",
+            snapshot: &snap,
+            marker: Some("OVERRUN"),
+            note: None,
+        };
+        let mut out = Vec::new();
+        write_frame(&mut out, &header, 8, 20).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("\x1b[H") && text.ends_with("\x1b[J"), "{text:?}");
+        let lines: Vec<&str> = text.trim_start_matches("\x1b[H").split('\n').collect();
+        assert_eq!(lines.len(), 8, "cut to the terminal's height: {lines:?}");
+        for l in &lines[..7] {
+            assert!(l.ends_with("\x1b[K"), "each line clears its rest: {l:?}");
+            assert!(l.trim_end_matches("\x1b[K").chars().count() <= 20, "cut to the width: {l:?}");
+        }
+        assert_eq!(lines[0], "a title that is long\x1b[K");
+        assert_eq!(lines[2], "overruns 1   resyncs\x1b[K");
+        assert_eq!(lines[3], "OVERRUN\x1b[K");
+    }
 }
