@@ -231,8 +231,8 @@ async fn deadline(d: Option<Duration>) {
 }
 
 /// Sets `nf_conntrack_events=1` when asked, then reads the namespace's setting: the setting,
-/// and a warning about what it means for events. `/proc/sys/net` is the namespace ctguard
-/// entered.
+/// and what it means for events, for the operator (a warning, or what `--enable-events` did).
+/// `/proc/sys/net` is the namespace ctguard entered.
 fn events_setting(enable: bool, counting: bool) -> Result<(Option<u64>, Option<String>), Failure> {
     if enable {
         sysctl::write("nf_conntrack_events", "1").map_err(|e| {
@@ -240,10 +240,6 @@ fn events_setting(enable: bool, counting: bool) -> Result<(Option<u64>, Option<S
                 "--enable-events: cannot set nf_conntrack_events=1 in this network namespace: {e}"
             ))
         })?;
-        eprintln!(
-            "ctguard: set nf_conntrack_events=1 in this network namespace only; flows created \
-             before stay silent until they end"
-        );
     }
     let mode = sysctl::read("nf_conntrack_events");
     let then = if counting {
@@ -251,19 +247,24 @@ fn events_setting(enable: bool, counting: bool) -> Result<(Option<u64>, Option<S
     } else {
         "they are not shown"
     };
-    let warning = match mode {
+    let message = match mode {
+        Some(1) if enable => Some(
+            "set nf_conntrack_events=1 in this network namespace only; flows created before \
+             stay silent until they end"
+                .to_string(),
+        ),
         Some(0) => Some(format!(
             "warning: nf_conntrack_events=0 here: the kernel sends no events; {then} \
              (--enable-events sets it to 1 in this namespace)"
         )),
-        Some(2) if !enable => Some(format!(
+        Some(2) => Some(format!(
             "warning: nf_conntrack_events=2 here: flows created while no event listener \
              existed never report UPDATE or DESTROY; {then} (--enable-events sets it to 1 in \
              this namespace)"
         )),
         _ => None,
     };
-    Ok((mode, warning))
+    Ok((mode, message))
 }
 
 /// Runs `ctguard events`.
@@ -449,15 +450,192 @@ pub fn watch(ct: &mut Conntrack, job: WatchJob, out: &mut impl Write) -> Result<
     r.map(|()| Outcome::Ok)
 }
 
-/// Counters between snapshots and since the start.
-#[derive(Default)]
+/// Event counts between snapshots and since the start.
 struct Counters {
     total: u64,
     events: u64,
     added: u64,
     removed: u64,
     overruns: u64,
-    resyncs: u64,
+    since: Instant,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters { total: 0, events: 0, added: 0, removed: 0, overruns: 0, since: Instant::now() }
+    }
+
+    /// Rates since the last call (or the start), then starts a new interval.
+    fn rates(&mut self) -> Rates {
+        let secs = self.since.elapsed().as_secs_f64().max(1e-3);
+        let rate = |n: u64| (n as f64 / secs * 10.0).round() / 10.0;
+        let rates = Rates {
+            new_per_s: rate(self.added),
+            destroy_per_s: rate(self.removed),
+            events_per_s: rate(self.events),
+        };
+        (self.events, self.added, self.removed) = (0, 0, 0);
+        self.since = Instant::now();
+        rates
+    }
+}
+
+/// A dump running for a resync.
+struct Running {
+    reason: Reason,
+    started: Instant,
+    /// An overrun happened since it started: events it needs are lost, another dump follows.
+    stale: bool,
+}
+
+/// The resyncs of the live table: the one wanted, the dump running, and the changes received
+/// since that dump (or the subscription it follows an overrun on) started, to replay on it.
+struct Resyncs {
+    want: Option<Reason>,
+    dump: Option<DumpTask>,
+    running: Option<Running>,
+    pending: Vec<Change>,
+    buffering: bool,
+    done: u64,
+}
+
+impl Resyncs {
+    /// The first resync, the seed, is wanted; the subscription is already open.
+    fn new() -> Resyncs {
+        Resyncs {
+            want: Some(Reason::Start),
+            dump: None,
+            running: None,
+            pending: Vec::new(),
+            buffering: true,
+            done: 0,
+        }
+    }
+
+    /// No resync pending or running: the counts are as exact as events make them.
+    fn synced(&self) -> bool {
+        self.want.is_none() && self.running.is_none()
+    }
+
+    /// Starts the wanted dump unless one runs.
+    fn start_wanted(&mut self, classifier: &Classifier) -> Result<(), Failure> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let Some(reason) = self.want.take() else { return Ok(()) };
+        if !self.buffering {
+            self.pending.clear();
+            self.buffering = true;
+        }
+        self.dump = Some(start_dump(classifier)?);
+        self.running = Some(Running { reason, started: Instant::now(), stale: false });
+        Ok(())
+    }
+
+    /// Events were lost; a fresh subscription is open. Changes from now on are replayed on
+    /// the next dump; a dump running now misses the lost ones and is thrown away.
+    fn overrun(&mut self) {
+        self.pending.clear();
+        self.buffering = true;
+        self.want = Some(Reason::Overrun);
+        if let Some(r) = self.running.as_mut() {
+            r.stale = true;
+        }
+    }
+
+    /// Asks for a reconciliation dump unless a resync is pending anyway.
+    fn reconcile(&mut self) {
+        if self.synced() {
+            self.want = Some(Reason::Reconcile);
+        }
+    }
+
+    /// Takes the finished dump: replaces the table and replays the pending changes, unless
+    /// the dump went stale. Returns the record of the resync done.
+    fn finish(
+        &mut self,
+        fresh: Result<LiveTable, ctnetlink::Error>,
+        table: &mut LiveTable,
+    ) -> Result<Option<Resync>, Failure> {
+        self.dump = None;
+        let Some(run) = self.running.take() else { return Ok(None) };
+        let fresh = fresh?;
+        if run.stale {
+            return Ok(None);
+        }
+        let before = table.len() as i64;
+        let replayed = self.pending.len() as u64;
+        table.replace_with(fresh, &self.pending);
+        self.pending.clear();
+        self.buffering = false;
+        self.done += 1;
+        Ok(Some(Resync {
+            kind: "resync".into(),
+            time: view::timestamp(SystemTime::now()),
+            reason: run.reason.name().into(),
+            matched: table.len() as u64,
+            corrected: if run.reason == Reason::Start { 0 } else { table.len() as i64 - before },
+            replayed,
+            took_ms: run.started.elapsed().as_millis() as u64,
+        }))
+    }
+}
+
+/// Where `watch` prints: JSON Lines, or frames on a terminal, where a `lost` or `resync`
+/// record becomes the frame's marker line and the events warning its note.
+struct Printer<'a, W: Write> {
+    out: &'a mut W,
+    screen: bool,
+    limit: Option<usize>,
+    title: String,
+    note: Option<String>,
+    marker: Option<String>,
+}
+
+impl<W: Write> Printer<'_, W> {
+    /// A record: a JSON line, or the marker `text` on screen.
+    fn record(&mut self, record: &impl serde::Serialize, text: String) -> Result<(), Failure> {
+        if self.screen {
+            self.marker = Some(text);
+        } else {
+            view::write_record(self.out, record)?;
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// One snapshot of `table`.
+    fn snapshot(
+        &mut self,
+        ct: &mut Conntrack,
+        table: &LiveTable,
+        c: &mut Counters,
+        resyncs: &Resyncs,
+    ) -> Result<(), Failure> {
+        let fill =
+            ct.table_stats().ok().map(|s| Fill::new(s, sysctl::read("nf_conntrack_buckets")));
+        let (rows, cols) = if self.screen { Screen::size() } else { (0, 0) };
+        let limit = match self.screen {
+            true => Some(rows.saturating_sub(FRAME_OVERHEAD).max(1)),
+            false => self.limit,
+        };
+        let report = TallyReport::new(table.tally(), fill, limit);
+        let snap =
+            Snapshot::new(report, c.rates(), c.total, c.overruns, resyncs.done, resyncs.synced());
+        if self.screen {
+            let header = FrameHeader {
+                title: &self.title,
+                snapshot: &snap,
+                marker: self.marker.as_deref(),
+                note: self.note.as_deref(),
+            };
+            view::write_frame(self.out, &header, rows, cols)?;
+        } else {
+            view::write_record(self.out, &snap)?;
+            self.out.flush()?;
+        }
+        Ok(())
+    }
 }
 
 async fn watch_loop(
@@ -467,15 +645,9 @@ async fn watch_loop(
     screen: bool,
 ) -> Result<(), Failure> {
     let (mode, warning) = events_setting(job.opts.enable_events, true)?;
-    // On a terminal the warning stays in the frame (the alternate screen would hide stderr).
-    let note = if screen {
-        warning
-    } else {
-        if let Some(w) = &warning {
-            eprintln!("ctguard: {w}");
-        }
-        None
-    };
+    if let (false, Some(w)) = (screen, &warning) {
+        eprintln!("ctguard: {w}");
+    }
     let every_flow_reports = mode == Some(1) || job.opts.enable_events;
     let reconcile = job.reconcile.unwrap_or(Some(if every_flow_reports {
         RECONCILE_SAFETY
@@ -483,29 +655,30 @@ async fn watch_loop(
         RECONCILE_SILENT
     }));
     let classifier = Classifier::new(job.sel.clone(), job.by, job.guests.clone());
-    let title = format!(
-        "ctguard watch: by {}{}, every {}, reconcile {} (Ctrl-C quits)",
-        job.by.name(),
-        job.netns.as_deref().map(|n| format!(", netns {n}")).unwrap_or_default(),
-        humantime::format_duration(job.interval),
-        reconcile.map_or("off".into(), |d| humantime::format_duration(d).to_string()),
-    );
+    let mut print = Printer {
+        out,
+        screen,
+        limit: job.limit,
+        title: format!(
+            "ctguard watch: by {}{}, every {}, reconcile {} (Ctrl-C quits)",
+            job.by.name(),
+            job.netns.as_deref().map(|n| format!(", netns {n}")).unwrap_or_default(),
+            humantime::format_duration(job.interval),
+            reconcile.map_or("off".into(), |d| humantime::format_duration(d).to_string()),
+        ),
+        // On a terminal the warning stays in the frame (the alternate screen hides stderr).
+        note: warning.filter(|_| screen),
+        marker: None,
+    };
 
     // Subscribe first, then dump: every change the dump misses arrives as an event.
     let mut sub = Subscription::open(EventMask::ALL, job.opts.rcvbuf)?;
     let mut table = classifier.empty_table();
-    let mut pending: Vec<Change> = Vec::new();
-    let mut buffering = true;
-    let mut want: Option<Reason> = Some(Reason::Start);
-    // The dump running, and (why, since when, made stale by an overrun since it started).
-    let mut dump: Option<DumpTask> = None;
-    let mut inflight: Option<(Reason, Instant, bool)> = None;
+    let mut resyncs = Resyncs::new();
     let mut seeded = false;
     let mut lost_before = 0u64;
-    let mut c = Counters::default();
-    let mut marker: Option<String> = None;
-    let mut snapshots = 0u64;
-    let limit = job.opts.stop.count.unwrap_or(u64::MAX);
+    let mut c = Counters::new();
+    let (mut snapshots, limit) = (0u64, job.opts.stop.count.unwrap_or(u64::MAX));
 
     let mut stop = pin!(shutdown()?);
     let mut end = pin!(deadline(job.opts.stop.duration));
@@ -514,65 +687,32 @@ async fn watch_loop(
     let period = reconcile.unwrap_or(Duration::from_secs(86_400 * 365));
     let mut reconciler = interval_at(tokio::time::Instant::now() + period, period);
     reconciler.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_snapshot = Instant::now();
 
     loop {
-        if inflight.is_none()
-            && let Some(reason) = want.take()
-        {
-            if !buffering {
-                pending.clear();
-                buffering = true;
-            }
-            dump = Some(start_dump(&classifier)?);
-            inflight = Some((reason, Instant::now(), false));
-        }
-        let mut final_snapshot = false;
+        resyncs.start_wanted(&classifier)?;
         tokio::select! {
             biased;
             () = &mut stop => break,
-            () = &mut end => final_snapshot = true,
-            done = join(&mut dump) => {
-                dump = None;
-                let Some((reason, started, stale)) = inflight.take() else { continue };
-                let fresh = done
-                    .map_err(|e| Failure::Message(format!("dump task: {e}")))??;
-                if stale {
-                    continue;
+            () = &mut end => {
+                if seeded {
+                    print.snapshot(ct, &table, &mut c, &resyncs)?;
                 }
-                let before = table.len() as i64;
-                let replayed = pending.len() as u64;
-                table.replace_with(fresh, &pending);
-                pending.clear();
-                buffering = false;
-                c.resyncs += 1;
-                let record = Resync {
-                    kind: "resync".into(),
-                    time: view::timestamp(SystemTime::now()),
-                    reason: reason.name().into(),
-                    matched: table.len() as u64,
-                    corrected: if reason == Reason::Start { 0 } else { table.len() as i64 - before },
-                    replayed,
-                    took_ms: started.elapsed().as_millis() as u64,
-                };
-                if screen {
-                    marker = Some(format!(
-                        "last resync ({}) at {}: {} flows, corrected {:+}, {} ms",
-                        record.reason, record.time, record.matched, record.corrected, record.took_ms
-                    ));
-                } else {
-                    view::write_record(out, &record)?;
-                    out.flush()?;
-                }
+                break;
+            }
+            done = join(&mut resyncs.dump) => {
+                let done = done.map_err(|e| Failure::Message(format!("dump task: {e}")))?;
+                let Some(record) = resyncs.finish(done, &mut table)? else { continue };
+                let text = format!(
+                    "last resync ({}) at {}: {} flows, corrected {:+}, {} ms",
+                    record.reason, record.time, record.matched, record.corrected, record.took_ms
+                );
+                print.record(&record, text)?;
                 if !seeded {
                     seeded = true;
                     ticker.reset();
-                    last_snapshot = Instant::now();
-                    c.events = 0;
-                    c.added = 0;
-                    c.removed = 0;
+                    c = Counters { total: c.total, overruns: c.overruns, ..Counters::new() };
                     if screen {
-                        snapshot(ct, &job, &table, &mut c, &mut last_snapshot, true, out, &title, marker.as_deref(), note.as_deref())?;
+                        print.snapshot(ct, &table, &mut c, &resyncs)?;
                     }
                 }
             }
@@ -585,8 +725,8 @@ async fn watch_loop(
                     Effect::Removed if kind == EventKind::Destroy => c.removed += 1,
                     _ => {}
                 }
-                if buffering {
-                    pending.push(change);
+                if resyncs.buffering {
+                    resyncs.pending.push(change);
                 }
             }) => {
                 let r = r?;
@@ -600,101 +740,29 @@ async fn watch_loop(
                     // exists" bit never clears (nf_conntrack_events=2), and the events queued
                     // on the old socket, now useless, go with it.
                     sub = Subscription::open(EventMask::ALL, job.opts.rcvbuf)?;
+                    resyncs.overrun();
                     let lost = drops.map(|d| lost_before + d);
                     lost_before = lost.unwrap_or(lost_before);
-                    pending.clear();
-                    buffering = true;
-                    want = Some(Reason::Overrun);
-                    if let Some(f) = inflight.as_mut() {
-                        f.2 = true;
-                    }
                     let record = Lost::new(c.overruns, lost);
-                    if screen {
-                        marker = Some(format!(
-                            "OVERRUN at {}: {} events lost so far; resyncing from a dump (raise --buffer)",
-                            record.time,
-                            record.lost_events.map_or("some".into(), |n| n.to_string())
-                        ));
-                    } else {
-                        view::write_record(out, &record)?;
-                        out.flush()?;
-                    }
+                    let text = format!(
+                        "OVERRUN at {}: {} events lost so far; resyncing from a dump (raise --buffer)",
+                        record.time,
+                        record.lost_events.map_or("some".into(), |n| n.to_string())
+                    );
+                    print.record(&record, text)?;
                 }
             }
             _ = ticker.tick(), if seeded => {
-                let synced = want.is_none() && inflight.is_none();
-                snapshot(ct, &job, &table, &mut c, &mut last_snapshot, synced, out, &title, marker.as_deref(), note.as_deref())?;
+                print.snapshot(ct, &table, &mut c, &resyncs)?;
                 snapshots += 1;
                 if snapshots >= limit {
                     break;
                 }
             }
-            _ = reconciler.tick(), if reconcile.is_some() => {
-                if want.is_none() && inflight.is_none() {
-                    want = Some(Reason::Reconcile);
-                }
-            }
-        }
-        if final_snapshot {
-            if seeded {
-                let synced = want.is_none() && inflight.is_none();
-                snapshot(
-                    ct,
-                    &job,
-                    &table,
-                    &mut c,
-                    &mut last_snapshot,
-                    synced,
-                    out,
-                    &title,
-                    marker.as_deref(),
-                    note.as_deref(),
-                )?;
-            }
-            break;
+            _ = reconciler.tick(), if reconcile.is_some() => resyncs.reconcile(),
         }
     }
-    out.flush()?;
-    Ok(())
-}
-
-/// Prints one snapshot: a JSON line, or a terminal frame.
-#[allow(clippy::too_many_arguments)]
-fn snapshot(
-    ct: &mut Conntrack,
-    job: &WatchJob,
-    table: &LiveTable,
-    c: &mut Counters,
-    last: &mut Instant,
-    synced: bool,
-    out: &mut impl Write,
-    title: &str,
-    marker: Option<&str>,
-    note: Option<&str>,
-) -> Result<(), Failure> {
-    let secs = last.elapsed().as_secs_f64().max(1e-3);
-    *last = Instant::now();
-    let rate = |n: u64| (n as f64 / secs * 10.0).round() / 10.0;
-    let rates = Rates {
-        new_per_s: rate(c.added),
-        destroy_per_s: rate(c.removed),
-        events_per_s: rate(c.events),
-    };
-    c.events = 0;
-    c.added = 0;
-    c.removed = 0;
-    let fill = ct.table_stats().ok().map(|s| Fill::new(s, sysctl::read("nf_conntrack_buckets")));
-    let screen = !job.json && io::stdout().is_terminal();
-    let (rows, cols) = if screen { Screen::size() } else { (0, 0) };
-    let limit = if screen { Some(rows.saturating_sub(FRAME_OVERHEAD).max(1)) } else { job.limit };
-    let report = TallyReport::new(table.tally(), fill, limit);
-    let snap = Snapshot::new(report, rates, c.total, c.overruns, c.resyncs, synced);
-    if screen {
-        view::write_frame(out, &FrameHeader { title, snapshot: &snap, marker, note }, rows, cols)?;
-    } else {
-        view::write_record(out, &snap)?;
-        out.flush()?;
-    }
+    print.out.flush()?;
     Ok(())
 }
 
