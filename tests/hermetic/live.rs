@@ -126,3 +126,31 @@ fn schema_doc_live_examples_parse_as_their_records() {
         assert_eq!(back.unwrap(), line, "the doc shows the record as ctguard writes it");
     }
 }
+
+#[test]
+fn live_bad_input_is_refused_before_any_namespace_or_socket() {
+    // A namespace that does not exist: the plan must refuse the input before entering it.
+    for (args, says) in [
+        (&["watch", "--interval", "0"][..], "--interval"),
+        (&["watch", "--buffer", "64Q"], "--buffer"),
+        (&["watch", "--reconcile", "sometimes"], "--reconcile"),
+        (&["watch", "--idle", "1h"], "--idle"),
+        (&["watch", "-n", "0"], "-n"),
+        (&["events", "--event", "created"], "--event"),
+        (&["events", "--count", "many"], "--count"),
+        (&["events", "--enable-events", "--state", "BOGUS"], "BOGUS"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctguard"))
+            .args(["--netns", "/nonexistent/ctguard-htest"])
+            .args(args)
+            .env_remove("CTGUARD_GUESTS")
+            .output()
+            .expect("run the ctguard binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("ctguard: ") && stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("nonexistent"), "{args:?}: refused too late: {stderr}");
+    }
+}
