@@ -559,10 +559,11 @@ impl Resyncs {
     ) -> Result<Option<Resync>, Failure> {
         self.dump = None;
         let Some(run) = self.running.take() else { return Ok(None) };
-        let fresh = fresh?;
         if run.stale {
+            // Its result (or its error) no longer matters: the next dump follows.
             return Ok(None);
         }
+        let fresh = fresh?;
         let before = table.len() as i64;
         let replayed = self.pending.len() as u64;
         table.replace_with(fresh, &self.pending);
