@@ -33,14 +33,20 @@ struct Live {
 
 impl Live {
     fn start(ns: &Netns, args: &[&str]) -> Live {
-        let mut child = Command::new(CTGUARD)
-            .args(["--netns", &ns.path()])
-            .args(args)
+        let mut cmd = Command::new(CTGUARD);
+        cmd.args(["--netns", &ns.path()]).args(args);
+        Live::spawn(cmd)
+    }
+
+    /// Any program, its stdout read line by line (lines that are not JSON keep their text).
+    fn spawn(mut cmd: Command) -> Live {
+        let args = format!("{cmd:?}");
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start ctguard {args:?}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {args}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
@@ -453,4 +459,79 @@ fn issue_4_live_commands_reject_bad_input_before_touching_anything() {
     }
     let v = ns.exec("sysctl", &["-n", "net.netfilter.nf_conntrack_events"]).ok();
     assert_eq!(v.stdout.trim(), "2", "bad input must not have run --enable-events");
+}
+
+/// Opens `total` TCP connections over the namespace's loopback, closes `closed` of them (both
+/// sides: TIME_WAIT), half-closes `half` (FIN sent, no answer: FIN_WAIT/CLOSE_WAIT), keeps the
+/// rest open, prints `ready` and waits to be killed.
+const TRAFFIC: &str = r#"
+import socket, sys, time
+total, closed, half = map(int, sys.argv[1:4])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 5555))
+srv.listen(256)
+pairs = []
+for _ in range(total):
+    c = socket.create_connection(("127.0.0.1", 5555))
+    a, _ = srv.accept()
+    pairs.append((c, a))
+for c, a in pairs[:closed]:
+    c.close()
+    a.close()
+for c, a in pairs[closed:closed + half]:
+    c.shutdown(socket.SHUT_WR)
+time.sleep(0.5)
+print("ready", flush=True)
+time.sleep(60)
+"#;
+
+#[test]
+fn issue_4_real_tcp_state_changes_move_flows_between_columns() {
+    let ns = Netns::new();
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "1");
+    ns.exec("ip", &["link", "set", "lo", "up"]).ok();
+    // Conntrack hooks run only when a ruleset asks for them.
+    let rules = ns.write_file(
+        "ct.nft",
+        "table inet ctg {\n chain out {\n  type filter hook output priority 0;\n  ct state new accept\n }\n}\n",
+    );
+    ns.exec("nft", &["-f", &rules]).ok();
+    let mut live = Live::start(&ns, &["watch", "--json", "--by", "state", "--interval", "200ms"]);
+    live.wait_seeded().unwrap();
+    let path = ns.path();
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", name, "python3", "-c", TRAFFIC, "40", "15", "5"]);
+    let mut traffic = Live::spawn(cmd);
+    traffic.wait_for(Duration::from_secs(30), |l| l.text == "ready").unwrap();
+    let quiet = Instant::now();
+    let entries = oracle::parse_all(&ns.conntrack_list(&[]));
+    let want = oracle::count_by(&entries, |e| (e.state_key(), column(e)));
+
+    let mut checks = Checks::new();
+    checks.run("the oracle saw the connections move on from SYN_SENT", || {
+        let n = |s: &str| want.get(&(s.to_string(), s.to_string())).copied().unwrap_or(0);
+        if n("ESTABLISHED") >= 20 && n("TIME_WAIT") >= 15 && n("SYN_SENT") == 0 {
+            Ok(())
+        } else {
+            Err(format!("conntrack -L by state: {want:?}"))
+        }
+    });
+    checks.run("watch counts per state equal the dump: UPDATE moved every flow", || {
+        converges(&mut live, &want, quiet, Duration::from_secs(10)).map(|_| ())
+    });
+    checks.run("the moves came from UPDATE events, without a resync", || {
+        let last = live.seen.iter().rev().find(|l| l.json["type"] == "snapshot");
+        let last = last.ok_or("no snapshot")?;
+        let (events, resyncs) = (last.json["events"].as_u64(), last.json["resyncs"].as_u64());
+        match (events, resyncs) {
+            (Some(e), Some(1)) if e > 40 * 2 => Ok(()),
+            _ => Err(format!("last snapshot {}", last.text)),
+        }
+    });
+    drop(traffic);
+    let (code, _) = live.stop();
+    checks.run("SIGTERM ends watch with 0", || equal("exit code", code, Some(0)));
+    checks.finish();
 }
