@@ -12,6 +12,7 @@ pub mod ctnetlink;
 pub mod doctor;
 pub mod guests;
 pub mod kmsg;
+pub mod live;
 pub mod netns;
 pub mod select;
 pub mod sysctl;

@@ -12,6 +12,12 @@ pub fn read(name: &str) -> Option<u64> {
     std::fs::read_to_string(format!("{DIR}/{name}")).ok()?.trim().parse().ok()
 }
 
+/// Writes `/proc/sys/net/netfilter/<name>` in the current network namespace (per-namespace
+/// sysctls only change that namespace).
+pub fn write(name: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(format!("{DIR}/{name}"), value)
+}
+
 /// The configured timeout of each state, to tell how long a flow has been idle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateTimeouts {

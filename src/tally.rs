@@ -146,6 +146,11 @@ impl Row {
         self.total += 1;
         self.by_state[col] += 1;
     }
+
+    fn remove(&mut self, col: usize) {
+        self.total = self.total.saturating_sub(1);
+        self.by_state[col] = self.by_state[col].saturating_sub(1);
+    }
 }
 
 /// Group-by counts.
@@ -198,6 +203,24 @@ impl Tally {
         let key = self.key_of(flow);
         self.groups.entry(key).or_default().add(col);
         self.total.add(col);
+    }
+
+    /// Counts one flow whose group and column are already known (the live table keeps them
+    /// per flow, so a DESTROY can uncount what NEW counted).
+    pub fn add_placed(&mut self, key: GroupKey, col: usize) {
+        self.groups.entry(key).or_default().add(col);
+        self.total.add(col);
+    }
+
+    /// Uncounts a flow counted with [`Tally::add_placed`]; a group left empty disappears.
+    pub fn remove_placed(&mut self, key: &GroupKey, col: usize) {
+        if let Some(row) = self.groups.get_mut(key) {
+            row.remove(col);
+            if row.total == 0 {
+                self.groups.remove(key);
+            }
+            self.total.remove(col);
+        }
     }
 
     /// Forgets every count (a dump is being restarted).

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) for the binary; no I/O happens here.
 
 pub mod doctor;
+pub mod live;
 pub mod plan;
 pub mod run;
 
@@ -46,6 +47,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Recommended conntrack sysctls for this host, each with its reason.
     Tune(TuneArgs),
+    /// Print conntrack events like `conntrack -E` (with timestamps), or as JSON Lines.
+    Events(EventsArgs),
+    /// Live counts per group and state from events: a top-like view, or JSON Lines snapshots.
+    #[command(after_help = WATCH_HELP)]
+    Watch(WatchArgs),
 }
 
 /// Which flows: the same flags for every command.
@@ -244,4 +250,75 @@ pub struct TuneArgs {
     /// Print JSON (schema in docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
+}
+
+const WATCH_HELP: &str = "\
+Counts are exact: ctguard subscribes to NEW, UPDATE and DESTROY events first, seeds from a dump,
+keys flows by CTA_ID and tuple, and re-dumps after any event loss (ENOBUFS: an `overrun`). With
+nf_conntrack_events=2 (the kernel default) flows created while no listener existed never report
+DESTROY; a reconciliation dump every --reconcile period corrects them. --enable-events sets
+nf_conntrack_events=1 in the target network namespace only (the sysctl is per namespace).
+
+Not on a terminal (or with --json) it prints JSON Lines: a `resync` record when the counts were
+rebuilt from a dump, a `lost` record per overrun, and a `snapshot` per --interval.";
+
+/// Shared by `events` and `watch`.
+#[derive(Debug, Args, Clone)]
+pub struct LiveArgs {
+    /// Kernel receive buffer for events (SO_RCVBUFFORCE): bytes or 256K, 64M, 1G. The kernel
+    /// doubles it and charges ~1.3 KiB per waiting event: 64M holds ~100,000 events.
+    #[arg(long, value_name = "SIZE", default_value = live::DEFAULT_BUFFER)]
+    pub buffer: String,
+    /// Set nf_conntrack_events=1 first, in the target network namespace only (the sysctl is per
+    /// namespace), so that every new flow reports events.
+    #[arg(long)]
+    pub enable_events: bool,
+    /// Stop after N events (events) or N snapshots (watch).
+    #[arg(long, value_name = "N")]
+    pub count: Option<String>,
+    /// Stop after this long (30s, 5m); watch prints a last snapshot.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+}
+
+/// `ctguard events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Event kinds, comma separated: new, update, destroy (default: all three). Only these
+    /// groups are subscribed.
+    #[arg(short = 'e', long = "event", value_name = "LIST")]
+    pub event: Option<String>,
+    /// Print JSON Lines: {"type":"new","time":...,"flow":{...}}, and {"type":"lost"} records.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// `ctguard watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark
+    /// (default: guest with --guests, else src).
+    #[arg(long, value_name = "KEY")]
+    pub by: Option<String>,
+    /// Time between snapshots.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub interval: String,
+    /// Re-dump and correct the counts this often; `off` disables. Default: 30s when
+    /// nf_conntrack_events is not 1 (flows may be silent), else 5m (a safety net).
+    #[arg(long, value_name = "DURATION")]
+    pub reconcile: Option<String>,
+    /// Groups per snapshot (default: all in JSON, what fits on a terminal).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub limit: Option<String>,
+    /// Print JSON Lines (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }

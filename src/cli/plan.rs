@@ -38,6 +38,10 @@ pub enum Job {
     Doctor(DoctorPlan),
     /// `tune`.
     Tune { apply: bool, persist: Option<String>, json: bool },
+    /// `events`.
+    Events(super::live::EventsJob),
+    /// `watch`.
+    Watch(super::live::WatchJob),
 }
 
 /// What `doctor` needs.
@@ -98,6 +102,8 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
             }
             Job::Tune { apply: a.apply, persist: a.persist, json: a.json }
         }
+        Command::Events(a) => Job::Events(super::live::plan_events(a)?),
+        Command::Watch(a) => Job::Watch(super::live::plan_watch(a, cli.netns.clone())?),
     };
     Ok(Plan { netns: cli.netns, job })
 }

@@ -133,6 +133,8 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
         Job::Tune { apply, persist, json } => {
             super::doctor::tune(&mut ct, apply, persist.as_deref(), json, &mut out)?
         }
+        Job::Events(job) => super::live::events(job, &mut out)?,
+        Job::Watch(job) => super::live::watch(&mut ct, job, &mut out)?,
     };
     out.flush()?;
     Ok(outcome)

@@ -7,6 +7,7 @@
 
 mod decode;
 mod encode;
+mod events;
 mod uapi;
 
 use std::collections::HashSet;
@@ -20,6 +21,7 @@ use netlink_sys::{Socket, SocketAddr};
 
 pub use decode::{CpuStats, Malformed, TableStats};
 pub use encode::DumpFilter;
+pub use events::{EventKind, EventMask, Received, Subscription, decode_event};
 use uapi::*;
 
 use crate::flow::Flow;

@@ -15,14 +15,24 @@ pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 // include/uapi/linux/netlink.h, socket options at SOL_NETLINK (270).
 pub(crate) const SOL_NETLINK: libc::c_int = 270;
 pub(crate) const NETLINK_CAP_ACK: libc::c_int = 10;
+// include/uapi/asm-generic/socket.h and linux/sock_diag.h: SO_MEMINFO returns the socket's
+// memory counters as u32s; index SK_MEMINFO_DROPS is sk_drops, which a netlink overrun raises
+// once per lost message (af_netlink.c netlink_overrun).
+pub(crate) const SO_MEMINFO: libc::c_int = 55;
+pub(crate) const SK_MEMINFO_DROPS: usize = 8;
 
 // include/uapi/linux/netfilter/nfnetlink.h
 pub(crate) const NFNETLINK_V0: u8 = 0;
 pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+// nfnetlink.h: enum nfnetlink_groups. bind(2) takes them as a mask, bit (group - 1).
+pub(crate) const NFNLGRP_CONNTRACK_NEW: u32 = 1;
+pub(crate) const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
+pub(crate) const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 
 // include/uapi/linux/netfilter/nfnetlink_conntrack.h: enum cntl_msg_types
 pub(crate) const IPCTNL_MSG_CT_NEW: u16 = 0;
 pub(crate) const IPCTNL_MSG_CT_GET: u16 = 1;
+pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = 2;
 pub(crate) const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
 pub(crate) const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
 

@@ -2,4 +2,5 @@
 
 pub mod conntrack;
 pub mod json;
+pub mod live;
 pub mod report;

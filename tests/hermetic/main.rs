@@ -11,6 +11,8 @@ mod decode;
 mod fixtures;
 // doctor and tune: JSON pinned key by key, bad input.
 mod doctor;
+// Recorded conntrack events → conntrack -E lines and the live table; live JSON records.
+mod live;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
 mod output;
 // The selector corpus: flags → Selector → matches / kernel_filter.

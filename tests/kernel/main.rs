@@ -9,6 +9,7 @@ mod checks;
 mod doctor;
 mod exit_status;
 mod idle;
+mod live;
 mod mixed_table;
 mod netns;
 mod netns_path;

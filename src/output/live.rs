@@ -1,0 +1,324 @@
+//! What `events` and `watch` print: `conntrack -E` lines, the JSON Lines records (wire format,
+//! docs/json-schema.md) and the terminal frame of `watch`.
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ctnetlink::EventKind;
+use crate::flow::Flow;
+use crate::output::report::{Fill, Group, TallyReport};
+use crate::output::{conntrack, json};
+
+/// `2026-11-27T05:30:01.123456Z`.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// Writes one `conntrack -E -o timestamp` line: `[SECONDS.MICROS]\t    [NEW] tcp      6 ...`.
+pub fn write_event_line(
+    out: &mut impl Write,
+    at: SystemTime,
+    kind: EventKind,
+    flow: &Flow,
+) -> io::Result<()> {
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    // conntrack.c event_cb: "[%-.8ld.%-.6ld]\t", then libnetfilter_conntrack's "%9s " tag.
+    write!(out, "[{}.{:06}]\t{:>9} ", since.as_secs(), since.subsec_micros(), kind.tag())?;
+    conntrack::write_line(out, flow)
+}
+
+/// Writes one event as a JSON line: `{"type":"new","time":"...","flow":{...}}`. `scratch` is
+/// reused between calls.
+pub fn write_event_json(
+    out: &mut impl Write,
+    scratch: &mut Vec<u8>,
+    at: SystemTime,
+    kind: EventKind,
+    flow: &Flow,
+) -> io::Result<()> {
+    scratch.clear();
+    json::write_flow(scratch, flow)?;
+    while scratch.last() == Some(&b'\n') {
+        scratch.pop();
+    }
+    write!(out, "{{\"type\":\"{}\",\"time\":\"{}\",\"flow\":", kind.name(), timestamp(at))?;
+    out.write_all(scratch)?;
+    out.write_all(b"}\n")
+}
+
+/// Events the kernel dropped because our receive buffer was full.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Lost {
+    /// Always `lost`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the loss was noticed.
+    pub time: String,
+    /// Overruns (ENOBUFS) so far, this one included.
+    pub overruns: u64,
+    /// Events dropped so far, when the kernel reports it (`SO_MEMINFO`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lost_events: Option<u64>,
+}
+
+impl Lost {
+    /// A record for now.
+    pub fn new(overruns: u64, lost_events: Option<u64>) -> Lost {
+        Lost { kind: "lost".into(), time: timestamp(SystemTime::now()), overruns, lost_events }
+    }
+}
+
+/// A resync: the counts were rebuilt from a fresh dump.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resync {
+    /// Always `resync`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it finished.
+    pub time: String,
+    /// `start`, `overrun` or `reconcile`.
+    pub reason: String,
+    /// Selected flows held after it.
+    pub matched: u64,
+    /// Flows the count changed by, against the event-kept count it replaced (0 at start):
+    /// what events had missed.
+    pub corrected: i64,
+    /// Events received while the dump ran, applied on top of it.
+    pub replayed: u64,
+    /// How long the dump and replay took, in milliseconds.
+    pub took_ms: u64,
+}
+
+/// Event rates over the last interval, of the selected flows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rates {
+    /// Flows that entered the counts per second (NEW).
+    pub new_per_s: f64,
+    /// Flows that left the counts per second (DESTROY).
+    pub destroy_per_s: f64,
+    /// Events per second received, all kinds, before the selection.
+    pub events_per_s: f64,
+}
+
+/// One `watch --json` snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Always `snapshot`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it was taken.
+    pub time: String,
+    /// The table's fill (namespace count and global max).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub table: Option<Fill>,
+    /// The grouping (`guest`, `src`, `src/24,64`, `state`, ...).
+    pub by: String,
+    /// Selected flows held.
+    pub matched: u64,
+    /// Groups, largest first.
+    pub groups: Vec<Group>,
+    /// Groups left out by `-n`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub more_groups: Option<u64>,
+    /// Rates over the last interval.
+    pub rates: Rates,
+    /// Events received since the start, all kinds, before the selection.
+    pub events: u64,
+    /// Overruns so far (each followed by a resync).
+    pub overruns: u64,
+    /// Resyncs so far (start, overrun, reconcile).
+    pub resyncs: u64,
+    /// False while a resync is pending or running: the counts may be off until it ends.
+    pub synced: bool,
+}
+
+impl Snapshot {
+    /// A snapshot of a tally report.
+    pub fn new(
+        report: TallyReport,
+        rates: Rates,
+        events: u64,
+        overruns: u64,
+        resyncs: u64,
+        synced: bool,
+    ) -> Self {
+        Snapshot {
+            kind: "snapshot".into(),
+            time: timestamp(SystemTime::now()),
+            table: report.table,
+            by: report.by,
+            matched: report.matched,
+            groups: report.groups,
+            more_groups: report.more_groups,
+            rates,
+            events,
+            overruns,
+            resyncs,
+            synced,
+        }
+    }
+}
+
+/// Writes a serde value as one JSON line.
+pub fn write_record(out: &mut impl Write, record: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, record).map_err(io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+/// The header of a `watch` frame.
+pub struct FrameHeader<'a> {
+    /// First line: what is watched.
+    pub title: &'a str,
+    /// The snapshot.
+    pub snapshot: &'a Snapshot,
+    /// A marker line (overrun, resync), if any.
+    pub marker: Option<&'a str>,
+    /// A standing note (the `nf_conntrack_events` warning), if any.
+    pub note: Option<&'a str>,
+}
+
+/// Draws one `watch` frame for a terminal of `rows` lines and `cols` columns, without flicker:
+/// cursor home, each line cut to the width (a wrapped line would scroll) and followed by
+/// clear-to-end-of-line, then clear-to-end-of-screen, written at once.
+pub fn write_frame(
+    out: &mut impl Write,
+    h: &FrameHeader<'_>,
+    rows: usize,
+    cols: usize,
+) -> io::Result<()> {
+    let s = h.snapshot;
+    let mut text = Vec::with_capacity(8 << 10);
+    writeln!(text, "{}", h.title)?;
+    match &s.table {
+        Some(t) => writeln!(
+            text,
+            "table: {} of {} entries ({:.1}% full)   new/s {:.0}   destroy/s {:.0}   events/s {:.0}",
+            t.count,
+            t.max,
+            t.fill_percent,
+            s.rates.new_per_s,
+            s.rates.destroy_per_s,
+            s.rates.events_per_s
+        )?,
+        None => writeln!(text, "table: ?")?,
+    }
+    writeln!(
+        text,
+        "overruns {}   resyncs {}   {}",
+        s.overruns,
+        s.resyncs,
+        if s.synced { "in sync" } else { "RESYNCING: counts may be off" }
+    )?;
+    if let Some(note) = h.note {
+        writeln!(text, "{note}")?;
+    }
+    writeln!(text, "{}", h.marker.unwrap_or(""))?;
+    let report = TallyReport {
+        table: None,
+        by: s.by.clone(),
+        matched: s.matched,
+        groups: s.groups.clone(),
+        more_groups: s.more_groups,
+    };
+    report.write_text(&mut text, true)?;
+    let mut frame = Vec::with_capacity(text.len() + rows * 4 + 16);
+    frame.extend_from_slice(b"\x1b[H");
+    for (i, line) in String::from_utf8_lossy(&text).lines().take(rows.max(1)).enumerate() {
+        if i > 0 {
+            frame.push(b'\n');
+        }
+        let cut = line.char_indices().nth(cols.max(1)).map_or(line.len(), |(i, _)| i);
+        frame.extend_from_slice(&line.as_bytes()[..cut]);
+        frame.extend_from_slice(b"\x1b[K");
+    }
+    frame.extend_from_slice(b"\x1b[J");
+    out.write_all(&frame)?;
+    out.flush()
+}
+
+/// Switches to the alternate screen and hides the cursor.
+pub const SCREEN_ENTER: &[u8] = b"\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J";
+/// Shows the cursor and returns to the main screen.
+pub const SCREEN_LEAVE: &[u8] = b"\x1b[?25h\x1b[?1049l";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Status, TcpState, test_tcp};
+
+    fn syn() -> Flow {
+        let f = test_tcp("172.16.3.5", "10.0.0.1", 40000, 80, TcpState::SynSent);
+        Flow { status: Status(0), timeout: Some(120), mark: None, id: Some(7), ..f }
+    }
+
+    #[test]
+    fn event_line_is_conntrack_e_with_timestamp() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_764_221_239_000_042);
+        let mut out = Vec::new();
+        write_event_line(&mut out, at, EventKind::New, &syn()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[1764221239.000042]\t    [NEW] tcp      6 120 SYN_SENT src=172.16.3.5 dst=10.0.0.1 \
+             sport=40000 dport=80 [UNREPLIED] src=10.0.0.1 dst=172.16.3.5 sport=80 dport=40000\n"
+        );
+    }
+
+    #[test]
+    fn event_json_wraps_the_flow_object() {
+        let mut out = Vec::new();
+        let mut scratch = Vec::new();
+        write_event_json(&mut out, &mut scratch, SystemTime::now(), EventKind::Destroy, &syn())
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["type"], "destroy");
+        assert_eq!(v["flow"]["orig"]["src"], "172.16.3.5");
+        assert_eq!(v["flow"]["state"], "SYN_SENT");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+    }
+
+    #[test]
+    fn frame_redraws_in_place_within_the_terminal() {
+        let report = TallyReport {
+            table: Some(Fill { count: 3, max: 100, fill_percent: 3.0, buckets: None }),
+            by: "src".into(),
+            matched: 3,
+            groups: (1..=3)
+                .map(|i| Group {
+                    key: format!("172.16.3.{i}"),
+                    entries: 1,
+                    share_percent: 33.3,
+                    states: [("ESTABLISHED".to_string(), 1)].into(),
+                })
+                .collect(),
+            more_groups: None,
+        };
+        let rates = Rates { new_per_s: 1.0, destroy_per_s: 0.0, events_per_s: 1.0 };
+        let snap = Snapshot::new(report, rates, 5, 1, 2, false);
+        let header = FrameHeader {
+            title: "a title that is longer than twenty columns",
+            snapshot: &snap,
+            marker: Some("OVERRUN"),
+            note: None,
+        };
+        let mut out = Vec::new();
+        write_frame(&mut out, &header, 8, 20).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("\x1b[H") && text.ends_with("\x1b[J"), "{text:?}");
+        let lines: Vec<&str> = text.trim_start_matches("\x1b[H").split('\n').collect();
+        assert_eq!(lines.len(), 8, "cut to the terminal's height: {lines:?}");
+        for l in &lines[..7] {
+            assert!(l.ends_with("\x1b[K"), "each line clears its rest: {l:?}");
+            assert!(l.trim_end_matches("\x1b[K").chars().count() <= 20, "cut to the width: {l:?}");
+        }
+        assert_eq!(lines[0], "a title that is long\x1b[K");
+        assert_eq!(lines[2], "overruns 1   resyncs\x1b[K");
+        assert_eq!(lines[3], "OVERRUN\x1b[K");
+    }
+}

@@ -1,0 +1,156 @@
+//! Issue 4 on recorded bytes: conntrack events (`tests/fixtures/events.*`, recorded by
+//! `scripts/capture-events-fixture`) decode to the lines `conntrack -E` printed for the same
+//! events, and drive the live table; the live JSON records are pinned.
+
+use std::time::SystemTime;
+
+use ctguard::Flow;
+use ctguard::ctnetlink::{EventKind, decode_event};
+use ctguard::guests::GuestMap;
+use ctguard::live::Classifier;
+use ctguard::output::live::{Lost, Resync, Snapshot, write_event_line};
+use ctguard::select::Selector;
+use ctguard::tally::GroupBy;
+
+use crate::fixtures::unhex;
+
+const EVENTS_HEX: &str = include_str!("../fixtures/events.hex");
+const EVENTS_CONNTRACK_E: &str = include_str!("../fixtures/events.conntrack-E.txt");
+
+fn events() -> Vec<(EventKind, Flow)> {
+    EVENTS_HEX
+        .lines()
+        .map(|line| {
+            let mut flow = Flow::default();
+            let kind = decode_event(&unhex(line), &mut flow)
+                .expect("recorded event decodes")
+                .expect("recorded message is an event");
+            (kind, flow)
+        })
+        .collect()
+}
+
+/// A `conntrack -E -o timestamp` line without its timestamp and without what conntrack adds
+/// for events a userspace program caused (`[USERSPACE] portid=N progname=NAME`).
+fn comparable(line: &str) -> &str {
+    let line = line.split_once('\t').map_or(line, |(_, rest)| rest);
+    line.split_once(" [USERSPACE]").map_or(line, |(head, _)| head)
+}
+
+#[test]
+fn recorded_events_print_as_conntrack_e_printed_them() {
+    let events = events();
+    let want: Vec<&str> = EVENTS_CONNTRACK_E.lines().map(comparable).collect();
+    assert_eq!(events.len(), want.len(), "both listeners heard the same events");
+    for ((kind, flow), want) in events.iter().zip(want) {
+        let mut out = Vec::new();
+        write_event_line(&mut out, SystemTime::UNIX_EPOCH, *kind, flow).unwrap();
+        let got = String::from_utf8(out).unwrap();
+        assert_eq!(comparable(got.trim_end()), want);
+    }
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "new", "update", "destroy", "new", "destroy", "new", "new", "new", "destroy",
+            "destroy", "destroy"
+        ]
+    );
+}
+
+#[test]
+fn recorded_events_drive_the_live_table() {
+    let c = Classifier::new(Selector::default(), GroupBy::State, GuestMap::new());
+    let mut table = c.empty_table();
+    let events = events();
+    let mut states_after_8 = Vec::new();
+    for (i, (kind, flow)) in events.iter().enumerate() {
+        assert!(flow.id.is_some(), "every event carries CTA_ID");
+        table.apply(&c.change(*kind, flow));
+        if i == 7 {
+            states_after_8 = table
+                .tally()
+                .sorted()
+                .iter()
+                .map(|(k, r)| (table.tally().label(k), r.total))
+                .collect();
+        }
+    }
+    states_after_8.sort();
+    assert_eq!(
+        states_after_8,
+        [("ESTABLISHED".to_string(), 1), ("icmp".into(), 1), ("sctp/ESTABLISHED".into(), 1)]
+    );
+    assert!(table.is_empty(), "every flow was destroyed in the end");
+    assert_eq!(table.tally().total().total, 0);
+}
+
+#[test]
+fn live_records_reject_unknown_fields() {
+    let snap = r#"{"type":"snapshot","time":"2026-11-27T05:35:53.198266Z","table":{"count":1,"max":262144,"fill_percent":0.0,"buckets":262144},"by":"src","matched":1,"groups":[{"key":"10.0.0.1","entries":1,"share_percent":100.0,"states":{"SYN_SENT":1}}],"rates":{"new_per_s":2.0,"destroy_per_s":0.0,"events_per_s":3.9},"events":2,"overruns":0,"resyncs":1,"synced":true}"#;
+    let s: Snapshot = serde_json::from_str(snap).unwrap();
+    assert_eq!((s.matched, s.events, s.synced), (1, 2, true));
+    assert_eq!(serde_json::to_string(&s).unwrap(), snap, "written as documented");
+    let extra = snap.replace("\"synced\":true", "\"synced\":true,\"exact\":true");
+    assert!(serde_json::from_str::<Snapshot>(&extra).is_err());
+
+    let resync = r#"{"type":"resync","time":"t","reason":"overrun","matched":5,"corrected":-3,"replayed":7,"took_ms":12}"#;
+    let r: Resync = serde_json::from_str(resync).unwrap();
+    assert_eq!(serde_json::to_string(&r).unwrap(), resync);
+    let lost = Lost::new(2, Some(19591));
+    let text = serde_json::to_string(&lost).unwrap();
+    assert!(
+        text.starts_with(r#"{"type":"lost","time":""#)
+            && text.ends_with(r#","overruns":2,"lost_events":19591}"#)
+    );
+    assert!(serde_json::from_str::<Lost>(&text.replace("\"overruns\"", "\"overrun\"")).is_err());
+}
+
+#[test]
+fn schema_doc_live_examples_parse_as_their_records() {
+    let doc = include_str!("../../docs/json-schema.md");
+    let live = &doc[doc.find("## Live records").expect("live section")..];
+    let block = live.split("```jsonl\n").nth(1).expect("a jsonl example block");
+    let lines: Vec<&str> = block.split("\n```").next().unwrap_or("").lines().collect();
+    assert_eq!(lines.len(), 3);
+    for line in lines {
+        let kind = serde_json::from_str::<serde_json::Value>(line).unwrap()["type"].clone();
+        let back = match kind.as_str() {
+            Some("snapshot") => {
+                serde_json::to_string(&serde_json::from_str::<Snapshot>(line).unwrap())
+            }
+            Some("resync") => serde_json::to_string(&serde_json::from_str::<Resync>(line).unwrap()),
+            Some("lost") => serde_json::to_string(&serde_json::from_str::<Lost>(line).unwrap()),
+            other => panic!("unknown record type {other:?}"),
+        };
+        assert_eq!(back.unwrap(), line, "the doc shows the record as ctguard writes it");
+    }
+}
+
+#[test]
+fn live_bad_input_is_refused_before_any_namespace_or_socket() {
+    // A namespace that does not exist: the plan must refuse the input before entering it.
+    for (args, says) in [
+        (&["watch", "--interval", "0"][..], "--interval"),
+        (&["watch", "--buffer", "64Q"], "--buffer"),
+        (&["watch", "--reconcile", "sometimes"], "--reconcile"),
+        (&["watch", "--idle", "1h"], "--idle"),
+        (&["watch", "-n", "0"], "-n"),
+        (&["events", "--event", "created"], "--event"),
+        (&["events", "--count", "many"], "--count"),
+        (&["events", "--enable-events", "--state", "BOGUS"], "BOGUS"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctguard"))
+            .args(["--netns", "/nonexistent/ctguard-htest"])
+            .args(args)
+            .env_remove("CTGUARD_GUESTS")
+            .output()
+            .expect("run the ctguard binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("ctguard: ") && stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("nonexistent"), "{args:?}: refused too late: {stderr}");
+    }
+}
