@@ -9,6 +9,7 @@ pub mod output;
 
 pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, Tuple};
 pub mod ctnetlink;
+pub mod evict;
 pub mod guests;
 pub mod netns;
 pub mod select;

@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) for the binary; no I/O happens here.
 
+pub mod evict;
 pub mod plan;
 pub mod run;
 
@@ -41,6 +42,8 @@ pub enum Command {
     Create(CreateArgs),
     /// Create the flows of a JSON Lines file written by `list --json` (or `-` for stdin).
     Load(LoadArgs),
+    /// Delete exactly the selected flows: preview and confirm, or --yes; --dry-run to see.
+    Evict(evict::EvictArgs),
 }
 
 /// Which flows: the same flags for every command.

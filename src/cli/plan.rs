@@ -34,6 +34,8 @@ pub enum Job {
     Create { flow: Box<Flow> },
     /// `load`.
     Load { path: String },
+    /// `evict`.
+    Evict(Box<super::evict::EvictPlan>),
 }
 
 /// Builds the plan, or says in one line what is wrong with the input.
@@ -72,6 +74,7 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
             }
             Job::Load { path: a.file }
         }
+        Command::Evict(a) => Job::Evict(Box::new(super::evict::plan(a)?)),
     };
     Ok(Plan { netns: cli.netns, job })
 }

@@ -127,6 +127,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
             Outcome::Ok
         }
         Job::Load { path } => load(&mut ct, &path)?,
+        Job::Evict(p) => super::evict::run(&mut ct, *p, plan.netns.as_deref(), &mut out)?,
     };
     out.flush()?;
     Ok(outcome)

@@ -1,4 +1,5 @@
-//! The only module that speaks netlink: a ctnetlink socket that dumps, creates and reads stats.
+//! The only module that speaks netlink: a ctnetlink socket that dumps, creates, deletes and
+//! reads stats.
 //!
 //! Built on netlink-sys (the socket) and netlink-packet-core / netlink-packet-netfilter (header
 //! codecs); it adds what netlink-packet-netfilter 0.4 lacks: ids, zones, counters, timestamps,
@@ -6,6 +7,7 @@
 //! messages. Callers see [`Flow`]s, never attributes.
 
 mod decode;
+mod delete;
 mod encode;
 mod uapi;
 
@@ -19,6 +21,7 @@ use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{Socket, SocketAddr};
 
 pub use decode::{CpuStats, Malformed, TableStats};
+pub use delete::{DeleteTally, Deleter, FlowKey};
 pub use encode::DumpFilter;
 use uapi::*;
 

@@ -23,6 +23,7 @@ pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 // include/uapi/linux/netfilter/nfnetlink_conntrack.h: enum cntl_msg_types
 pub(crate) const IPCTNL_MSG_CT_NEW: u16 = 0;
 pub(crate) const IPCTNL_MSG_CT_GET: u16 = 1;
+pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = 2;
 pub(crate) const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
 pub(crate) const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
 
