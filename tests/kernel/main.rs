@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod checks;
+mod evict;
 mod exit_status;
 mod idle;
 mod mixed_table;
