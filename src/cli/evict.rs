@@ -24,8 +24,18 @@ use super::run::{Failure, Outcome};
 /// Where the audit line goes unless `--audit-log` says otherwise.
 pub const DEFAULT_AUDIT_LOG: &str = "/var/log/ctguard/audit.jsonl";
 
+const EVICT_EXIT_STATUS: &str = "\
+EXIT STATUS:
+  0  every selected flow is gone (deleted, or vanished by itself); a --dry-run that matched
+  1  nothing matched, or the question was answered no
+  2  bad input (nothing was touched), a delete the kernel refused, or Ctrl-C
+
+Each delete carries the flow's tuple, zone and kernel id: a tuple re-used by a new connection
+meanwhile is left alone (counted as vanished).";
+
 /// `ctguard evict`: delete exactly the selected flows.
 #[derive(Debug, Args)]
+#[command(after_help = EVICT_EXIT_STATUS)]
 pub struct EvictArgs {
     /// Every flow in the table (must be said explicitly; still asks, or needs --yes).
     #[arg(long)]
@@ -365,9 +375,12 @@ pub fn run(
     let mut list_err = None;
     let keep_flows = p.save.is_some() && p.limit.is_some();
     let (list, json_out) = (p.list, p.json);
+    let show_preview = p.dry_run || !p.yes;
     let selection = evict::select(ct, &p.sel, p.limit, keep_flows, |seen| match seen {
         Seen::Flow(flow) => {
-            preview.add(flow);
+            if show_preview {
+                preview.add(flow);
+            }
             if let Some(s) = save.as_mut()
                 && save_err.is_none()
                 && let Err(e) = json::write_flow(&mut s.out, flow)
@@ -392,12 +405,8 @@ pub fn run(
             }
         }
     });
-    let selection = match selection {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(e.into());
-        }
-    };
+    // On any early return from here on, the partial --save file is removed (SaveFile's drop).
+    let selection = selection?;
     if let Some(e) = list_err {
         return Err(Failure::Output(e));
     }
@@ -514,7 +523,9 @@ fn finish(
     }
     print_report(out, p, &report)?;
     audit(p, netns, &report);
-    if report.all_gone() {
+    // Interrupted counts as unfinished even when the flows seen so far are all gone: the dump
+    // may have been cut short before it saw the rest.
+    if report.all_gone() && !report.interrupted {
         return Ok(Outcome::Ok);
     }
     out.flush()?;

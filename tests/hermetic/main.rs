@@ -9,6 +9,8 @@ mod cli;
 mod decode;
 // The recorded fixtures as bytes and flows.
 mod fixtures;
+// `evict`: refusals before anything is touched; its report's wire format.
+mod evict;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
 mod output;
 // The selector corpus: flags → Selector → matches / kernel_filter.

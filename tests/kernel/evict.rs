@@ -552,6 +552,21 @@ fn issue_3_rate_paces_and_ctrl_c_stops_cleanly() {
         }
         equal("flows left", ns.conntrack_count(), not_attempted)
     });
+    c.run("an unwritable audit log is a warning, not a failure", || {
+        let r = ns.ctguard(&[
+            "evict",
+            "--yes",
+            "-s",
+            RUNAWAY_V4,
+            "--audit-log",
+            "/proc/ctguard-not-here/audit.jsonl",
+        ]);
+        equal("exit code", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))?;
+        if !r.stderr.contains("warning: audit log /proc/ctguard-not-here/audit.jsonl") {
+            return Err(format!("no warning: {:?}", r.stderr));
+        }
+        equal("flows left", ns.conntrack_count(), 0)
+    });
     c.finish();
 }
 
@@ -611,5 +626,41 @@ fn issue_3_terminal_preview_asks_before_deleting() {
         }
         equal("entries", ns.conntrack_count(), 0)
     });
+    c.finish();
+}
+
+/// A delete the kernel refuses with another errno (here EINVAL: a TCP tuple without ports)
+/// is reported with its flow; the deletes around it in the same chunk still go through.
+#[test]
+fn issue_3_other_errors_are_reported_with_the_flow() {
+    let ns = Netns::new();
+    let lines: Vec<String> = (0..20)
+        .map(|i| tcp_line(RUNAWAY_V4, "10.9.0.4", 10_000 + i, "ESTABLISHED", 0, 0))
+        .collect();
+    load_lines(&ns, "seed.conntrack", &lines);
+    let sel = Selector {
+        src: vec![select::parse_cidr(RUNAWAY_V4).expect("cidr")],
+        ..Selector::default()
+    };
+    let (tally, bad) = in_netns(&ns, || {
+        let mut ct = Conntrack::open().expect("open ctnetlink");
+        let selection = evict::select(&mut ct, &sel, None, false, |_| {}).expect("select");
+        let mut keys = selection.keys.clone();
+        let mut bad = keys[0];
+        bad.orig.l4 = ctguard::flow::L4::None;
+        bad.id = 12_345;
+        keys.insert(7, bad);
+        (evict::delete_selected(&keys, Deleter::open().expect("deleter")).expect("delete"), bad)
+    });
+    let mut c = Checks::new();
+    c.run("20 deleted, 1 failed with EINVAL, reported with its flow", || {
+        equal(
+            "(deleted, vanished, failed)",
+            (tally.deleted, tally.vanished, tally.failed),
+            (20, 0, 1),
+        )?;
+        equal("failures", tally.failures.clone(), vec![(bad, libc::EINVAL)])
+    });
+    c.run("the table is empty", || equal("entries", ns.conntrack_count(), 0));
     c.finish();
 }
