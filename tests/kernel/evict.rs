@@ -285,6 +285,13 @@ fn issue_3_same_tuple_in_several_zones() {
     c.run("-s 172.16.3.5 --zone 300 (kernel flush) leaves zone 0", || {
         evict_exactly(&ns, &["-s", RUNAWAY_V4, "--zone", "300"], &|e| e.zone == 300, "kernel-flush")
     });
+    c.run("--all --yes takes what is left, zone 0 included", || {
+        let left = ns.conntrack_count();
+        let (r, json) = evict_json(&ns, &["--all"])?;
+        equal("exit code", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))?;
+        equal("deleted", json["deleted"].as_u64(), Some(left))?;
+        equal("entries", ns.conntrack_count(), 0)
+    });
     c.finish();
 }
 
