@@ -341,49 +341,69 @@ pub struct Streamed {
     pub matched: u64,
     /// Matched flows without a `CTA_ID`, not deleted.
     pub without_id: u64,
-    /// The deletes.
+    /// The per-flow deletes.
     pub tally: DeleteTally,
+    /// Selected flows left to the kernel flush, and what the table lost in it (see [`flush`]);
+    /// `None` when no flush was sent.
+    pub flushed: Option<(u64, u64)>,
 }
 
 /// The dump and the deletes at once: while this thread decodes and matches the dump, a second
 /// thread deletes the flows already matched on its own socket. Exact all the same: each delete
 /// is guarded by the identity the dump just read, and the dump never re-sends an entry it has
 /// sent (a resume that finds its entry gone re-walks the bucket; the repeats are dropped by id).
-/// A dump that overflowed our buffer is run again for what is left, at most three times.
+///
+/// With `flush` (a filter [`flush_filter`] accepted for `sel`), the dump is also the flush's
+/// dry run: if, once complete, [`dry_run_confirms`] it, the deletes not yet sent are dropped
+/// and one kernel flush removes the rest. Otherwise the per-flow deletes finish the job.
+/// A dump that overflowed our buffer is run again for what is left, at most three times
+/// (and proves nothing for a flush).
 pub fn select_and_delete(
     ct: &mut Conntrack,
     sel: &Selector,
     deleter: Deleter,
     stop: &AtomicBool,
+    flush_with: Option<&DumpFilter>,
 ) -> Result<Streamed, ctnetlink::Error> {
     let filter = sel.kernel_filter();
+    let takeover = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel::<Vec<FlowKey>>(BATCHES_IN_FLIGHT);
     std::thread::scope(|scope| {
-        let worker = scope.spawn(move || -> Result<DeleteTally, ctnetlink::Error> {
+        let takeover = &takeover;
+        let worker = scope.spawn(move || -> Result<(DeleteTally, u64), ctnetlink::Error> {
             let mut deleter = deleter;
-            let mut extra = 0u64;
+            let (mut extra, mut handed) = (0u64, 0u64);
             let mut stopped = false;
             for batch in rx.iter() {
                 for key in &batch {
-                    if stopped {
+                    if takeover.load(Ordering::Relaxed) {
+                        handed += 1;
+                    } else if stopped {
                         extra += 1;
                     } else if deleter.push(key)?.is_break() {
                         stopped = true;
                     }
                 }
             }
+            if takeover.load(Ordering::Relaxed) {
+                let (t, unsent) = deleter.finish_unsent();
+                return Ok((t, handed + unsent));
+            }
             let mut t = deleter.finish()?;
             t.not_attempted += extra;
-            Ok(t)
+            Ok((t, 0))
         });
         let mut out = Streamed::default();
         let mut result = Ok(());
+        let mut dry = None;
         for attempt in 1..=DUMP_ATTEMPTS {
             let mut batch = Vec::with_capacity(BATCH);
+            let mut returned = 0u64;
             let r = ct.dump(&filter, |flow| {
                 if stop.load(Ordering::Relaxed) {
                     return ControlFlow::Break(());
                 }
+                returned += 1;
                 if !sel.matches(flow) {
                     return ControlFlow::Continue(());
                 }
@@ -401,6 +421,19 @@ pub fn select_and_delete(
                 }
                 ControlFlow::Continue(())
             });
+            if let (Ok(summary), 1, Some(f)) = (&r, attempt, flush_with) {
+                let d = DryRun {
+                    filter,
+                    returned,
+                    matched: out.matched,
+                    incomplete: summary.interrupted || stop.load(Ordering::Relaxed),
+                };
+                if dry_run_confirms(f, &d) {
+                    // From here on the worker drops what it has not sent: the flush takes it.
+                    takeover.store(true, Ordering::Relaxed);
+                    dry = Some(d);
+                }
+            }
             if !batch.is_empty() {
                 let _ = tx.send(batch);
             }
@@ -416,7 +449,7 @@ pub fn select_and_delete(
             }
         }
         drop(tx);
-        let tally = match worker.join() {
+        let (tally, handed) = match worker.join() {
             Ok(t) => t?,
             Err(_) => {
                 return Err(ctnetlink::Error::Malformed {
@@ -427,6 +460,13 @@ pub fn select_and_delete(
         };
         result?;
         out.tally = tally;
+        if let (Some(f), Some(d)) = (flush_with, dry) {
+            // The per-flow deletes have all been answered: the table count moves only with
+            // the flush now (and with whatever else the kernel does meanwhile).
+            if let Some(removed) = flush(ct, f, &d)? {
+                out.flushed = Some((handed, removed));
+            }
+        }
         Ok(out)
     })
 }
@@ -459,6 +499,9 @@ pub enum Method {
     PerFlow,
     /// The kernel's filtered flush, after its dry run.
     KernelFlush,
+    /// Per-flow deletes while the dry-run dump was still running, then the kernel flush for
+    /// the rest.
+    PerFlowAndFlush,
 }
 
 /// One delete the kernel refused with an errno other than ENOENT.
@@ -539,6 +582,21 @@ impl Report {
         self
     }
 
+    /// Fills in what a kernel flush did with `handed` selected flows: `removed` is what the
+    /// table lost meanwhile; the selected flows it did not account for count as vanished.
+    pub fn with_flush(mut self, handed: u64, removed: u64) -> Report {
+        let deleted = removed.min(handed);
+        self.method = match self.method {
+            Method::PerFlow if self.deleted + self.vanished + self.failed > 0 => {
+                Method::PerFlowAndFlush
+            }
+            _ => Method::KernelFlush,
+        };
+        self.deleted += deleted;
+        self.vanished += handed - deleted;
+        self
+    }
+
     /// True when every selected flow is gone (deleted by us or vanished by itself).
     pub fn all_gone(&self) -> bool {
         !self.dry_run && self.deleted + self.vanished == self.selected
@@ -557,6 +615,7 @@ impl Report {
             Method::None => "",
             Method::PerFlow => ", per-flow deletes",
             Method::KernelFlush => ", kernel flush",
+            Method::PerFlowAndFlush => ", per-flow deletes, then the kernel flush",
         };
         write!(
             out,

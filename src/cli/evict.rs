@@ -11,7 +11,7 @@ use clap::Args;
 
 use ctguard::GuestMap;
 use ctguard::ctnetlink::{Conntrack, Deleter};
-use ctguard::evict::{self, Method, Report, Seen};
+use ctguard::evict::{self, Report, Seen};
 use ctguard::flow::Flow;
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
@@ -351,16 +351,20 @@ pub fn run(
     let kernel = evict::kernel_release();
     let flush = evict::flush_filter(&p.sel, kernel, p.limit.is_some() || p.rate.is_some());
 
-    // Scripted relief of a selection the kernel cannot flush: dump and delete at once.
-    if p.yes && !p.dry_run && p.limit.is_none() && p.save.is_none() && flush.is_err() {
+    // Scripted relief: dump and delete at once. For a selection the kernel can flush, the
+    // dump is the flush's dry run, and the flush removes what is left once it is proven.
+    if p.yes && !p.dry_run && p.limit.is_none() && p.save.is_none() {
         catch_ctrl_c();
         let deleter = Deleter::open()?.with_rate(p.rate).with_stop(&STOP);
-        let s = evict::select_and_delete(ct, &p.sel, deleter, &STOP)?;
+        let s = evict::select_and_delete(ct, &p.sel, deleter, &STOP, flush.as_ref().ok())?;
         if s.matched == 0 {
             return nothing_matched(out, &p);
         }
         let mut report =
             Report::nothing(s.matched, s.matched, false).with_tally(&s.tally, s.without_id);
+        if let Some((handed, removed)) = s.flushed {
+            report = report.with_flush(handed, removed);
+        }
         report.interrupted = STOP.load(Ordering::Relaxed);
         report.elapsed_s = started.elapsed().as_secs_f64();
         return finish(out, &p, netns, report);
@@ -454,9 +458,7 @@ pub fn run(
     if let Ok(filter) = &flush {
         if evict::dry_run_confirms(filter, &selection.dry_run) {
             if let Some(removed) = evict::flush(ct, filter, &selection.dry_run)? {
-                report.method = Method::KernelFlush;
-                report.deleted = removed.min(selected);
-                report.vanished = selected - report.deleted;
+                report = report.with_flush(selected, removed);
                 done = true;
             }
         } else {

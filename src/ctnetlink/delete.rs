@@ -176,6 +176,13 @@ impl Deleter {
         Ok(self.tally)
     }
 
+    /// Sends nothing more: returns the tally and how many queued deletes were never sent
+    /// (another way of deleting, the kernel flush, takes them over).
+    pub fn finish_unsent(self) -> (DeleteTally, u64) {
+        let unsent = self.chunk.len() as u64;
+        (self.tally, unsent)
+    }
+
     fn pace(&mut self) {
         let Some(rate) = self.rate else { return };
         let started = *self.started.get_or_insert_with(Instant::now);

@@ -100,10 +100,28 @@ fn issue_3_report_json_is_pinned() {
     r.failures.push(FailedDelete { flow: "tcp src=1.1.1.1".into(), errno: 1, error: "x".into() });
     let v = serde_json::to_value(&r).expect("serialise");
     assert_eq!(v["failures"][0]["errno"], 1);
-    for (m, s) in [(Method::None, "none"), (Method::KernelFlush, "kernel-flush")] {
+    for (m, s) in [
+        (Method::None, "none"),
+        (Method::KernelFlush, "kernel-flush"),
+        (Method::PerFlowAndFlush, "per-flow-and-flush"),
+    ] {
         assert_eq!(serde_json::to_value(m).expect("serialise"), s);
     }
     let gone = Report { failed: 0, vanished: 2, ..r.clone() };
     assert!(gone.all_gone(), "deleted + vanished == selected");
     assert!(!Report { dry_run: true, ..gone }.all_gone(), "a dry run deletes nothing");
+}
+
+#[test]
+fn issue_3_flush_accounting() {
+    // 100 selected: 30 deleted per flow, 70 handed to the flush, which removed 69 entries.
+    let mut r = Report::nothing(100, 100, false);
+    r.method = Method::PerFlow;
+    r.deleted = 30;
+    let r = r.with_flush(70, 69);
+    assert_eq!((r.method, r.deleted, r.vanished), (Method::PerFlowAndFlush, 99, 1));
+    assert!(r.all_gone());
+    // Everything to the flush; the table lost more than was selected (others expired too).
+    let r = Report::nothing(50, 50, false).with_flush(50, 80);
+    assert_eq!((r.method, r.deleted, r.vanished), (Method::KernelFlush, 50, 0));
 }
