@@ -10,6 +10,9 @@
 //! - **Kernel flush** ([`flush_filter`], [`dry_run_confirms`], [`flush`]): one request, for
 //!   selections the kernel's filter expresses exactly, on kernels that honour it, and only after
 //!   a dump with the very same attributes returned nothing but selected flows.
+//! - **Proven kernel flush** ([`proven_flush`]): the same flush without any dump of the real
+//!   table; the request's bytes are first proven in a scratch namespace
+//!   ([`crate::flushproof`]), then sent unchanged.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -20,8 +23,9 @@ use std::sync::mpsc;
 
 use ipnetwork::IpNetwork;
 
-use crate::ctnetlink::{self, Conntrack, DeleteTally, Deleter, DumpFilter, FlowKey};
+use crate::ctnetlink::{self, Conntrack, DeleteTally, Deleter, DumpFilter, FlowKey, FlushRequest};
 use crate::flow::{Family, Flow};
+use crate::flushproof::{self, Proof};
 use crate::select::Selector;
 use crate::sysctl::StateTimeouts;
 
@@ -489,6 +493,57 @@ pub fn flush(
     Ok(Some(u64::from(before.saturating_sub(after))))
 }
 
+/// What [`proven_flush`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProvenFlush {
+    /// The scratch-namespace proof held and the same request was sent to the real table:
+    /// the proof, and how many entries the table lost during the flush (its count before
+    /// minus after).
+    Flushed {
+        /// What the scratch namespace showed.
+        proof: Proof,
+        /// Entries the real table lost.
+        removed: u64,
+    },
+    /// Nothing was sent to the real table; why the proof did not hold.
+    Refused(String),
+}
+
+/// The kernel flush without a dump of the real table: the filtered-flush request for
+/// `filter` (one [`flush_filter`] accepted for `sel`) is built once, proven in a scratch
+/// namespace against `sel`'s exact check ([`flushproof::prove`]), and only then sent, the same
+/// bytes, through `ct`. A refused proof sends nothing (the caller deletes flow by flow).
+pub fn proven_flush(
+    ct: &mut Conntrack,
+    sel: &Selector,
+    filter: &DumpFilter,
+) -> Result<ProvenFlush, ctnetlink::Error> {
+    match FlushRequest::new(filter) {
+        Some(req) => proven_flush_with(ct, sel, filter, &req),
+        None => Ok(ProvenFlush::Refused("the filter has no CTA_FILTER address".into())),
+    }
+}
+
+/// [`proven_flush`] with a request given: for tests that show a request the kernel misreads
+/// is refused and only the scratch namespace sees it.
+#[doc(hidden)]
+pub fn proven_flush_with(
+    ct: &mut Conntrack,
+    sel: &Selector,
+    filter: &DumpFilter,
+    req: &FlushRequest,
+) -> Result<ProvenFlush, ctnetlink::Error> {
+    let selects = |f: &Flow| sel.matches(f);
+    let proof = match flushproof::prove(req, filter, &selects) {
+        Ok(p) => p,
+        Err(why) => return Ok(ProvenFlush::Refused(why)),
+    };
+    let before = ct.table_stats()?.count;
+    ct.send_flush(req)?;
+    let after = ct.table_stats()?.count;
+    Ok(ProvenFlush::Flushed { proof, removed: u64::from(before.saturating_sub(after)) })
+}
+
 /// How the selected flows were deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -543,6 +598,9 @@ pub struct Report {
     /// The first few refused deletes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<FailedDelete>,
+    /// For a kernel flush without a dump of the table: what its scratch-namespace proof showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
 }
 
 impl Report {
@@ -560,6 +618,7 @@ impl Report {
             interrupted: false,
             elapsed_s: 0.0,
             failures: Vec::new(),
+            proof: None,
         }
     }
 

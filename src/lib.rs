@@ -11,6 +11,7 @@ pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, T
 pub mod ctnetlink;
 pub mod doctor;
 pub mod evict;
+pub mod flushproof;
 pub mod guests;
 pub mod kmsg;
 pub mod live;

@@ -11,7 +11,7 @@ use clap::Args;
 
 use ctguard::GuestMap;
 use ctguard::ctnetlink::{Conntrack, Deleter};
-use ctguard::evict::{self, Report, Seen};
+use ctguard::evict::{self, ProvenFlush, Report, Seen};
 use ctguard::flow::Flow;
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
@@ -351,6 +351,33 @@ pub fn run(
     let kernel = evict::kernel_release();
     let flush = evict::flush_filter(&p.sel, kernel, p.limit.is_some() || p.rate.is_some());
 
+    // Scripted relief the kernel can flush: prove the flush request in a scratch namespace,
+    // then send the same bytes here; no dump of this table at all.
+    if p.yes
+        && !p.dry_run
+        && p.limit.is_none()
+        && p.save.is_none()
+        && p.rate.is_none()
+        && let Ok(filter) = &flush
+    {
+        match evict::proven_flush(ct, &p.sel, filter)? {
+            ProvenFlush::Flushed { proof, removed } => {
+                if removed == 0 {
+                    return nothing_matched(out, &p);
+                }
+                let mut report =
+                    Report::nothing(removed, removed, false).with_flush(removed, removed);
+                report.proof = Some(proof);
+                report.elapsed_s = started.elapsed().as_secs_f64();
+                return finish(out, &p, netns, report);
+            }
+            ProvenFlush::Refused(why) => eprintln!(
+                "ctguard: note: the filtered flush was not proven in a scratch namespace ({why}); \
+                 dumping and deleting flow by flow"
+            ),
+        }
+    }
+
     // Scripted relief: dump and delete at once. For a selection the kernel can flush, the
     // dump is the flush's dry run, and the flush removes what is left once it is proven.
     if p.yes && !p.dry_run && p.limit.is_none() && p.save.is_none() {
@@ -562,6 +589,7 @@ fn audit(p: &EvictPlan, netns: Option<&str>, r: &Report) {
         "rate": p.rate,
         "saved": p.save.as_ref().map(|s| s.display().to_string()),
         "method": r.method,
+        "proof": r.proof,
         "matched": r.matched,
         "selected": r.selected,
         "deleted": r.deleted,

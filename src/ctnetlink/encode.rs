@@ -242,6 +242,17 @@ pub(crate) fn flush(buf: &mut Vec<u8>, seq: u32, f: &DumpFilter) -> bool {
     true
 }
 
+/// `IPCTNL_MSG_CT_GET` of one entry by its original tuple and zone (`conntrack -G`).
+pub(crate) fn get(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
+    let mut w =
+        MsgWriter::begin(buf, IPCTNL_MSG_CT_GET, 0, seq, flow.family.number(), NFNETLINK_V0);
+    w.tuple(CTA_TUPLE_ORIG, &flow.orig, flow.proto);
+    if let Some(zone) = flow.zone {
+        w.be16(CTA_ZONE, zone);
+    }
+    w.finish();
+}
+
 /// `IPCTNL_MSG_CT_NEW` creating `flow` (`conntrack -I`), acknowledged.
 pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
     let mut w = MsgWriter::begin(

@@ -10,6 +10,7 @@ mod decode;
 mod delete;
 mod encode;
 mod events;
+mod flushreq;
 mod uapi;
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ pub use decode::{CpuStats, Malformed, TableStats};
 pub use delete::{DeleteTally, Deleter, FlowKey};
 pub use encode::DumpFilter;
 pub use events::{EventKind, EventMask, Received, Subscription, decode_event};
+pub use flushreq::FlushRequest;
 use uapi::*;
 
 use crate::flow::Flow;
