@@ -312,15 +312,15 @@ mod tests {
         // one only.
         let drop =
             |g: DumpFilter| t.iter().any(|fl| !kernel_selects(&f, fl) && kernel_selects(&g, fl));
-        if f.orig_src_v4.is_some() {
+        if let Some(s) = f.orig_src_v4 {
             assert!(drop(DumpFilter { orig_src_v4: None, ..f }), "other source");
             // The address as a destination (the other direction), kept.
-            let s = IpAddr::V4(f.orig_src_v4.unwrap());
+            let s = IpAddr::V4(s);
             assert!(t.iter().any(|fl| fl.orig.dst == s && !kernel_selects(&f, fl)));
         }
-        if f.orig_dst_v4.is_some() {
+        if let Some(d) = f.orig_dst_v4 {
             assert!(drop(DumpFilter { orig_dst_v4: None, ..f }), "other destination");
-            let d = IpAddr::V4(f.orig_dst_v4.unwrap());
+            let d = IpAddr::V4(d);
             assert!(t.iter().any(|fl| fl.orig.src == d && !kernel_selects(&f, fl)));
         }
         if f.mark.is_some() {
