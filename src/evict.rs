@@ -506,7 +506,7 @@ pub enum ProvenFlush {
         removed: u64,
     },
     /// Nothing was sent to the real table; why the proof did not hold.
-    Refused(String),
+    Refused(flushproof::Refusal),
 }
 
 /// The kernel flush without a dump of the real table: the filtered-flush request for
@@ -520,7 +520,10 @@ pub fn proven_flush(
 ) -> Result<ProvenFlush, ctnetlink::Error> {
     match FlushRequest::new(filter) {
         Some(req) => proven_flush_with(ct, sel, filter, &req),
-        None => Ok(ProvenFlush::Refused("the filter has no CTA_FILTER address".into())),
+        None => Ok(ProvenFlush::Refused(flushproof::Refusal {
+            scratch_netns: None,
+            why: "the filter has no CTA_FILTER address".into(),
+        })),
     }
 }
 

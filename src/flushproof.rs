@@ -51,6 +51,21 @@ pub struct Proof {
     pub elapsed_ms: f64,
 }
 
+/// Why a proof did not hold: nothing was sent to the caller's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The scratch namespace's inode, when one was made.
+    pub scratch_netns: Option<u64>,
+    /// What went wrong, in words.
+    pub why: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
 /// A flow's identity in the scratch table: the sport (or ICMP id) is unique per flow there.
 fn same_flow(a: &Flow, b: &Flow) -> bool {
     (a.family, a.proto, a.orig.src, a.orig.dst, a.orig.l4)
@@ -187,17 +202,24 @@ pub fn prove(
     req: &FlushRequest,
     filter: &DumpFilter,
     selects: &(dyn Fn(&Flow) -> bool + Sync),
-) -> Result<Proof, String> {
+) -> Result<Proof, Refusal> {
     let started = Instant::now();
-    let process = ns_inode("/proc/self/ns/net")?;
-    let caller = ns_inode("/proc/thread-self/ns/net")?;
+    let refuse = |why| Refusal { scratch_netns: None, why };
+    let process = ns_inode("/proc/self/ns/net").map_err(refuse)?;
+    let caller = ns_inode("/proc/thread-self/ns/net").map_err(refuse)?;
     let table = scratch_table(filter);
+    let mut scratch = None;
     let r = std::thread::scope(|s| {
-        s.spawn(|| in_scratch(req, &table, selects, &[process, caller, INIT_NET_INODE]))
-            .join()
-            .unwrap_or_else(|_| Err("the scratch thread panicked".into()))
+        s.spawn(|| {
+            in_scratch(req, &table, selects, &[process, caller, INIT_NET_INODE], &mut scratch)
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the scratch thread panicked".into()))
     });
-    r.map(|p| Proof { elapsed_ms: started.elapsed().as_secs_f64() * 1e3, ..p })
+    match r {
+        Ok(p) => Ok(Proof { elapsed_ms: started.elapsed().as_secs_f64() * 1e3, ..p }),
+        Err(why) => Err(Refusal { scratch_netns: scratch, why }),
+    }
 }
 
 /// The proof's body, on its own thread: moves the thread to a new namespace and works there.
@@ -206,12 +228,14 @@ fn in_scratch(
     table: &[Flow],
     selects: &(dyn Fn(&Flow) -> bool + Sync),
     not_these: &[u64],
+    made: &mut Option<u64>,
 ) -> Result<Proof, String> {
     // SAFETY: unshare takes flags only; CLONE_NEWNET moves just this thread.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
     }
     let scratch = ns_inode("/proc/thread-self/ns/net")?;
+    *made = Some(scratch);
     if not_these.contains(&scratch) {
         return Err(format!("namespace {scratch} is not a fresh one; nothing sent"));
     }

@@ -28,19 +28,23 @@ impl FlushRequest {
     /// an IPv4 `CTA_FILTER` address (a flush by mark, status or zone alone is never built).
     pub fn new(filter: &DumpFilter) -> Option<FlushRequest> {
         let mut flush = Vec::new();
-        encode::flush(&mut flush, FLUSH_SEQ, filter).then(|| FlushRequest::from_raw(flush))
+        encode::flush(&mut flush, FLUSH_SEQ, filter).then(|| FlushRequest::from_raw(flush, None))
     }
 
     /// A request as given, for tests that must show a request the kernel misreads is caught
-    /// (one without `CTA_FILTER`, or with attributes it ignores). Its dump is derived from it.
+    /// (one without `CTA_FILTER`, or with attributes it ignores). Its dump is derived from it,
+    /// or, with `dump`, given too: a kernel whose dump honours what its flush ignores.
     #[doc(hidden)]
-    pub fn from_raw(flush: Vec<u8>) -> FlushRequest {
-        let mut dump = flush.clone();
-        if dump.len() >= NLMSG_HDRLEN {
-            let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
-            dump[4..6].copy_from_slice(&kind.to_ne_bytes());
-            dump[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        }
+    pub fn from_raw(flush: Vec<u8>, dump: Option<Vec<u8>>) -> FlushRequest {
+        let dump = dump.unwrap_or_else(|| {
+            let mut dump = flush.clone();
+            if dump.len() >= NLMSG_HDRLEN {
+                let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+                dump[4..6].copy_from_slice(&kind.to_ne_bytes());
+                dump[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+            }
+            dump
+        });
         FlushRequest { flush, dump }
     }
 

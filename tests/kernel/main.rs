@@ -9,6 +9,7 @@ mod checks;
 mod doctor;
 mod evict;
 mod exit_status;
+mod flushproof;
 mod idle;
 mod live;
 mod mixed_table;
