@@ -521,7 +521,7 @@ pub fn proven_flush(
     match FlushRequest::new(filter) {
         Some(req) => proven_flush_with(ct, sel, filter, &req),
         None => Ok(ProvenFlush::Refused(flushproof::Refusal {
-            scratch_netns: None,
+            scratch_netns: Vec::new(),
             why: "the filter has no CTA_FILTER address".into(),
         })),
     }

@@ -4,24 +4,26 @@
 //! delete there exactly the flows the selection selects.
 //!
 //! How ([`prove`]):
-//! 1. A dedicated thread calls `unshare(CLONE_NEWNET)`: only that thread moves, into a fresh,
-//!    empty, unnamed namespace (no `ip netns` name). Its inode is checked to differ from the
-//!    caller's, the process's and the initial namespace's before anything is sent there.
-//! 2. The [`scratch_table`] is created there: flows that match every criterion of the filter
-//!    (TCP and UDP, plus variants in the criteria the filter does not name) and, for each
-//!    criterion, a flow that differs only in it (other source, other destination, the address
-//!    in the other direction, other mark, a status bit flipped, other zone, IPv6 and
+//! 1. Two dedicated threads each call `unshare(CLONE_NEWNET)`: only that thread moves, into a
+//!    fresh, empty, unnamed namespace (no `ip netns` name). Its inode is checked to differ
+//!    from the caller's, the process's and the initial namespace's before anything is sent.
+//! 2. Each creates the same [`scratch_table`]: flows that match every criterion of the
+//!    filter (TCP and UDP, plus variants in the criteria the filter does not name) and, for
+//!    each criterion, a flow that differs only in it (other source, other destination, the
+//!    address in the other direction, other mark, a status bit flipped, other zone, IPv6 and
 //!    IPv4-mapped IPv6 flows).
-//! 3. A full dump reads the table back as the kernel holds it; the selector's exact userspace
-//!    check says, for each flow, whether it is selected. At least one must be, and one not.
-//! 4. (a) The dump derived from the flush request's own bytes must return exactly the selected
-//!    flows. (b) The flush request itself is sent; a full dump must then show exactly the
-//!    selected flows gone and every other flow still there.
+//! 3. Each reads its table back as the kernel holds it (one lookup per flow); the selector's
+//!    exact userspace check says, for each flow, whether it is selected. At least one must
+//!    be, and one not.
+//! 4. (a) In the first namespace, the dump derived from the flush request's own bytes must
+//!    return exactly the selected flows. (b) In the second, the flush request itself is sent;
+//!    a lookup of every flow must then show exactly the selected flows gone and every other
+//!    flow still there. Both run at once: each walks the kernel's whole conntrack hash.
 //!
 //! Only then does the caller send the same bytes to the real namespace. Any error (EPERM,
 //! EOPNOTSUPP on an older kernel, a create refused) or any mismatch refuses the flush. The
-//! thread's socket is closed and the thread ends before `prove` returns: the namespace has no
-//! reference left and the kernel frees it. Nothing is cached: each run proves again (a few
+//! threads' sockets are closed and the threads end before `prove` returns: the namespaces
+//! have no reference left and the kernel frees them. Nothing is cached: each run proves again (a few
 //! milliseconds).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -35,8 +37,8 @@ use crate::netns::INIT_NET_INODE;
 /// What the proof established, for the report (`evict --json` `proof`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Proof {
-    /// Inode of the scratch namespace (gone by the time this is read).
-    pub scratch_netns: u64,
+    /// Inodes of the two scratch namespaces, one per check (gone by the time this is read).
+    pub scratch_netns: Vec<u64>,
     /// Flows in the scratch table.
     pub scratch_flows: u64,
     /// Of those, the flows the selection selects.
@@ -54,8 +56,8 @@ pub struct Proof {
 /// Why a proof did not hold: nothing was sent to the caller's namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// The scratch namespace's inode, when one was made.
-    pub scratch_netns: Option<u64>,
+    /// The scratch namespaces' inodes, those that were made.
+    pub scratch_netns: Vec<u64>,
     /// What went wrong, in words.
     pub why: String,
 }
@@ -166,7 +168,9 @@ pub fn scratch_table(filter: &DumpFilter) -> Vec<Flow> {
     }
     if let Some(z) = filter.zone {
         add(Flow { zone: Some(z.wrapping_add(1)), ..base.clone() }, v4(src), v4(dst));
-        add(Flow { zone: (z != 0).then_some(0), ..base.clone() }, v4(src), v4(dst));
+        if z != 0 {
+            add(Flow { zone: None, ..base.clone() }, v4(src), v4(dst));
+        }
     }
     // The same hosts, but IPv6: IPv4-mapped and native.
     add(base.clone(), mapped(src), mapped(dst));
@@ -197,39 +201,87 @@ fn ns_inode(path: &str) -> Result<u64, String> {
 /// Proves `req` on a scratch table built for `filter`, `selects` being the selection's exact
 /// check. `Ok` only when the dump with the request's attributes returned exactly the selected
 /// scratch flows and the request deleted exactly them; `Err` says why not. Never touches the
-/// caller's namespace: everything happens on a thread in a namespace of its own.
+/// caller's namespace: everything happens on threads in namespaces of their own.
+///
+/// The two checks run at once, each on its own copy of the scratch table in its own scratch
+/// namespace: each walks the kernel's whole conntrack hash (shared by every namespace), so
+/// side by side they cost one walk, not two. The dump does not change the table, so checking
+/// it on a twin is the same check.
 pub fn prove(
     req: &FlushRequest,
     filter: &DumpFilter,
     selects: &(dyn Fn(&Flow) -> bool + Sync),
 ) -> Result<Proof, Refusal> {
     let started = Instant::now();
-    let refuse = |why| Refusal { scratch_netns: None, why };
+    let refuse = |why| Refusal { scratch_netns: Vec::new(), why };
     let process = ns_inode("/proc/self/ns/net").map_err(refuse)?;
     let caller = ns_inode("/proc/thread-self/ns/net").map_err(refuse)?;
+    let not_these = [process, caller, INIT_NET_INODE];
     let table = scratch_table(filter);
-    let mut scratch = None;
-    let r = std::thread::scope(|s| {
-        s.spawn(|| {
-            in_scratch(req, &table, selects, &[process, caller, INIT_NET_INODE], &mut scratch)
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the scratch thread panicked".into()))
+    let (mut ns_dump, mut ns_flush) = (None, None);
+    let (dump, flush) = std::thread::scope(|s| {
+        let run = |check, made| {
+            let table = &table;
+            s.spawn(move || in_scratch(req, table, selects, check, &not_these, made))
+        };
+        let dump = run(Check::Dump, &mut ns_dump);
+        let flush = run(Check::Flush, &mut ns_flush);
+        let panicked = |_| Err("a scratch thread panicked".to_string());
+        (dump.join().unwrap_or_else(panicked), flush.join().unwrap_or_else(panicked))
     });
-    match r {
-        Ok(p) => Ok(Proof { elapsed_ms: started.elapsed().as_secs_f64() * 1e3, ..p }),
-        Err(why) => Err(Refusal { scratch_netns: scratch, why }),
+    let scratch_netns: Vec<u64> = ns_dump.into_iter().chain(ns_flush).collect();
+    match (dump, flush) {
+        (Ok(d), Ok(f)) if (d.flows, d.selected) == (f.flows, f.selected) => Ok(Proof {
+            scratch_netns,
+            scratch_flows: d.flows,
+            selected: d.selected,
+            dump_returned: d.dump_returned,
+            flushed: f.flushed,
+            kept: f.kept,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        }),
+        (Ok(_), Ok(_)) => {
+            Err(Refusal { scratch_netns, why: "the two scratch tables differ".into() })
+        }
+        (d, f) => {
+            let why: Vec<String> = [("dump", d), ("flush", f)]
+                .into_iter()
+                .filter_map(|(what, r)| r.err().map(|e| format!("{what} check: {e}")))
+                .collect();
+            Err(Refusal { scratch_netns, why: why.join("; ") })
+        }
     }
 }
 
-/// The proof's body, on its own thread: moves the thread to a new namespace and works there.
+/// Which half of the proof a scratch thread checks.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// (a) The dump with the flush's attributes returns exactly the selected flows.
+    Dump,
+    /// (b) The flush deletes exactly the selected flows and keeps every other.
+    Flush,
+}
+
+/// What one scratch thread saw.
+#[derive(Debug, Default)]
+struct Half {
+    flows: u64,
+    selected: u64,
+    dump_returned: u64,
+    flushed: u64,
+    kept: u64,
+}
+
+/// One half of the proof, on its own thread: moves the thread to a new namespace, creates
+/// the table there and checks.
 fn in_scratch(
     req: &FlushRequest,
     table: &[Flow],
     selects: &(dyn Fn(&Flow) -> bool + Sync),
+    check: Check,
     not_these: &[u64],
     made: &mut Option<u64>,
-) -> Result<Proof, String> {
+) -> Result<Half, String> {
     // SAFETY: unshare takes flags only; CLONE_NEWNET moves just this thread.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
@@ -252,7 +304,7 @@ fn in_scratch(
     }
     // The table as the kernel holds it, and which of it the selection selects. Entries are
     // looked up one by one (a hash lookup each): a dump would walk the whole global conntrack
-    // hash, every namespace's entries, as the flush does.
+    // hash, every namespace's entries.
     let mut held: Vec<(Flow, bool)> = Vec::with_capacity(table.len());
     for t in table {
         match ct.get(t).map_err(err)? {
@@ -270,37 +322,36 @@ fn in_scratch(
             held.len()
         ));
     }
-    // (a) The dump with the flush's attributes returns exactly the selected flows.
-    let mut returned: Vec<Flow> = Vec::new();
-    ct.dump_as_flush(req, |f| returned.push(f.clone())).map_err(err)?;
-    let exact = returned.len() == selected
-        && returned.iter().all(|g| held.iter().any(|(h, s)| *s && same_flow(g, h)));
-    if !exact {
-        return Err(format!(
-            "the dump with the flush's attributes returned {} flows for {selected} selected",
-            returned.len()
-        ));
-    }
-    // (b) The flush deletes exactly them: each selected flow gone, each other still there.
-    ct.send_flush(req).map_err(err)?;
-    let mut kept = 0u64;
-    for (f, s) in &held {
-        let there = ct.get(f).map_err(err)?.is_some_and(|g| g.id == f.id);
-        if there == *s {
-            let what = if *s { "left the selected" } else { "deleted the unselected" };
-            return Err(format!("the flush {what} scratch flow {}", describe(f)));
+    let mut half = Half { flows: held.len() as u64, selected: selected as u64, ..Half::default() };
+    match check {
+        Check::Dump => {
+            let mut returned: Vec<Flow> = Vec::new();
+            ct.dump_as_flush(req, |f| returned.push(f.clone())).map_err(err)?;
+            let exact = returned.len() == selected
+                && returned.iter().all(|g| held.iter().any(|(h, s)| *s && same_flow(g, h)));
+            if !exact {
+                return Err(format!(
+                    "the dump with the flush's attributes returned {} flows for {selected} \
+                     selected",
+                    returned.len()
+                ));
+            }
+            half.dump_returned = returned.len() as u64;
         }
-        kept += u64::from(there);
+        Check::Flush => {
+            ct.send_flush(req).map_err(err)?;
+            for (f, s) in &held {
+                let there = ct.get(f).map_err(err)?.is_some_and(|g| g.id == f.id);
+                if there == *s {
+                    let what = if *s { "left the selected" } else { "deleted the unselected" };
+                    return Err(format!("the flush {what} scratch flow {}", describe(f)));
+                }
+                half.kept += u64::from(there);
+            }
+            half.flushed = half.flows - half.kept;
+        }
     }
-    Ok(Proof {
-        scratch_netns: scratch,
-        scratch_flows: held.len() as u64,
-        selected: selected as u64,
-        dump_returned: returned.len() as u64,
-        flushed: held.len() as u64 - kept,
-        kept,
-        elapsed_ms: 0.0,
-    })
+    Ok(half)
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ mod doctor;
 mod live;
 // `evict`: refusals before anything is touched; its report's wire format.
 mod evict;
+// The proven flush: its report and its scratch tables.
+mod flushproof;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
 mod output;
 // The selector corpus: flags → Selector → matches / kernel_filter.
