@@ -537,13 +537,15 @@ pub fn proven_flush_with(
     req: &FlushRequest,
 ) -> Result<ProvenFlush, ctnetlink::Error> {
     let selects = |f: &Flow| sel.matches(f);
-    let proof = match flushproof::prove(req, filter, &selects) {
+    let (proof, scratch) = match flushproof::prove(req, filter, &selects) {
         Ok(p) => p,
         Err(why) => return Ok(ProvenFlush::Refused(why)),
     };
     let before = ct.table_stats()?.count;
     ct.send_flush(req)?;
     let after = ct.table_stats()?.count;
+    // The scratch namespaces go now, their teardown no longer beside the real flush.
+    drop(scratch);
     Ok(ProvenFlush::Flushed { proof, removed: u64::from(before.saturating_sub(after)) })
 }
 

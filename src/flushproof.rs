@@ -27,6 +27,7 @@
 //! milliseconds).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
@@ -207,11 +208,15 @@ fn ns_inode(path: &str) -> Result<u64, String> {
 /// namespace: each walks the kernel's whole conntrack hash (shared by every namespace), so
 /// side by side they cost one walk, not two. The dump does not change the table, so checking
 /// it on a twin is the same check.
+///
+/// With the proof come handles that keep the two scratch namespaces alive: drop them once
+/// the real flush is done. Tearing a namespace down walks the whole conntrack hash too (in a
+/// kernel worker), which would otherwise run beside the real flush.
 pub fn prove(
     req: &FlushRequest,
     filter: &DumpFilter,
     selects: &(dyn Fn(&Flow) -> bool + Sync),
-) -> Result<Proof, Refusal> {
+) -> Result<(Proof, Vec<OwnedFd>), Refusal> {
     let started = Instant::now();
     let refuse = |why| Refusal { scratch_netns: Vec::new(), why };
     let process = ns_inode("/proc/self/ns/net").map_err(refuse)?;
@@ -231,15 +236,18 @@ pub fn prove(
     });
     let scratch_netns: Vec<u64> = ns_dump.into_iter().chain(ns_flush).collect();
     match (dump, flush) {
-        (Ok(d), Ok(f)) if (d.flows, d.selected) == (f.flows, f.selected) => Ok(Proof {
-            scratch_netns,
-            scratch_flows: d.flows,
-            selected: d.selected,
-            dump_returned: d.dump_returned,
-            flushed: f.flushed,
-            kept: f.kept,
-            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
-        }),
+        (Ok(d), Ok(f)) if (d.flows, d.selected) == (f.flows, f.selected) => {
+            let proof = Proof {
+                scratch_netns,
+                scratch_flows: d.flows,
+                selected: d.selected,
+                dump_returned: d.dump_returned,
+                flushed: f.flushed,
+                kept: f.kept,
+                elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            };
+            Ok((proof, [d.hold, f.hold].into_iter().flatten().collect()))
+        }
         (Ok(_), Ok(_)) => {
             Err(Refusal { scratch_netns, why: "the two scratch tables differ".into() })
         }
@@ -265,6 +273,8 @@ enum Check {
 /// What one scratch thread saw.
 #[derive(Debug, Default)]
 struct Half {
+    /// Keeps the namespace alive after the thread ends.
+    hold: Option<OwnedFd>,
     flows: u64,
     selected: u64,
     dump_returned: u64,
@@ -291,6 +301,9 @@ fn in_scratch(
     if not_these.contains(&scratch) {
         return Err(format!("namespace {scratch} is not a fresh one; nothing sent"));
     }
+    let hold = std::fs::File::open("/proc/thread-self/ns/net")
+        .map(OwnedFd::from)
+        .map_err(|e| format!("/proc/thread-self/ns/net: {e}"))?;
     let err = |e: crate::ctnetlink::Error| e.to_string();
     let mut ct = Conntrack::open().map_err(err)?;
     let mut refused = None;
@@ -322,7 +335,12 @@ fn in_scratch(
             held.len()
         ));
     }
-    let mut half = Half { flows: held.len() as u64, selected: selected as u64, ..Half::default() };
+    let mut half = Half {
+        hold: Some(hold),
+        flows: held.len() as u64,
+        selected: selected as u64,
+        ..Half::default()
+    };
     match check {
         Check::Dump => {
             let mut returned: Vec<Flow> = Vec::new();
