@@ -1,0 +1,81 @@
+//! `ctguard-lab demo`: the incident replayed in namespaces for a person to watch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ctguard_lab::replay::{self, Options, Recovery};
+
+/// The hypervisor lab: replays the conntrack table-full incident in network namespaces
+/// (ctg-lab-<pid>-*), and removes them again. Needs root.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay the incident step by step, narrated with timings (about a minute).
+    Demo {
+        /// The ctguard binary to run.
+        #[arg(long, env = "CTGUARD", default_value = "ctguard")]
+        ctguard: PathBuf,
+        /// The shared folder with bench/seed_table.py (default: shared/ beside the repository).
+        #[arg(long, env = "CTGUARD_SHARED")]
+        shared: Option<PathBuf>,
+        /// How to relieve the table.
+        #[arg(long, value_enum, default_value_t = Relief::Doctor)]
+        recovery: Relief,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Relief {
+    /// The eviction `ctguard doctor` recommends.
+    Doctor,
+    /// TEMPORARY: `conntrack -D` inside the lab, until doctor and evict exist.
+    Conntrack,
+}
+
+/// The whole replay may take this long; then it stops and cleans up.
+const REPLAY_LIMIT: Duration = Duration::from_secs(300);
+
+fn main() -> ExitCode {
+    let Command::Demo { ctguard, shared, recovery } = Cli::parse().command;
+    let opts = Options {
+        ctguard,
+        shared: shared.unwrap_or_else(ctguard_lab::shared_dir),
+        recovery: match recovery {
+            Relief::Doctor => Recovery::Doctor,
+            Relief::Conntrack => Recovery::ConntrackDelete,
+        },
+        show_doctor_report: true,
+        narrate_to_stderr: false,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ctguard-lab: tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = tokio::time::timeout(REPLAY_LIMIT, replay::run(&opts)) => {
+                r.unwrap_or_else(|_| Err(format!("the replay took longer than {REPLAY_LIMIT:?}")))
+            }
+            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+        }
+    });
+    // Dropping the replay's future above removed the lab, also on timeout or Ctrl-C.
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ctguard-lab: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
