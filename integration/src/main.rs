@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ctguard_lab::replay::{self, Options, Recovery};
+use tokio::signal::unix::SignalKind;
 
 /// The hypervisor lab: replays the conntrack table-full incident in network namespaces
 /// (ctg-lab-<pid>-*), and removes them again. Needs root.
@@ -63,14 +64,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+            .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
         tokio::select! {
             r = tokio::time::timeout(REPLAY_LIMIT, replay::run(&opts)) => {
                 r.unwrap_or_else(|_| Err(format!("the replay took longer than {REPLAY_LIMIT:?}")))
             }
             _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+            _ = term.recv() => Err("terminated".to_string()),
         }
     });
-    // Dropping the replay's future above removed the lab, also on timeout or Ctrl-C.
+    // Dropping the replay's future removed the lab, also on timeout, Ctrl-C or SIGTERM.
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
