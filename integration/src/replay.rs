@@ -125,6 +125,8 @@ const FLOOD: FloodLimits = FloodLimits {
     attempt_timeout: Duration::from_millis(250),
     duration: Duration::from_secs(150),
 };
+/// Pings the host sends to a healthy guest while the table is full.
+const PING_PROBES: u16 = 20;
 /// How long a healthy guest's connection attempt may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -239,18 +241,30 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     say.step("Symptoms, as the operators saw them");
     // Let the knocking guest's first dropped SYNs register in the counters.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A full table still lets the odd packet through: a new entry may evict an unassured one
+    // near its hash bucket (the seed's SYN_SENT and SYN_RECV entries), or take a slot the
+    // kernel's GC just freed before the runaway guest takes it back. The operators saw "loses
+    // packets", not "loses all"; so the probes are many and at least 3 in 4 must fail.
     let target = healthy.first().map(|(g, _)| g.v4).ok_or("no healthy guest")?;
-    match lab.host.run(traffic::ping(target, 0x7e01, PROBE_TIMEOUT)).await? {
-        Ok(Ping::SendFailed(e)) if e.raw_os_error() == Some(libc::EPERM) => say.note(&format!(
-            "host: ping {target}: sendto: {e} (EPERM; iputils prints only 100% loss)"
-        )),
-        other => {
-            return Err(format!("ping {target} from the full host: expected EPERM, got {other:?}"));
+    let (mut eperm, mut replies) = (0, 0);
+    for seq in 0..PING_PROBES {
+        match lab.host.run(traffic::ping(target, 0x7e10 + seq, PROBE_TIMEOUT)).await? {
+            Ok(Ping::SendFailed(e)) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+            Ok(Ping::Reply(_)) => replies += 1,
+            other => return Err(format!("ping {target} from the full host: {other:?}")),
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    say.note(&format!(
+        "host: {eperm} of {PING_PROBES} pings to {target} fail in sendto with EPERM \
+         (\"Operation not permitted\"; iputils now prints only the loss), {replies} got through"
+    ));
+    expect(eperm * 4 >= PING_PROBES * 3, || {
+        format!("only {eperm} of {PING_PROBES} pings from the full host failed with EPERM")
+    })?;
     // Every healthy guest tries at once, over both families, so the step takes one timeout.
     let attempts = healthy.iter().flat_map(|(g, place)| {
-        [false, true, false, true].map(|v6| {
+        [false, true, false, true, false, true, false, true].map(|v6| {
             let dst = topology::upstream(v6);
             async move { (g.role, dst, place.run(traffic::connect(dst, PROBE_TIMEOUT)).await) }
         })
@@ -272,8 +286,11 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         healthy.len(),
         probes - connected.len()
     ));
-    expect(connected.is_empty(), || {
-        format!("new connections got through a full table: {connected:?}")
+    expect(connected.len() * 4 <= probes, || {
+        format!(
+            "{} of {probes} new connections got through a full table: {connected:?}",
+            connected.len()
+        )
     })?;
     sessions = echo_all(lab, sessions).await?;
     say.note("sessions opened before the table filled still carry data: they have their entries");
