@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use ctguard_lab::replay::{self, Options, Recovery};
+use clap::{Parser, Subcommand};
+use ctguard_lab::replay::{self, Options};
 use tokio::signal::unix::SignalKind;
 
 /// The hypervisor lab: replays the conntrack table-full incident in network namespaces
@@ -27,32 +27,17 @@ enum Command {
         /// The shared folder with bench/seed_table.py (default: shared/ beside the repository).
         #[arg(long, env = "CTGUARD_SHARED")]
         shared: Option<PathBuf>,
-        /// How to relieve the table.
-        #[arg(long, value_enum, default_value_t = Relief::Doctor)]
-        recovery: Relief,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Relief {
-    /// The eviction `ctguard doctor` recommends.
-    Doctor,
-    /// TEMPORARY: `conntrack -D` inside the lab, until doctor and evict exist.
-    Conntrack,
 }
 
 /// The whole replay may take this long; then it stops and cleans up.
 const REPLAY_LIMIT: Duration = Duration::from_secs(300);
 
 fn main() -> ExitCode {
-    let Command::Demo { ctguard, shared, recovery } = Cli::parse().command;
+    let Command::Demo { ctguard, shared } = Cli::parse().command;
     let opts = Options {
         ctguard,
         shared: shared.unwrap_or_else(ctguard_lab::shared_dir),
-        recovery: match recovery {
-            Relief::Doctor => Recovery::Doctor,
-            Relief::Conntrack => Recovery::ConntrackDelete,
-        },
         show_doctor_report: true,
         narrate_to_stderr: false,
     };

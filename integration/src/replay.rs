@@ -12,21 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::place::{Place, command};
+use crate::place::{Place, command, command_ok};
 use crate::table::{self, Counters, Entry};
 use crate::topology::{self, GuestSpec, Lab, RUNAWAY};
 use crate::traffic::{self, ConnectError, FloodLimits, Ping};
-
-/// How the replay relieves the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// `ctguard doctor --json`, then the command of its `actions.evict_argv`.
-    Doctor,
-    /// TEMPORARY, until `ctguard doctor` and `ctguard evict` exist on this branch:
-    /// `conntrack -D -s 172.16.3.5 -p tcp --state ESTABLISHED` inside the lab's host
-    /// namespace. Remove this variant once the doctor and evict branches are merged.
-    ConntrackDelete,
-}
 
 /// What to replay, with which tools.
 #[derive(Debug, Clone)]
@@ -35,7 +24,6 @@ pub struct Options {
     pub ctguard: PathBuf,
     /// The shared folder with `bench/seed_table.py`.
     pub shared: PathBuf,
-    pub recovery: Recovery,
     /// Also print the human `ctguard doctor` report (the demo does; the test reads JSON).
     pub show_doctor_report: bool,
     /// Narration to stderr instead of stdout.
@@ -64,7 +52,7 @@ pub struct Outcome {
     pub relief_secs: f64,
     pub count_after: u64,
     /// Entries outside the eviction's selection, before it ran; how many of them were gone
-    /// after it (all non-ESTABLISHED, within the kernel's own early drops).
+    /// after it (each one the kernel frees by itself under pressure: unassured or closing).
     pub kept_before: usize,
     pub kept_missing: usize,
     /// The healthy guests' ESTABLISHED entries before and after the relief (equal sets).
@@ -115,14 +103,14 @@ fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what()) }
 }
 
-/// The runaway guest's bounds: it fills the table in a second, then keeps knocking (about 500
-/// attempts a second, each given 250 ms) until stopped, so a slot the kernel frees is taken
-/// again at once, as in the incident; at most 200,000 attempts and 150 s in any case.
+/// The runaway guest's bounds: it fills the table in a second, then keeps knocking (about 2,500
+/// attempts a second, each given 100 ms) until stopped, so a slot the kernel frees is taken
+/// again at once, as in the incident (5-8k connections in 2.7 s); at most 500,000 attempts and
+/// 150 s in any case.
 const FLOOD: FloodLimits = FloodLimits {
-    concurrency: 128,
-    max_attempts: 200_000,
-    max_held: 40_000,
-    attempt_timeout: Duration::from_millis(250),
+    concurrency: 256,
+    max_attempts: 500_000,
+    attempt_timeout: Duration::from_millis(100),
     duration: Duration::from_secs(150),
 };
 /// Pings the host sends to a healthy guest while the table is full.
@@ -168,7 +156,13 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         .run(traffic::listen(topology::UPSTREAM_PORT))
         .await?
         .map_err(|e| format!("upstream listen: {e}"))?;
-    lab.upstream.spawn(traffic::serve(listener, 100_000));
+    lab.upstream.spawn(traffic::serve(listener, 10_000));
+    let sink = lab
+        .upstream
+        .run(traffic::listen(topology::SINK_PORT))
+        .await?
+        .map_err(|e| format!("upstream sink listen: {e}"))?;
+    lab.upstream.spawn(traffic::sink(sink, 500_000));
 
     say.step("Healthy guests open sessions to the upstream server (IPv4 and IPv6)");
     let mut sessions: Vec<(GuestSpec, TcpStream)> = Vec::new();
@@ -213,7 +207,7 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     out.drop_before = before.drop;
     let (stop_tx, stop_rx) = watch::channel(false);
     let runaway = lab.guest(RUNAWAY.role)?;
-    let flood = runaway.spawn(traffic::flood(topology::upstream(false), FLOOD, stop_rx));
+    let flood = runaway.spawn(traffic::flood(topology::sink(), FLOOD, stop_rx));
     let started = Instant::now();
     let fill_deadline = Duration::from_secs(60);
     loop {
@@ -307,91 +301,72 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         before.drop, full.drop, before.early_drop, full.early_drop, full.insert_failed
     ));
 
-    let relief = match opts.recovery {
-        Recovery::Doctor => {
-            say.step("The operator runs ctguard doctor");
-            doctor(lab, opts, say, &mut out)?
-        }
-        Recovery::ConntrackDelete => {
-            say.step(
-                "Relief (TEMPORARY: conntrack -D inside the lab, until ctguard doctor/evict land)",
-            );
-            // TEMPORARY: replace with the doctor's evict_argv once doctor and evict are merged.
-            ["conntrack", "-D", "-s", "172.16.3.5", "-p", "tcp", "--state", "ESTABLISHED"]
-                .map(String::from)
-                .to_vec()
-        }
-    };
+    say.step("The operator runs ctguard doctor (the guest is still knocking)");
+    let advice = doctor(lab, opts, say, &mut out)?;
 
-    say.step("Stop the runaway guest (in production: the nft ct count cap, or stop the VM)");
-    let _ = stop_tx.send(true);
-    let flood = flood.await.map_err(|e| format!("the runaway guest's task failed: {e}"))?;
-    out.runaway_established = flood.established;
-    out.runaway_attempts = flood.attempts;
-    say.note(&format!(
-        "it made {} attempts in {:.1} s: {} connections established and held, {} timed out",
-        flood.attempts,
-        flood.ran_for.as_secs_f64(),
-        flood.established,
-        flood.timed_out
-    ));
-    if let Some(e) = &flood.first_error {
-        say.note(&format!("{} other errors, the first: {e}", flood.other_errors));
+    say.step("Cap the runaway guest with doctor's nft lines, before evicting");
+    for argv in &advice.cap {
+        say.command(argv);
+        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        command_ok(&argv[0], &args)?;
     }
+    say.note(&format!(
+        "new connections from {} beyond {} are now refused (counted from this moment)",
+        RUNAWAY.v4, advice.cap_limit
+    ));
 
-    say.step("Evict the runaway guest's ESTABLISHED flows");
-    // The eviction's selection, as it appears in a `conntrack -L` line.
+    say.step("Evict: the command doctor recommends, while the guest keeps connecting");
+    // The eviction's selection, as it appears in a `conntrack -L` line: the runaway guest's
+    // ESTABLISHED flows (it only ever connects out, so it is always the original source).
     let selection = format!("ESTABLISHED src={} ", RUNAWAY.v4);
-    let (snapshot, selected) = table::list(&lab.host, &selection)?;
-    let kept: BTreeSet<&Entry> = snapshot.iter().collect();
-    let counters_before = table::counters(&lab.host)?;
-    say.command(&relief);
+    let snapshot = table::list(&lab.host, &selection)?;
+    let kept: BTreeSet<&Entry> = snapshot.others.iter().collect();
+    let audit = lab.scratch("audit.jsonl");
+    say.command(&advice.evict_argv);
+    let mut argv: Vec<&str> = advice.evict_argv[1..].iter().map(String::as_str).collect();
+    let audit_arg = audit.to_string_lossy().into_owned();
+    // The audit line goes to the lab's scratch directory, not the machine's /var/log.
+    argv.extend(["--audit-log", &audit_arg]);
     let started = Instant::now();
-    let run = relief_run(lab, opts, &relief)?;
+    let run = command(&opts.ctguard.to_string_lossy(), &argv)?;
     out.relief_secs = started.elapsed().as_secs_f64();
     expect(run.status.success(), || {
         format!(
             "`{}` exited {}: {}",
-            relief.join(" "),
+            advice.evict_argv.join(" "),
             run.status,
             String::from_utf8_lossy(&run.stderr).trim()
         )
     })?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    if stdout.lines().count() <= 8 {
-        say.note(stdout.trim_end());
-    } else {
-        say.note(&format!("({} lines on stdout)", stdout.lines().count()));
-    }
+    say.note(String::from_utf8_lossy(&run.stdout).trim_end());
     say.note(String::from_utf8_lossy(&run.stderr).trim_end());
-    out.relief = relief;
-    let (after, left) = table::list(&lab.host, &selection)?;
-    let counters_after = table::counters(&lab.host)?;
-    out.count_after = (after.len() + left) as u64;
+    out.relief = advice.evict_argv.clone();
+    let after = table::list(&lab.host, &selection)?;
+    out.count_after = (after.others.len() + after.selected.len()) as u64;
     say.note(&format!(
-        "{:.2} s; the table went from {} to {} entries ({selected} selected)",
+        "{:.2} s; the table went from {} to {} entries ({} selected)",
         out.relief_secs,
-        snapshot.len() + selected,
-        out.count_after
+        snapshot.others.len() + snapshot.selected.len(),
+        out.count_after,
+        snapshot.selected.len()
     ));
-    expect(left == 0, || format!("{left} ESTABLISHED entries of {} are still there", RUNAWAY.v4))?;
-    let after_set: BTreeSet<&Entry> = after.iter().collect();
+    // The guest's new connections since are ESTABLISHED flows of 172.16.3.5 too, some on a
+    // deleted one's tuple; none of the selected entries (same tuple and id) may be among them.
+    let left = snapshot.selected.intersection(&after.selected).count();
+    expect(left == 0, || format!("{left} of the selected entries are still there"))?;
+    let after_set: BTreeSet<&Entry> = after.others.iter().collect();
     let missing: Vec<&&Entry> = kept.iter().filter(|e| !after_set.contains(**e)).collect();
     out.kept_before = kept.len();
     out.kept_missing = missing.len();
-    // The kernel itself may free closing-state and unassured entries while the table is
-    // nearly full (the GC's early drop, counted in early_drop); ESTABLISHED ones never.
-    let kernel_freed = counters_after.early_drop - counters_before.early_drop;
-    if let Some(e) = missing.iter().find(|e| e.state == "ESTABLISHED") {
-        return Err(format!("an ESTABLISHED entry outside the selection was deleted: {}", e.key));
-    }
-    expect(missing.len() as u64 <= kernel_freed, || {
-        format!(
-            "{} entries outside the selection vanished (the kernel's early drop freed only {kernel_freed}); first: {}",
+    // The kernel itself frees unassured and closing-state entries while the table is nearly
+    // full (the GC's early drop, counted nowhere); the eviction may not have taken any other.
+    if let Some(e) = missing.iter().find(|e| !e.kernel_may_free()) {
+        return Err(format!(
+            "{} entries outside the selection vanished, among them one the kernel never frees by itself: {}",
             missing.len(),
-            missing[0].key
-        )
-    })?;
+            e.key
+        ));
+    }
     let healthy_est = |entries: &[Entry]| -> BTreeSet<String> {
         entries
             .iter()
@@ -404,7 +379,7 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
             .map(|e| e.key.clone())
             .collect()
     };
-    let (h_before, h_after) = (healthy_est(&snapshot), healthy_est(&after));
+    let (h_before, h_after) = (healthy_est(&snapshot.others), healthy_est(&after.others));
     expect(h_before == h_after, || {
         format!(
             "the healthy guests' ESTABLISHED entries changed: {} before, {} after",
@@ -426,13 +401,17 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         sessions.len()
     ));
     say.note(&format!(
-        "{} of {} entries outside the selection kept ({} freed by the kernel's own early drop)",
+        "{} of {} entries outside the selection kept ({} unassured or closing ones freed by the kernel's own GC)",
         kept.len() - missing.len(),
         kept.len(),
         missing.len()
     ));
+    let audit_lines = std::fs::read_to_string(&audit).map(|t| t.lines().count()).unwrap_or(0);
+    expect(audit_lines == 1, || {
+        format!("{} audit lines in {}, expected 1", audit_lines, audit.display())
+    })?;
 
-    say.step("Recovery");
+    say.step("Recovery, with the capped guest still connecting");
     for (g, place) in &healthy {
         let rtt = ping_ok(lab, g).await?;
         for v6 in [false, true] {
@@ -447,12 +426,33 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     }
     echo_all(lab, sessions).await?;
     say.note("the sessions opened before the incident still carry data");
+
+    say.step("The table stays far from full while the guest keeps connecting");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop_tx.send(true);
+    let flood = flood.await.map_err(|e| format!("the runaway guest's task failed: {e}"))?;
+    out.runaway_established = flood.established;
+    out.runaway_attempts = flood.attempts;
+    let refilled = table::list(&lab.host, &selection)?.selected.len();
     let count = table::count(&lab.host)?;
     say.note(&format!(
-        "table {count} of {} ({:.1}% full)",
+        "in {:.1} s it made {} attempts: {} connections, {} timed out (most while the table was full), {} refused by the cap",
+        flood.ran_for.as_secs_f64(),
+        flood.attempts,
+        flood.established,
+        flood.timed_out,
+        flood.other_errors
+    ));
+    say.note(&format!(
+        "it holds {refilled} ESTABLISHED entries again (cap {}); table {count} of {} ({:.1}% full)",
+        advice.cap_limit,
         out.max,
         100.0 * count as f64 / out.max as f64
     ));
+    expect(count < out.max / 2, || format!("the table refilled to {count} of {}", out.max))?;
+    if let Some(e) = &flood.first_error {
+        say.note(&format!("the guest's first refused connection: {e}"));
+    }
     Ok(out)
 }
 
@@ -481,14 +481,19 @@ async fn echo_all(
     Ok(back)
 }
 
+/// What doctor told the operator to run.
+struct Advice {
+    /// `actions.evict_argv`.
+    evict_argv: Vec<String>,
+    /// `actions.cap` without its comment lines, as argv.
+    cap: Vec<Vec<String>>,
+    /// The `ct count over N` of the cap.
+    cap_limit: u64,
+}
+
 /// `ctguard --netns HOST doctor --json`: checks the verdict and the top offender, and returns
-/// the eviction command it recommends.
-fn doctor(
-    lab: &Lab,
-    opts: &Options,
-    say: &Narrator,
-    out: &mut Outcome,
-) -> Result<Vec<String>, String> {
+/// the commands it recommends, once they are proven to act on the lab's host namespace only.
+fn doctor(lab: &Lab, opts: &Options, say: &Narrator, out: &mut Outcome) -> Result<Advice, String> {
     let ctguard = opts.ctguard.to_string_lossy().into_owned();
     let host = lab.host.netns().to_string();
     if opts.show_doctor_report {
@@ -521,36 +526,76 @@ fn doctor(
     expect(top["key"] == RUNAWAY.v4.to_string().as_str(), || {
         format!("doctor's top offender is {}, expected {}", top["key"], RUNAWAY.v4)
     })?;
-    let argv: Vec<String> = json["actions"]["evict_argv"]
+    let evict_argv: Vec<String> = json["actions"]["evict_argv"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default();
-    say.note(&format!("recommended: {}", json["actions"]["evict"].as_str().unwrap_or("?")));
-    if let Some(cap) = json["actions"]["cap"].as_str() {
-        say.note(&format!("to cap the guest: {cap}"));
-    }
-    // The recommended command must act on the lab's host namespace and nowhere else.
-    let netns_at = argv.iter().position(|a| a == "--netns");
+    // The recommended commands must act on the lab's host namespace and nowhere else.
+    let netns_at = evict_argv.iter().position(|a| a == "--netns");
     expect(
-        argv.len() > 1
-            && netns_at.and_then(|i| argv.get(i + 1)) == Some(&host)
-            && argv.contains(&"evict".to_string()),
-        || format!("doctor's evict_argv does not name --netns {host} and evict: {argv:?}"),
+        evict_argv.len() > 1
+            && netns_at.and_then(|i| evict_argv.get(i + 1)) == Some(&host)
+            && evict_argv.iter().any(|a| a == "evict"),
+        || format!("doctor's evict_argv does not name --netns {host} and evict: {evict_argv:?}"),
     )?;
+    let cap_text = json["actions"]["cap"].as_str().unwrap_or_default();
+    let cap: Vec<Vec<String>> = cap_text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(shell_words)
+        .collect::<Result<_, _>>()?;
+    let in_lab = ["ip", "netns", "exec", host.as_str(), "nft"];
+    expect(
+        !cap.is_empty() && cap.iter().all(|argv| argv.len() > 5 && argv[..5] == in_lab),
+        || {
+            format!(
+                "doctor's cap lines are not all `ip netns exec {host} nft ...` commands: {cap_text:?}"
+            )
+        },
+    )?;
+    let cap_limit = cap_text
+        .split("ct count over ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no `ct count over N` in doctor's cap: {cap_text:?}"))?;
     out.doctor = Some(json);
-    Ok(argv)
+    Ok(Advice { evict_argv, cap, cap_limit })
 }
 
-/// Runs the relief command: ctguard's (argv[0] replaced by the binary under test) or, for the
-/// temporary path, conntrack inside the lab's host namespace only.
-fn relief_run(
-    lab: &Lab,
-    opts: &Options,
-    relief: &[String],
-) -> Result<std::process::Output, String> {
-    let args: Vec<&str> = relief[1..].iter().map(String::as_str).collect();
-    match opts.recovery {
-        Recovery::Doctor => command(&opts.ctguard.to_string_lossy(), &args),
-        Recovery::ConntrackDelete => lab.host.exec("conntrack", &args),
+/// Splits a shell line as doctor prints it: words separated by spaces, `'...'` quoting a word
+/// with spaces. Anything else a shell would interpret is refused rather than guessed at.
+fn shell_words(line: &str) -> Result<Vec<String>, String> {
+    let outside: String = line.split('\'').step_by(2).collect();
+    if outside.contains(['"', '\\', '$', '`', ';', '&', '|', '<', '>']) {
+        return Err(format!("not a plain command line: {line:?}"));
+    }
+    let mut words = Vec::new();
+    for (i, part) in line.split('\'').enumerate() {
+        if i % 2 == 1 {
+            words.push(part.to_string());
+        } else {
+            words.extend(part.split_whitespace().map(String::from));
+        }
+    }
+    if line.matches('\'').count() % 2 == 1 {
+        return Err(format!("unbalanced quote in {line:?}"));
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_words;
+
+    #[test]
+    fn shell_words_keep_a_quoted_nft_chain_spec_whole() {
+        let w = shell_words("ip netns exec lab nft add chain inet ctguard forward '{ type filter hook forward priority -1; policy accept; }'").unwrap();
+        assert_eq!(w.len(), 11);
+        assert_eq!(w[10], "{ type filter hook forward priority -1; policy accept; }");
+        assert!(shell_words("nft add table x; rm -rf /").is_err());
+        assert!(shell_words("echo $HOME").is_err());
+        assert!(shell_words("echo 'open").is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! The host namespace's conntrack table, seen through conntrack-tools (the independent oracle):
 //! count, max, the per-CPU drop counters, listings, and loading the incident's table.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -64,24 +66,62 @@ pub struct Entry {
     pub src: IpAddr,
     /// TCP state, or empty.
     pub state: String,
+    /// The `[ASSURED]` flag: both directions seen; the kernel never evicts such an entry to
+    /// make room unless it is TCP in a closing state.
+    pub assured: bool,
     /// The line without its timeout field.
     pub key: String,
 }
 
-/// `conntrack -L` of the namespace's whole table, without the lines that contain `skip`
-/// (counted instead: parsing a quarter million lines is slow in a debug build).
-pub fn list(ns: &Place, skip: &str) -> Result<(Vec<Entry>, usize), String> {
-    let out = ns.exec_ok("conntrack", &["-L"])?;
-    let mut skipped = 0;
-    let mut entries = Vec::new();
+/// A `conntrack -L` of the whole table, split by a selection.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The entries outside the selection, parsed.
+    pub others: Vec<Entry>,
+    /// The entries in the selection, as hashes of their keys (parsing and keeping a quarter
+    /// million lines is slow in a debug build; comparing hashes is enough).
+    pub selected: HashSet<u64>,
+}
+
+impl Entry {
+    /// Whether the kernel may free this entry by itself while the table is nearly full: the
+    /// GC's early drop (`gc_worker`, not counted in any statistic) kills entries that are not
+    /// ASSURED, and TCP entries in FIN_WAIT, LAST_ACK, TIME_WAIT, CLOSE or CLOSE_WAIT;
+    /// the packet path's early drop only unassured ones. Never an ASSURED ESTABLISHED one.
+    pub fn kernel_may_free(&self) -> bool {
+        !self.assured
+            || matches!(
+                self.state.as_str(),
+                "FIN_WAIT" | "LAST_ACK" | "TIME_WAIT" | "CLOSE" | "CLOSE_WAIT"
+            )
+    }
+}
+
+/// `conntrack -L -o id` of the namespace's whole table; the lines that contain `selection`
+/// are the selected ones. The kernel's id is part of each key: a new connection that re-uses
+/// a deleted entry's tuple gets a new id, so it never passes for the old entry.
+pub fn list(ns: &Place, selection: &str) -> Result<Listing, String> {
+    let out = ns.exec_ok("conntrack", &["-L", "-o", "id"])?;
+    let mut listing = Listing::default();
     for line in out.lines() {
-        if line.contains(skip) {
-            skipped += 1;
+        if line.contains(selection) {
+            listing.selected.insert(key_hash(line));
         } else {
-            entries.push(parse_entry(line)?);
+            listing.others.push(parse_entry(line)?);
         }
     }
-    Ok((entries, skipped))
+    Ok(listing)
+}
+
+/// The hash of a line's key (every field but the timeout).
+fn key_hash(line: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    for (i, w) in line.split_whitespace().enumerate() {
+        if i != 2 {
+            w.hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// `tcp 6 431999 ESTABLISHED src=A dst=B sport=.. ` → the entry; the timeout is the third
@@ -104,16 +144,8 @@ fn parse_entry(line: &str) -> Result<Entry, String> {
         .map(|(_, w)| *w)
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(Entry { src, state, key })
-}
-
-/// Entries per (state) for a set of sources.
-pub fn by_state<'a>(entries: impl Iterator<Item = &'a Entry>) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for e in entries {
-        *m.entry(e.state.clone()).or_default() += 1;
-    }
-    m
+    let assured = words.contains(&"[ASSURED]");
+    Ok(Entry { src, state, assured, key })
 }
 
 /// Writes the incident's table as a `conntrack -R` file with the shared seed script (258,540
@@ -155,9 +187,13 @@ mod tests {
         let b = a.replace("431999", "431990");
         let (ea, eb) = (parse_entry(a).unwrap(), parse_entry(&b).unwrap());
         assert_eq!(ea, eb);
+        assert_eq!(key_hash(a), key_hash(&b));
+        assert_ne!(key_hash(a), key_hash(&a.replace("sport=40000", "sport=40001")));
         assert_eq!(ea.state, "ESTABLISHED");
+        assert!(ea.assured);
         assert_eq!(ea.src, "172.16.2.10".parse::<IpAddr>().unwrap());
         let udp = parse_entry("udp      17 20 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 [UNREPLIED] src=10.0.0.2 dst=10.0.0.1 sport=2 dport=1 mark=0 use=1").unwrap();
         assert_eq!(udp.state, "");
+        assert!(!udp.assured);
     }
 }

@@ -79,14 +79,22 @@ pub const HOST_UPLINK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0,
 /// The upstream server's addresses (documentation ranges: they exist only inside the lab).
 pub const UPSTREAM_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 pub const UPSTREAM_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-/// The upstream server's TCP port.
+/// The upstream server's TCP port: it echoes, and keeps each connection open.
 pub const UPSTREAM_PORT: u16 = 8080;
+/// The upstream sink the runaway guest connects to: it accepts and forgets (see
+/// [`leak_ruleset`]).
+pub const SINK_PORT: u16 = 8081;
 
 /// The gateway on the bridge for a guest: `.1` of its /24, `::1` of its /64.
 pub fn gateways(guest: &GuestSpec) -> (Ipv4Addr, Ipv6Addr) {
     let [a, b, c, _] = guest.v4.octets();
     let s = guest.v6.segments();
     (Ipv4Addr::new(a, b, c, 1), Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 1))
+}
+
+/// The upstream sink (IPv4), where the runaway guest connects.
+pub fn sink() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(UPSTREAM_V4), SINK_PORT)
 }
 
 /// The upstream server, over IPv4 or IPv6.
@@ -112,6 +120,23 @@ pub fn ruleset() -> String {
   chain output {{
     type filter hook output priority filter; policy accept;
     ct state invalid drop
+  }}
+}}
+"
+    )
+}
+
+/// How the runaway guest leaks connections without holding a descriptor for each: both ends
+/// close at once, but the guest's and the sink's own rulesets drop their FIN and RST. The
+/// host never sees the connections end, and its conntrack table keeps one ASSURED
+/// ESTABLISHED entry for each, as it did for the incident's guest. (Holding the sockets
+/// instead would need 2 descriptors per connection, past this machine's 20,000 limit.)
+pub fn leak_ruleset(port_match: &str) -> String {
+    format!(
+        "table inet ctg_lab_leak {{
+  chain output {{
+    type filter hook output priority filter; policy accept;
+    {port_match} tcp flags & (fin | rst) != 0 drop
   }}
 }}
 "
@@ -205,6 +230,16 @@ impl Lab {
             set_up(&rt, "lo").await?;
         }
         self.host.sysctl("net.ipv4.ip_forward", "1")?;
+        // The runaway guest leaks connections to one address and port; each keeps its source
+        // port while its socket lingers, so it needs more than the default 28,232 ports to
+        // reach doctor's cap (a tenth of nf_conntrack_max).
+        self.guest(RUNAWAY.role)?.sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+        // Both ends of a leaked connection are orphan sockets whose FIN is dropped: let them
+        // give up after one retransmission instead of minutes, so they never pile up (the
+        // kernel's orphan budget, tcp_max_orphans, is shared by the whole machine).
+        for place in [&self.upstream, self.guest(RUNAWAY.role)?] {
+            place.sysctl("net.ipv4.tcp_orphan_retries", "1")?;
+        }
         self.host.sysctl("net.ipv6.conf.all.forwarding", "1")?;
 
         let host = rtnl(&self.host).await?;
@@ -259,10 +294,17 @@ impl Lab {
             up.route().add(route).execute().await.map_err(|e| format!("upstream route: {e}"))?;
         }
 
-        let rules = self.scratch("ruleset.nft");
-        std::fs::write(&rules, ruleset()).map_err(|e| format!("{}: {e}", rules.display()))?;
-        self.host.exec_ok("nft", &["-f", &rules.to_string_lossy()])?;
+        self.nft(&self.host, "host.nft", &ruleset())?;
+        self.nft(&self.upstream, "sink.nft", &leak_ruleset(&format!("tcp sport {SINK_PORT}")))?;
+        self.nft(self.guest(RUNAWAY.role)?, "runaway.nft", &leak_ruleset(""))?;
         Ok(())
+    }
+
+    /// Loads an nftables ruleset into one of the lab's namespaces.
+    fn nft(&self, place: &Place, name: &str, rules: &str) -> Result<(), String> {
+        let file = self.scratch(name);
+        std::fs::write(&file, rules).map_err(|e| format!("{}: {e}", file.display()))?;
+        place.exec_ok("nft", &["-f", &file.to_string_lossy()]).map(drop)
     }
 }
 

@@ -42,6 +42,16 @@ pub async fn serve(listener: TcpListener, limit: usize) {
     while conns.join_next().await.is_some() {}
 }
 
+/// The sink: accepts up to `limit` connections and closes each at once (its namespace's
+/// ruleset drops the FIN, see `topology::leak_ruleset`). Run on the upstream place.
+pub async fn sink(listener: TcpListener, limit: usize) {
+    for _ in 0..limit {
+        if listener.accept().await.is_err() {
+            break;
+        }
+    }
+}
+
 /// Why a connection attempt failed.
 #[derive(Debug)]
 pub enum ConnectError {
@@ -101,8 +111,6 @@ pub struct FloodLimits {
     pub concurrency: usize,
     /// Attempts in total.
     pub max_attempts: usize,
-    /// Connections held open.
-    pub max_held: usize,
     /// How long one attempt may wait for its SYN-ACK.
     pub attempt_timeout: Duration,
     /// How long the flood may run.
@@ -118,12 +126,11 @@ pub struct Flood {
     pub other_errors: usize,
     pub first_error: Option<String>,
     pub ran_for: Duration,
-    /// The connections it opened, still open: a runaway guest keeps its sessions.
-    pub held: Vec<TcpStream>,
 }
 
 /// The runaway guest: opens connections to `dst` as fast as `limits.concurrency` allows and
-/// holds them, until `stop` turns true or a limit is reached. Once the host's table is full
+/// abandons each at once (its ruleset drops the FIN, so the host keeps the entry), until
+/// `stop` turns true or a limit is reached. Once the host's table is full
 /// its SYNs are dropped, each attempt times out, and it keeps knocking at about
 /// `concurrency / attempt_timeout` attempts a second, as a runaway guest does. Run on the
 /// runaway guest's place.
@@ -137,9 +144,15 @@ pub async fn flood(dst: SocketAddr, limits: FloodLimits, mut stop: watch::Receiv
         while !stopping
             && inflight.len() < limits.concurrency
             && report.attempts < limits.max_attempts
-            && report.held.len() + inflight.len() < limits.max_held
         {
-            inflight.spawn(connect(dst, limits.attempt_timeout));
+            inflight.spawn(async move {
+                let r = connect(dst, limits.attempt_timeout).await;
+                if matches!(r, Err(ConnectError::Io(_))) {
+                    // Refused (the cap's reject): try again later, not in a tight loop.
+                    tokio::time::sleep(limits.attempt_timeout).await;
+                }
+                r
+            });
             report.attempts += 1;
         }
         if inflight.is_empty() {
@@ -147,10 +160,7 @@ pub async fn flood(dst: SocketAddr, limits: FloodLimits, mut stop: watch::Receiv
         }
         tokio::select! {
             done = inflight.join_next() => match done {
-                Some(Ok(Ok(stream))) => {
-                    report.established += 1;
-                    report.held.push(stream);
-                }
+                Some(Ok(Ok(_abandoned))) => report.established += 1,
                 Some(Ok(Err(ConnectError::Timeout))) => report.timed_out += 1,
                 Some(Ok(Err(e))) => {
                     report.other_errors += 1;
