@@ -10,6 +10,7 @@ pub mod output;
 pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, Tuple};
 pub mod ctnetlink;
 pub mod doctor;
+pub mod evict;
 pub mod guests;
 pub mod kmsg;
 pub mod live;

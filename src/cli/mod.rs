@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) for the binary; no I/O happens here.
 
 pub mod doctor;
+pub mod evict;
 pub mod live;
 pub mod plan;
 pub mod run;
@@ -52,6 +53,8 @@ pub enum Command {
     /// Live counts per group and state from events: a top-like view, or JSON Lines snapshots.
     #[command(after_help = WATCH_HELP)]
     Watch(WatchArgs),
+    /// Delete exactly the selected flows: preview and confirm, or --yes; --dry-run to see.
+    Evict(evict::EvictArgs),
 }
 
 /// Which flows: the same flags for every command.

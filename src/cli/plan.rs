@@ -42,6 +42,8 @@ pub enum Job {
     Events(super::live::EventsJob),
     /// `watch`.
     Watch(super::live::WatchJob),
+    /// `evict`.
+    Evict(Box<super::evict::EvictPlan>),
 }
 
 /// What `doctor` needs.
@@ -104,6 +106,7 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
         }
         Command::Events(a) => Job::Events(super::live::plan_events(a)?),
         Command::Watch(a) => Job::Watch(super::live::plan_watch(a, cli.netns.clone())?),
+        Command::Evict(a) => Job::Evict(Box::new(super::evict::plan(a)?)),
     };
     Ok(Plan { netns: cli.netns, job })
 }

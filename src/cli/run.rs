@@ -135,6 +135,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
         }
         Job::Events(job) => super::live::events(job, &mut out)?,
         Job::Watch(job) => super::live::watch(&mut ct, job, &mut out)?,
+        Job::Evict(p) => super::evict::run(&mut ct, *p, plan.netns.as_deref(), &mut out)?,
     };
     out.flush()?;
     Ok(outcome)

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use netlink_packet_core::{Emitable, NetlinkHeader};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 
+use super::FlowKey;
 use super::uapi::*;
 use crate::flow::{Family, Flow, L4, Proto, ProtoState, Tuple};
 
@@ -32,7 +33,7 @@ pub struct DumpFilter {
 }
 
 impl DumpFilter {
-    fn uses_cta_filter(&self) -> bool {
+    pub(crate) fn uses_cta_filter(&self) -> bool {
         self.orig_src_v4.is_some() || self.orig_dst_v4.is_some()
     }
 
@@ -166,6 +167,13 @@ impl<'a> MsgWriter<'a> {
 pub(crate) fn dump(buf: &mut Vec<u8>, seq: u32, f: &DumpFilter) {
     let mut w =
         MsgWriter::begin(buf, IPCTNL_MSG_CT_GET, NLM_F_DUMP, seq, f.family_number(), NFNETLINK_V0);
+    filter_attrs(&mut w, f);
+    w.finish();
+}
+
+/// The filter attributes of `f`, laid out the same way for a dump and for a filtered flush, so
+/// a dry-run dump proves what the flush will select.
+fn filter_attrs(w: &mut MsgWriter<'_>, f: &DumpFilter) {
     if let Some((value, mask)) = f.mark {
         w.be32(CTA_MARK, value & mask);
         w.be32(CTA_MARK_MASK, mask);
@@ -193,7 +201,45 @@ pub(crate) fn dump(buf: &mut Vec<u8>, seq: u32, f: &DumpFilter) {
             w.ip(f.orig_src_v4.map(IpAddr::V4), f.orig_dst_v4.map(IpAddr::V4));
         });
     }
+}
+
+/// `IPCTNL_MSG_CT_DELETE` of one entry, guarded by identity. The original tuple finds the
+/// entry; `CTA_ZONE` (and a directional `CTA_TUPLE_ZONE` inside the tuple) picks its zone, as
+/// a zoned entry is not found without it; `CTA_ID` makes the kernel answer ENOENT instead of
+/// deleting a new entry that re-used the tuple (`ctnetlink_del_conntrack`). Without `ack` the
+/// kernel answers only a failure.
+pub(crate) fn delete(buf: &mut Vec<u8>, seq: u32, key: &FlowKey, ack: bool) {
+    let flags = if ack { NLM_F_ACK } else { 0 };
+    let mut w =
+        MsgWriter::begin(buf, IPCTNL_MSG_CT_DELETE, flags, seq, key.family.number(), NFNETLINK_V0);
+    w.tuple(CTA_TUPLE_ORIG, &key.orig, key.proto);
+    if let Some(zone) = key.zone {
+        w.be16(CTA_ZONE, zone);
+    }
+    w.be32(CTA_ID, key.id);
     w.finish();
+}
+
+/// `IPCTNL_MSG_CT_DELETE` without a tuple: a flush, filtered by exactly the attributes a dump
+/// with `f` sends (Linux 6.12+ honours `CTA_FILTER` in a flush), acknowledged. A flush whose
+/// filter the kernel ignores empties the whole table, so this refuses (returns false, encodes
+/// nothing) unless `f` carries an IPv4 `CTA_FILTER` address; callers must also have proven the
+/// filter with a dry-run dump on this kernel.
+pub(crate) fn flush(buf: &mut Vec<u8>, seq: u32, f: &DumpFilter) -> bool {
+    if !f.uses_cta_filter() {
+        return false;
+    }
+    let mut w = MsgWriter::begin(
+        buf,
+        IPCTNL_MSG_CT_DELETE,
+        NLM_F_ACK,
+        seq,
+        f.family_number(),
+        NFNETLINK_V0,
+    );
+    filter_attrs(&mut w, f);
+    w.finish();
+    true
 }
 
 /// `IPCTNL_MSG_CT_NEW` creating `flow` (`conntrack -I`), acknowledged.
@@ -264,6 +310,7 @@ pub(crate) fn cpu_stats(buf: &mut Vec<u8>, seq: u32) {
 mod tests {
     use super::*;
     use crate::flow::TcpState;
+    use netlink_packet_core::NetlinkBuffer;
 
     fn sample() -> Flow {
         let mut f = crate::flow::test_tcp("10.0.0.5", "10.0.1.1", 40000, 80, TcpState::Established);
@@ -283,6 +330,48 @@ mod tests {
         assert_eq!((back.orig, back.reply, back.state), (want.orig, want.reply, want.state));
         assert_eq!(back.status.0, want.status.0 | IPS_CONFIRMED);
         assert_eq!((back.mark, back.zone, back.timeout), (Some(7), Some(3), Some(3600)));
+    }
+
+    #[test]
+    fn delete_carries_tuple_zone_and_id_and_asks_no_ack() {
+        let flow = sample();
+        let key = FlowKey::of(&flow).unwrap();
+        let mut buf = Vec::new();
+        delete(&mut buf, 9, &key, false);
+        let hdr = NetlinkBuffer::new_checked(&buf[..]).unwrap();
+        assert_eq!(hdr.message_type(), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE);
+        assert_eq!(hdr.flags(), NLM_F_REQUEST, "no ACK: only failures are answered");
+        assert_eq!(hdr.length() as usize, buf.len());
+        let mut back = Flow::default();
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!((back.orig, back.zone, back.id), (flow.orig, Some(3), Some(0xdead_beef)));
+        assert_eq!(back.reply, Tuple::default(), "the reply tuple is not sent");
+        buf.clear();
+        delete(&mut buf, 9, &key, true);
+        assert_eq!(
+            NetlinkBuffer::new_checked(&buf[..]).unwrap().flags(),
+            NLM_F_REQUEST | NLM_F_ACK
+        );
+    }
+
+    #[test]
+    fn flush_refuses_without_cta_filter_and_matches_the_dump_body() {
+        let mut buf = Vec::new();
+        let unfiltered = DumpFilter { mark: Some((1, u32::MAX)), ..Default::default() };
+        assert!(!flush(&mut buf, 1, &unfiltered), "a mark-only flush is never encoded");
+        assert!(buf.is_empty());
+        let f = DumpFilter {
+            orig_src_v4: Some("172.16.3.5".parse().unwrap()),
+            status: Some((4, 4)),
+            ..Default::default()
+        };
+        assert!(flush(&mut buf, 1, &f));
+        let mut d = Vec::new();
+        dump(&mut d, 1, &f);
+        assert_eq!(buf[NLMSG_HDRLEN..], d[NLMSG_HDRLEN..], "same family, version, attributes");
+        let hdr = NetlinkBuffer::new_checked(&buf[..]).unwrap();
+        assert_eq!(hdr.message_type() & 0xff, IPCTNL_MSG_CT_DELETE);
+        assert_eq!(hdr.flags(), NLM_F_REQUEST | NLM_F_ACK);
     }
 
     #[test]

@@ -13,6 +13,8 @@ mod fixtures;
 mod doctor;
 // Recorded conntrack events → conntrack -E lines and the live table; live JSON records.
 mod live;
+// `evict`: refusals before anything is touched; its report's wire format.
+mod evict;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
 mod output;
 // The selector corpus: flags → Selector → matches / kernel_filter.

@@ -7,6 +7,7 @@
 mod bad_input;
 mod checks;
 mod doctor;
+mod evict;
 mod exit_status;
 mod idle;
 mod live;

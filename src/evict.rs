@@ -1,0 +1,744 @@
+//! The eviction engine: select flows with one dump, then delete exactly those, each delete
+//! guarded by the flow's identity; and the guard that decides when the kernel's filtered
+//! flush may stand in for the per-flow deletes.
+//!
+//! Two ways to delete, both exact:
+//! - **Per flow** ([`delete_selected`], [`select_and_delete`]): every delete carries the
+//!   original tuple, the zone and the `CTA_ID` read in the dump, so an entry that vanished, or
+//!   whose tuple a new connection re-used meanwhile, is answered ENOENT and left alone.
+//!   [`select_and_delete`] overlaps the dump with the deletes on a second socket.
+//! - **Kernel flush** ([`flush_filter`], [`dry_run_confirms`], [`flush`]): one request, for
+//!   selections the kernel's filter expresses exactly, on kernels that honour it, and only after
+//!   a dump with the very same attributes returned nothing but selected flows.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use ipnetwork::IpNetwork;
+
+use crate::ctnetlink::{self, Conntrack, DeleteTally, Deleter, DumpFilter, FlowKey};
+use crate::flow::{Family, Flow};
+use crate::select::Selector;
+use crate::sysctl::StateTimeouts;
+
+/// The first kernel whose flush honours `CTA_FILTER` ("netfilter: ctnetlink: support
+/// CTA_FILTER for flush", merged for 6.11/6.12; 6.8 answers EOPNOTSUPP). Older kernels may
+/// parse the request and flush everything.
+pub const FLUSH_FILTER_SINCE: (u32, u32) = (6, 12);
+
+/// A kernel release as `(major, minor)`, from `uname -r` text such as `6.18.44-fc-v669`.
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The running kernel's `(major, minor)`, if `uname` can tell.
+pub fn kernel_release() -> Option<(u32, u32)> {
+    // SAFETY: utsname is plain bytes; uname fills it and NUL-terminates each field.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = u.release.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    parse_release(&String::from_utf8_lossy(&bytes))
+}
+
+/// Why the kernel flush may not replace the per-flow deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoFlush {
+    /// The kernel is older than [`FLUSH_FILTER_SINCE`], or its release is unknown.
+    Kernel(Option<(u32, u32)>),
+    /// The selection names no single exact IPv4 source or destination, so there would be no
+    /// `CTA_FILTER` tuple: a flush by mark, status or zone alone is never sent.
+    NoIpv4Host,
+    /// An IPv6 address is involved: the kernel's IPv6 `CTA_FILTER` match is inverted (6.18).
+    Ipv6,
+    /// A criterion the kernel cannot apply exactly (CIDR, state, port, idle, guest, ...).
+    NotExact(&'static str),
+    /// `--limit` or `--rate` asks for a part of the selection, or a pace.
+    Partial,
+}
+
+impl fmt::Display for NoFlush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoFlush::Kernel(Some((a, b))) => write!(f, "kernel {a}.{b} is older than 6.12"),
+            NoFlush::Kernel(None) => f.write_str("kernel release unknown"),
+            NoFlush::NoIpv4Host => f.write_str("no single IPv4 host to filter on"),
+            NoFlush::Ipv6 => f.write_str("IPv6 (the kernel's IPv6 filter is inverted)"),
+            NoFlush::NotExact(what) => write!(f, "{what} is not a kernel filter"),
+            NoFlush::Partial => f.write_str("--limit/--rate"),
+        }
+    }
+}
+
+/// The guard's first half, pure: the flush filter for `sel`, when the kernel's filtered flush
+/// deletes exactly the flows `sel` selects. That holds only for a single exact IPv4 original
+/// source and/or destination (`CTA_FILTER`), plus optionally mark/mask, status bits and zone,
+/// and nothing else; on Linux 6.12+; and never for a part of the selection (`partial`:
+/// `--limit`, `--rate`). The filter returned is the one the selection dump sends
+/// ([`Selector::kernel_filter`]), so that dump is the dry run of the flush.
+pub fn flush_filter(
+    sel: &Selector,
+    kernel: Option<(u32, u32)>,
+    partial: bool,
+) -> Result<DumpFilter, NoFlush> {
+    if partial {
+        return Err(NoFlush::Partial);
+    }
+    if kernel.is_none_or(|k| k < FLUSH_FILTER_SINCE) {
+        return Err(NoFlush::Kernel(kernel));
+    }
+    let v6 = |nets: &[IpNetwork]| nets.iter().any(|n| n.is_ipv6());
+    if sel.family == Some(Family::Ipv6) || v6(&sel.src) || v6(&sel.dst) {
+        return Err(NoFlush::Ipv6);
+    }
+    let exact_host = |nets: &[IpNetwork]| match nets {
+        [] => Ok(false),
+        [IpNetwork::V4(n)] if n.prefix() == 32 => Ok(true),
+        [_] => Err(NoFlush::NotExact("a CIDR")),
+        _ => Err(NoFlush::NotExact("more than one address")),
+    };
+    let (src, dst) = (exact_host(&sel.src)?, exact_host(&sel.dst)?);
+    let not_exact = [
+        (!sel.reply_src.is_empty() || !sel.reply_dst.is_empty(), "a reply address"),
+        (sel.guests.is_some(), "--guest"),
+        (!sel.protos.is_empty(), "a protocol"),
+        (!sel.sport.is_empty() || !sel.dport.is_empty(), "a port"),
+        (!sel.states.is_empty(), "a state"),
+        (sel.idle_min.is_some(), "--idle"),
+        (sel.timeout_below.is_some(), "--timeout-below"),
+        (matches!(sel.family, Some(Family::Other(_))), "the family"),
+    ];
+    if let Some((_, what)) = not_exact.iter().find(|(set, _)| *set) {
+        return Err(NoFlush::NotExact(what));
+    }
+    if !src && !dst {
+        return Err(NoFlush::NoIpv4Host);
+    }
+    let filter = sel.kernel_filter();
+    // kernel_filter pushes exactly these; if it ever stops doing so, no flush.
+    if filter.orig_src_v4.is_some() != src || filter.orig_dst_v4.is_some() != dst {
+        return Err(NoFlush::NotExact("the address filter"));
+    }
+    Ok(filter)
+}
+
+/// What a dump sent with some filter returned: the dry run of a flush with that filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DryRun {
+    /// The filter the dump sent.
+    pub filter: DumpFilter,
+    /// Entries the kernel returned (after dropping resume repeats).
+    pub returned: u64,
+    /// Of those, the entries the selector's exact userspace check accepted.
+    pub matched: u64,
+    /// The kernel flagged the dump inconsistent, or it was cut short.
+    pub incomplete: bool,
+}
+
+/// The guard's second half, pure: a flush with `filter` may be sent only when a complete dump
+/// with the identical filter returned exactly the selected flows: at least one, and not a
+/// single entry the selector rejects. A kernel that ignored any attribute (and so would flush
+/// the whole table) returns flows outside the selection and is refused here.
+pub fn dry_run_confirms(filter: &DumpFilter, dry: &DryRun) -> bool {
+    dry.filter == *filter && !dry.incomplete && dry.matched > 0 && dry.returned == dry.matched
+}
+
+/// One selected flow, with how long it has been idle (for `--limit`, most idle first).
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    idle: u32,
+    /// Dump order, to break ties deterministically (earlier first).
+    order: Reverse<u64>,
+    key: FlowKey,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, o: &Self) -> bool {
+        (self.idle, self.order) == (o.idle, o.order)
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.idle, self.order).cmp(&(o.idle, o.order))
+    }
+}
+
+/// The flows one selection dump chose, ready to delete.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The keys to delete, most idle first when limited, else in dump order.
+    pub keys: Vec<FlowKey>,
+    /// With `--limit` and `keep_flows`: the flows behind `keys`, in the same order.
+    pub flows: Vec<Flow>,
+    /// Flows the selector matched (before `--limit`).
+    pub matched: u64,
+    /// Matched flows without a `CTA_ID`: never deleted (no identity to guard the delete).
+    pub without_id: u64,
+    /// The dump, as the dry run of a flush with the same filter.
+    pub dry_run: DryRun,
+}
+
+/// Dump attempts when our receive buffer overflowed (the selection restarts from scratch).
+const DUMP_ATTEMPTS: usize = 3;
+
+/// What [`select`] hands its observer.
+#[derive(Debug)]
+pub enum Seen<'a> {
+    /// A matched flow.
+    Flow(&'a Flow),
+    /// The dump overflowed our buffer and starts again: forget what was seen.
+    Restart,
+}
+
+/// Dumps once with `sel`'s kernel filter and collects the flows to delete. `each` sees every
+/// matched flow (for previews, tallies and `--save`; with a limit, all of them, not only the
+/// chosen), and [`Seen::Restart`] if the dump has to be repeated. With `limit`, only the
+/// `limit` most idle are kept (memory grows with the limit, not the table), and `keep_flows`
+/// keeps their whole flows too.
+pub fn select(
+    ct: &mut Conntrack,
+    sel: &Selector,
+    limit: Option<u64>,
+    keep_flows: bool,
+    mut each: impl FnMut(Seen<'_>),
+) -> Result<Selection, ctnetlink::Error> {
+    let filter = sel.kernel_filter();
+    let timeouts = sel.timeouts.clone().unwrap_or_else(StateTimeouts::defaults);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut s = Selection::default();
+        let mut heap: BinaryHeap<Reverse<(Candidate, usize)>> = BinaryHeap::new();
+        let mut slots: Vec<Option<Flow>> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        let mut returned = 0u64;
+        let r = ct.dump(&filter, |flow| {
+            returned += 1;
+            if !sel.matches(flow) {
+                return ControlFlow::Continue(());
+            }
+            s.matched += 1;
+            each(Seen::Flow(flow));
+            let Some(key) = FlowKey::of(flow) else {
+                s.without_id += 1;
+                return ControlFlow::Continue(());
+            };
+            match limit {
+                None => s.keys.push(key),
+                Some(n) => {
+                    let c = Candidate {
+                        idle: timeouts.idle(flow).unwrap_or(0),
+                        order: Reverse(s.matched),
+                        key,
+                    };
+                    if (heap.len() as u64) < n {
+                        let slot = store(&mut slots, &mut free, keep_flows.then(|| flow.clone()));
+                        heap.push(Reverse((c, slot)));
+                    } else if heap.peek().is_some_and(|Reverse((least, _))| c > *least) {
+                        if let Some(Reverse((_, slot))) = heap.pop() {
+                            slots[slot] = None;
+                            free.push(slot);
+                        }
+                        let slot = store(&mut slots, &mut free, keep_flows.then(|| flow.clone()));
+                        heap.push(Reverse((c, slot)));
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        match r {
+            Ok(summary) => {
+                let mut chosen = heap.into_sorted_vec();
+                // into_sorted_vec of Reverse is descending by candidate: most idle first.
+                for Reverse((c, slot)) in chosen.drain(..) {
+                    s.keys.push(c.key);
+                    if let Some(f) = slots.get_mut(slot).and_then(Option::take) {
+                        s.flows.push(f);
+                    }
+                }
+                s.dry_run = DryRun {
+                    filter,
+                    returned,
+                    matched: s.matched,
+                    incomplete: summary.interrupted,
+                };
+                return Ok(s);
+            }
+            Err(ctnetlink::Error::Overrun { .. }) if attempt < DUMP_ATTEMPTS => each(Seen::Restart),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn store(slots: &mut Vec<Option<Flow>>, free: &mut Vec<usize>, flow: Option<Flow>) -> usize {
+    match free.pop() {
+        Some(i) => {
+            slots[i] = flow;
+            i
+        }
+        None => {
+            slots.push(flow);
+            slots.len() - 1
+        }
+    }
+}
+
+/// Deletes the selected flows, pipelined, each guarded by its identity.
+pub fn delete_selected(
+    keys: &[FlowKey],
+    mut deleter: Deleter,
+) -> Result<DeleteTally, ctnetlink::Error> {
+    for (i, key) in keys.iter().enumerate() {
+        if deleter.push(key)?.is_break() {
+            let mut t = deleter.finish()?;
+            // push counted the key that found the stop; the rest were never offered.
+            t.not_attempted += (keys.len() - i - 1) as u64;
+            return Ok(t);
+        }
+    }
+    deleter.finish()
+}
+
+/// A flow key as one line for messages: `tcp src=... dst=... sport=... dport=... zone=... id=...`.
+pub fn describe_key(k: &FlowKey) -> String {
+    use crate::flow::L4;
+    let mut s = format!("{} src={} dst={}", k.proto, k.orig.src, k.orig.dst);
+    match k.orig.l4 {
+        L4::Ports { src, dst } => s += &format!(" sport={src} dport={dst}"),
+        L4::Icmp { kind, code, id } => s += &format!(" type={kind} code={code} id={id}"),
+        L4::None => {}
+    }
+    if let Some(z) = k.zone.or(k.orig.zone) {
+        s += &format!(" zone={z}");
+    }
+    s + &format!(" id={}", k.id)
+}
+
+/// Keys per batch handed from the dump to the deleting thread.
+const BATCH: usize = 1024;
+/// Batches in flight between the two threads.
+const BATCHES_IN_FLIGHT: usize = 64;
+
+/// What [`select_and_delete`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Streamed {
+    /// Flows the selector matched.
+    pub matched: u64,
+    /// Matched flows without a `CTA_ID`, not deleted.
+    pub without_id: u64,
+    /// The per-flow deletes.
+    pub tally: DeleteTally,
+    /// Selected flows left to the kernel flush, and what the table lost in it (see [`flush`]);
+    /// `None` when no flush was sent.
+    pub flushed: Option<(u64, u64)>,
+}
+
+/// The dump and the deletes at once: while this thread decodes and matches the dump, a second
+/// thread deletes the flows already matched on its own socket. Exact all the same: each delete
+/// is guarded by the identity the dump just read, and the dump never re-sends an entry it has
+/// sent (a resume that finds its entry gone re-walks the bucket; the repeats are dropped by id).
+///
+/// With `flush` (a filter [`flush_filter`] accepted for `sel`), the dump is also the flush's
+/// dry run: if, once complete, [`dry_run_confirms`] it, the deletes not yet sent are dropped
+/// and one kernel flush removes the rest. Otherwise the per-flow deletes finish the job.
+/// A dump that overflowed our buffer is run again for what is left, at most three times
+/// (and proves nothing for a flush).
+pub fn select_and_delete(
+    ct: &mut Conntrack,
+    sel: &Selector,
+    deleter: Deleter,
+    stop: &AtomicBool,
+    flush_with: Option<&DumpFilter>,
+) -> Result<Streamed, ctnetlink::Error> {
+    let filter = sel.kernel_filter();
+    let takeover = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel::<Vec<FlowKey>>(BATCHES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let takeover = &takeover;
+        let worker = scope.spawn(move || -> Result<(DeleteTally, u64), ctnetlink::Error> {
+            let mut deleter = deleter;
+            let (mut extra, mut handed) = (0u64, 0u64);
+            let mut stopped = false;
+            for batch in rx.iter() {
+                for key in &batch {
+                    if takeover.load(Ordering::Relaxed) {
+                        handed += 1;
+                    } else if stopped {
+                        extra += 1;
+                    } else if deleter.push(key)?.is_break() {
+                        stopped = true;
+                    }
+                }
+            }
+            if takeover.load(Ordering::Relaxed) {
+                let (t, unsent) = deleter.finish_unsent();
+                return Ok((t, handed + unsent));
+            }
+            let mut t = deleter.finish()?;
+            t.not_attempted += extra;
+            Ok((t, 0))
+        });
+        let mut out = Streamed::default();
+        let mut result = Ok(());
+        let mut dry = None;
+        for attempt in 1..=DUMP_ATTEMPTS {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut returned = 0u64;
+            let r = ct.dump(&filter, |flow| {
+                if stop.load(Ordering::Relaxed) {
+                    return ControlFlow::Break(());
+                }
+                returned += 1;
+                if !sel.matches(flow) {
+                    return ControlFlow::Continue(());
+                }
+                out.matched += 1;
+                match FlowKey::of(flow) {
+                    Some(key) => batch.push(key),
+                    None => out.without_id += 1,
+                }
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if tx.send(full).is_err() {
+                        // The deleting thread ended (an error); it reports why.
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+            if let (Ok(summary), 1, Some(f)) = (&r, attempt, flush_with) {
+                let d = DryRun {
+                    filter,
+                    returned,
+                    matched: out.matched,
+                    incomplete: summary.interrupted || stop.load(Ordering::Relaxed),
+                };
+                if dry_run_confirms(f, &d) {
+                    // From here on the worker drops what it has not sent: the flush takes it.
+                    takeover.store(true, Ordering::Relaxed);
+                    dry = Some(d);
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            match r {
+                Ok(_) => break,
+                // Entries of the lost part of the dump are still there: dump again. The ones
+                // already deleted are gone, the others match again.
+                Err(ctnetlink::Error::Overrun { .. }) if attempt < DUMP_ATTEMPTS => continue,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let (tally, handed) = match worker.join() {
+            Ok(t) => t?,
+            Err(_) => {
+                return Err(ctnetlink::Error::Malformed {
+                    op: "delete conntrack entries",
+                    source: ctnetlink::Malformed("the deleting thread panicked"),
+                });
+            }
+        };
+        result?;
+        out.tally = tally;
+        if let (Some(f), Some(d)) = (flush_with, dry) {
+            // The per-flow deletes have all been answered: the table count moves only with
+            // the flush now (and with whatever else the kernel does meanwhile).
+            if let Some(removed) = flush(ct, f, &d)? {
+                out.flushed = Some((handed, removed));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The kernel flush, for a selection [`flush_filter`] accepted and whose selection dump
+/// [`dry_run_confirms`] (checked again here: without both, nothing is sent). Returns how many
+/// entries the table lost meanwhile (its count before minus after), which is the number
+/// deleted unless other flows came or went at the same moment.
+pub fn flush(
+    ct: &mut Conntrack,
+    filter: &DumpFilter,
+    dry: &DryRun,
+) -> Result<Option<u64>, ctnetlink::Error> {
+    if !dry_run_confirms(filter, dry) {
+        return Ok(None);
+    }
+    let before = ct.table_stats()?.count;
+    ct.flush_filtered(filter)?;
+    let after = ct.table_stats()?.count;
+    Ok(Some(u64::from(before.saturating_sub(after))))
+}
+
+/// How the selected flows were deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Nothing was deleted (`--dry-run`, nothing matched, or not confirmed).
+    None,
+    /// Pipelined deletes, each guarded by the flow's tuple, zone and id.
+    PerFlow,
+    /// The kernel's filtered flush, after its dry run.
+    KernelFlush,
+    /// Per-flow deletes while the dry-run dump was still running, then the kernel flush for
+    /// the rest.
+    PerFlowAndFlush,
+}
+
+/// One delete the kernel refused with an errno other than ENOENT.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedDelete {
+    /// The flow, as `describe_key` prints it.
+    pub flow: String,
+    /// The errno.
+    pub errno: i32,
+    /// Its text.
+    pub error: String,
+}
+
+/// The outcome of `ctguard evict` (its `--json` line; docs/json-schema.md).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// True for `--dry-run`: nothing was deleted.
+    pub dry_run: bool,
+    /// How the flows were deleted.
+    pub method: Method,
+    /// Flows the selection matched.
+    pub matched: u64,
+    /// Flows chosen to delete: the matched ones, or the `--limit` most idle of them.
+    pub selected: u64,
+    /// Deleted by this run.
+    pub deleted: u64,
+    /// Gone before their delete reached them (ENOENT), including entries whose tuple a new
+    /// connection re-used: those were left alone.
+    pub vanished: u64,
+    /// Refused by the kernel with another error (see `failures`), or without an id to guard
+    /// the delete.
+    pub failed: u64,
+    /// Not attempted because the run was interrupted.
+    pub not_attempted: u64,
+    /// Ctrl-C stopped the run.
+    pub interrupted: bool,
+    /// Seconds from the start of the selection to the end of the deletes.
+    pub elapsed_s: f64,
+    /// The first few refused deletes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FailedDelete>,
+}
+
+impl Report {
+    /// A report of no deletes.
+    pub fn nothing(matched: u64, selected: u64, dry_run: bool) -> Report {
+        Report {
+            dry_run,
+            method: Method::None,
+            matched,
+            selected,
+            deleted: 0,
+            vanished: 0,
+            failed: 0,
+            not_attempted: 0,
+            interrupted: false,
+            elapsed_s: 0.0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Fills in the outcome of per-flow deletes.
+    pub fn with_tally(mut self, t: &DeleteTally, without_id: u64) -> Report {
+        self.method = Method::PerFlow;
+        self.deleted = t.deleted;
+        self.vanished = t.vanished;
+        self.failed = t.failed + without_id;
+        self.not_attempted = t.not_attempted;
+        self.failures = t
+            .failures
+            .iter()
+            .map(|(k, errno)| FailedDelete {
+                flow: describe_key(k),
+                errno: *errno,
+                error: std::io::Error::from_raw_os_error(*errno).to_string(),
+            })
+            .collect();
+        self
+    }
+
+    /// Fills in what a kernel flush did with `handed` selected flows: `removed` is what the
+    /// table lost meanwhile; the selected flows it did not account for count as vanished.
+    pub fn with_flush(mut self, handed: u64, removed: u64) -> Report {
+        let deleted = removed.min(handed);
+        self.method = match self.method {
+            Method::PerFlow if self.deleted + self.vanished + self.failed > 0 => {
+                Method::PerFlowAndFlush
+            }
+            _ => Method::KernelFlush,
+        };
+        self.deleted += deleted;
+        self.vanished += handed - deleted;
+        self
+    }
+
+    /// True when every selected flow is gone (deleted by us or vanished by itself).
+    pub fn all_gone(&self) -> bool {
+        !self.dry_run && self.deleted + self.vanished == self.selected
+    }
+
+    /// The one-line text form.
+    pub fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        if self.dry_run {
+            return writeln!(
+                out,
+                "dry run: {} flows would be deleted (matched {}); nothing was deleted",
+                self.selected, self.matched
+            );
+        }
+        let how = match self.method {
+            Method::None => "",
+            Method::PerFlow => ", per-flow deletes",
+            Method::KernelFlush => ", kernel flush",
+            Method::PerFlowAndFlush => ", per-flow deletes, then the kernel flush",
+        };
+        write!(
+            out,
+            "deleted {} of {} selected flows in {:.2} s (matched {}, vanished {}, failed {}{how})",
+            self.deleted, self.selected, self.elapsed_s, self.matched, self.vanished, self.failed
+        )?;
+        if self.interrupted || self.not_attempted > 0 {
+            write!(out, "; interrupted, {} not attempted", self.not_attempted)?;
+        }
+        writeln!(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::select::{GuestFilter, parse_cidr, parse_states};
+
+    const K: Option<(u32, u32)> = Some((6, 18));
+
+    fn src(s: &str) -> Selector {
+        Selector { src: vec![parse_cidr(s).unwrap()], ..Selector::default() }
+    }
+
+    #[test]
+    fn releases_parse() {
+        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(parse_release("6.12"), Some((6, 12)));
+        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_release("garbage"), None);
+    }
+
+    #[test]
+    fn flush_only_for_exact_ipv4_hosts_on_new_kernels() {
+        let f = flush_filter(&src("172.16.3.5"), K, false).unwrap();
+        assert_eq!(f.orig_src_v4, Some("172.16.3.5".parse().unwrap()));
+        let both = Selector {
+            dst: vec![parse_cidr("10.0.0.1").unwrap()],
+            mark: Some((7, u32::MAX)),
+            zone: Some(3),
+            status_set: 4,
+            ..src("172.16.3.5")
+        };
+        let f = flush_filter(&both, K, false).unwrap();
+        assert_eq!((f.mark, f.zone, f.status), (Some((7, u32::MAX)), Some(3), Some((4, 4))));
+        assert_eq!(f, both.kernel_filter(), "the flush filter is the selection dump's");
+
+        assert_eq!(
+            flush_filter(&src("172.16.3.5"), Some((6, 11)), false),
+            Err(NoFlush::Kernel(Some((6, 11))))
+        );
+        assert_eq!(flush_filter(&src("172.16.3.5"), None, false), Err(NoFlush::Kernel(None)));
+        assert_eq!(flush_filter(&src("172.16.3.5"), K, true), Err(NoFlush::Partial));
+        assert_eq!(flush_filter(&src("fd00::5"), K, false), Err(NoFlush::Ipv6));
+        assert!(matches!(flush_filter(&src("172.16.3.0/24"), K, false), Err(NoFlush::NotExact(_))));
+        let two = Selector {
+            src: vec![parse_cidr("10.0.0.1").unwrap(), parse_cidr("10.0.0.2").unwrap()],
+            ..Selector::default()
+        };
+        assert!(matches!(flush_filter(&two, K, false), Err(NoFlush::NotExact(_))));
+        let only_mark = Selector { mark: Some((1, u32::MAX)), ..Selector::default() };
+        assert_eq!(flush_filter(&only_mark, K, false), Err(NoFlush::NoIpv4Host));
+        assert_eq!(flush_filter(&Selector::default(), K, false), Err(NoFlush::NoIpv4Host));
+        let v6fam = Selector { family: Some(Family::Ipv6), ..src("172.16.3.5") };
+        assert_eq!(flush_filter(&v6fam, K, false), Err(NoFlush::Ipv6));
+    }
+
+    #[test]
+    fn no_flush_when_any_userspace_criterion_is_set() {
+        let base = src("172.16.3.5");
+        let guest =
+            GuestFilter { cidrs: vec![parse_cidr("172.16.3.5").unwrap()], ..Default::default() };
+        let cases = [
+            Selector { states: parse_states("ESTABLISHED").unwrap(), ..base.clone() },
+            Selector { protos: vec![crate::flow::Proto::TCP], ..base.clone() },
+            Selector {
+                dport: vec![crate::select::parse_port_range("443").unwrap()],
+                ..base.clone()
+            },
+            Selector { idle_min: Some(600), ..base.clone() },
+            Selector { timeout_below: Some(600), ..base.clone() },
+            Selector { reply_src: vec![parse_cidr("10.0.0.1").unwrap()], ..base.clone() },
+            Selector { guests: Some(guest), ..base.clone() },
+        ];
+        for sel in &cases {
+            assert!(matches!(flush_filter(sel, K, false), Err(NoFlush::NotExact(_))), "{sel:?}");
+        }
+    }
+
+    #[test]
+    fn a_kernel_that_ignored_the_filter_never_gets_a_flush() {
+        let filter = flush_filter(&src("172.16.3.5"), K, false).unwrap();
+        let honest = DryRun { filter, returned: 240_000, matched: 240_000, incomplete: false };
+        assert!(dry_run_confirms(&filter, &honest));
+        // The kernel ignored CTA_FILTER: the dump returned the whole table.
+        let ignored = DryRun { returned: 258_540, ..honest };
+        assert!(!dry_run_confirms(&filter, &ignored));
+        // One stray entry is enough to refuse.
+        assert!(!dry_run_confirms(&filter, &DryRun { returned: 240_001, ..honest }));
+        // An inconsistent dump proves nothing; an empty one proves nothing either.
+        assert!(!dry_run_confirms(&filter, &DryRun { incomplete: true, ..honest }));
+        assert!(!dry_run_confirms(&filter, &DryRun { returned: 0, matched: 0, ..honest }));
+        // The dry run must have sent the very same attributes.
+        let other = DryRun { filter: DumpFilter { zone: Some(1), ..filter }, ..honest };
+        assert!(!dry_run_confirms(&filter, &other));
+    }
+
+    #[test]
+    fn candidates_order_most_idle_first_then_dump_order() {
+        let key = FlowKey::of(&{
+            let mut f = crate::flow::test_tcp(
+                "10.0.0.1",
+                "10.0.0.2",
+                1,
+                2,
+                crate::flow::TcpState::Established,
+            );
+            f.id = Some(1);
+            f
+        })
+        .unwrap();
+        let c = |idle, order| Candidate { idle, order: Reverse(order), key };
+        assert!(c(10, 5) > c(9, 1));
+        assert!(c(10, 1) > c(10, 2), "ties: the earlier flow first");
+    }
+}

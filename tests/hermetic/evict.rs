@@ -1,0 +1,127 @@
+//! Issue 3: `evict` refuses bad input and a missing confirmation before anything is touched
+//! (these run unprivileged: no namespace is entered, no socket opens), and its JSON report is
+//! a pinned wire format.
+
+use std::process::Command;
+
+use ctguard::evict::{FailedDelete, Method, Report};
+
+/// Runs ctguard with stdin closed (no terminal): exit 2, one line naming `needle`.
+fn refused(args: &[&str], needle: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctguard"))
+        .args(args)
+        .env_remove("CTGUARD_GUESTS")
+        .env_remove("CTGUARD_AUDIT_LOG")
+        .output()
+        .expect("run the ctguard binary");
+    let stderr = String::from_utf8(out.stderr).expect("stderr is UTF-8");
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", out.stdout);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {stderr:?}");
+    assert!(lines[0].starts_with("ctguard: ") && lines[0].contains(needle), "{args:?}: {stderr}");
+}
+
+#[test]
+fn issue_3_evict_refuses_before_touching_anything() {
+    // A namespace that does not exist: had ctguard got as far as entering it, it would say so.
+    let ns = ["--netns", "/nonexistent/ns"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["evict"], "needs a selection"),
+        (&["evict", "--yes"], "--all"),
+        (&["evict", "--all", "--guest", "172.16.3.5", "--yes"], "--all takes every flow"),
+        (&["evict", "--guest", "172.16.3.5"], "add --yes to delete, or --dry-run"),
+        (&["evict", "--all"], "without a terminal"),
+        (&["evict", "-s", "172.16.3.0/33", "--yes"], "'172.16.3.0/33'"),
+        (&["evict", "-s", "172.16.3.5", "--state", "STALE", "--yes"], "unknown state 'STALE'"),
+        (&["evict", "-s", "172.16.3.5", "--idle", "ages", "--yes"], "invalid duration 'ages'"),
+        (&["evict", "-s", "172.16.3.5", "--rate", "lots", "--yes"], "invalid --rate 'lots'"),
+        (&["evict", "-s", "172.16.3.5", "--rate", "0", "--yes"], "invalid --rate '0'"),
+        (&["evict", "-s", "172.16.3.5", "--limit", "none", "--yes"], "invalid --limit 'none'"),
+        (&["evict", "-s", "172.16.3.5", "--limit", "0", "--yes"], "invalid --limit '0'"),
+        (&["evict", "-s", "172.16.3.5", "--list"], "add --dry-run"),
+        (&["evict", "-s", "172.16.3.5", "--dry-run", "--save", "x.jsonl"], "deletes nothing"),
+        (
+            &["evict", "-s", "172.16.3.5", "--save", "/nonexistent/d/x.jsonl", "--yes"],
+            "no directory",
+        ),
+        (&["evict", "-s", "172.16.3.5", "--save", "Cargo.toml", "--yes"], "the file exists"),
+    ];
+    for (args, needle) in cases {
+        refused(args, needle);
+        let with_ns: Vec<&str> = ns.iter().chain(args.iter()).copied().collect();
+        refused(&with_ns, needle);
+    }
+}
+
+#[test]
+fn issue_3_evict_help_names_confirmation_and_exit_status() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctguard"))
+        .args(["evict", "--help"])
+        .output()
+        .expect("run the ctguard binary");
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).expect("UTF-8");
+    for needle in
+        ["--yes", "--dry-run", "--limit", "--rate", "--save", "--audit-log", "--all", "EXIT STATUS"]
+    {
+        assert!(help.contains(needle), "evict --help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn issue_3_report_json_is_pinned() {
+    let mut r = Report::nothing(240_000, 240_000, false);
+    r.method = Method::PerFlow;
+    r.deleted = 239_998;
+    r.vanished = 1;
+    r.failed = 1;
+    r.elapsed_s = 0.5;
+    let v = serde_json::to_value(&r).expect("serialise");
+    let keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    let mut want = vec![
+        "dry_run",
+        "method",
+        "matched",
+        "selected",
+        "deleted",
+        "vanished",
+        "failed",
+        "not_attempted",
+        "interrupted",
+        "elapsed_s",
+    ];
+    want.sort_unstable();
+    let mut got = keys.clone();
+    got.sort_unstable();
+    assert_eq!(got, want, "failures is left out when empty");
+    assert_eq!(v["method"], "per-flow");
+    assert!(!r.all_gone(), "one failed");
+    r.failures.push(FailedDelete { flow: "tcp src=1.1.1.1".into(), errno: 1, error: "x".into() });
+    let v = serde_json::to_value(&r).expect("serialise");
+    assert_eq!(v["failures"][0]["errno"], 1);
+    for (m, s) in [
+        (Method::None, "none"),
+        (Method::KernelFlush, "kernel-flush"),
+        (Method::PerFlowAndFlush, "per-flow-and-flush"),
+    ] {
+        assert_eq!(serde_json::to_value(m).expect("serialise"), s);
+    }
+    let gone = Report { failed: 0, vanished: 2, ..r.clone() };
+    assert!(gone.all_gone(), "deleted + vanished == selected");
+    assert!(!Report { dry_run: true, ..gone }.all_gone(), "a dry run deletes nothing");
+}
+
+#[test]
+fn issue_3_flush_accounting() {
+    // 100 selected: 30 deleted per flow, 70 handed to the flush, which removed 69 entries.
+    let mut r = Report::nothing(100, 100, false);
+    r.method = Method::PerFlow;
+    r.deleted = 30;
+    let r = r.with_flush(70, 69);
+    assert_eq!((r.method, r.deleted, r.vanished), (Method::PerFlowAndFlush, 99, 1));
+    assert!(r.all_gone());
+    // Everything to the flush; the table lost more than was selected (others expired too).
+    let r = Report::nothing(50, 50, false).with_flush(50, 80);
+    assert_eq!((r.method, r.deleted, r.vanished), (Method::KernelFlush, 50, 0));
+}
