@@ -55,6 +55,8 @@ pub struct Outcome {
     /// after it (each one the kernel frees by itself under pressure: unassured or closing).
     pub kept_before: usize,
     pub kept_missing: usize,
+    /// doctor's verdict after the relief.
+    pub verdict_after: String,
     /// The healthy guests' ESTABLISHED entries before and after the relief (equal sets).
     pub healthy_established: usize,
 }
@@ -435,6 +437,21 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     }
     echo_all(lab, sessions).await?;
     say.note("the sessions opened before the incident still carry data");
+    let host = lab.host.netns();
+    say.command(&["ctguard", "--netns", host, "doctor", "--json"].map(String::from));
+    let run = command(&opts.ctguard.to_string_lossy(), &["--netns", host, "doctor", "--json"])?;
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout)
+        .map_err(|e| format!("ctguard doctor --json after the relief: {e}"))?;
+    let verdict = json["verdict"].as_str().unwrap_or_default().to_string();
+    say.note(&format!(
+        "verdict {verdict:?} (exit {}): {}",
+        run.status.code().unwrap_or(-1),
+        json["reasons"][0].as_str().unwrap_or("no reason given")
+    ));
+    expect(verdict == "healthy" || verdict == "at-risk", || {
+        format!("doctor after the relief says {verdict:?}: {json}")
+    })?;
+    out.verdict_after = verdict;
 
     say.step("The table stays far from full while the guest keeps connecting");
     // Give the guest up to 20 s to reach the cap: the rule's counter counts what it refused.

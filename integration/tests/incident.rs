@@ -57,6 +57,7 @@ fn issue_5_incident_replay_full_table_doctor_evict_recovery() {
     assert_eq!(doctor["offenders"][0]["key"], "172.16.3.5");
     assert_eq!(outcome.relief[0], "ctguard", "the command doctor printed: {:?}", outcome.relief);
     assert!(outcome.relief.contains(&"evict".to_string()));
+    assert_ne!(outcome.verdict_after, "full", "doctor after the relief");
     // Every entry outside the selection that vanished was one the kernel frees by itself under
     // pressure (checked entry by entry in the replay); most stay.
     assert!(outcome.kept_missing * 2 < outcome.kept_before);
