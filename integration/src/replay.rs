@@ -120,6 +120,30 @@ const PING_PROBES: u16 = 20;
 /// How long a healthy guest's connection attempt may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The whole replay may take this long; then it stops and the lab is removed.
+pub const REPLAY_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs the replay on a runtime of its own, for at most [`REPLAY_LIMIT`], and stops it on
+/// Ctrl-C or SIGTERM. Whichever way it ends, the lab's future is dropped before this returns,
+/// and with it the lab: its namespaces are gone.
+pub fn run_bounded(opts: &Options) -> Result<Outcome, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+        tokio::select! {
+            r = tokio::time::timeout(REPLAY_LIMIT, run(opts)) => {
+                r.unwrap_or_else(|_| Err(format!("the replay took longer than {REPLAY_LIMIT:?}")))
+            }
+            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+            _ = term.recv() => Err("terminated".to_string()),
+        }
+    })
+}
+
 /// Runs the whole replay in a fresh lab, which is removed before this returns, whatever
 /// happened.
 pub async fn run(opts: &Options) -> Result<Outcome, String> {

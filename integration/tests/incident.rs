@@ -4,7 +4,6 @@
 //! (`cargo test -p ctguard-lab --features lab-tests`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ctguard_lab::replay::{self, Options};
 
@@ -34,13 +33,9 @@ fn issue_5_incident_replay_full_table_doctor_evict_recovery() {
         show_doctor_report: false,
         narrate_to_stderr: true,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let outcome = runtime
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(300), replay::run(&opts)).await
-        })
-        .expect("the replay took longer than 300 s")
-        .unwrap_or_else(|e| panic!("the incident replay failed: {e}"));
+    // Bounded in time; Ctrl-C or SIGTERM end it with the lab removed, not left behind.
+    let outcome =
+        replay::run_bounded(&opts).unwrap_or_else(|e| panic!("the incident replay failed: {e}"));
 
     assert_eq!(outcome.seeded, 258_540, "the incident's table");
     assert_eq!(outcome.full_count, outcome.max, "the lab's host table filled to nf_conntrack_max");
