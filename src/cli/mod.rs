@@ -1,8 +1,8 @@
 //! Command-line definitions (clap) for the binary; no I/O happens here.
 
 pub mod doctor;
-pub mod live;
 pub mod evict;
+pub mod live;
 pub mod plan;
 pub mod run;
 
