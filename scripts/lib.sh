@@ -141,7 +141,7 @@ ctg_ns() {
 # Python's own wait4: an exec'd child inherits its parent's RSS high-water mark, and Python is
 # ten times bigger than GNU time.
 CTG_MEASURE_PY='
-import os, signal, subprocess, sys, tempfile, time
+import os, signal, subprocess, sys, tempfile, threading, time
 limit = float(os.environ.get("CTG_MEASURE_TIMEOUT", "120"))
 fd, rss_file = tempfile.mkstemp(prefix="ctg-rss-")
 os.close(fd)
@@ -150,15 +150,24 @@ try:
         t = time.perf_counter()
         p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss_file, *sys.argv[1:]],
                              stdout=out, start_new_session=True)
+        # A blocking wait: Popen.wait(timeout=...) polls with sleeps of up to 50 ms, which
+        # rounded sub-second timings up by as much. The timeout kills from a timer instead.
+        expired = []
+        def kill():
+            expired.append(True)
+            os.killpg(p.pid, signal.SIGKILL)
+        timer = threading.Timer(limit, kill)
+        timer.start()
         try:
-            rc = p.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            rc = 124
+            rc = p.wait()
+            secs = time.perf_counter() - t
         finally:
-            if p.poll() is None:  # timed out, or interrupted: end what we started
+            timer.cancel()
+            if p.poll() is None:  # interrupted: end what we started
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-        secs = time.perf_counter() - t
+        if expired:
+            rc = 124
     with open(rss_file) as f:
         words = f.read().split()  # "Command exited with non-zero status N" may come first
     rss = words[-1] if words and words[-1].isdigit() else "0"
