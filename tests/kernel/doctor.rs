@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -475,19 +474,7 @@ fn issue_5_nft_cap_rejects_new_connections_past_the_limit() {
     assert!(rules.contains("counter packets 3 "), "three packets rejected:\n{rules}");
 }
 
-/// A UDP socket bound inside `ns`: a socket belongs to the namespace of the thread that made
-/// it, so a scoped thread enters the namespace (only that thread moves) and hands it back.
+/// A UDP socket bound inside `ns` (a socket belongs to the namespace of the thread that made it).
 fn udp_socket_in(ns: &Netns, addr: &str) -> UdpSocket {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = std::fs::File::open(ns.path()).expect("open the namespace");
-                // SAFETY: setns takes a valid open descriptor, which `file` holds for the call.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {}: {}", ns.path(), std::io::Error::last_os_error());
-                UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
-            })
-            .join()
-            .expect("the socket thread")
-    })
+    ns.inside(|| UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
 }

@@ -2,7 +2,6 @@
 //! after each eviction `conntrack -L` must equal the listing before it minus exactly the flows
 //! the selection names, judged from conntrack's own lines.
 
-use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,14 +14,10 @@ use ctguard::select::{self, GuestFilter, Selector};
 use crate::checks::{Checks, equal};
 use crate::netns::{CTGUARD, Netns, Run};
 use crate::oracle::{self, Entry};
-use crate::seed::{self, RUNAWAY_V4, RUNAWAY_V6};
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test address")
-}
+use crate::seed::{self, RUNAWAY_V4, RUNAWAY_V6, ip};
 
 /// `ctguard evict ARGS --yes --json --audit-log <scratch>`; the report it printed.
-fn evict_json(ns: &Netns, args: &[&str]) -> Result<(Run, Value), String> {
+pub(crate) fn evict_json(ns: &Netns, args: &[&str]) -> Result<(Run, Value), String> {
     let audit = ns.file("audit.jsonl").to_string_lossy().into_owned();
     let mut all = vec!["evict", "--yes", "--json", "--audit-log", &audit];
     all.extend_from_slice(args);
@@ -174,19 +169,6 @@ fn issue_3_evict_deletes_exactly_the_selection_on_a_mixed_table() {
     c.finish();
 }
 
-/// Runs `body` on a thread inside the namespace (setns moves only the calling thread; a fresh
-/// thread keeps the test harness's threads where they were).
-fn in_netns<T: Send>(ns: &Netns, body: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            ctguard::netns::enter(&ns.path()).expect("enter the test namespace");
-            body()
-        })
-        .join()
-        .expect("the namespace thread panicked")
-    })
-}
-
 fn tcp_line(src: &str, dst: &str, sport: u16, state: &str, mark: u32, zone: u16) -> String {
     let mut s = format!(
         "-I -p tcp -s {src} -d {dst} --sport {sport} --dport 443 --state {state} -t 3600 -u ASSURED -m {mark}"
@@ -222,7 +204,7 @@ fn issue_3_tuple_reuse_between_selection_and_delete_survives() {
         states: select::parse_states("ESTABLISHED").expect("state"),
         ..Selector::default()
     };
-    let (selection, tally) = in_netns(&ns, || {
+    let (selection, tally) = ns.inside(|| {
         let mut ct = Conntrack::open().expect("open ctnetlink");
         let selection = evict::select(&mut ct, &sel, None, false, |_| {}).expect("select");
         // Between selection and deletion: the flow with sport 20007 ends and a new connection
@@ -311,7 +293,7 @@ fn issue_3_flush_guard_refuses_a_kernel_that_ignored_the_filter() {
     let filter = evict::flush_filter(&sel, evict::kernel_release(), false)
         .expect("this kernel (6.18) and a single IPv4 host allow the flush");
     let mut c = Checks::new();
-    in_netns(&ns, || {
+    ns.inside(|| {
         let mut ct = Conntrack::open().expect("open ctnetlink");
         let selection = evict::select(&mut ct, &sel, None, false, |_| {}).expect("select");
         // What a kernel that ignored CTA_FILTER would have answered: the whole table.
@@ -649,7 +631,7 @@ fn issue_3_other_errors_are_reported_with_the_flow() {
         src: vec![select::parse_cidr(RUNAWAY_V4).expect("cidr")],
         ..Selector::default()
     };
-    let (tally, bad) = in_netns(&ns, || {
+    let (tally, bad) = ns.inside(|| {
         let mut ct = Conntrack::open().expect("open ctnetlink");
         let selection = evict::select(&mut ct, &sel, None, false, |_| {}).expect("select");
         let mut keys = selection.keys.clone();

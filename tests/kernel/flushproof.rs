@@ -5,34 +5,17 @@
 //! leaves no thread, namespace or name behind.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-
-use serde_json::Value;
 
 use ctguard::ctnetlink::{Conntrack, FlushRequest};
 use ctguard::evict::{self, ProvenFlush};
 use ctguard::select::{self, Selector};
 
 use crate::checks::{Checks, equal};
-use crate::netns::{Netns, Run};
+use crate::evict::evict_json;
+use crate::netns::Netns;
 use crate::oracle::{self, Entry};
-use crate::seed::{self, RUNAWAY_V4, RUNAWAY_V6};
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test address")
-}
-
-/// `ctguard evict ARGS --yes --json`; the report it printed.
-fn evict_json(ns: &Netns, args: &[&str]) -> Result<(Run, Value), String> {
-    let audit = ns.file("audit.jsonl").to_string_lossy().into_owned();
-    let mut all = vec!["evict", "--yes", "--json", "--audit-log", &audit];
-    all.extend_from_slice(args);
-    let r = ns.ctguard(&all);
-    let json: Value = serde_json::from_str(r.stdout.trim())
-        .map_err(|e| format!("no JSON report ({e}); {}", r.describe()))?;
-    Ok((r, json))
-}
+use crate::seed::{self, RUNAWAY_V4, RUNAWAY_V6, ip};
 
 /// The mixed table plus flows *to* the runaway address (the other direction) and flows from
 /// it in other zones and with marks.
@@ -54,18 +37,6 @@ fn seed(ns: &Netns) {
     }
     let path = ns.write_file("extra.conntrack", &(lines.join("\n") + "\n"));
     ns.conntrack(&["-R", &path]).ok();
-}
-
-/// Runs `body` on a thread inside the namespace (setns moves only the calling thread).
-fn in_netns<T: Send>(ns: &Netns, body: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            ctguard::netns::enter(&ns.path()).expect("enter the test namespace");
-            body()
-        })
-        .join()
-        .expect("the namespace thread panicked")
-    })
 }
 
 fn lines_of(entries: &[Entry], keep: impl Fn(&Entry) -> bool) -> Vec<String> {
@@ -258,7 +229,7 @@ fn flushproof_refuses_a_request_the_kernel_misreads() {
     ];
     let names_before = names_in_run_netns();
     let mut c = Checks::new();
-    in_netns(&ns, || {
+    ns.inside(|| {
         let mut ct = Conntrack::open().expect("open ctnetlink");
         let before = oracle::parse_all(&ns.conntrack_list(&[]));
         let all: Vec<String> = lines_of(&before, |_| true);

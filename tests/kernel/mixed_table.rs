@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::checks::{Checks, equal};
 use crate::netns::Netns;
 use crate::oracle::{self, Entry};
-use crate::seed::{self, L4, RUNAWAY_V4, RUNAWAY_V6, Spec};
+use crate::seed::{self, L4, RUNAWAY_V4, RUNAWAY_V6, Spec, ip};
 
 /// Flows in the table (the brief asks for at least 50,000).
 const FLOWS: usize = 52_000;
@@ -22,7 +22,6 @@ struct Table {
 
 /// A few flows `ctguard create` adds one by one, outside the generated address space.
 fn single_creates() -> Vec<Spec> {
-    let ip = |s: &str| s.parse::<IpAddr>().expect("test address");
     let base = Spec {
         proto: "tcp",
         src: ip(RUNAWAY_V4),
@@ -386,7 +385,6 @@ fn issue_2_selectors_agree_with_conntrack() {
     let lines = ns.conntrack_list(&[]);
     let entries = oracle::parse_all(&lines);
     let guests = seed::guests();
-    let ip = |s: &str| s.parse::<IpAddr>().expect("test address");
     let runaway4 = ip(RUNAWAY_V4);
     let in_net = |net: &str| {
         let n: ipnetwork::IpNetwork = net.parse().expect("test CIDR");
@@ -522,7 +520,6 @@ fn issue_2_create_and_load_match_conntrack_insert() {
     let by_ctguard = Netns::new();
     let by_conntrack = Netns::new();
     let mut creates = single_creates();
-    let ip = |s: &str| s.parse::<IpAddr>().expect("test address");
     creates.push(Spec {
         proto: "sctp",
         src: ip("172.16.7.7"),

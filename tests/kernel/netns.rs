@@ -163,6 +163,20 @@ impl Netns {
         path.to_string_lossy().into_owned()
     }
 
+    /// Runs `body` on a thread inside the namespace: setns moves only the calling thread, so a
+    /// fresh scoped thread keeps the test harness's threads where they were. Sockets `body`
+    /// opens belong to the namespace.
+    pub fn inside<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ctguard::netns::enter(&self.path()).expect("enter the test namespace");
+                body()
+            })
+            .join()
+            .expect("the namespace thread panicked")
+        })
+    }
+
     /// Runs `program args` inside the namespace (`ip netns exec`).
     pub fn exec(&self, program: &str, args: &[&str]) -> Run {
         let mut all = vec!["netns", "exec", &self.name, program];

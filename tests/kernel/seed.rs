@@ -12,6 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::netns::Netns;
 use crate::oracle::Guests;
 
+/// A test address from its text form.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
 /// The runaway IPv4 guest: holds far more flows than anyone else.
 pub const RUNAWAY_V4: &str = "172.16.3.5";
 /// The runaway IPv6 guest.
