@@ -21,7 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval, interval_at, sleep};
 
-use super::plan::selector;
+use super::plan::{positive, selector};
 use super::run::{Failure, Outcome};
 use super::{EventsArgs, LiveArgs, WatchArgs};
 
@@ -110,13 +110,6 @@ fn parse_size(s: &str) -> Result<usize, String> {
         return Err(format!("invalid --buffer '{s}': between 1 byte and 2G"));
     }
     Ok(bytes)
-}
-
-fn positive(flag: &str, s: &str) -> Result<u64, String> {
-    s.parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("invalid {flag} '{s}' (a positive number)"))
 }
 
 fn duration(flag: &str, s: &str) -> Result<Duration, String> {

@@ -72,12 +72,7 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
                 None => GroupBy::Src,
             };
             check_guest_grouping(by, &guests)?;
-            let limit = a
-                .limit
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("invalid -n '{}' (a positive number)", a.limit))?;
+            let limit = positive("-n", &a.limit)? as usize;
             Job::Top { sel, by, guests, limit, json: a.json }
         }
         Command::Count(a) => {
@@ -122,12 +117,7 @@ fn doctor_plan(a: super::DoctorArgs) -> Result<DoctorPlan, String> {
             a.window
         ));
     }
-    let limit = a
-        .limit
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("invalid -n '{}' (a positive number)", a.limit))?;
+    let limit = positive("-n", &a.limit)? as usize;
     let guests = match &a.guests {
         Some(path) => GuestMap::load(path).map_err(|e| e.to_string())?,
         None => GuestMap::new(),
@@ -320,4 +310,12 @@ fn create_flow(a: &CreateArgs) -> Result<Flow, String> {
         zone: a.zone.as_deref().map(|z| parse_num::<u16>("zone", z)).transpose()?,
         ..Flow::default()
     })
+}
+
+/// A count flag's value: a positive whole number.
+pub(super) fn positive(flag: &str, s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid {flag} '{s}' (a positive number)"))
 }
