@@ -11,11 +11,10 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::NetlinkBuffer;
-use netlink_sys::{Socket, SocketAddr};
+use netlink_sys::Socket;
 
 use super::uapi::*;
-use super::{DumpFilter, Error, Malformed, encode, error_code, set_opt, set_rcvbuf};
+use super::{DumpFilter, Error, encode, error_code, messages, open_socket};
 use crate::flow::{Family, Flow, Proto, Tuple};
 
 /// What an identity-guarded delete needs of a flow: the original tuple, the zone and the
@@ -90,14 +89,8 @@ pub struct Deleter {
 impl Deleter {
     /// Opens a `NETLINK_NETFILTER` socket for deletes (needs `CAP_NET_ADMIN`).
     pub fn open() -> Result<Deleter, Error> {
-        let op = "open ctnetlink socket";
-        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|source| Error::Io { op, source })?;
-        sock.bind(&SocketAddr::new(0, 0)).map_err(|source| Error::Io { op, source })?;
-        set_rcvbuf(&sock, 8 << 20);
-        // An error reply then carries the failed request's header only, not the whole request.
-        set_opt(&sock, SOL_NETLINK, NETLINK_CAP_ACK, 1);
         Ok(Deleter {
-            sock,
+            sock: open_socket()?,
             seq: 0,
             buf: Vec::with_capacity(CHUNK_BYTES + 512),
             rbuf: Vec::with_capacity(64 << 10),
@@ -227,12 +220,8 @@ impl Deleter {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => return Err(Error::Io { op, source }),
             }
-            let mut at = 0;
-            while at + NLMSG_HDRLEN <= self.rbuf.len() {
-                let msg = NetlinkBuffer::new_checked(&self.rbuf[at..]).map_err(|_| {
-                    Error::Malformed { op, source: Malformed("bad netlink header") }
-                })?;
-                at += (msg.length() as usize + 3) & !3;
+            for msg in messages(&self.rbuf) {
+                let msg = msg.map_err(|source| Error::Malformed { op, source })?;
                 let idx = msg.sequence_number().wrapping_sub(self.first_seq) as usize;
                 if msg.message_type() != NLMSG_ERROR || idx >= self.chunk.len() {
                     continue;
@@ -264,15 +253,9 @@ impl Deleter {
 
 /// Offset of the last message in a buffer of whole netlink messages.
 fn last_message(buf: &[u8]) -> usize {
-    let (mut off, mut last) = (0, 0);
-    while let Ok(msg) = NetlinkBuffer::new_checked(&buf[off..]) {
-        last = off;
-        off += (msg.length() as usize + 3) & !3;
-        if off + NLMSG_HDRLEN > buf.len() {
-            break;
-        }
-    }
-    last
+    let last = messages(buf).map_while(Result::ok).last();
+    // Each message is a sub-slice of `buf`: its start's distance from `buf`'s is its offset.
+    last.map_or(0, |msg| msg.into_inner().as_ptr() as usize - buf.as_ptr() as usize)
 }
 
 /// Sets NLM_F_ACK on the message at the start of `msg`.
@@ -301,6 +284,8 @@ impl super::Conntrack {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NetlinkBuffer;
+
     use super::*;
     use crate::flow::TcpState;
 

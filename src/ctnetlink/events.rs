@@ -312,17 +312,13 @@ fn for_each_event(
     each: &mut impl FnMut(EventKind, &Flow),
 ) -> Result<usize, Malformed> {
     let mut n = 0;
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= datagram.len() {
-        let msg = NetlinkBuffer::new_checked(&datagram[off..])
-            .map_err(|_| Malformed("bad netlink header"))?;
-        let len = msg.length() as usize;
+    for msg in super::messages(datagram) {
+        let msg = msg?;
         if let Some(kind) = EventKind::of_message(msg.message_type(), msg.flags()) {
             decode::decode_flow(msg.payload(), flow)?;
             each(kind, flow);
             n += 1;
         }
-        off += (len + 3) & !3;
     }
     Ok(n)
 }

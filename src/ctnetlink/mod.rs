@@ -125,17 +125,23 @@ pub struct Conntrack {
     flow: Flow,
 }
 
+/// A bound `NETLINK_NETFILTER` socket in the current network namespace, with the receive
+/// buffer conntrack-tools uses and short error replies.
+fn open_socket() -> Result<Socket, Error> {
+    let op = "open ctnetlink socket";
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|source| Error::Io { op, source })?;
+    sock.bind(&SocketAddr::new(0, 0)).map_err(|source| Error::Io { op, source })?;
+    set_rcvbuf(&sock, SOCK_RCVBUF);
+    // Error replies then carry only the failed request's header, not the whole request.
+    set_opt(&sock, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+    Ok(sock)
+}
+
 impl Conntrack {
     /// Opens a `NETLINK_NETFILTER` socket (needs `CAP_NET_ADMIN` for everything but reads).
     pub fn open() -> Result<Conntrack, Error> {
-        let op = "open ctnetlink socket";
-        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|source| Error::Io { op, source })?;
-        sock.bind(&SocketAddr::new(0, 0)).map_err(|source| Error::Io { op, source })?;
-        set_rcvbuf(&sock, SOCK_RCVBUF);
-        // Error replies then carry only the failed request's header, not the whole request.
-        set_opt(&sock, SOL_NETLINK, NETLINK_CAP_ACK, 1);
         Ok(Conntrack {
-            sock,
+            sock: open_socket()?,
             seq: 1,
             req: Vec::new(),
             rbuf: Vec::with_capacity(RECV_BUF),
@@ -316,13 +322,9 @@ impl Conntrack {
     ) -> Result<(), Error> {
         loop {
             self.recv(op)?;
-            let mut off = 0;
             let mut done = false;
-            while off + NLMSG_HDRLEN <= self.rbuf.len() {
-                let msg = NetlinkBuffer::new_checked(&self.rbuf[off..]).map_err(|_| {
-                    Error::Malformed { op, source: Malformed("bad netlink header") }
-                })?;
-                off += (msg.length() as usize + 3) & !3;
+            for msg in messages(&self.rbuf) {
+                let msg = msg.map_err(|source| Error::Malformed { op, source })?;
                 if msg.sequence_number() != seq {
                     continue;
                 }
@@ -371,12 +373,8 @@ impl Conntrack {
             let mut pending = batch.len();
             while pending > 0 {
                 self.recv(op)?;
-                let mut off = 0;
-                while off + NLMSG_HDRLEN <= self.rbuf.len() {
-                    let msg = NetlinkBuffer::new_checked(&self.rbuf[off..]).map_err(|_| {
-                        Error::Malformed { op, source: Malformed("bad netlink header") }
-                    })?;
-                    off += (msg.length() as usize + 3) & !3;
+                for msg in messages(&self.rbuf) {
+                    let msg = msg.map_err(|source| Error::Malformed { op, source })?;
                     let idx = msg.sequence_number().wrapping_sub(first) as usize;
                     if msg.message_type() != NLMSG_ERROR || idx >= batch.len() {
                         continue;
@@ -437,20 +435,11 @@ fn receive_dump(
 
 /// True when the chunk holds our dump's DONE or its error.
 fn ends_dump(buf: &[u8], seq: u32) -> bool {
-    let mut off = 0;
-    while let Ok(msg) = NetlinkBuffer::new_checked(&buf[off..]) {
-        if msg.sequence_number() == seq
+    messages(buf).map_while(Result::ok).any(|msg| {
+        msg.sequence_number() == seq
             && (msg.message_type() == NLMSG_DONE
                 || (msg.message_type() == NLMSG_ERROR && error_code(msg.payload()) != 0))
-        {
-            return true;
-        }
-        off += (msg.length() as usize + 3) & !3;
-        if off + NLMSG_HDRLEN > buf.len() {
-            break;
-        }
-    }
-    false
+    })
 }
 
 /// Hands one chunk's entry messages on; Ok(true) once the dump's DONE is seen.
@@ -464,13 +453,8 @@ fn process_chunk(
 ) -> Result<bool, Error> {
     // A chunk start only moves the dedupe window; it counts nothing.
     let _ = each(Item::Chunk)?;
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let msg = NetlinkBuffer::new_checked(&buf[off..])
-            .map_err(|_| Error::Malformed { op, source: Malformed("bad netlink header") })?;
-        let len = msg.length() as usize;
-        let whole = &buf[off..off + len];
-        off += (len + 3) & !3;
+    for msg in messages(buf) {
+        let msg = msg.map_err(|source| Error::Malformed { op, source })?;
         if msg.sequence_number() != seq {
             continue;
         }
@@ -489,7 +473,7 @@ fn process_chunk(
                 }
             }
             _ if *stopped => {}
-            _ => match each(Item::Message(whole))? {
+            _ => match each(Item::Message(msg.into_inner()))? {
                 ControlFlow::Continue(counted) => summary.entries += u64::from(counted),
                 ControlFlow::Break(()) => {
                     summary.entries += 1;
@@ -512,6 +496,34 @@ enum Item<'a> {
 pub fn decode_message(msg: &[u8], flow: &mut Flow) -> Result<(), Malformed> {
     let body = msg.get(NLMSG_HDRLEN..).ok_or(Malformed("shorter than a netlink header"))?;
     decode::decode_flow(body, flow)
+}
+
+/// The whole netlink messages of a receive buffer, in order, each exactly its own bytes. A
+/// header that does not fit ends the walk with an error; trailing bytes shorter than a header
+/// end it quietly.
+pub(crate) fn messages(buf: &[u8]) -> Messages<'_> {
+    Messages { buf }
+}
+
+pub(crate) struct Messages<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<NetlinkBuffer<&'a [u8]>, Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let Ok(len) = NetlinkBuffer::new_checked(self.buf).map(|m| m.length() as usize) else {
+            self.buf = &[];
+            return Some(Err(Malformed("bad netlink header")));
+        };
+        let msg = NetlinkBuffer::new(&self.buf[..len]);
+        self.buf = self.buf.get((len + 3) & !3..).unwrap_or(&[]);
+        Some(Ok(msg))
+    }
 }
 
 /// The (positive) errno of an NLMSG_ERROR or NLMSG_DONE payload; 0 for an ACK.
@@ -626,6 +638,25 @@ impl IdWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_walked_whole_and_aligned() {
+        // A 17-byte message padded to 20, a 16-byte one, then 3 stray bytes.
+        let mut buf = vec![0u8; 39];
+        buf[0] = 17;
+        buf[8] = 1; // sequence number 1
+        buf[20] = 16;
+        buf[28] = 2;
+        let walked: Vec<(u32, usize)> = messages(&buf)
+            .map(|m| m.map(|m| (m.sequence_number(), m.into_inner().len())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(walked, [(1, 17), (2, 16)]);
+        // A length past the end is an error, and the walk stops there.
+        buf[20] = 64;
+        let walked: Vec<_> = messages(&buf).map(|m| m.is_ok()).collect();
+        assert_eq!(walked, [true, false]);
+    }
 
     #[test]
     fn id_window_drops_repeats_across_one_chunk_boundary() {
