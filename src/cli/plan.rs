@@ -125,22 +125,12 @@ fn doctor_plan(a: super::DoctorArgs) -> Result<DoctorPlan, String> {
     Ok(DoctorPlan { window, guests, guests_file: a.guests, limit, json: a.json })
 }
 
-/// A sysctl.d file can be written there: its directory exists and it is not a directory.
+/// A sysctl.d file can be written there: `tune::persist_target_problem` has no objection.
 fn check_persist_path(p: &str) -> Result<(), String> {
-    let path = std::path::Path::new(p);
-    if path.is_dir() {
-        return Err(format!(
-            "--persist {p}: is a directory (give a file, e.g. /etc/sysctl.d/90-conntrack.conf)"
-        ));
+    match ctguard::tune::persist_target_problem(std::path::Path::new(p)) {
+        Some(why) => Err(format!("--persist {p}: {why}")),
+        None => Ok(()),
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(format!("--persist {p}: directory {} does not exist", dir.display()));
-    }
-    Ok(())
 }
 
 fn check_guest_grouping(by: GroupBy, guests: &GuestMap) -> Result<(), String> {

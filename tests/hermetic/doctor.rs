@@ -225,3 +225,90 @@ fn issue_5_bad_doctor_and_tune_input_exits_2_with_one_line() {
         assert!(line.contains(needle), "{args:?}: {line}");
     }
 }
+
+/// A scratch directory for one test, removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> ScratchDir {
+        let dir = std::env::temp_dir().join(format!("ctguard-htest-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("create a scratch dir");
+        ScratchDir(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+
+    /// The directory's entries, sorted.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .expect("read the scratch dir")
+            .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn issue_9_3_persist_never_writes_through_a_planted_temporary_link() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    // What an unprivileged user can do in a shared directory such as /tmp: plant the name the
+    // old code used for its temporary file, pointing at a file root owns.
+    let dir = ScratchDir::new("persist-planted");
+    let victim = dir.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let target = dir.path("p.conf");
+    let planted = dir.path("p.conf.ctguard-tmp");
+    symlink(&victim, &planted).unwrap();
+
+    tune::write_file_atomically(&target, "net.netfilter.nf_conntrack_max = 1\n").unwrap();
+
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the victim is untouched");
+    let meta = std::fs::symlink_metadata(&target).unwrap();
+    assert!(meta.file_type().is_file(), "{target} is a regular file, not the planted link");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o644, "mode set explicitly");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "net.netfilter.nf_conntrack_max = 1\n");
+    assert_eq!(std::fs::read_link(&planted).unwrap().to_string_lossy(), victim, "left alone");
+    // No temporary file is left behind.
+    assert_eq!(dir.names(), ["p.conf", "p.conf.ctguard-tmp", "victim"]);
+    // Writing again replaces the file in place (rename over it).
+    tune::write_file_atomically(&target, "second\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "second\n");
+    assert_eq!(dir.names(), ["p.conf", "p.conf.ctguard-tmp", "victim"]);
+}
+
+#[test]
+fn issue_9_3_persist_refuses_a_target_that_is_a_link() {
+    use std::os::unix::fs::symlink;
+    let dir = ScratchDir::new("persist-link");
+    let victim = dir.path("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = dir.path("q.conf");
+    symlink(&victim, &link).unwrap();
+    // The library refuses it ...
+    let e = tune::write_file_atomically(&link, "x\n").unwrap_err();
+    assert!(e.to_string().contains("is a symbolic link"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(dir.names(), ["q.conf", "victim"]);
+    // ... and the binary, as bad input: exit 2, one line, before any socket or sysctl
+    // (`--apply` would otherwise have written first).
+    let line = refused(&["tune", "--apply", "--persist", &link]);
+    assert!(line.contains(&format!("--persist {link}: is a symbolic link")), "{line}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    // A dangling link is refused the same way (the old code would create its target).
+    let dangling = dir.path("r.conf");
+    symlink(dir.path("created-by-root"), &dangling).unwrap();
+    let line = refused(&["tune", "--persist", &dangling]);
+    assert!(line.contains("is a symbolic link"), "{line}");
+    assert_eq!(dir.names(), ["q.conf", "r.conf", "victim"]);
+}

@@ -406,6 +406,57 @@ fn issue_5_tune_apply_changes_this_namespace_only_and_reports_globals_read_only(
     c.finish();
 }
 
+#[test]
+fn issue_9_3_tune_persist_leaves_a_planted_link_and_its_victim_alone() {
+    use std::os::unix::fs::symlink;
+    // The attack of issue 9.3: someone who can write the target's directory plants the old
+    // temporary name, `FILE.ctguard-tmp`, as a link to a file root owns. Without --apply:
+    // nothing here writes a sysctl, even in the test's own namespace.
+    let ns = Netns::new();
+    let victim = ns.write_file("victim", "precious\n");
+    let persist = ns.file("p.conf").to_string_lossy().into_owned();
+    let planted = format!("{persist}.ctguard-tmp");
+    symlink(&victim, &planted).expect("plant the link");
+    let r = ns.ctguard(&["tune", "--persist", &persist]);
+    let mut c = Checks::new();
+    c.run("exit 0", || {
+        equal("exit", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))
+    });
+    c.run("the victim is untouched", || {
+        equal(
+            "victim",
+            std::fs::read_to_string(&victim).map_err(|e| e.to_string())?,
+            "precious\n".into(),
+        )
+    });
+    c.run("FILE is a regular file holding what tune printed", || {
+        let meta = std::fs::symlink_metadata(&persist).map_err(|e| format!("{persist}: {e}"))?;
+        equal("regular file", meta.file_type().is_file(), true)?;
+        equal("mode", meta.mode() & 0o7777, 0o644)?;
+        let text = std::fs::read_to_string(&persist).map_err(|e| e.to_string())?;
+        equal("file = stdout", text.as_str(), r.stdout.as_str())
+    });
+    c.run("the planted link is left where it was", || {
+        let to = std::fs::read_link(&planted).map_err(|e| format!("{planted}: {e}"))?;
+        equal("link", to.to_string_lossy().into_owned(), victim.clone())
+    });
+    c.run("a FILE that is itself a link is refused, exit 2, victim untouched", || {
+        let link = ns.file("q.conf").to_string_lossy().into_owned();
+        symlink(&victim, &link).map_err(|e| e.to_string())?;
+        let r = ns.ctguard(&["tune", "--persist", &link]);
+        equal("exit", r.code, Some(2))?;
+        if !r.stderr.contains("is a symbolic link") {
+            return Err(r.describe());
+        }
+        equal(
+            "victim",
+            std::fs::read_to_string(&victim).map_err(|e| e.to_string())?,
+            "precious\n".into(),
+        )
+    });
+    c.finish();
+}
+
 /// A namespace's name (`/run/netns/NAME`).
 fn name_of(ns: &Netns) -> String {
     ns.path().trim_start_matches("/run/netns/").to_string()
