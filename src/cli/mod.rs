@@ -11,8 +11,9 @@ use clap::{Args, Parser, Subcommand};
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  success
-  1  nothing matched (list, count); at risk or full (doctor)
-  2  error or bad input (nothing was touched)
+  1  nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor)
+  2  error, or bad input (refused before anything is touched); evict: also a delete the kernel
+     refused, or Ctrl-C
 
 Needs CAP_NET_ADMIN (run as root). Conntrack-tools users: `list` prints `conntrack -L` lines.";
 
@@ -284,8 +285,16 @@ pub struct LiveArgs {
     pub duration: Option<String>,
 }
 
+/// Leaves a flag out of a command's help. `--idle` and `--timeout-below` change with the
+/// clock, not with events: `events` and `watch` refuse them (with that reason), so their help
+/// does not offer them.
+fn hidden(a: clap::Arg) -> clap::Arg {
+    a.hide(true)
+}
+
 /// `ctguard events`.
 #[derive(Debug, Args)]
+#[command(mut_arg("idle", hidden), mut_arg("timeout_below", hidden))]
 pub struct EventsArgs {
     /// Event kinds, comma separated: new, update, destroy (default: all three). Only these
     /// groups are subscribed.
@@ -302,6 +311,7 @@ pub struct EventsArgs {
 
 /// `ctguard watch`.
 #[derive(Debug, Args)]
+#[command(mut_arg("idle", hidden), mut_arg("timeout_below", hidden))]
 pub struct WatchArgs {
     /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark
     /// (default: guest with --guests, else src).

@@ -155,7 +155,7 @@ fn help_and_version_exit_0() {
             "EXIT STATUS:",
             "0  success",
             "1  nothing matched",
-            "2  error or bad input (nothing was touched)",
+            "2  error, or bad input (refused before anything is touched)",
             "CAP_NET_ADMIN",
         ] {
             assert!(help.contains(needle), "{flag} lacks {needle:?}:\n{help}");
@@ -171,5 +171,63 @@ fn help_and_version_exit_0() {
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         assert!(out.stderr.is_empty());
         assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+    }
+}
+
+/// `ctguard ARGS --help`, which must exit 0 quietly: its text.
+fn help(args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let out = ctguard(&all);
+    assert_eq!(out.status.code(), Some(0), "{all:?}");
+    assert!(out.stderr.is_empty(), "{all:?}");
+    String::from_utf8(out.stdout).expect("help is UTF-8")
+}
+
+#[test]
+fn issue_9_14_top_level_exit_status_names_evicts_1_and_2() {
+    let text = help(&[]);
+    let status = &text[text.find("EXIT STATUS:").expect("an EXIT STATUS section")..];
+    // Each code's text runs until the next code's line; the last one's until the blank line.
+    let between = |from: &str, to: &str| -> String {
+        let start = status.find(from).unwrap_or_else(|| panic!("no {from:?} in {status}"));
+        let rest = &status[start + from.len()..];
+        let end = rest.find(to).unwrap_or_else(|| panic!("no {to:?} after {from:?}"));
+        rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let one = between("\n  1  ", "\n  2  ");
+    for needle in ["nothing matched (list, count, evict)", "answered no", "doctor"] {
+        assert!(one.contains(needle), "exit 1 lacks {needle:?}: {one}");
+    }
+    let two = between("\n  2  ", "\n\n");
+    for needle in ["bad input", "evict", "refused", "Ctrl-C"] {
+        assert!(two.contains(needle), "exit 2 lacks {needle:?}: {two}");
+    }
+    // evict's own help says the same.
+    let evict = help(&["evict"]);
+    assert!(evict.contains("1  nothing matched, or the question was answered no"), "{evict}");
+    assert!(evict.contains("Ctrl-C"), "{evict}");
+}
+
+#[test]
+fn issue_9_14_events_and_watch_help_leave_out_the_clock_flags() {
+    for cmd in ["events", "watch"] {
+        let text = help(&[cmd]);
+        assert!(text.contains("--guest <NAME|CIDR>"), "{cmd}: the selection flags are listed");
+        for flag in ["--idle", "--timeout-below"] {
+            assert!(!text.contains(flag), "{cmd} --help offers {flag}:\n{text}");
+        }
+        // Still refused with the reason, not as an unknown flag.
+        let line = refused(&[cmd, "--idle", "1h"]);
+        assert!(line.contains("do not apply to live events"), "{line}");
+        let line = refused(&[cmd, "--timeout-below", "1m"]);
+        assert!(line.contains("do not apply to live events"), "{line}");
+    }
+    // The commands that take them still list them.
+    for cmd in ["list", "count", "top", "evict"] {
+        let text = help(&[cmd]);
+        for flag in ["--idle <DURATION>", "--timeout-below <DURATION>"] {
+            assert!(text.contains(flag), "{cmd} --help lacks {flag}");
+        }
     }
 }
