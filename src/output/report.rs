@@ -126,7 +126,7 @@ impl TallyReport {
                 col.set_cell_alignment(CellAlignment::Right);
             }
         }
-        writeln!(out, "{table}")?;
+        write_table(out, &table)?;
         match self.more_groups {
             Some(n) if n > 0 => {
                 writeln!(out, "({} matched flows; {n} more groups not shown)", self.matched)
@@ -134,6 +134,15 @@ impl TallyReport {
             _ => writeln!(out, "({} matched flows)", self.matched),
         }
     }
+}
+
+/// Writes a table line by line without the trailing blanks comfy-table pads the last column
+/// with: no line of text output ends in a space (they break `diff`, copy-paste and tests).
+fn write_table(out: &mut impl Write, table: &Table) -> io::Result<()> {
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
 }
 
 fn fill_line(t: &Fill) -> String {
@@ -192,6 +201,6 @@ impl StatsReport {
             }
             table.add_row(row);
         }
-        writeln!(out, "{table}")
+        write_table(out, &table)
     }
 }

@@ -210,11 +210,11 @@ fn top_report_text_is_pinned() {
         String::from_utf8(text).unwrap(),
         lines(&[
             "table: 33 of 262144 entries (0.0% full), 65536 buckets",
-            " STATE        ENTRIES  SHARE  SYN_SENT  ESTABLISHED  TIME_WAIT  NON_TCP ",
-            " ESTABLISHED        8  24.2%         0            8          0        0 ",
-            " udp                7  21.2%         0            0          0        7 ",
-            " SYN_SENT           2   6.1%         2            0          0        0 ",
-            " TIME_WAIT          2   6.1%         0            0          2        0 ",
+            " STATE        ENTRIES  SHARE  SYN_SENT  ESTABLISHED  TIME_WAIT  NON_TCP",
+            " ESTABLISHED        8  24.2%         0            8          0        0",
+            " udp                7  21.2%         0            0          0        7",
+            " SYN_SENT           2   6.1%         2            0          0        0",
+            " TIME_WAIT          2   6.1%         0            0          2        0",
             "(33 matched flows; 14 more groups not shown)",
         ])
     );
@@ -228,19 +228,48 @@ fn stats_report_text_is_pinned() {
         String::from_utf8(text).unwrap(),
         lines(&[
             "table: 262100 of 262144 entries (100.0% full), 65536 buckets",
-            " COUNTER         SUM (2 CPUs)  CPU0  CPU1 ",
-            " chaintoolong    0             0     0    ",
-            " clash_resolve   0             0     0    ",
-            " drop            7             7     0    ",
-            " early_drop      0             0     0    ",
-            " error           0             0     0    ",
-            " found           15            10    5    ",
-            " insert          150           100   50   ",
-            " insert_failed   0             0     0    ",
-            " invalid         0             0     0    ",
-            " search_restart  0             0     0    ",
+            " COUNTER         SUM (2 CPUs)  CPU0  CPU1",
+            " chaintoolong    0             0     0",
+            " clash_resolve   0             0     0",
+            " drop            7             7     0",
+            " early_drop      0             0     0",
+            " error           0             0     0",
+            " found           15            10    5",
+            " insert          150           100   50",
+            " insert_failed   0             0     0",
+            " invalid         0             0     0",
+            " search_restart  0             0     0",
         ])
     );
+}
+
+/// Every line of `text` ends in something other than a blank.
+fn assert_no_trailing_blanks(what: &str, text: &[u8]) {
+    let text = std::str::from_utf8(text).expect("text output is UTF-8");
+    assert!(text.ends_with('\n'), "{what}: ends with a newline");
+    for (i, line) in text.lines().enumerate() {
+        assert!(!line.ends_with([' ', '\t']), "{what}: line {} ends in a blank: {line:?}", i + 1);
+    }
+}
+
+#[test]
+fn issue_9_19_top_and_stats_lines_do_not_end_in_a_space() {
+    // top with and without the state columns, with a short key last (left-aligned would pad).
+    let top = top_by_state();
+    for states in [true, false] {
+        let mut text = Vec::new();
+        top.write_text(&mut text, states).unwrap();
+        assert_no_trailing_blanks(&format!("top (states {states})"), &text);
+    }
+    // stats, summed and per CPU: the last column is left-aligned numbers of unequal width.
+    for per_cpu in [true, false] {
+        let cpu = |cpu, found| CpuStats { cpu, found, insert: 123_456, ..Default::default() };
+        let fill = Fill::new(TableStats { count: 262_100, max: 262_144 }, None);
+        let stats = StatsReport::new(fill, &[cpu(0, 1), cpu(1, 1_000_000)], per_cpu);
+        let mut text = Vec::new();
+        stats.write_text(&mut text).unwrap();
+        assert_no_trailing_blanks(&format!("stats (per_cpu {per_cpu})"), &text);
+    }
 }
 
 #[test]

@@ -551,3 +551,32 @@ fn issue_2_create_and_load_match_conntrack_insert() {
     });
     c.finish();
 }
+
+#[test]
+fn issue_9_19_no_text_line_of_top_count_or_stats_ends_in_a_space() {
+    // 300 mixed flows (TCP in several states, UDP, ICMP, SCTP, IPv6): keys and counts of
+    // unequal widths in every column, the last one included.
+    let ns = Netns::new();
+    seed::with_conntrack(&ns, &seed::mixed_table(300), "mixed-300.txt");
+    let mut c = Checks::new();
+    for args in [
+        &["top"][..],
+        &["top", "--by", "state"],
+        &["top", "--by", "dst/16,48", "-n", "3"],
+        &["count", "--by", "proto"],
+        &["stats"],
+        &["stats", "--per-cpu"],
+    ] {
+        c.run(&format!("ctguard {}", args.join(" ")), || {
+            let r = ns.ctguard(args).check_ok()?;
+            if r.stdout.lines().count() < 3 {
+                return Err(format!("expected a table: {}", r.describe()));
+            }
+            match r.stdout.lines().find(|l| l.ends_with([' ', '\t'])) {
+                Some(line) => Err(format!("a line ends in a blank: {line:?}")),
+                None => Ok(()),
+            }
+        });
+    }
+    c.finish();
+}
