@@ -144,7 +144,7 @@ pub struct CountArgs {
 /// `ctguard list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print JSON Lines (schema in the README).
+    /// Print JSON Lines, one flow per line (schema in docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

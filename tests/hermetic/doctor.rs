@@ -312,3 +312,50 @@ fn issue_9_3_persist_refuses_a_target_that_is_a_link() {
     assert!(line.contains("is a symbolic link"), "{line}");
     assert_eq!(dir.names(), ["q.conf", "r.conf", "victim"]);
 }
+
+#[test]
+fn issue_9_17_doctor_prints_next_steps_on_a_healthy_table_as_the_readme_says() {
+    // A quiet, half-empty table: healthy. The README says the section is always there, with
+    // tune's changes whenever there are some, and `nothing to do` otherwise.
+    let guests = GuestMap::new();
+    let quiet = CpuStats { insert: 10, ..CpuStats::default() };
+    let healthy = |tune: Vec<String>| {
+        DoctorReport::new(Inputs {
+            facts: Facts {
+                fill: Fill::new(TableStats { count: 1000, max: 262_144 }, Some(262_144)),
+                counters: CounterWindow { before: quiet, after: quiet, seconds: 1.0, cpus: 2 },
+                established_timeout: Some(3600),
+                log: LogSummary { readable: true, ..LogSummary::default() },
+                now_usec: 9_120_000_000,
+            },
+            netns: NetnsInfo { inode: 4_026_532_290, initial: Some(false) },
+            netns_arg: Some("hv"),
+            guests_file: None,
+            guests: &guests,
+            by: "src".into(),
+            matched: 1000,
+            offenders: vec![Group {
+                key: "172.16.3.5".into(),
+                entries: 1000,
+                share_percent: 100.0,
+                states: BTreeMap::from([("ESTABLISHED".into(), 1000)]),
+            }],
+            sysctl: BTreeMap::new(),
+            tune,
+        })
+    };
+    let text = |r: &DoctorReport| {
+        let mut out = Vec::new();
+        r.write_text(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let with_tune = healthy(vec!["net.netfilter.nf_conntrack_tcp_timeout_time_wait=30".into()]);
+    assert!(!with_tune.trouble());
+    let t = text(&with_tune);
+    let steps = &t[t.find("\nnext steps:\n").expect("a next steps section")..];
+    assert!(steps.contains("1. tune"), "{steps}");
+    assert!(steps.contains("net.netfilter.nf_conntrack_tcp_timeout_time_wait=30"), "{steps}");
+    assert!(!steps.contains("nft ") && !steps.contains("evict"), "no cap or evict: {steps}");
+    let t = text(&healthy(Vec::new()));
+    assert!(t.ends_with("\nnext steps:\n  nothing to do\n"), "{t}");
+}
