@@ -285,16 +285,16 @@ pub struct LiveArgs {
     pub duration: Option<String>,
 }
 
-/// Leaves a flag out of a command's help. `--idle` and `--timeout-below` change with the
-/// clock, not with events: `events` and `watch` refuse them (with that reason), so their help
-/// does not offer them.
-fn hidden(a: clap::Arg) -> clap::Arg {
-    a.hide(true)
+/// `--idle` and `--timeout-below` change with the clock, not with events: `events` and `watch`
+/// refuse them (with that reason), so their help leaves them out. They still parse, so the
+/// refusal keeps its reason.
+fn hide_clock_flags(a: clap::Arg) -> clap::Arg {
+    if matches!(a.get_id().as_str(), "idle" | "timeout_below") { a.hide(true) } else { a }
 }
 
 /// `ctguard events`.
 #[derive(Debug, Args)]
-#[command(mut_arg("idle", hidden), mut_arg("timeout_below", hidden))]
+#[command(mut_args(hide_clock_flags))]
 pub struct EventsArgs {
     /// Event kinds, comma separated: new, update, destroy (default: all three). Only these
     /// groups are subscribed.
@@ -311,7 +311,7 @@ pub struct EventsArgs {
 
 /// `ctguard watch`.
 #[derive(Debug, Args)]
-#[command(mut_arg("idle", hidden), mut_arg("timeout_below", hidden))]
+#[command(mut_args(hide_clock_flags))]
 pub struct WatchArgs {
     /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark
     /// (default: guest with --guests, else src).
