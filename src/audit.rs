@@ -26,6 +26,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+/// Where the records go unless the operator says otherwise.
+pub const DEFAULT_LOG: &str = "/var/log/ctguard/audit.jsonl";
+
 /// Mode of a log directory ctguard creates (whatever the umask).
 pub const DIR_MODE: u32 = 0o750;
 /// Mode of a log file ctguard creates (whatever the umask).
@@ -337,11 +340,6 @@ impl Trail {
         &self.run
     }
 
-    /// Replaces the run's shared part (before the intent is written).
-    pub fn set_run(&mut self, run: RunInfo) {
-        self.run = run;
-    }
-
     /// Writes the intent record (once; later calls do nothing), fsynced. Call it before the
     /// first delete, and do not delete if it fails.
     pub fn intent(&mut self, selected: Option<u64>) -> Result<(), Error> {
@@ -437,6 +435,34 @@ mod tests {
         assert_eq!(lines[1]["deleted"], 7);
         assert_eq!(lines[1]["signal"], "SIGTERM");
         assert_eq!(lines[0]["run_id"], lines[1]["run_id"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The records in docs/json-schema.md have exactly the keys the code writes.
+    #[test]
+    fn issue_10_10_schema_doc_examples_match_the_records() {
+        let doc = include_str!("../docs/json-schema.md");
+        let start = doc.find("```jsonl\n{\"record\":\"intent\"").expect("the audit example") + 9;
+        let block = &doc[start..start + doc[start..].find("```").expect("block end")];
+        let examples: Vec<serde_json::Value> =
+            block.lines().map(|l| serde_json::from_str(l).expect("example json")).collect();
+        assert_eq!(examples.len(), 2);
+        let dir = scratch("schema");
+        let path = dir.join("audit.jsonl");
+        let mut trail = Trail::new(Some(AuditLog::open(&path).expect("open")), sample());
+        trail.intent(Some(1)).expect("intent");
+        let report = crate::evict::Report::nothing(1, 1, false);
+        trail.outcome(&report, None, None).expect("outcome");
+        let text = fs::read_to_string(&path).expect("read");
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        };
+        for (line, example) in text.lines().zip(&examples) {
+            let written: serde_json::Value = serde_json::from_str(line).expect("json");
+            assert_eq!(keys(&written), keys(example), "{line}");
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use clap::Args;
 
 use ctguard::GuestMap;
-use ctguard::audit::{Actor, AuditLog, RunInfo, Trail};
+use ctguard::audit::{self, Actor, AuditLog, RunInfo, Trail};
 use ctguard::ctnetlink::{Conntrack, Deleter};
 use ctguard::evict::{self, ProvenFlush, Report, Seen};
 use ctguard::flow::Flow;
@@ -23,9 +23,6 @@ use super::SelectArgs;
 use super::run::{Failure, Outcome};
 use super::save::{self, SaveFile};
 use super::signals;
-
-/// Where the audit line goes unless `--audit-log` says otherwise.
-pub const DEFAULT_AUDIT_LOG: &str = "/var/log/ctguard/audit.jsonl";
 
 const EVICT_EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -65,7 +62,7 @@ pub struct EvictArgs {
     pub save: Option<String>,
     /// Append the audit records (intent before the first delete, outcome after) to this file;
     /// if it cannot be written, nothing is deleted. '' turns auditing off, like --no-audit.
-    #[arg(long, value_name = "PATH", env = "CTGUARD_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
+    #[arg(long, value_name = "PATH", env = "CTGUARD_AUDIT_LOG", default_value = audit::DEFAULT_LOG)]
     pub audit_log: String,
     /// Write no audit records.
     #[arg(long)]

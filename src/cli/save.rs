@@ -31,6 +31,11 @@ fn dir_of(path: &Path) -> &Path {
     path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+fn not_written(path: &Path, e: io::Error) -> Failure {
+    let p = path.display();
+    Failure::Message(format!("--save {p}: {e}; nothing was deleted, {p} was not written"))
+}
+
 /// The save file being written.
 pub struct SaveFile {
     path: PathBuf,
@@ -64,11 +69,7 @@ impl SaveFile {
 
     /// The failure for `e`: nothing was deleted, FILE was not written.
     pub fn fail(&self, e: io::Error) -> Failure {
-        Failure::Message(format!(
-            "--save {}: {e}; nothing was deleted, {} was not written",
-            self.path.display(),
-            self.path.display()
-        ))
+        not_written(&self.path, e)
     }
 
     /// The selection starts again: forget what was written.
@@ -83,13 +84,7 @@ impl SaveFile {
     /// then syncs the directory: after this the flows are safe on disk under FILE.
     pub fn commit(self) -> Result<(), Failure> {
         let path = self.path.clone();
-        let fail = |e: io::Error| {
-            Failure::Message(format!(
-                "--save {}: {e}; nothing was deleted, {} was not written",
-                path.display(),
-                path.display()
-            ))
-        };
+        let fail = |e: io::Error| not_written(&path, e);
         let tmp = self.out.into_inner().map_err(|e| fail(e.into_error()))?;
         tmp.as_file().sync_all().map_err(fail)?;
         tmp.persist_noclobber(&path).map_err(|e| fail(e.error))?;
