@@ -71,8 +71,8 @@ impl AuditLog {
     /// Directories ctguard creates get [`DIR_MODE`], a file it creates [`FILE_MODE`], set
     /// explicitly so a `umask 000` cannot make them writable by others. The last component is
     /// opened with `O_NOFOLLOW` (a planted symlink is refused, its target untouched) and
-    /// `O_APPEND|O_CLOEXEC`. Refused: anything that is not a regular file, and a file owned by
-    /// neither root nor the running uid. An existing log that group or others may write is
+    /// `O_APPEND|O_CLOEXEC`. Refused: anything that is not a regular file, a file owned by
+    /// neither root nor the running uid, and one with another hard link. An existing log that group or others may write is
     /// tightened to [`FILE_MODE`] (a note says so on stderr).
     pub fn open(path: &Path) -> Result<AuditLog, Error> {
         let io_err = |source| Error::Io { path: path.to_path_buf(), source };
@@ -97,6 +97,10 @@ impl AuditLog {
         let uid = unsafe { libc::getuid() };
         if meta.uid() != 0 && meta.uid() != uid {
             return refuse(format!("owned by uid {}, not root or uid {uid}", meta.uid()));
+        }
+        // A second name is a hard link someone planted to make us append to another file.
+        if meta.nlink() != 1 {
+            return refuse(format!("it has {} hard links", meta.nlink()));
         }
         if created || meta.mode() & 0o022 != 0 {
             // fchmod on the open file: the umask does not apply, and no path is looked up again.
@@ -494,6 +498,20 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &link).expect("symlink");
         let e = AuditLog::open(&link).expect_err("a symlink must be refused");
         assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "keep\n");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn issue_9_4_a_hard_linked_log_is_refused() {
+        let dir = scratch("hardlink");
+        fs::create_dir_all(&dir).expect("dir");
+        let victim = dir.join("victim");
+        fs::write(&victim, "keep\n").expect("victim");
+        let link = dir.join("audit.jsonl");
+        fs::hard_link(&victim, &link).expect("hard link");
+        let e = AuditLog::open(&link).expect_err("a hard link must be refused");
+        assert!(e.to_string().contains("hard links"), "{e}");
         assert_eq!(fs::read_to_string(&victim).expect("read"), "keep\n");
         let _ = fs::remove_dir_all(&dir);
     }

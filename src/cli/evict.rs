@@ -600,7 +600,9 @@ fn status_of(report: &Report) -> Result<Outcome, Failure> {
         return Ok(Outcome::Ok);
     }
     let by = signals::caught().map(|s| format!(" by {s}")).unwrap_or_default();
-    Err(Failure::Message(if report.interrupted || report.not_attempted > 0 {
+    Err(Failure::Message(if report.interrupted && report.matched == 0 {
+        format!("interrupted{by} during the selection; nothing was deleted")
+    } else if report.interrupted || report.not_attempted > 0 {
         format!(
             "interrupted{by}: {} of {} selected flows not attempted",
             report.not_attempted, report.selected
