@@ -306,13 +306,14 @@ pub fn run(
     let mut trail = open_trail(&p, netns)?;
     let result = evict(ct, p, netns, stop, &mut trail, out);
     if trail.pending() {
-        let error = match &result {
-            Err(Failure::Message(m)) => Some(m.clone()),
-            Err(Failure::Output(e)) => Some(format!("writing output: {e}")),
-            Ok(_) => None,
+        // Nothing matched: a report of nothing. An error: no counts, they are not known.
+        let (counts, error) = match &result {
+            Ok(_) => (serde_json::to_value(Report::nothing(0, 0, false)).ok(), None),
+            Err(Failure::Message(m)) => (None, Some(m.clone())),
+            Err(Failure::Output(e)) => (None, Some(format!("writing output: {e}"))),
         };
-        let nothing = Report::nothing(0, 0, false);
-        if let Err(e) = trail.outcome(&nothing, signals::caught(), error.as_deref()) {
+        let counts = counts.unwrap_or_else(|| serde_json::json!({}));
+        if let Err(e) = trail.outcome(&counts, signals::caught(), error.as_deref()) {
             eprintln!("ctguard: warning: {e}");
         }
     }

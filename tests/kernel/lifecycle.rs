@@ -452,3 +452,27 @@ fn issue_9_5_save_onto_a_dangling_symlink_is_refused() {
     assert!(link.symlink_metadata().expect("link").file_type().is_symlink(), "link replaced");
     assert_eq!(ns.conntrack_count(), 5, "flows were touched");
 }
+
+#[test]
+fn issue_10_10_an_intent_without_a_match_still_gets_its_outcome() {
+    let ns = Netns::new();
+    seed(&ns, 5);
+    let audit = ns.file("audit.jsonl");
+    // Streamed (--yes, no --save): the intent precedes the dump, which then matches nothing.
+    let r = ns.ctguard(&[
+        "evict",
+        "--yes",
+        "-s",
+        SRC,
+        "--dport",
+        "9",
+        "--audit-log",
+        &audit.to_string_lossy(),
+    ]);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    let (intent, outcome) = intent_and_outcome(&audit).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(intent["selected"], Value::Null, "{intent}");
+    assert_eq!(outcome["matched"], 0, "{outcome}");
+    assert_eq!(outcome["deleted"], 0, "{outcome}");
+    assert_eq!(ns.conntrack_count(), 5);
+}
