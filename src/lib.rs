@@ -8,6 +8,7 @@ pub mod flow;
 pub mod output;
 
 pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, Tuple};
+pub mod audit;
 pub mod ctnetlink;
 pub mod doctor;
 pub mod evict;

@@ -441,9 +441,16 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         kept.len(),
         missing.len()
     ));
-    let audit_lines = std::fs::read_to_string(&audit).map(|t| t.lines().count()).unwrap_or(0);
-    expect(audit_lines == 1, || {
-        format!("{} audit lines in {}, expected 1", audit_lines, audit.display())
+    // One run: its intent (before the first delete) and its outcome, with one run id.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .unwrap_or_default();
+    let kinds: Vec<&str> = records.iter().filter_map(|r| r["record"].as_str()).collect();
+    expect(kinds == ["intent", "outcome"] && records[0]["run_id"] == records[1]["run_id"], || {
+        format!(
+            "audit records {kinds:?} in {}, expected one intent and its outcome",
+            audit.display()
+        )
     })?;
 
     say.step("Recovery, with the capped guest still connecting");

@@ -1,15 +1,16 @@
 //! `ctguard evict`: flags, plan, and the run around the engine in `ctguard::evict`: preview and
-//! confirmation, `--dry-run`, `--save`, Ctrl-C, the report and the audit line.
+//! confirmation, `--dry-run`, `--save` (in `save`), signals (in `signals`), the report and the
+//! audit trail (`ctguard::audit`).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use clap::Args;
 
 use ctguard::GuestMap;
+use ctguard::audit::{self, Actor, AuditLog, RunInfo, Trail};
 use ctguard::ctnetlink::{Conntrack, Deleter};
 use ctguard::evict::{self, ProvenFlush, Report, Seen};
 use ctguard::flow::Flow;
@@ -20,15 +21,15 @@ use ctguard::tally::{GroupBy, Tally};
 
 use super::SelectArgs;
 use super::run::{Failure, Outcome};
-
-/// Where the audit line goes unless `--audit-log` says otherwise.
-pub const DEFAULT_AUDIT_LOG: &str = "/var/log/ctguard/audit.jsonl";
+use super::save::{self, SaveFile};
+use super::signals;
 
 const EVICT_EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  every selected flow is gone (deleted, or vanished by itself); a --dry-run that matched
   1  nothing matched, or the question was answered no
-  2  bad input (nothing was touched), a delete the kernel refused, or Ctrl-C
+  2  bad input (nothing was touched), an audit log that cannot be written (nothing was
+     touched), a delete the kernel refused, or interrupted (SIGINT, SIGTERM, SIGHUP)
 
 Each delete carries the flow's tuple, zone and kernel id: a tuple re-used by a new connection
 meanwhile is left alone (counted as vanished).";
@@ -59,9 +60,13 @@ pub struct EvictArgs {
     /// `ctguard load FILE` puts them back).
     #[arg(long, value_name = "FILE")]
     pub save: Option<String>,
-    /// Append one JSON line per eviction to this file.
-    #[arg(long, value_name = "PATH", env = "CTGUARD_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
+    /// Append the audit records (intent before the first delete, outcome after) to this file;
+    /// if it cannot be written, nothing is deleted. '' turns auditing off, like --no-audit.
+    #[arg(long, value_name = "PATH", env = "CTGUARD_AUDIT_LOG", default_value = audit::DEFAULT_LOG)]
     pub audit_log: String,
+    /// Write no audit records.
+    #[arg(long)]
+    pub no_audit: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -81,7 +86,8 @@ pub struct EvictPlan {
     limit: Option<u64>,
     rate: Option<u32>,
     save: Option<PathBuf>,
-    audit_log: String,
+    /// `None`: auditing turned off.
+    audit_log: Option<PathBuf>,
     json: bool,
 }
 
@@ -115,17 +121,7 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
         Some(s) if a.dry_run => {
             return Err(format!("--save {s} keeps what is deleted; --dry-run deletes nothing"));
         }
-        Some(s) => {
-            let path = PathBuf::from(s);
-            if path.exists() {
-                return Err(format!("--save {s}: the file exists; name a new file"));
-            }
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            if !dir.is_dir() {
-                return Err(format!("--save {s}: no directory {}", dir.display()));
-            }
-            Some(path)
-        }
+        Some(s) => Some(save::check(s)?),
     };
     if !a.yes && !a.dry_run && !io::stdin().is_terminal() {
         return Err("refusing to evict without a terminal to confirm: add --yes to delete, \
@@ -142,7 +138,7 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
         limit,
         rate,
         save,
-        audit_log: a.audit_log,
+        audit_log: (!a.no_audit && !a.audit_log.is_empty()).then(|| PathBuf::from(a.audit_log)),
         json: a.json,
     })
 }
@@ -189,76 +185,6 @@ fn describe_selection(a: &SelectArgs) -> String {
     parts.join(" ")
 }
 
-/// Set by SIGINT once deleting has begun: the deletes stop between two chunks.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// From here on Ctrl-C stops the deletes cleanly instead of killing the process.
-fn catch_ctrl_c() {
-    let handler: extern "C" fn(libc::c_int) = on_sigint;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-    }
-}
-
-/// The `--save` file: written to `FILE.partial` while the selection runs, renamed to FILE once
-/// the eviction is confirmed, before the first delete; removed (on drop) when nothing is.
-struct SaveFile {
-    path: PathBuf,
-    partial: PathBuf,
-    out: BufWriter<File>,
-    committed: bool,
-}
-
-impl SaveFile {
-    fn create(path: &Path) -> Result<SaveFile, Failure> {
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&partial)
-            .map_err(|e| Failure::Message(format!("--save {}: {e}", partial.display())))?;
-        Ok(SaveFile { path: path.to_path_buf(), partial, out: BufWriter::new(f), committed: false })
-    }
-
-    fn fail(&self, e: io::Error) -> Failure {
-        Failure::Message(format!("--save {}: {e}; nothing was deleted", self.partial.display()))
-    }
-
-    fn restart(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        self.out.get_mut().set_len(0)?;
-        io::Seek::rewind(self.out.get_mut()).map(|_| ())
-    }
-
-    /// Flushes, syncs and gives the file its name: after this the flows are safe on disk.
-    fn commit(mut self) -> Result<(), Failure> {
-        let r = self
-            .out
-            .flush()
-            .and_then(|()| self.out.get_ref().sync_all())
-            .and_then(|()| fs::rename(&self.partial, &self.path));
-        r.map_err(|e| self.fail(e))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for SaveFile {
-    /// Without a commit nothing is deleted, so the partial file goes.
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.partial);
-        }
-    }
-}
-
 /// What the preview shows.
 struct Preview {
     by_state: Tally,
@@ -293,7 +219,12 @@ impl Preview {
         self.samples.clear();
     }
 
-    fn write(&self, out: &mut impl Write, table: Option<u32>, plan: &EvictPlan) -> io::Result<()> {
+    fn write(
+        &self,
+        out: &mut impl Write,
+        table: Option<u32>,
+        limit: Option<u64>,
+    ) -> io::Result<()> {
         let matched = self.by_state.total().total;
         match table {
             Some(t) if t > 0 => writeln!(
@@ -303,7 +234,8 @@ impl Preview {
             )?,
             _ => writeln!(out, "{matched} flows match")?,
         }
-        for (title, tally) in [("by state", &self.by_state), ("by guest", &self.by_owner)] {
+        let owner = if self.by_owner.by() == GroupBy::Guest { "by guest" } else { "by source" };
+        for (title, tally) in [("by state", &self.by_state), (owner, &self.by_owner)] {
             let rows = tally.sorted();
             let shown: Vec<String> = rows
                 .iter()
@@ -319,17 +251,41 @@ impl Preview {
             write!(out, "    ")?;
             ct_text::write_line(out, f)?;
         }
-        if let Some(n) = plan.limit {
+        if let Some(n) = limit {
             writeln!(out, "  --limit {n}: at most {n} of them, the most idle first")?;
         }
         Ok(())
     }
 }
 
-/// Asks on the terminal; true only for y/yes.
-fn confirm(n: u64) -> bool {
-    eprint!("Delete {n} flows? [y/N] ");
+/// The question before deleting: how many, and in which namespace.
+fn question(n: u64, netns: Option<&str>) -> String {
+    match netns {
+        Some(ns) => format!("Delete {n} flows in netns {ns}? [y/N] "),
+        None => format!("Delete {n} flows in the current network namespace? [y/N] "),
+    }
+}
+
+/// Asks on the terminal; true only for y/yes. A stopping signal ends the wait (as a no): the
+/// handlers restart a blocked read, so stdin is polled, a quarter second at a time.
+fn confirm(n: u64, netns: Option<&str>) -> bool {
+    eprint!("{}", question(n, netns));
     let _ = io::stderr().flush();
+    let mut stdin = libc::pollfd { fd: libc::STDIN_FILENO, events: libc::POLLIN, revents: 0 };
+    loop {
+        if signals::stopped() {
+            eprintln!();
+            return false;
+        }
+        // SAFETY: one valid pollfd, and its count.
+        let ready = unsafe { libc::poll(&mut stdin, 1, 250) };
+        if ready > 0 {
+            break;
+        }
+        if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
     let mut answer = String::new();
     if io::stdin().lock().read_line(&mut answer).is_err() {
         return false;
@@ -337,11 +293,72 @@ fn confirm(n: u64) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-/// Runs the eviction.
+/// Runs the eviction: the signal handlers and the audit log first (a log that cannot be
+/// written refuses the run before anything is touched), then the eviction; an audit intent
+/// the eviction left without an outcome (an error, nothing matched) gets one here.
 pub fn run(
+    ct: &mut Conntrack,
+    p: EvictPlan,
+    netns: Option<&str>,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
+    let stop = signals::install()?;
+    let mut trail = open_trail(&p, netns)?;
+    let result = evict(ct, p, netns, stop, &mut trail, out);
+    if trail.pending() {
+        // Nothing matched: a report of nothing. An error: no counts, they are not known.
+        let (counts, error) = match &result {
+            Ok(_) => (serde_json::to_value(Report::nothing(0, 0, false)).ok(), None),
+            Err(Failure::Message(m)) => (None, Some(m.clone())),
+            Err(Failure::Output(e)) => (None, Some(format!("writing output: {e}"))),
+        };
+        let counts = counts.unwrap_or_else(|| serde_json::json!({}));
+        if let Err(e) = trail.outcome(&counts, signals::caught(), error.as_deref()) {
+            eprintln!("ctguard: warning: {e}");
+        }
+    }
+    result
+}
+
+/// The audit trail of this run: none for `--dry-run` or `--no-audit`; else the log, opened
+/// (and checked) now, before anything is touched.
+fn open_trail(p: &EvictPlan, netns: Option<&str>) -> Result<Trail, Failure> {
+    let info = RunInfo::new("evict", Actor::current(), netns, p.selector_text.clone())
+        .with_pace(p.limit, p.rate)
+        .with_save(p.save.as_deref());
+    let log = match &p.audit_log {
+        Some(path) if !p.dry_run => Some(AuditLog::open(path).map_err(|e| {
+            Failure::Message(format!(
+                "{e}; nothing was deleted (--no-audit deletes without an audit trail)"
+            ))
+        })?),
+        _ => None,
+    };
+    Ok(Trail::new(log, info))
+}
+
+/// Writes the audit intent before the first delete; if it cannot be written, nothing is
+/// deleted.
+fn intent(trail: &mut Trail, selected: Option<u64>) -> Result<(), Failure> {
+    trail.intent(selected).map_err(|e| Failure::Message(format!("{e}; nothing was deleted")))
+}
+
+/// The failure for a stopping signal before the first delete.
+fn interrupted_before_deleting(p: &EvictPlan, during: &str) -> Failure {
+    let signal = signals::caught().unwrap_or("a signal");
+    let saved = match &p.save {
+        Some(path) => format!("; {} was not written", path.display()),
+        None => String::new(),
+    };
+    Failure::Message(format!("interrupted by {signal} {during}; nothing was deleted{saved}"))
+}
+
+fn evict(
     ct: &mut Conntrack,
     mut p: EvictPlan,
     netns: Option<&str>,
+    stop: &'static AtomicBool,
+    trail: &mut Trail,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
     let started = Instant::now();
@@ -360,6 +377,10 @@ pub fn run(
         && p.rate.is_none()
         && let Ok(filter) = &flush
     {
+        if signals::stopped() {
+            return Err(interrupted_before_deleting(&p, "before the flush"));
+        }
+        intent(trail, None)?;
         match evict::proven_flush(ct, &p.sel, filter)? {
             ProvenFlush::Flushed { proof, removed } => {
                 if removed == 0 {
@@ -369,7 +390,7 @@ pub fn run(
                     Report::nothing(removed, removed, false).with_flush(removed, removed);
                 report.proof = Some(proof);
                 report.elapsed_s = started.elapsed().as_secs_f64();
-                return finish(out, &p, netns, report);
+                return finish(out, &p, trail, report);
             }
             ProvenFlush::Refused(why) => eprintln!(
                 "ctguard: note: the filtered flush was not proven in a scratch namespace ({why}); \
@@ -381,10 +402,10 @@ pub fn run(
     // Scripted relief: dump and delete at once. For a selection the kernel can flush, the
     // dump is the flush's dry run, and the flush removes what is left once it is proven.
     if p.yes && !p.dry_run && p.limit.is_none() && p.save.is_none() {
-        catch_ctrl_c();
-        let deleter = Deleter::open()?.with_rate(p.rate).with_stop(&STOP);
-        let s = evict::select_and_delete(ct, &p.sel, deleter, &STOP, flush.as_ref().ok())?;
-        if s.matched == 0 {
+        intent(trail, None)?;
+        let deleter = Deleter::open()?.with_rate(p.rate).with_stop(stop);
+        let s = evict::select_and_delete(ct, &p.sel, deleter, stop, flush.as_ref().ok())?;
+        if s.matched == 0 && !stop.load(Ordering::Relaxed) {
             return nothing_matched(out, &p);
         }
         let mut report =
@@ -392,9 +413,9 @@ pub fn run(
         if let Some((handed, removed)) = s.flushed {
             report = report.with_flush(handed, removed);
         }
-        report.interrupted = STOP.load(Ordering::Relaxed);
+        report.interrupted = stop.load(Ordering::Relaxed);
         report.elapsed_s = started.elapsed().as_secs_f64();
-        return finish(out, &p, netns, report);
+        return finish(out, &p, trail, report);
     }
 
     let mut preview = Preview::new(&p.guests);
@@ -408,13 +429,15 @@ pub fn run(
     let (list, json_out) = (p.list, p.json);
     let show_preview = p.dry_run || !p.yes;
     let selection = evict::select(ct, &p.sel, p.limit, keep_flows, |seen| match seen {
+        // Stopped: the rest of the dump is only read to its end, the selection is dropped.
+        Seen::Flow(_) if stop.load(Ordering::Relaxed) => {}
         Seen::Flow(flow) => {
             if show_preview {
                 preview.add(flow);
             }
             if let Some(s) = save.as_mut()
                 && save_err.is_none()
-                && let Err(e) = json::write_flow(&mut s.out, flow)
+                && let Err(e) = s.write(flow)
             {
                 save_err = Some(e);
             }
@@ -436,8 +459,11 @@ pub fn run(
             }
         }
     });
-    // On any early return from here on, the partial --save file is removed (SaveFile's drop).
+    // On any early return from here on, the temporary --save file is removed (its drop).
     let selection = selection?;
+    if stop.load(Ordering::Relaxed) {
+        return Err(interrupted_before_deleting(&p, "during the selection"));
+    }
     if let Some(e) = list_err {
         return Err(Failure::Output(e));
     }
@@ -453,7 +479,7 @@ pub fn run(
     if p.dry_run || !p.yes {
         let table = ct.table_stats().ok().map(|t| t.count);
         let mut text = Vec::new();
-        preview.write(&mut text, table, &p)?;
+        preview.write(&mut text, table, p.limit)?;
         if p.dry_run {
             // The summary goes where the report goes, unless --list fills stdout with flows.
             let report = Report::nothing(selection.matched, selected, true);
@@ -466,7 +492,11 @@ pub fn run(
             return Ok(Outcome::Ok);
         }
         io::stderr().write_all(&text)?;
-        if !confirm(selected) {
+        let yes = confirm(selected, netns);
+        if stop.load(Ordering::Relaxed) {
+            return Err(interrupted_before_deleting(&p, "at the question"));
+        }
+        if !yes {
             eprintln!("ctguard: nothing deleted");
             return Ok(Outcome::NothingMatched);
         }
@@ -476,10 +506,10 @@ pub fn run(
     if let Some(s) = save {
         s.commit()?;
     } else if let Some(path) = &p.save {
-        write_save(path, &selection.flows)?;
+        SaveFile::write_all(path, &selection.flows)?;
     }
+    intent(trail, Some(selected))?;
 
-    catch_ctrl_c();
     let mut report = Report::nothing(selection.matched, selected, false);
     let mut done = false;
     if let Ok(filter) = &flush {
@@ -497,26 +527,13 @@ pub fn run(
         }
     }
     if !done {
-        let deleter = Deleter::open()?.with_rate(p.rate).with_stop(&STOP);
+        let deleter = Deleter::open()?.with_rate(p.rate).with_stop(stop);
         let tally = evict::delete_selected(&selection.keys, deleter)?;
         report = report.with_tally(&tally, selection.without_id);
     }
-    report.interrupted = STOP.load(Ordering::Relaxed);
+    report.interrupted = stop.load(Ordering::Relaxed);
     report.elapsed_s = started.elapsed().as_secs_f64();
-    finish(out, &p, netns, report)
-}
-
-fn write_save(path: &Path, flows: &[Flow]) -> Result<(), Failure> {
-    let fail = |e: io::Error| {
-        Failure::Message(format!("--save {}: {e}; nothing was deleted", path.display()))
-    };
-    let f = OpenOptions::new().write(true).create_new(true).open(path).map_err(fail)?;
-    let mut w = BufWriter::new(f);
-    for flow in flows {
-        json::write_flow(&mut w, flow).map_err(fail)?;
-    }
-    w.flush().map_err(fail)?;
-    w.get_ref().sync_all().map_err(fail)
+    finish(out, &p, trail, report)
 }
 
 fn nothing_matched(out: &mut impl Write, p: &EvictPlan) -> Result<Outcome, Failure> {
@@ -540,80 +557,60 @@ fn print_report(out: &mut impl Write, p: &EvictPlan, r: &Report) -> Result<(), F
     Ok(())
 }
 
-/// Prints the report, appends the audit line, and turns the outcome into the exit status.
+/// Prints the report, appends the audit outcome, and turns the outcome into the exit status.
+/// The eviction's outcome wins over the output's: when stdout is gone (a closed pipe), the
+/// report goes to stderr and an unfinished eviction still exits 2.
 fn finish(
     out: &mut impl Write,
     p: &EvictPlan,
-    netns: Option<&str>,
+    trail: &mut Trail,
     report: Report,
 ) -> Result<Outcome, Failure> {
     for f in &report.failures {
         eprintln!("ctguard: could not delete {}: {} (errno {})", f.flow, f.error, f.errno);
     }
-    print_report(out, p, &report)?;
-    audit(p, netns, &report);
+    let printed = print_report(out, p, &report).and_then(|()| Ok(out.flush()?));
+    if let Err(e) = trail.outcome(&report, signals::caught(), None) {
+        eprintln!("ctguard: warning: {e} (the eviction itself is done)");
+    }
+    let status = status_of(&report);
+    match printed {
+        Ok(()) => status,
+        Err(e) => {
+            if let Failure::Output(io) = &e
+                && io.kind() != io::ErrorKind::BrokenPipe
+            {
+                eprintln!("ctguard: writing the report: {io}");
+            }
+            let _ = report.write_text(&mut io::stderr());
+            // A successful eviction whose report could not be written is still a success
+            // (a closed pipe exits 0 quietly); an unfinished one is never turned into one.
+            match status {
+                Ok(_) => Err(e),
+                failed => failed,
+            }
+        }
+    }
+}
+
+/// The exit status a report means.
+fn status_of(report: &Report) -> Result<Outcome, Failure> {
     // Interrupted counts as unfinished even when the flows seen so far are all gone: the dump
     // may have been cut short before it saw the rest.
     if report.all_gone() && !report.interrupted {
         return Ok(Outcome::Ok);
     }
-    out.flush()?;
-    Err(Failure::Message(if report.interrupted || report.not_attempted > 0 {
+    let by = signals::caught().map(|s| format!(" by {s}")).unwrap_or_default();
+    Err(Failure::Message(if report.interrupted && report.matched == 0 {
+        format!("interrupted{by} during the selection; nothing was deleted")
+    } else if report.interrupted || report.not_attempted > 0 {
         format!(
-            "interrupted: {} of {} selected flows not attempted",
+            "interrupted{by}: {} of {} selected flows not attempted",
             report.not_attempted, report.selected
         )
     } else {
         format!("{} of {} selected flows could not be deleted", report.failed, report.selected)
     }))
-}
-
-/// Appends one JSON line for a real eviction; a warning, never a failure, if that fails.
-fn audit(p: &EvictPlan, netns: Option<&str>, r: &Report) {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let inode = fs::read_link("/proc/thread-self/ns/net")
-        .map(|l| l.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let line = serde_json::json!({
-        "time": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        "user": user,
-        "uid": uid,
-        "namespace": netns.unwrap_or("(current)"),
-        "netns": inode,
-        "selector": p.selector_text,
-        "limit": p.limit,
-        "rate": p.rate,
-        "saved": p.save.as_ref().map(|s| s.display().to_string()),
-        "method": r.method,
-        "proof": r.proof,
-        "matched": r.matched,
-        "selected": r.selected,
-        "deleted": r.deleted,
-        "vanished": r.vanished,
-        "failed": r.failed,
-        "not_attempted": r.not_attempted,
-        "interrupted": r.interrupted,
-        "elapsed_s": r.elapsed_s,
-    });
-    let path = Path::new(&p.audit_log);
-    let write = || -> io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
-        }
-        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-        // One write of the whole line, so concurrent evictions never interleave.
-        f.write_all(format!("{line}\n").as_bytes())
-    };
-    if let Err(e) = write() {
-        eprintln!(
-            "ctguard: warning: audit log {}: {e} (the eviction itself is done)",
-            path.display()
-        );
-    }
 }
 
 #[cfg(test)]
@@ -628,5 +625,29 @@ mod tests {
             let e = parse_rate(bad).unwrap_err();
             assert!(e.contains("--rate") && !e.contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn issue_9_15_the_question_names_the_namespace() {
+        assert_eq!(
+            question(240_000, Some("guests")),
+            "Delete 240000 flows in netns guests? [y/N] "
+        );
+        assert_eq!(question(3, None), "Delete 3 flows in the current network namespace? [y/N] ");
+    }
+
+    #[test]
+    fn issue_9_15_the_preview_says_by_source_unless_grouping_by_guest() {
+        let text = |guests: &GuestMap| {
+            let mut v = Vec::new();
+            Preview::new(guests).write(&mut v, None, None).expect("write");
+            String::from_utf8(v).expect("utf8")
+        };
+        let by_src = text(&GuestMap::new());
+        assert!(by_src.contains("  by source: ") && !by_src.contains("by guest"), "{by_src}");
+        let mut guests = GuestMap::new();
+        guests.add("web", vec!["172.16.3.0/24".parse().expect("cidr")]);
+        let by_guest = text(&guests);
+        assert!(by_guest.contains("  by guest: ") && !by_guest.contains("by source"), "{by_guest}");
     }
 }

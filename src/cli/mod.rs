@@ -5,6 +5,8 @@ pub mod evict;
 pub mod live;
 pub mod plan;
 pub mod run;
+pub mod save;
+pub mod signals;
 
 use clap::{Args, Parser, Subcommand};
 

@@ -147,14 +147,19 @@ fn issue_3_evict_deletes_exactly_the_selection_on_a_mixed_table() {
             "kernel-flush",
         )
     });
-    c.run("the audit log has one line per eviction", || {
+    c.run("the audit log has an intent and an outcome record per eviction", || {
         let text = std::fs::read_to_string(ns.file("audit.jsonl")).map_err(|e| e.to_string())?;
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).map_err(|e| format!("audit line {l:?}: {e}")))
             .collect::<Result<_, _>>()?;
-        equal("audit lines", lines.len(), 8)?;
-        let first = &lines[0];
+        equal("audit lines", lines.len(), 16)?;
+        for pair in lines.chunks(2) {
+            equal("intent", pair[0]["record"].as_str(), Some("intent"))?;
+            equal("outcome", pair[1]["record"].as_str(), Some("outcome"))?;
+            equal("run id", &pair[0]["run_id"], &pair[1]["run_id"])?;
+        }
+        let first = &lines[1];
         for key in ["time", "user", "namespace", "selector", "matched", "deleted", "vanished"] {
             if first.get(key).is_none() {
                 return Err(format!("audit line lacks {key:?}: {first}"));
@@ -541,7 +546,9 @@ fn issue_3_rate_paces_and_ctrl_c_stops_cleanly() {
         }
         equal("flows left", ns.conntrack_count(), not_attempted)
     });
-    c.run("an unwritable audit log is a warning, not a failure", || {
+    // Issue 9.4: the audit trail is the accountability record; without it nothing goes.
+    c.run("an unwritable audit log refuses the eviction: exit 2, nothing touched", || {
+        let before = ns.conntrack_count();
         let r = ns.ctguard(&[
             "evict",
             "--yes",
@@ -550,10 +557,17 @@ fn issue_3_rate_paces_and_ctrl_c_stops_cleanly() {
             "--audit-log",
             "/proc/ctguard-not-here/audit.jsonl",
         ]);
-        equal("exit code", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))?;
-        if !r.stderr.contains("warning: audit log /proc/ctguard-not-here/audit.jsonl") {
-            return Err(format!("no warning: {:?}", r.stderr));
+        equal("exit code", r.code, Some(2)).map_err(|e| format!("{e}; {}", r.describe()))?;
+        if !r.stderr.contains("audit log /proc/ctguard-not-here/audit.jsonl")
+            || !r.stderr.contains("nothing was deleted")
+        {
+            return Err(format!("no refusal: {:?}", r.stderr));
         }
+        equal("flows left", ns.conntrack_count(), before)
+    });
+    c.run("--audit-log '' deletes without an audit trail", || {
+        let r = ns.ctguard(&["evict", "--yes", "-s", RUNAWAY_V4, "--audit-log", ""]);
+        equal("exit code", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))?;
         equal("flows left", ns.conntrack_count(), 0)
     });
     c.finish();
@@ -598,9 +612,9 @@ fn issue_3_terminal_preview_asks_before_deleting() {
         for needle in [
             "30 flows match",
             "by state: ESTABLISHED 30",
-            "by guest: 172.16.3.5 30",
+            "by source: 172.16.3.5 30",
             "sample:",
-            "Delete 30 flows? [y/N]",
+            &format!("Delete 30 flows in netns {}? [y/N]", ns.path()),
         ] {
             if !text.contains(needle) {
                 return Err(format!("the preview lacks {needle:?}: {text}"));

@@ -11,6 +11,7 @@ mod evict;
 mod exit_status;
 mod flushproof;
 mod idle;
+mod lifecycle;
 mod live;
 mod mixed_table;
 mod netns;
