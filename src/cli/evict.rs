@@ -378,13 +378,22 @@ pub fn run(
         }
     }
 
-    // Scripted relief: dump and delete at once. For a selection the kernel can flush, the
-    // dump is the flush's dry run, and the flush removes what is left once it is proven.
+    // Every delete is decided on what the kernel said of the flow at most FRESH_FOR before;
+    // an older answer is looked up again and the flow deleted only if it still matches.
+    let sel = p.sel.clone();
+    let still_selected = move |f: &Flow| sel.matches(f);
+
+    // Scripted relief: dump and delete at once, each flow deleted moments after the dump read
+    // it. For a selection the kernel can flush, the dump is the flush's dry run, and the flush
+    // removes what is left once it is proven.
     if p.yes && !p.dry_run && p.limit.is_none() && p.save.is_none() {
         catch_ctrl_c();
-        let deleter = Deleter::open()?.with_rate(p.rate).with_stop(&STOP);
+        let deleter = Deleter::open()?
+            .with_rate(p.rate)
+            .with_stop(&STOP)
+            .with_recheck(&still_selected, evict::FRESH_FOR);
         let s = evict::select_and_delete(ct, &p.sel, deleter, &STOP, flush.as_ref().ok())?;
-        if s.matched == 0 {
+        if s.matched == 0 && s.complete {
             return nothing_matched(out, &p);
         }
         let mut report =
@@ -393,6 +402,7 @@ pub fn run(
             report = report.with_flush(handed, removed);
         }
         report.interrupted = STOP.load(Ordering::Relaxed);
+        report.complete = s.complete;
         report.elapsed_s = started.elapsed().as_secs_f64();
         return finish(out, &p, netns, report);
     }
@@ -407,7 +417,7 @@ pub fn run(
     let keep_flows = p.save.is_some() && p.limit.is_some();
     let (list, json_out) = (p.list, p.json);
     let show_preview = p.dry_run || !p.yes;
-    let selection = evict::select(ct, &p.sel, p.limit, keep_flows, |seen| match seen {
+    let selection = evict::select(ct, &p.sel, p.limit, keep_flows, &STOP, |seen| match seen {
         Seen::Flow(flow) => {
             if show_preview {
                 preview.add(flow);
@@ -472,6 +482,8 @@ pub fn run(
         }
     }
 
+    // The deleting is timed from here: the selection and the time at the prompt are not in it.
+    let started = Instant::now();
     // Written and synced before the first delete.
     if let Some(s) = save {
         s.commit()?;
@@ -479,29 +491,20 @@ pub fn run(
         write_save(path, &selection.flows)?;
     }
 
+    // The selection is re-established flow by flow: what the preview (or the dump a --limit
+    // needed whole) showed is older than FRESH_FOR by now, so each flow is looked up again
+    // right before its delete and deleted only if it is still the entry shown and still
+    // matches. No kernel flush here: it would also take flows that appeared after the preview.
     catch_ctrl_c();
     let mut report = Report::nothing(selection.matched, selected, false);
-    let mut done = false;
-    if let Ok(filter) = &flush {
-        if evict::dry_run_confirms(filter, &selection.dry_run) {
-            if let Some(removed) = evict::flush(ct, filter, &selection.dry_run)? {
-                report = report.with_flush(selected, removed);
-                done = true;
-            }
-        } else {
-            eprintln!(
-                "ctguard: warning: the kernel's filtered dump returned {} entries for {} selected \
-                 flows; not trusting its flush, deleting flow by flow",
-                selection.dry_run.returned, selection.dry_run.matched
-            );
-        }
-    }
-    if !done {
-        let deleter = Deleter::open()?.with_rate(p.rate).with_stop(&STOP);
-        let tally = evict::delete_selected(&selection.keys, deleter)?;
-        report = report.with_tally(&tally, selection.without_id);
-    }
+    let deleter = Deleter::open()?
+        .with_rate(p.rate)
+        .with_stop(&STOP)
+        .with_recheck(&still_selected, evict::FRESH_FOR);
+    let tally = evict::delete_selected(&selection.keys, deleter)?;
+    report = report.with_tally(&tally, selection.without_id);
     report.interrupted = STOP.load(Ordering::Relaxed);
+    report.complete = selection.complete;
     report.elapsed_s = started.elapsed().as_secs_f64();
     finish(out, &p, netns, report)
 }
