@@ -26,12 +26,15 @@ pub const DEFAULT_AUDIT_LOG: &str = "/var/log/ctguard/audit.jsonl";
 
 const EVICT_EXIT_STATUS: &str = "\
 EXIT STATUS:
-  0  every selected flow is gone (deleted, or vanished by itself); a --dry-run that matched
+  0  every selected flow is dealt with: deleted, vanished by itself, or left alone because
+     it changed (no longer matches) or its tuple now belongs to a new entry; a --dry-run
+     that matched
   1  nothing matched, or the question was answered no
   2  bad input (nothing was touched), a delete the kernel refused, or Ctrl-C
 
-Each delete carries the flow's tuple, zone and kernel id: a tuple re-used by a new connection
-meanwhile is left alone (counted as vanished).";
+No flow is deleted on a kernel answer older than 0.5 s: flows shown at the prompt, paced by
+--rate or chosen by --limit are looked up again right before their delete and deleted only
+if still the same entry and still selected. See the README's \"What a delete guarantees\".";
 
 /// `ctguard evict`: delete exactly the selected flows.
 #[derive(Debug, Args)]

@@ -153,6 +153,10 @@ impl DeleteTally {
 const FAILURES_KEPT: usize = 20;
 /// Bytes of requests per `sendmsg`.
 const CHUNK_BYTES: usize = 64 << 10;
+/// Re-check rounds for one chunk before what is still stale is left undone.
+const RECHECK_ROUNDS: usize = 3;
+/// How far paced deletes may fall behind their schedule before the schedule moves instead.
+const PACE_SLACK: Duration = Duration::from_millis(100);
 /// Lookups per `sendmsg` when re-checking. Each answer is a separate skb of a page or two of
 /// truesize (`ctnetlink_get_conntrack` allocates `NLMSG_DEFAULT_SIZE`), all queued on our
 /// socket before we read them: 256 of them stay far below its 8 MiB receive buffer.
@@ -293,9 +297,16 @@ impl<'a> Deleter<'a> {
 
     fn pace(&mut self) {
         let Some(rate) = self.rate else { return };
-        let started = *self.started.get_or_insert_with(Instant::now);
+        let mut started = *self.started.get_or_insert_with(Instant::now);
         // The chunk about to go may start once the ones before it are due.
         let due = Duration::from_secs_f64(self.sent as f64 / f64::from(rate));
+        // Behind by more than a chunk's time (this thread was not scheduled, a re-check was
+        // slow): carry on at the rate from now instead of a burst that catches up, which
+        // would delete more than the rate in a second.
+        if started.elapsed() > due + PACE_SLACK {
+            started = Instant::now() - due;
+            self.started = Some(started);
+        }
         while let Some(wait) = due.checked_sub(started.elapsed()) {
             if self.stopped() || wait.is_zero() {
                 break;
@@ -315,7 +326,17 @@ impl<'a> Deleter<'a> {
             self.buf.clear();
             return Ok(());
         }
-        self.recheck_chunk()?;
+        // A re-check stamps each kept flow with the time of its lookup; should this thread
+        // stall past the bound before the deletes go, the next round looks them up again.
+        let mut rounds = 0;
+        while self.recheck_chunk()? {
+            rounds += 1;
+            if rounds == RECHECK_ROUNDS {
+                // Never delete on an old answer: what is still stale is left undone.
+                self.drop_stale();
+                break;
+            }
+        }
         if self.chunk.is_empty() {
             self.buf.clear();
             return Ok(());
@@ -375,39 +396,61 @@ impl<'a> Deleter<'a> {
     }
 
     /// With a re-check set and a flow in the chunk read longer ago than its bound: looks every
-    /// flow of the chunk up again and keeps (and re-encodes) only those to delete.
-    fn recheck_chunk(&mut self) -> Result<(), Error> {
-        let Some(rc) = &self.recheck else { return Ok(()) };
+    /// flow of the chunk up again and keeps (and re-encodes) only those to delete, stamped
+    /// with the time of their lookup. True when it looked.
+    fn recheck_chunk(&mut self) -> Result<bool, Error> {
+        let Some(rc) = &self.recheck else { return Ok(false) };
         let fresh_for = rc.fresh_for;
         if self.chunk.iter().all(|m| m.seen.elapsed() <= fresh_for) {
-            return Ok(());
+            return Ok(false);
         }
         let mut verdicts = Vec::with_capacity(self.chunk.len());
+        let mut looked_at = Vec::with_capacity(self.chunk.len());
         for part in 0..self.chunk.len().div_ceil(RECHECK_BATCH) {
             let from = part * RECHECK_BATCH;
             let to = (from + RECHECK_BATCH).min(self.chunk.len());
+            // The kernel answers each lookup inside our send: the answer is this recent.
+            let now = Instant::now();
             self.lookup(from..to, &mut verdicts)?;
+            looked_at.resize(to, now);
         }
         self.tally.rechecked += verdicts.len() as u64;
         let marked = std::mem::take(&mut self.chunk);
         self.buf.clear();
-        for (m, v) in marked.iter().zip(verdicts) {
+        for ((m, v), looked) in marked.iter().zip(verdicts).zip(looked_at) {
             match v {
-                Verdict::Delete => {
-                    self.seq = self.seq.wrapping_add(1);
-                    if self.chunk.is_empty() {
-                        self.first_seq = self.seq;
-                    }
-                    encode::delete(&mut self.buf, self.seq, &m.key, false);
-                    self.chunk.push(*m);
-                }
+                Verdict::Delete => self.requeue(Marked { seen: looked, ..*m }),
                 Verdict::Gone => self.tally.vanished += 1,
                 Verdict::Replaced => self.tally.replaced += 1,
                 Verdict::Changed => self.tally.changed += 1,
                 Verdict::Failed(errno) => self.tally.fail(m.key, errno),
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Queues `m` again after a re-check, with a new sequence number.
+    fn requeue(&mut self, m: Marked) {
+        self.seq = self.seq.wrapping_add(1);
+        if self.chunk.is_empty() {
+            self.first_seq = self.seq;
+        }
+        encode::delete(&mut self.buf, self.seq, &m.key, false);
+        self.chunk.push(m);
+    }
+
+    /// Takes out of the chunk, as not attempted, every flow whose answer is past the bound.
+    fn drop_stale(&mut self) {
+        let Some(fresh_for) = self.recheck.as_ref().map(|rc| rc.fresh_for) else { return };
+        let marked = std::mem::take(&mut self.chunk);
+        self.buf.clear();
+        for m in marked {
+            if m.seen.elapsed() <= fresh_for {
+                self.requeue(m);
+            } else {
+                self.tally.not_attempted += 1;
+            }
+        }
     }
 
     /// Pipelined lookups of `chunk[range]`: one answer each, the entry or an error.
@@ -531,6 +574,49 @@ mod tests {
             .map(|i| NetlinkBuffer::new_checked(&buf[i * buf.len() / 3..]).unwrap().flags())
             .collect();
         assert_eq!(flags, [NLM_F_REQUEST, NLM_F_REQUEST, NLM_F_REQUEST | NLM_F_ACK]);
+    }
+
+    fn marked(f: &Flow) -> Marked {
+        Marked::of(f, Instant::now()).unwrap()
+    }
+
+    #[test]
+    fn issue_10_the_recheck_deletes_only_the_same_entry_still_selected() {
+        let mut then = crate::flow::test_tcp("10.0.0.1", "10.0.0.2", 1, 2, TcpState::Established);
+        then.id = Some(7);
+        let established = |f: &Flow| f.tcp_state() == Some(TcpState::Established);
+        let m = marked(&then);
+        assert_eq!(judge(&m, &then, &established), Verdict::Delete);
+
+        let moved =
+            Flow { state: Some(crate::flow::ProtoState::Tcp(TcpState::TimeWait)), ..then.clone() };
+        assert_eq!(judge(&m, &moved, &established), Verdict::Changed, "stopped matching");
+        let other_id = Flow { id: Some(8), ..then.clone() };
+        assert_eq!(judge(&m, &other_id, &established), Verdict::Replaced, "another entry");
+
+        // The same id (the kernel re-used the memory) but another start time: a new entry.
+        let stamped = Flow { start_ns: Some(1_000), ..then.clone() };
+        let m = marked(&stamped);
+        assert_eq!(judge(&m, &stamped, &established), Verdict::Delete);
+        let reborn = Flow { start_ns: Some(2_000), ..stamped.clone() };
+        assert_eq!(judge(&m, &reborn, &established), Verdict::Replaced);
+
+        // Counters never go down for one entry.
+        let counted = Flow {
+            counters_orig: Some(crate::flow::Counter { packets: 10, bytes: 1 }),
+            ..then.clone()
+        };
+        let m = marked(&counted);
+        let more = Flow {
+            counters_reply: Some(crate::flow::Counter { packets: 1, bytes: 1 }),
+            ..counted.clone()
+        };
+        assert_eq!(judge(&m, &more, &established), Verdict::Delete, "traffic since");
+        let fewer = Flow {
+            counters_orig: Some(crate::flow::Counter { packets: 2, bytes: 1 }),
+            ..counted.clone()
+        };
+        assert_eq!(judge(&m, &fewer, &established), Verdict::Replaced);
     }
 
     #[test]

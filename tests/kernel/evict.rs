@@ -180,7 +180,7 @@ fn tcp_line(src: &str, dst: &str, sport: u16, state: &str, mark: u32, zone: u16)
     s
 }
 
-fn load_lines(ns: &Netns, name: &str, lines: &[String]) {
+pub(crate) fn load_lines(ns: &Netns, name: &str, lines: &[String]) {
     let path = ns.write_file(name, &(lines.join("\n") + "\n"));
     ns.conntrack(&["-R", &path]).ok();
 }
