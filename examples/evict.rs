@@ -7,6 +7,7 @@
 //! it the example only counts).
 
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
 use ctguard::ctnetlink::Deleter;
 use ctguard::select::{Selector, parse_cidr};
@@ -28,7 +29,8 @@ fn run() -> Result<(), String> {
     let delete = args.next().as_deref() == Some("delete");
     let sel = Selector { src: vec![parse_cidr(&src)?], ..Selector::default() };
     let mut ct = Conntrack::open().map_err(|e| e.to_string())?;
-    let selection = evict::select(&mut ct, &sel, None, false, |_| {}).map_err(|e| e.to_string())?;
+    let selection = evict::select(&mut ct, &sel, None, false, &AtomicBool::new(false), |_| {})
+        .map_err(|e| e.to_string())?;
     println!("{} flows from {src}", selection.matched);
     if delete {
         let deleter = Deleter::open().map_err(|e| e.to_string())?;

@@ -20,10 +20,13 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
 
-use crate::ctnetlink::{self, Conntrack, DeleteTally, Deleter, DumpFilter, FlowKey, FlushRequest};
+use crate::ctnetlink::{
+    self, Conntrack, DeleteTally, Deleter, DumpFilter, FlowKey, FlushRequest, Marked,
+};
 use crate::flow::{Family, Flow};
 use crate::flushproof::{self, Proof};
 use crate::select::Selector;
@@ -162,7 +165,7 @@ struct Candidate {
     idle: u32,
     /// Dump order, to break ties deterministically (earlier first).
     order: Reverse<u64>,
-    key: FlowKey,
+    marked: Marked,
 }
 
 impl PartialEq for Candidate {
@@ -182,11 +185,17 @@ impl Ord for Candidate {
     }
 }
 
+/// How long a kernel answer about a flow is good for a decision to delete it. A flow read
+/// longer ago than this (behind a prompt, a `--rate`, a `--limit` that needed the whole dump,
+/// a slow deleting thread) is looked up again right before its delete, and deleted only if it
+/// is still the same entry and still selected ([`Deleter::with_recheck`]).
+pub const FRESH_FOR: Duration = Duration::from_millis(500);
+
 /// The flows one selection dump chose, ready to delete.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
-    /// The keys to delete, most idle first when limited, else in dump order.
-    pub keys: Vec<FlowKey>,
+    /// The flows to delete, most idle first when limited, else in dump order.
+    pub keys: Vec<Marked>,
     /// With `--limit` and `keep_flows`: the flows behind `keys`, in the same order.
     pub flows: Vec<Flow>,
     /// Flows the selector matched (before `--limit`).
@@ -195,6 +204,8 @@ pub struct Selection {
     pub without_id: u64,
     /// The dump, as the dry run of a flush with the same filter.
     pub dry_run: DryRun,
+    /// False when `stop` cut the dump short: more flows may match than `matched`.
+    pub complete: bool,
 }
 
 /// Dump attempts when our receive buffer overflowed (the selection restarts from scratch).
@@ -213,12 +224,13 @@ pub enum Seen<'a> {
 /// matched flow (for previews, tallies and `--save`; with a limit, all of them, not only the
 /// chosen), and [`Seen::Restart`] if the dump has to be repeated. With `limit`, only the
 /// `limit` most idle are kept (memory grows with the limit, not the table), and `keep_flows`
-/// keeps their whole flows too.
+/// keeps their whole flows too. Once `stop` is set the dump ends early (`complete` false).
 pub fn select(
     ct: &mut Conntrack,
     sel: &Selector,
     limit: Option<u64>,
     keep_flows: bool,
+    stop: &AtomicBool,
     mut each: impl FnMut(Seen<'_>),
 ) -> Result<Selection, ctnetlink::Error> {
     let filter = sel.kernel_filter();
@@ -231,24 +243,29 @@ pub fn select(
         let mut slots: Vec<Option<Flow>> = Vec::new();
         let mut free: Vec<usize> = Vec::new();
         let mut returned = 0u64;
+        let mut cut = false;
         let r = ct.dump(&filter, |flow| {
+            if stop.load(Ordering::Relaxed) {
+                cut = true;
+                return ControlFlow::Break(());
+            }
             returned += 1;
             if !sel.matches(flow) {
                 return ControlFlow::Continue(());
             }
             s.matched += 1;
             each(Seen::Flow(flow));
-            let Some(key) = FlowKey::of(flow) else {
+            let Some(marked) = Marked::of(flow, Instant::now()) else {
                 s.without_id += 1;
                 return ControlFlow::Continue(());
             };
             match limit {
-                None => s.keys.push(key),
+                None => s.keys.push(marked),
                 Some(n) => {
                     let c = Candidate {
                         idle: timeouts.idle(flow).unwrap_or(0),
                         order: Reverse(s.matched),
-                        key,
+                        marked,
                     };
                     if (heap.len() as u64) < n {
                         let slot = store(&mut slots, &mut free, keep_flows.then(|| flow.clone()));
@@ -270,16 +287,17 @@ pub fn select(
                 let mut chosen = heap.into_sorted_vec();
                 // into_sorted_vec of Reverse is descending by candidate: most idle first.
                 for Reverse((c, slot)) in chosen.drain(..) {
-                    s.keys.push(c.key);
+                    s.keys.push(c.marked);
                     if let Some(f) = slots.get_mut(slot).and_then(Option::take) {
                         s.flows.push(f);
                     }
                 }
+                s.complete = !cut;
                 s.dry_run = DryRun {
                     filter,
                     returned,
                     matched: s.matched,
-                    incomplete: summary.interrupted,
+                    incomplete: summary.interrupted || !s.complete,
                 };
                 return Ok(s);
             }
@@ -302,10 +320,11 @@ fn store(slots: &mut Vec<Option<Flow>>, free: &mut Vec<usize>, flow: Option<Flow
     }
 }
 
-/// Deletes the selected flows, pipelined, each guarded by its identity.
+/// Deletes the selected flows, pipelined, each guarded by its identity (and, with a deleter
+/// [`Deleter::with_recheck`], re-checked when its answer is older than the bound).
 pub fn delete_selected(
-    keys: &[FlowKey],
-    mut deleter: Deleter,
+    keys: &[Marked],
+    mut deleter: Deleter<'_>,
 ) -> Result<DeleteTally, ctnetlink::Error> {
     for (i, key) in keys.iter().enumerate() {
         if deleter.push(key)?.is_break() {
@@ -350,6 +369,8 @@ pub struct Streamed {
     /// Selected flows left to the kernel flush, and what the table lost in it (see [`flush`]);
     /// `None` when no flush was sent.
     pub flushed: Option<(u64, u64)>,
+    /// False when `stop` cut the dump short: more flows may match than `matched`.
+    pub complete: bool,
 }
 
 /// The dump and the deletes at once: while this thread decodes and matches the dump, a second
@@ -365,13 +386,13 @@ pub struct Streamed {
 pub fn select_and_delete(
     ct: &mut Conntrack,
     sel: &Selector,
-    deleter: Deleter,
+    deleter: Deleter<'_>,
     stop: &AtomicBool,
     flush_with: Option<&DumpFilter>,
 ) -> Result<Streamed, ctnetlink::Error> {
     let filter = sel.kernel_filter();
     let takeover = AtomicBool::new(false);
-    let (tx, rx) = mpsc::sync_channel::<Vec<FlowKey>>(BATCHES_IN_FLIGHT);
+    let (tx, rx) = mpsc::sync_channel::<Vec<Marked>>(BATCHES_IN_FLIGHT);
     std::thread::scope(|scope| {
         let takeover = &takeover;
         let worker = scope.spawn(move || -> Result<(DeleteTally, u64), ctnetlink::Error> {
@@ -400,11 +421,13 @@ pub fn select_and_delete(
         let mut out = Streamed::default();
         let mut result = Ok(());
         let mut dry = None;
+        let mut cut = false;
         for attempt in 1..=DUMP_ATTEMPTS {
             let mut batch = Vec::with_capacity(BATCH);
             let mut returned = 0u64;
             let r = ct.dump(&filter, |flow| {
                 if stop.load(Ordering::Relaxed) {
+                    cut = true;
                     return ControlFlow::Break(());
                 }
                 returned += 1;
@@ -412,8 +435,8 @@ pub fn select_and_delete(
                     return ControlFlow::Continue(());
                 }
                 out.matched += 1;
-                match FlowKey::of(flow) {
-                    Some(key) => batch.push(key),
+                match Marked::of(flow, Instant::now()) {
+                    Some(marked) => batch.push(marked),
                     None => out.without_id += 1,
                 }
                 if batch.len() == BATCH {
@@ -430,7 +453,7 @@ pub fn select_and_delete(
                     filter,
                     returned,
                     matched: out.matched,
-                    incomplete: summary.interrupted || stop.load(Ordering::Relaxed),
+                    incomplete: summary.interrupted || cut,
                 };
                 if dry_run_confirms(f, &d) {
                     // From here on the worker drops what it has not sent: the flush takes it.
@@ -464,6 +487,7 @@ pub fn select_and_delete(
         };
         result?;
         out.tally = tally;
+        out.complete = !cut;
         if let (Some(f), Some(d)) = (flush_with, dry) {
             // The per-flow deletes have all been answered: the table count moves only with
             // the flush now (and with whatever else the kernel does meanwhile).
@@ -588,17 +612,30 @@ pub struct Report {
     pub selected: u64,
     /// Deleted by this run.
     pub deleted: u64,
-    /// Gone before their delete reached them (ENOENT), including entries whose tuple a new
-    /// connection re-used: those were left alone.
+    /// Gone before their delete reached them (ENOENT: expired, or deleted by someone else).
     pub vanished: u64,
+    /// Left alone: re-checked right before the delete, the tuple belonged to a new entry
+    /// (another id; or the same id, the kernel having re-used the old entry's memory, with
+    /// another start time or fewer packets).
+    pub replaced: u64,
+    /// Left alone: re-checked right before the delete, the flow no longer matched the
+    /// selection (its state, mark, idle time ... changed since it was selected).
+    pub changed: u64,
     /// Refused by the kernel with another error (see `failures`), or without an id to guard
     /// the delete.
     pub failed: u64,
     /// Not attempted because the run was interrupted.
     pub not_attempted: u64,
-    /// Ctrl-C stopped the run.
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run.
     pub interrupted: bool,
-    /// Seconds from the start of the selection to the end of the deletes.
+    /// False when the interruption cut the selection dump short: `matched` is what it had
+    /// matched by then, and more flows may match.
+    pub complete: bool,
+    /// For a kernel flush: `deleted` is how much the table's entry count fell during the
+    /// flush, which other flows coming or going at the same moment move too.
+    pub count_is_table_delta: bool,
+    /// Seconds the deleting took: from the confirmation (or the start, without a prompt) to
+    /// the end of the deletes; never the time spent at the prompt.
     pub elapsed_s: f64,
     /// The first few refused deletes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -618,9 +655,13 @@ impl Report {
             selected,
             deleted: 0,
             vanished: 0,
+            replaced: 0,
+            changed: 0,
             failed: 0,
             not_attempted: 0,
             interrupted: false,
+            complete: true,
+            count_is_table_delta: false,
             elapsed_s: 0.0,
             failures: Vec::new(),
             proof: None,
@@ -632,6 +673,8 @@ impl Report {
         self.method = Method::PerFlow;
         self.deleted = t.deleted;
         self.vanished = t.vanished;
+        self.replaced = t.replaced;
+        self.changed = t.changed;
         self.failed = t.failed + without_id;
         self.not_attempted = t.not_attempted;
         self.failures = t
@@ -648,6 +691,8 @@ impl Report {
 
     /// Fills in what a kernel flush did with `handed` selected flows: `removed` is what the
     /// table lost meanwhile; the selected flows it did not account for count as vanished.
+    /// The kernel does not say how many entries a flush deleted, so this is a table delta
+    /// (`count_is_table_delta`).
     pub fn with_flush(mut self, handed: u64, removed: u64) -> Report {
         let deleted = removed.min(handed);
         self.method = match self.method {
@@ -658,12 +703,15 @@ impl Report {
         };
         self.deleted += deleted;
         self.vanished += handed - deleted;
+        self.count_is_table_delta = true;
         self
     }
 
-    /// True when every selected flow is gone (deleted by us or vanished by itself).
+    /// True when every selected flow is dealt with: deleted by us, vanished by itself, or
+    /// deliberately left alone because the re-check found it replaced or changed.
     pub fn all_gone(&self) -> bool {
-        !self.dry_run && self.deleted + self.vanished == self.selected
+        !self.dry_run
+            && self.deleted + self.vanished + self.replaced + self.changed == self.selected
     }
 
     /// The one-line text form.
@@ -686,8 +734,23 @@ impl Report {
             "deleted {} of {} selected flows in {:.2} s (matched {}, vanished {}, failed {}{how})",
             self.deleted, self.selected, self.elapsed_s, self.matched, self.vanished, self.failed
         )?;
+        if self.replaced + self.changed > 0 {
+            write!(
+                out,
+                "; left alone {}: {} no longer matched, {} replaced by a new entry",
+                self.replaced + self.changed,
+                self.changed,
+                self.replaced
+            )?;
+        }
+        if self.count_is_table_delta {
+            write!(out, "; the flush's count is the table's fall during it")?;
+        }
         if self.interrupted || self.not_attempted > 0 {
             write!(out, "; interrupted, {} not attempted", self.not_attempted)?;
+        }
+        if !self.complete {
+            write!(out, "; the selection dump was cut short: more flows may match")?;
         }
         writeln!(out)
     }
@@ -801,7 +864,8 @@ mod tests {
             f
         })
         .unwrap();
-        let c = |idle, order| Candidate { idle, order: Reverse(order), key };
+        let marked = Marked { key, seen: Instant::now(), start_ns: None, packets: None };
+        let c = |idle, order| Candidate { idle, order: Reverse(order), marked };
         assert!(c(10, 5) > c(9, 1));
         assert!(c(10, 1) > c(10, 2), "ties: the earlier flow first");
     }

@@ -26,13 +26,16 @@ use super::signals;
 
 const EVICT_EXIT_STATUS: &str = "\
 EXIT STATUS:
-  0  every selected flow is gone (deleted, or vanished by itself); a --dry-run that matched
+  0  every selected flow is dealt with: deleted, vanished by itself, or left alone because
+     it changed (no longer matches) or its tuple now belongs to a new entry; a --dry-run
+     that matched
   1  nothing matched, or the question was answered no
   2  bad input (nothing was touched), an audit log that cannot be written (nothing was
-     touched), a delete the kernel refused, or interrupted (SIGINT, SIGTERM, SIGHUP)
+     touched), a delete the kernel refused, or interrupted (Ctrl-C, SIGTERM, SIGHUP)
 
-Each delete carries the flow's tuple, zone and kernel id: a tuple re-used by a new connection
-meanwhile is left alone (counted as vanished).";
+No flow is deleted on a kernel answer older than 0.5 s: flows shown at the prompt, paced by
+--rate or chosen by --limit are looked up again right before their delete and deleted only
+if still the same entry and still selected. See the README's \"What a delete guarantees\".";
 
 /// `ctguard evict`: delete exactly the selected flows.
 #[derive(Debug, Args)]
@@ -399,13 +402,22 @@ fn evict(
         }
     }
 
-    // Scripted relief: dump and delete at once. For a selection the kernel can flush, the
-    // dump is the flush's dry run, and the flush removes what is left once it is proven.
+    // Every delete is decided on what the kernel said of the flow at most FRESH_FOR before;
+    // an older answer is looked up again and the flow deleted only if it still matches.
+    let sel = p.sel.clone();
+    let still_selected = move |f: &Flow| sel.matches(f);
+
+    // Scripted relief: dump and delete at once, each flow deleted moments after the dump read
+    // it. For a selection the kernel can flush, the dump is the flush's dry run, and the flush
+    // removes what is left once it is proven.
     if p.yes && !p.dry_run && p.limit.is_none() && p.save.is_none() {
         intent(trail, None)?;
-        let deleter = Deleter::open()?.with_rate(p.rate).with_stop(stop);
+        let deleter = Deleter::open()?
+            .with_rate(p.rate)
+            .with_stop(stop)
+            .with_recheck(&still_selected, evict::FRESH_FOR);
         let s = evict::select_and_delete(ct, &p.sel, deleter, stop, flush.as_ref().ok())?;
-        if s.matched == 0 && !stop.load(Ordering::Relaxed) {
+        if s.matched == 0 && s.complete && !stop.load(Ordering::Relaxed) {
             return nothing_matched(out, &p);
         }
         let mut report =
@@ -414,6 +426,7 @@ fn evict(
             report = report.with_flush(handed, removed);
         }
         report.interrupted = stop.load(Ordering::Relaxed);
+        report.complete = s.complete;
         report.elapsed_s = started.elapsed().as_secs_f64();
         return finish(out, &p, trail, report);
     }
@@ -428,9 +441,7 @@ fn evict(
     let keep_flows = p.save.is_some() && p.limit.is_some();
     let (list, json_out) = (p.list, p.json);
     let show_preview = p.dry_run || !p.yes;
-    let selection = evict::select(ct, &p.sel, p.limit, keep_flows, |seen| match seen {
-        // Stopped: the rest of the dump is only read to its end, the selection is dropped.
-        Seen::Flow(_) if stop.load(Ordering::Relaxed) => {}
+    let selection = evict::select(ct, &p.sel, p.limit, keep_flows, stop, |seen| match seen {
         Seen::Flow(flow) => {
             if show_preview {
                 preview.add(flow);
@@ -502,6 +513,8 @@ fn evict(
         }
     }
 
+    // The deleting is timed from here: the selection and the time at the prompt are not in it.
+    let started = Instant::now();
     // Written and synced before the first delete.
     if let Some(s) = save {
         s.commit()?;
@@ -510,28 +523,19 @@ fn evict(
     }
     intent(trail, Some(selected))?;
 
+    // The selection is re-established flow by flow: what the preview (or the dump a --limit
+    // needed whole) showed is older than FRESH_FOR by now, so each flow is looked up again
+    // right before its delete and deleted only if it is still the entry shown and still
+    // matches. No kernel flush here: it would also take flows that appeared after the preview.
     let mut report = Report::nothing(selection.matched, selected, false);
-    let mut done = false;
-    if let Ok(filter) = &flush {
-        if evict::dry_run_confirms(filter, &selection.dry_run) {
-            if let Some(removed) = evict::flush(ct, filter, &selection.dry_run)? {
-                report = report.with_flush(selected, removed);
-                done = true;
-            }
-        } else {
-            eprintln!(
-                "ctguard: warning: the kernel's filtered dump returned {} entries for {} selected \
-                 flows; not trusting its flush, deleting flow by flow",
-                selection.dry_run.returned, selection.dry_run.matched
-            );
-        }
-    }
-    if !done {
-        let deleter = Deleter::open()?.with_rate(p.rate).with_stop(stop);
-        let tally = evict::delete_selected(&selection.keys, deleter)?;
-        report = report.with_tally(&tally, selection.without_id);
-    }
+    let deleter = Deleter::open()?
+        .with_rate(p.rate)
+        .with_stop(stop)
+        .with_recheck(&still_selected, evict::FRESH_FOR);
+    let tally = evict::delete_selected(&selection.keys, deleter)?;
+    report = report.with_tally(&tally, selection.without_id);
     report.interrupted = stop.load(Ordering::Relaxed);
+    report.complete = selection.complete;
     report.elapsed_s = started.elapsed().as_secs_f64();
     finish(out, &p, trail, report)
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use netlink_sys::Socket;
 
 use super::uapi::*;
-use super::{DumpFilter, Error, encode, error_code, messages, open_socket};
+use super::{DumpFilter, Error, decode, encode, error_code, messages, open_socket};
 use crate::flow::{Family, Flow, Proto, Tuple};
 
 /// What an identity-guarded delete needs of a flow: the original tuple, the zone and the
@@ -47,6 +47,76 @@ impl FlowKey {
     }
 }
 
+/// A flow chosen for deletion, with what the kernel said of it and when: enough to tell, just
+/// before the delete, whether the entry the tuple now finds is still that flow and still selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marked {
+    /// What the delete sends.
+    pub key: FlowKey,
+    /// When the kernel's answer describing the flow was read.
+    pub seen: Instant,
+    /// `CTA_TIMESTAMP_START` then (`nf_conntrack_timestamp=1`): a new entry on the same tuple,
+    /// even one that re-uses the old entry's memory and so its id, has another start time.
+    pub start_ns: Option<u64>,
+    /// Packets in both directions then (`nf_conntrack_acct=1`): they never go down for one
+    /// entry, so fewer now means a new entry.
+    pub packets: Option<u64>,
+}
+
+impl Marked {
+    /// `flow` as read at `seen`; `None` without a `CTA_ID` (see [`FlowKey::of`]).
+    pub fn of(flow: &Flow, seen: Instant) -> Option<Marked> {
+        Some(Marked {
+            key: FlowKey::of(flow)?,
+            seen,
+            start_ns: flow.start_ns,
+            packets: packets(flow),
+        })
+    }
+}
+
+fn packets(flow: &Flow) -> Option<u64> {
+    match (flow.counters_orig, flow.counters_reply) {
+        (None, None) => None,
+        (o, r) => Some(o.map_or(0, |c| c.packets) + r.map_or(0, |c| c.packets)),
+    }
+}
+
+/// What the re-check found of one marked flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Still the same entry and still selected: delete it now.
+    Delete,
+    /// No entry has the tuple any more (ENOENT).
+    Gone,
+    /// The tuple belongs to a new entry (another id, or the same id with another start time
+    /// or fewer packets: the kernel handed the freed entry's memory to a new connection).
+    Replaced,
+    /// The same entry, but it no longer matches the selection (its state, mark, idle time ...
+    /// changed).
+    Changed,
+    /// The kernel refused the lookup with this errno.
+    Failed(i32),
+}
+
+fn judge(m: &Marked, now: &Flow, selected: &dyn Fn(&Flow) -> bool) -> Verdict {
+    if now.id != Some(m.key.id) {
+        return Verdict::Replaced;
+    }
+    if m.start_ns.is_some() && now.start_ns != m.start_ns {
+        return Verdict::Replaced;
+    }
+    if let Some(before) = m.packets
+        && packets(now).is_some_and(|p| p < before)
+    {
+        return Verdict::Replaced;
+    }
+    if !selected(now) {
+        return Verdict::Changed;
+    }
+    Verdict::Delete
+}
+
 /// How the deletes went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteTally {
@@ -55,40 +125,78 @@ pub struct DeleteTally {
     /// Gone before their delete (ENOENT: expired, deleted by someone else, or the tuple now
     /// belongs to a new entry with another id, which the kernel left alone).
     pub vanished: u64,
+    /// Left alone because, re-checked just before the delete, the tuple belonged to a new
+    /// entry (see [`Marked`]).
+    pub replaced: u64,
+    /// Left alone because, re-checked just before the delete, the flow no longer matched.
+    pub changed: u64,
     /// Refused with another errno.
     pub failed: u64,
     /// The first few failures: the flow and the errno.
     pub failures: Vec<(FlowKey, i32)>,
     /// Not sent because the run was stopped.
     pub not_attempted: u64,
+    /// Flows re-checked with a lookup before their delete.
+    pub rechecked: u64,
+}
+
+impl DeleteTally {
+    fn fail(&mut self, key: FlowKey, errno: i32) {
+        self.failed += 1;
+        if self.failures.len() < FAILURES_KEPT {
+            self.failures.push((key, errno));
+        }
+    }
 }
 
 /// Failures kept with their flow for the report; the rest are only counted.
 const FAILURES_KEPT: usize = 20;
 /// Bytes of requests per `sendmsg`.
 const CHUNK_BYTES: usize = 64 << 10;
+/// Re-check rounds for one chunk before what is still stale is left undone.
+const RECHECK_ROUNDS: usize = 3;
+/// How far paced deletes may fall behind their schedule before the schedule moves instead.
+const PACE_SLACK: Duration = Duration::from_millis(100);
+/// Lookups per `sendmsg` when re-checking. Each answer is a separate skb of a page or two of
+/// truesize (`ctnetlink_get_conntrack` allocates `NLMSG_DEFAULT_SIZE`), all queued on our
+/// socket before we read them: 256 of them stay far below its 8 MiB receive buffer.
+const RECHECK_BATCH: usize = 256;
+
+/// The re-check before a delete: flows whose answer is older than `fresh_for` are looked up
+/// again and deleted only if [`judge`] says so.
+struct Recheck<'a> {
+    selected: &'a (dyn Fn(&Flow) -> bool + Sync),
+    fresh_for: Duration,
+    flow: Flow,
+}
 
 /// A ctnetlink socket that deletes flows in pipelined chunks. Use one per thread; it can run
 /// beside a [`super::Conntrack`] that is still dumping (a second socket).
-pub struct Deleter {
+///
+/// With [`Deleter::with_recheck`], no delete is sent on an answer older than its bound: a chunk
+/// holding a flow read longer ago is first looked up again (pipelined `IPCTNL_MSG_CT_GET`s on
+/// this socket), and only the flows that are still the same entry and still selected are
+/// deleted, at once.
+pub struct Deleter<'a> {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
     rbuf: Vec<u8>,
-    chunk: Vec<FlowKey>,
+    chunk: Vec<Marked>,
     first_seq: u32,
     tally: DeleteTally,
     /// Deletes per second, if paced.
     rate: Option<u32>,
     started: Option<Instant>,
     sent: u64,
-    stop: Option<&'static AtomicBool>,
+    stop: Option<&'a AtomicBool>,
     stopped: bool,
+    recheck: Option<Recheck<'a>>,
 }
 
-impl Deleter {
+impl<'a> Deleter<'a> {
     /// Opens a `NETLINK_NETFILTER` socket for deletes (needs `CAP_NET_ADMIN`).
-    pub fn open() -> Result<Deleter, Error> {
+    pub fn open() -> Result<Deleter<'a>, Error> {
         Ok(Deleter {
             sock: open_socket()?,
             seq: 0,
@@ -102,19 +210,35 @@ impl Deleter {
             sent: 0,
             stop: None,
             stopped: false,
+            recheck: None,
         })
     }
 
     /// Paces the deletes to at most `per_sec` a second (smaller chunks, sleeps between them).
-    pub fn with_rate(mut self, per_sec: Option<u32>) -> Deleter {
+    pub fn with_rate(mut self, per_sec: Option<u32>) -> Deleter<'a> {
         self.rate = per_sec.filter(|r| *r > 0);
         self
     }
 
     /// Stops sending once `flag` is set (e.g. by SIGINT); what was not sent is counted as
     /// not attempted.
-    pub fn with_stop(mut self, flag: &'static AtomicBool) -> Deleter {
+    pub fn with_stop(mut self, flag: &'a AtomicBool) -> Deleter<'a> {
         self.stop = Some(flag);
+        self
+    }
+
+    /// Deletes no flow on an answer older than `fresh_for`: such a flow is looked up again
+    /// right before its delete, and left alone unless the entry is still the one marked and
+    /// `selected` still accepts it. The lookup and the delete are then a few milliseconds
+    /// apart; an entry re-created on the same tuple within them (and re-using the old one's
+    /// memory, hence its id) cannot be told from the old one unless timestamps or counters
+    /// are on.
+    pub fn with_recheck(
+        mut self,
+        selected: &'a (dyn Fn(&Flow) -> bool + Sync),
+        fresh_for: Duration,
+    ) -> Deleter<'a> {
+        self.recheck = Some(Recheck { selected, fresh_for, flow: Flow::default() });
         self
     }
 
@@ -133,8 +257,8 @@ impl Deleter {
     }
 
     /// Queues the delete of one flow; sends a chunk when it is full. `Break` once stopped:
-    /// this key and every later one count as not attempted.
-    pub fn push(&mut self, key: &FlowKey) -> Result<ControlFlow<()>, Error> {
+    /// this flow and every later one count as not attempted.
+    pub fn push(&mut self, marked: &Marked) -> Result<ControlFlow<()>, Error> {
         if self.stopped() {
             self.stopped = true;
             self.tally.not_attempted += 1;
@@ -144,12 +268,9 @@ impl Deleter {
         if self.chunk.is_empty() {
             self.first_seq = self.seq;
         }
-        let at = self.buf.len();
-        encode::delete(&mut self.buf, self.seq, key, false);
-        self.chunk.push(*key);
+        encode::delete(&mut self.buf, self.seq, &marked.key, false);
+        self.chunk.push(*marked);
         if self.buf.len() >= CHUNK_BYTES || self.chunk.len() >= self.chunk_limit() {
-            // The request just written becomes the chunk's ACK barrier.
-            set_ack(&mut self.buf[at..]);
             self.send_chunk()?;
         }
         Ok(ControlFlow::Continue(()))
@@ -161,8 +282,6 @@ impl Deleter {
             if self.stopped() {
                 self.tally.not_attempted += self.chunk.len() as u64;
             } else {
-                let last = last_message(&self.buf);
-                set_ack(&mut self.buf[last..]);
                 self.send_chunk()?;
             }
         }
@@ -178,9 +297,16 @@ impl Deleter {
 
     fn pace(&mut self) {
         let Some(rate) = self.rate else { return };
-        let started = *self.started.get_or_insert_with(Instant::now);
+        let mut started = *self.started.get_or_insert_with(Instant::now);
         // The chunk about to go may start once the ones before it are due.
         let due = Duration::from_secs_f64(self.sent as f64 / f64::from(rate));
+        // Behind by more than a chunk's time (this thread was not scheduled, a re-check was
+        // slow): carry on at the rate from now instead of a burst that catches up, which
+        // would delete more than the rate in a second.
+        if started.elapsed() > due + PACE_SLACK {
+            started = Instant::now() - due;
+            self.started = Some(started);
+        }
         while let Some(wait) = due.checked_sub(started.elapsed()) {
             if self.stopped() || wait.is_zero() {
                 break;
@@ -191,6 +317,7 @@ impl Deleter {
 
     fn send_chunk(&mut self) -> Result<(), Error> {
         let op = "delete conntrack entries";
+        // Pace first: the re-check below must be the last look before the deletes.
         self.pace();
         if self.stopped() {
             self.stopped = true;
@@ -199,6 +326,24 @@ impl Deleter {
             self.buf.clear();
             return Ok(());
         }
+        // A re-check stamps each kept flow with the time of its lookup; should this thread
+        // stall past the bound before the deletes go, the next round looks them up again.
+        let mut rounds = 0;
+        while self.recheck_chunk()? {
+            rounds += 1;
+            if rounds == RECHECK_ROUNDS {
+                // Never delete on an old answer: what is still stale is left undone.
+                self.drop_stale();
+                break;
+            }
+        }
+        if self.chunk.is_empty() {
+            self.buf.clear();
+            return Ok(());
+        }
+        // The last request becomes the chunk's ACK barrier.
+        let last = last_message(&self.buf);
+        set_ack(&mut self.buf[last..]);
         let mut off = 0;
         while off < self.buf.len() {
             off +=
@@ -232,7 +377,7 @@ impl Deleter {
                     errno => {
                         failed += 1;
                         if self.tally.failures.len() < FAILURES_KEPT {
-                            self.tally.failures.push((self.chunk[idx], errno));
+                            self.tally.failures.push((self.chunk[idx].key, errno));
                         }
                     }
                 }
@@ -247,6 +392,127 @@ impl Deleter {
         self.tally.failed += failed;
         self.chunk.clear();
         self.buf.clear();
+        Ok(())
+    }
+
+    /// With a re-check set and a flow in the chunk read longer ago than its bound: looks every
+    /// flow of the chunk up again and keeps (and re-encodes) only those to delete, stamped
+    /// with the time of their lookup. True when it looked.
+    fn recheck_chunk(&mut self) -> Result<bool, Error> {
+        let Some(rc) = &self.recheck else { return Ok(false) };
+        let fresh_for = rc.fresh_for;
+        if self.chunk.iter().all(|m| m.seen.elapsed() <= fresh_for) {
+            return Ok(false);
+        }
+        let mut verdicts = Vec::with_capacity(self.chunk.len());
+        let mut looked_at = Vec::with_capacity(self.chunk.len());
+        for part in 0..self.chunk.len().div_ceil(RECHECK_BATCH) {
+            let from = part * RECHECK_BATCH;
+            let to = (from + RECHECK_BATCH).min(self.chunk.len());
+            // The kernel answers each lookup inside our send: the answer is this recent.
+            let now = Instant::now();
+            self.lookup(from..to, &mut verdicts)?;
+            looked_at.resize(to, now);
+        }
+        self.tally.rechecked += verdicts.len() as u64;
+        let marked = std::mem::take(&mut self.chunk);
+        self.buf.clear();
+        for ((m, v), looked) in marked.iter().zip(verdicts).zip(looked_at) {
+            match v {
+                Verdict::Delete => self.requeue(Marked { seen: looked, ..*m }),
+                Verdict::Gone => self.tally.vanished += 1,
+                Verdict::Replaced => self.tally.replaced += 1,
+                Verdict::Changed => self.tally.changed += 1,
+                Verdict::Failed(errno) => self.tally.fail(m.key, errno),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Queues `m` again after a re-check, with a new sequence number.
+    fn requeue(&mut self, m: Marked) {
+        self.seq = self.seq.wrapping_add(1);
+        if self.chunk.is_empty() {
+            self.first_seq = self.seq;
+        }
+        encode::delete(&mut self.buf, self.seq, &m.key, false);
+        self.chunk.push(m);
+    }
+
+    /// Takes out of the chunk, as not attempted, every flow whose answer is past the bound.
+    fn drop_stale(&mut self) {
+        let Some(fresh_for) = self.recheck.as_ref().map(|rc| rc.fresh_for) else { return };
+        let marked = std::mem::take(&mut self.chunk);
+        self.buf.clear();
+        for m in marked {
+            if m.seen.elapsed() <= fresh_for {
+                self.requeue(m);
+            } else {
+                self.tally.not_attempted += 1;
+            }
+        }
+    }
+
+    /// Pipelined lookups of `chunk[range]`: one answer each, the entry or an error.
+    fn lookup(
+        &mut self,
+        range: std::ops::Range<usize>,
+        verdicts: &mut Vec<Verdict>,
+    ) -> Result<(), Error> {
+        let op = "re-check conntrack entries before deleting";
+        let mut req = Vec::with_capacity(range.len() * 96);
+        let first = self.seq.wrapping_add(1);
+        for m in &self.chunk[range.clone()] {
+            self.seq = self.seq.wrapping_add(1);
+            encode::get_key(&mut req, self.seq, &m.key);
+        }
+        let mut off = 0;
+        while off < req.len() {
+            off += self.sock.send(&req[off..], 0).map_err(|source| Error::Io { op, source })?;
+        }
+        let base = verdicts.len();
+        let n = range.len();
+        let mut answers: Vec<Option<Verdict>> = vec![None; n];
+        let mut pending = n;
+        let Some(rc) = self.recheck.as_mut() else { return Ok(()) };
+        while pending > 0 {
+            self.rbuf.clear();
+            match self.sock.recv(&mut self.rbuf, 0) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Err(Error::Overrun { op });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(Error::Io { op, source }),
+            }
+            for msg in messages(&self.rbuf) {
+                let msg = msg.map_err(|source| Error::Malformed { op, source })?;
+                let idx = msg.sequence_number().wrapping_sub(first) as usize;
+                if idx >= n || answers[idx].is_some() {
+                    continue;
+                }
+                let m = &self.chunk[range.start + idx];
+                let verdict = if msg.message_type() == NLMSG_ERROR {
+                    match error_code(msg.payload()) {
+                        // An ACK: cannot answer a GET without NLM_F_ACK; wait for its entry.
+                        0 => continue,
+                        libc::ENOENT => Verdict::Gone,
+                        // nfnetlink checks CAP_NET_ADMIN once per skb and answers only the
+                        // first request: no other answer will come.
+                        libc::EPERM => return Err(Error::Kernel { op, errno: libc::EPERM }),
+                        errno => Verdict::Failed(errno),
+                    }
+                } else {
+                    decode::decode_flow(msg.payload(), &mut rc.flow)
+                        .map_err(|source| Error::Malformed { op, source })?;
+                    judge(m, &rc.flow, rc.selected)
+                };
+                answers[idx] = Some(verdict);
+                pending -= 1;
+            }
+        }
+        verdicts.extend(answers.into_iter().map(|a| a.unwrap_or(Verdict::Gone)));
+        debug_assert_eq!(verdicts.len(), base + n);
         Ok(())
     }
 }
@@ -308,6 +574,49 @@ mod tests {
             .map(|i| NetlinkBuffer::new_checked(&buf[i * buf.len() / 3..]).unwrap().flags())
             .collect();
         assert_eq!(flags, [NLM_F_REQUEST, NLM_F_REQUEST, NLM_F_REQUEST | NLM_F_ACK]);
+    }
+
+    fn marked(f: &Flow) -> Marked {
+        Marked::of(f, Instant::now()).unwrap()
+    }
+
+    #[test]
+    fn issue_10_the_recheck_deletes_only_the_same_entry_still_selected() {
+        let mut then = crate::flow::test_tcp("10.0.0.1", "10.0.0.2", 1, 2, TcpState::Established);
+        then.id = Some(7);
+        let established = |f: &Flow| f.tcp_state() == Some(TcpState::Established);
+        let m = marked(&then);
+        assert_eq!(judge(&m, &then, &established), Verdict::Delete);
+
+        let moved =
+            Flow { state: Some(crate::flow::ProtoState::Tcp(TcpState::TimeWait)), ..then.clone() };
+        assert_eq!(judge(&m, &moved, &established), Verdict::Changed, "stopped matching");
+        let other_id = Flow { id: Some(8), ..then.clone() };
+        assert_eq!(judge(&m, &other_id, &established), Verdict::Replaced, "another entry");
+
+        // The same id (the kernel re-used the memory) but another start time: a new entry.
+        let stamped = Flow { start_ns: Some(1_000), ..then.clone() };
+        let m = marked(&stamped);
+        assert_eq!(judge(&m, &stamped, &established), Verdict::Delete);
+        let reborn = Flow { start_ns: Some(2_000), ..stamped.clone() };
+        assert_eq!(judge(&m, &reborn, &established), Verdict::Replaced);
+
+        // Counters never go down for one entry.
+        let counted = Flow {
+            counters_orig: Some(crate::flow::Counter { packets: 10, bytes: 1 }),
+            ..then.clone()
+        };
+        let m = marked(&counted);
+        let more = Flow {
+            counters_reply: Some(crate::flow::Counter { packets: 1, bytes: 1 }),
+            ..counted.clone()
+        };
+        assert_eq!(judge(&m, &more, &established), Verdict::Delete, "traffic since");
+        let fewer = Flow {
+            counters_orig: Some(crate::flow::Counter { packets: 2, bytes: 1 }),
+            ..counted.clone()
+        };
+        assert_eq!(judge(&m, &fewer, &established), Verdict::Replaced);
     }
 
     #[test]

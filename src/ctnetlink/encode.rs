@@ -244,10 +244,27 @@ pub(crate) fn flush(buf: &mut Vec<u8>, seq: u32, f: &DumpFilter) -> bool {
 
 /// `IPCTNL_MSG_CT_GET` of one entry by its original tuple and zone (`conntrack -G`).
 pub(crate) fn get(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
-    let mut w =
-        MsgWriter::begin(buf, IPCTNL_MSG_CT_GET, 0, seq, flow.family.number(), NFNETLINK_V0);
-    w.tuple(CTA_TUPLE_ORIG, &flow.orig, flow.proto);
-    if let Some(zone) = flow.zone {
+    get_tuple(buf, seq, flow.family, flow.proto, &flow.orig, flow.zone);
+}
+
+/// `IPCTNL_MSG_CT_GET` of the entry a delete of `key` would find: the kernel looks it up by
+/// tuple and zone only (`ctnetlink_get_conntrack` ignores `CTA_ID`), so the caller compares
+/// the id of the answer.
+pub(crate) fn get_key(buf: &mut Vec<u8>, seq: u32, key: &FlowKey) {
+    get_tuple(buf, seq, key.family, key.proto, &key.orig, key.zone);
+}
+
+fn get_tuple(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    family: Family,
+    proto: Proto,
+    orig: &Tuple,
+    zone: Option<u16>,
+) {
+    let mut w = MsgWriter::begin(buf, IPCTNL_MSG_CT_GET, 0, seq, family.number(), NFNETLINK_V0);
+    w.tuple(CTA_TUPLE_ORIG, orig, proto);
+    if let Some(zone) = zone {
         w.be16(CTA_ZONE, zone);
     }
     w.finish();

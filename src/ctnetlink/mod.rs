@@ -23,7 +23,7 @@ use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{Socket, SocketAddr};
 
 pub use decode::{CpuStats, Malformed, TableStats};
-pub use delete::{DeleteTally, Deleter, FlowKey};
+pub use delete::{DeleteTally, Deleter, FlowKey, Marked};
 pub use encode::DumpFilter;
 pub use events::{EventKind, EventMask, Received, Subscription, decode_event};
 pub use flushreq::FlushRequest;

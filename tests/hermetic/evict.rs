@@ -86,9 +86,13 @@ fn issue_3_report_json_is_pinned() {
         "selected",
         "deleted",
         "vanished",
+        "replaced",
+        "changed",
         "failed",
         "not_attempted",
         "interrupted",
+        "complete",
+        "count_is_table_delta",
         "elapsed_s",
     ];
     want.sort_unstable();
@@ -109,6 +113,8 @@ fn issue_3_report_json_is_pinned() {
     }
     let gone = Report { failed: 0, vanished: 2, ..r.clone() };
     assert!(gone.all_gone(), "deleted + vanished == selected");
+    let left_alone = Report { failed: 0, vanished: 0, changed: 1, replaced: 1, ..r.clone() };
+    assert!(left_alone.all_gone(), "flows the re-check left alone are dealt with too");
     assert!(!Report { dry_run: true, ..gone }.all_gone(), "a dry run deletes nothing");
 }
 
@@ -124,4 +130,40 @@ fn issue_3_flush_accounting() {
     // Everything to the flush; the table lost more than was selected (others expired too).
     let r = Report::nothing(50, 50, false).with_flush(50, 80);
     assert_eq!((r.method, r.deleted, r.vanished), (Method::KernelFlush, 50, 0));
+    assert!(r.count_is_table_delta, "issue 10.8: a flush's count is a table delta");
+}
+
+/// Issue 10.6/10.8: the text report says what the numbers are.
+#[test]
+fn issue_10_report_text_says_cut_short_left_alone_and_delta() {
+    let mut r = Report::nothing(147_456, 147_456, false);
+    r.method = Method::PerFlow;
+    r.deleted = 80_360;
+    r.not_attempted = 67_096;
+    r.interrupted = true;
+    r.complete = false;
+    let mut text = Vec::new();
+    r.write_text(&mut text).expect("write");
+    let text = String::from_utf8(text).expect("UTF-8");
+    assert!(text.contains("the selection dump was cut short: more flows may match"), "{text}");
+    assert!(text.contains("67096 not attempted"), "{text}");
+
+    let mut r = Report::nothing(4_000, 4_000, false);
+    r.method = Method::PerFlow;
+    r.deleted = 3_900;
+    r.changed = 60;
+    r.replaced = 40;
+    let mut text = Vec::new();
+    r.write_text(&mut text).expect("write");
+    let text = String::from_utf8(text).expect("UTF-8");
+    assert!(
+        text.contains("left alone 100: 60 no longer matched, 40 replaced by a new entry"),
+        "{text}"
+    );
+
+    let r = Report::nothing(10, 10, false).with_flush(10, 10);
+    let mut text = Vec::new();
+    r.write_text(&mut text).expect("write");
+    let text = String::from_utf8(text).expect("UTF-8");
+    assert!(text.contains("the flush's count is the table's fall during it"), "{text}");
 }

@@ -3,6 +3,7 @@
 //! the selection names, judged from conntrack's own lines.
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -184,7 +185,7 @@ fn tcp_line(src: &str, dst: &str, sport: u16, state: &str, mark: u32, zone: u16)
     s
 }
 
-fn load_lines(ns: &Netns, name: &str, lines: &[String]) {
+pub(crate) fn load_lines(ns: &Netns, name: &str, lines: &[String]) {
     let path = ns.write_file(name, &(lines.join("\n") + "\n"));
     ns.conntrack(&["-R", &path]).ok();
 }
@@ -211,7 +212,8 @@ fn issue_3_tuple_reuse_between_selection_and_delete_survives() {
     };
     let (selection, tally) = ns.inside(|| {
         let mut ct = Conntrack::open().expect("open ctnetlink");
-        let selection = evict::select(&mut ct, &sel, None, false, |_| {}).expect("select");
+        let selection = evict::select(&mut ct, &sel, None, false, &AtomicBool::new(false), |_| {})
+            .expect("select");
         // Between selection and deletion: the flow with sport 20007 ends and a new connection
         // re-uses its tuple. Mark 99 tells the new one apart; it still matches the selection.
         ns.conntrack(&["-D", "-p", "tcp", "-s", RUNAWAY_V4, "--sport", "20007"]).ok();
@@ -300,7 +302,8 @@ fn issue_3_flush_guard_refuses_a_kernel_that_ignored_the_filter() {
     let mut c = Checks::new();
     ns.inside(|| {
         let mut ct = Conntrack::open().expect("open ctnetlink");
-        let selection = evict::select(&mut ct, &sel, None, false, |_| {}).expect("select");
+        let selection = evict::select(&mut ct, &sel, None, false, &AtomicBool::new(false), |_| {})
+            .expect("select");
         // What a kernel that ignored CTA_FILTER would have answered: the whole table.
         let mut whole = 0u64;
         ct.dump(&DumpFilter::default(), |_| std::ops::ControlFlow::Continue(()))
@@ -647,11 +650,12 @@ fn issue_3_other_errors_are_reported_with_the_flow() {
     };
     let (tally, bad) = ns.inside(|| {
         let mut ct = Conntrack::open().expect("open ctnetlink");
-        let selection = evict::select(&mut ct, &sel, None, false, |_| {}).expect("select");
+        let selection = evict::select(&mut ct, &sel, None, false, &AtomicBool::new(false), |_| {})
+            .expect("select");
         let mut keys = selection.keys.clone();
         let mut bad = keys[0];
-        bad.orig.l4 = ctguard::flow::L4::None;
-        bad.id = 12_345;
+        bad.key.orig.l4 = ctguard::flow::L4::None;
+        bad.key.id = 12_345;
         keys.insert(7, bad);
         (evict::delete_selected(&keys, Deleter::open().expect("deleter")).expect("delete"), bad)
     });
@@ -662,7 +666,7 @@ fn issue_3_other_errors_are_reported_with_the_flow() {
             (tally.deleted, tally.vanished, tally.failed),
             (20, 0, 1),
         )?;
-        equal("failures", tally.failures.clone(), vec![(bad, libc::EINVAL)])
+        equal("failures", tally.failures.clone(), vec![(bad.key, libc::EINVAL)])
     });
     c.run("the table is empty", || equal("entries", ns.conntrack_count(), 0));
     c.finish();

@@ -8,6 +8,7 @@ mod bad_input;
 mod checks;
 mod doctor;
 mod evict;
+mod evict_races;
 mod exit_status;
 mod flushproof;
 mod idle;
