@@ -641,7 +641,7 @@ impl DoctorReport {
             writeln!(
                 out,
                 "  {:<24} {:>9} {:>6.1}%  {}",
-                g.key,
+                crate::guests::escaped(&g.key),
                 g.entries,
                 g.share_percent,
                 states.join(", ")

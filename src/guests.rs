@@ -26,6 +26,14 @@ pub enum GuestError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is larger than a guest file can be.
+    #[error("{path}: larger than {} MiB: not a guest file", .limit >> 20)]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The file is not valid for a guest map.
     #[error("{path}:{line}: {reason}")]
     Invalid {
@@ -89,55 +97,111 @@ impl GuestMap {
         id
     }
 
-    /// Reads a TOML guest file: `name = ["CIDR", ...]` (or a single `"CIDR"`) per guest.
+    /// Reads a TOML guest file: `name = ["CIDR", ...]` (or a single `"CIDR"`) per guest. A file
+    /// over [`MAX_GUEST_FILE`] bytes is refused unread past the limit (`/dev/zero` is not a
+    /// guest file). Any readable path works: a FIFO or a process substitution too.
     pub fn load(path: &str) -> Result<GuestMap, GuestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| GuestError::Read { path: path.to_string(), source })?;
+        use std::io::Read;
+        let read = |source| GuestError::Read { path: path.to_string(), source };
+        let file = std::fs::File::open(path).map_err(read)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_GUEST_FILE + 1).read_to_end(&mut bytes).map_err(read)?;
+        if bytes.len() as u64 > MAX_GUEST_FILE {
+            return Err(GuestError::TooLarge { path: path.to_string(), limit: MAX_GUEST_FILE });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            GuestError::Invalid {
+                path: path.to_string(),
+                line,
+                reason: "not UTF-8 text (a guest file is TOML)".into(),
+            }
+        })?;
         GuestMap::parse(&text, path)
     }
 
     /// Parses guest-file text; `path` only labels errors.
+    ///
+    /// Refused: a guest name that is itself an address or a CIDR (`--guest` would otherwise
+    /// read it as the guest, not the address), and two guests claiming the same network (the
+    /// owner of its flows would be a coin toss). A more specific CIDR inside another guest's
+    /// network is fine: the most specific wins.
     pub fn parse(text: &str, path: &str) -> Result<GuestMap, GuestError> {
-        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        // Byte offsets of the newlines, to turn a span into a line in a binary search.
+        let newlines: Vec<usize> = text.match_indices('\n').map(|(i, _)| i).collect();
+        let line_of = |offset: usize| newlines.partition_point(|&nl| nl < offset) + 1;
         let invalid = |offset: usize, reason: String| GuestError::Invalid {
             path: path.to_string(),
             line: line_of(offset),
             reason,
         };
-        let doc: toml::Spanned<toml::Table> = toml::from_str(text).map_err(|e| {
+        let doc = toml::de::DeTable::parse(text).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             invalid(at, e.message().to_string())
         })?;
-        // Spans of values are not kept by `Table`; find each guest's line by its key instead.
+        // In file order, so the first problem reported is the first in the file.
+        let mut guests: Vec<_> = doc.get_ref().iter().collect();
+        guests.sort_unstable_by_key(|(key, _)| key.span().start);
         let mut map = GuestMap::new();
-        for (name, value) in doc.get_ref() {
-            let at = find_key(text, name);
-            let items: Vec<&toml::Value> = match value {
-                toml::Value::String(_) => vec![value],
-                toml::Value::Array(a) => a.iter().collect(),
+        let mut lines: Vec<usize> = Vec::with_capacity(guests.len());
+        for (key, value) in guests {
+            let (name, at) = (key.get_ref().as_ref(), key.span().start);
+            let shown = escaped(name);
+            if crate::select::parse_cidr(name).is_ok() {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "guest name '{shown}' is an address: --guest would mean the address, \
+                         not the guest (name it e.g. 'vm-{shown}')"
+                    ),
+                ));
+            }
+            let items: &[toml::Spanned<toml::de::DeValue<'_>>] = match value.get_ref() {
+                toml::de::DeValue::String(_) => std::slice::from_ref(value),
+                toml::de::DeValue::Array(a) => a,
                 _ => {
                     return Err(invalid(
                         at,
-                        format!("guest '{name}': expected a CIDR or a list of CIDRs"),
+                        format!("guest '{shown}': expected a CIDR or a list of CIDRs"),
                     ));
                 }
             };
-            let mut cidrs = Vec::new();
+            let mut cidrs = Vec::with_capacity(items.len());
             for item in items {
-                let Some(s) = item.as_str() else {
-                    return Err(invalid(at, format!("guest '{name}': CIDRs must be strings")));
+                let toml::de::DeValue::String(s) = item.get_ref() else {
+                    return Err(invalid(at, format!("guest '{shown}': CIDRs must be strings")));
                 };
-                let net = s
-                    .parse::<IpNetwork>()
-                    .map_err(|e| invalid(at, format!("guest '{name}': invalid CIDR '{s}': {e}")))?;
+                let net = s.parse::<IpNetwork>().map_err(|e| {
+                    invalid(item.span().start, format!("guest '{shown}': invalid CIDR '{s}': {e}"))
+                })?;
+                if let Some(other) = map.claimed(net) {
+                    return Err(invalid(
+                        item.span().start,
+                        format!(
+                            "guests '{}' (line {}) and '{shown}' both claim {net}: give each \
+                             network one owner",
+                            escaped(map.name(other)),
+                            lines[other as usize],
+                        ),
+                    ));
+                }
                 cidrs.push(net);
             }
             if cidrs.is_empty() {
-                return Err(invalid(at, format!("guest '{name}' has no CIDRs")));
+                return Err(invalid(at, format!("guest '{shown}' has no CIDRs")));
             }
+            lines.push(line_of(at));
             map.add(name, cidrs);
         }
         Ok(map)
+    }
+
+    /// The guest already owning exactly the network `net` (same prefix length and address).
+    fn claimed(&self, net: IpNetwork) -> Option<GuestId> {
+        let (v6, value, width) = bits(net.ip());
+        let len = net.prefix();
+        self.by_prefix.get(&(v6, len, masked(value, width, len))).copied()
     }
 
     /// True when no guest is defined.
@@ -177,20 +241,27 @@ impl GuestMap {
     }
 }
 
-/// Byte offset of `name = ...` at the start of a line (0 when not found).
-fn find_key(text: &str, name: &str) -> usize {
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim_start();
-        let key = t.strip_prefix('"').map_or(t, |r| r);
-        if key.starts_with(name)
-            && key[name.len()..].trim_start_matches('"').trim_start().starts_with('=')
-        {
-            return offset;
-        }
-        offset += line.len();
+/// The longest guest file read: about half a million guests with a few CIDRs each.
+pub const MAX_GUEST_FILE: u64 = 32 << 20;
+
+/// `name` safe for a terminal: control and other invisible characters (and backslashes, so
+/// the result is unambiguous) become Rust-style escapes like `\n`, `\u{1b}` or `\u{202e}`. Names are free TOML strings; a name
+/// carrying ESC or a newline must not rewrite the operator's screen or forge a table row.
+pub fn escaped(name: &str) -> std::borrow::Cow<'_, str> {
+    // `escape_debug` leaves printable characters alone; quotes need no escape here.
+    let unsafe_char = |c: char| c != '"' && c != '\'' && c.escape_debug().len() > 1;
+    if !name.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(name);
     }
-    0
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -250,5 +321,69 @@ mod tests {
         assert!(e.to_string().starts_with("g.toml:"), "{e}");
         let e = GuestMap::parse("a = 3\n", "g.toml").unwrap_err();
         assert!(e.to_string().contains("expected a CIDR"));
+    }
+
+    #[test]
+    fn issue_9_6_guest_file_is_bounded() {
+        let started = std::time::Instant::now();
+        let e = GuestMap::load("/dev/zero").unwrap_err();
+        assert!(matches!(e, GuestError::TooLarge { .. }), "{e}");
+        assert_eq!(e.to_string(), "/dev/zero: larger than 32 MiB: not a guest file");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn issue_9_7_lines_come_from_spans_in_file_order() {
+        // Keys out of alphabetical order, quoted and dotted-looking ones: each error names
+        // the line of its own value.
+        let text = "zz = \"10.0.0.1\"\n\"a b\" = [\"10.0.0.2\",\n  \"10.0.0.300\"]\n";
+        let e = GuestMap::parse(text, "g.toml").unwrap_err();
+        assert_eq!(e.to_string().split(": ").next(), Some("g.toml:3"), "{e}");
+        let map = GuestMap::parse("zz = \"10.0.0.1\"\naa = \"10.0.0.2\"\n", "g.toml").unwrap();
+        assert_eq!(map.name(0), "zz", "ids follow the file");
+    }
+
+    #[test]
+    fn issue_9_8_a_name_that_is_an_address_is_refused() {
+        for name in ["10.1.0.5", "10.1.0.0/24", "fd00::1", "fd00::/64"] {
+            let text = format!("web = \"10.9.0.0/24\"\n\"{name}\" = \"10.1.0.1\"\n");
+            let e = GuestMap::parse(&text, "g.toml").unwrap_err().to_string();
+            assert!(e.starts_with("g.toml:2: guest name '"), "{e}");
+            assert!(e.contains(name) && e.contains("is an address"), "{e}");
+        }
+        // Names that only look like numbers are no address `--guest` would take.
+        let ok = "\"10\" = \"10.0.0.1\"\n\"vm-10.1.0.5\" = \"10.0.0.2\"\n";
+        assert!(crate::select::parse_cidr("10").is_err());
+        assert!(GuestMap::parse(ok, "g").is_ok());
+    }
+
+    #[test]
+    fn issue_9_8_two_guests_claiming_one_network_are_refused() {
+        let text = "web01 = [\"10.0.0.0/24\"]\n\n# db\ndb01 = [\"10.0.1.1\", \"10.0.0.9/24\"]\n";
+        let e = GuestMap::parse(text, "g.toml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "g.toml:4: guests 'web01' (line 1) and 'db01' both claim 10.0.0.9/24: give each \
+             network one owner"
+        );
+        let e = GuestMap::parse("a = \"fd00::1\"\nb = \"fd00::1/128\"\n", "g").unwrap_err();
+        assert!(e.to_string().contains("'a' (line 1) and 'b'"), "{e}");
+        // A more specific network inside another guest's, and one guest repeating its own
+        // network, are not disputes.
+        let map =
+            GuestMap::parse("net = [\"10.0.0.0/16\", \"10.0.0.0/16\"]\nvm = \"10.0.3.5\"\n", "g")
+                .unwrap();
+        assert_eq!(map.lookup("10.0.3.5".parse().unwrap()), map.find("vm"));
+        assert_eq!(map.lookup("10.0.3.6".parse().unwrap()), map.find("net"));
+    }
+
+    #[test]
+    fn issue_9_8_names_are_escaped_for_terminals() {
+        assert_eq!(escaped("web01"), "web01");
+        assert!(matches!(escaped("wéb-01 \"x\""), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(escaped("a\x1b[2Jb\nc\td\\e\u{202e}f"), "a\\u{1b}[2Jb\\nc\\td\\\\e\\u{202e}f");
+        // The file can carry such a name; errors about it are escaped too.
+        let e = GuestMap::parse("\"x\\u001by\" = 3\n", "g").unwrap_err().to_string();
+        assert!(!e.contains('\x1b') && e.contains("x\\u{1b}y"), "{e}");
     }
 }

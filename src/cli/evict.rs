@@ -243,7 +243,7 @@ impl Preview {
             let shown: Vec<String> = rows
                 .iter()
                 .take(PREVIEW_GROUPS)
-                .map(|(k, r)| format!("{} {}", tally.label(k), r.total))
+                .map(|(k, r)| format!("{} {}", ctguard::guests::escaped(&tally.label(k)), r.total))
                 .collect();
             let more = rows.len().saturating_sub(PREVIEW_GROUPS);
             let more = if more > 0 { format!(", and {more} more") } else { String::new() };

@@ -116,8 +116,9 @@ impl TallyReport {
         header.extend(columns.iter().map(|c| c.to_string()));
         table.set_header(header);
         for g in &self.groups {
-            let mut row =
-                vec![g.key.clone(), g.entries.to_string(), format!("{:.1}%", g.share_percent)];
+            // Guest names are free text: escaped here, raw in JSON (which escapes by itself).
+            let key = crate::guests::escaped(&g.key).into_owned();
+            let mut row = vec![key, g.entries.to_string(), format!("{:.1}%", g.share_percent)];
             row.extend(columns.iter().map(|c| g.states.get(*c).copied().unwrap_or(0).to_string()));
             table.add_row(row);
         }
