@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use ctguard::flow::{Family, Flow, L4, Proto, ProtoState, Status, Tuple};
 use ctguard::guests::GuestMap;
+use ctguard::output::json;
 use ctguard::select::{self, GuestFilter, Selector};
 use ctguard::tally::GroupBy;
 
@@ -32,8 +33,8 @@ pub enum Job {
     Stats { json: bool, per_cpu: bool },
     /// `create`.
     Create { flow: Box<Flow> },
-    /// `load`.
-    Load { path: String },
+    /// `load`: every line already parsed, each flow with its line number.
+    Load { path: String, flows: Vec<(usize, Flow)> },
     /// `doctor`.
     Doctor(DoctorPlan),
     /// `tune`.
@@ -86,12 +87,7 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
         Command::List(a) => Job::List { sel: selector(&a.select)?.0, json: a.json },
         Command::Stats(a) => Job::Stats { json: a.json, per_cpu: a.per_cpu },
         Command::Create(a) => Job::Create { flow: Box::new(create_flow(&a)?) },
-        Command::Load(a) => {
-            if a.file != "-" && !std::path::Path::new(&a.file).is_file() {
-                return Err(format!("{}: no such file", a.file));
-            }
-            Job::Load { path: a.file }
-        }
+        Command::Load(a) => Job::Load { flows: load_flows(&a.file)?, path: a.file },
         Command::Doctor(a) => Job::Doctor(doctor_plan(a)?),
         Command::Tune(a) => {
             if let Some(p) = &a.persist {
@@ -104,6 +100,41 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
         Command::Evict(a) => Job::Evict(Box::new(super::evict::plan(a)?)),
     };
     Ok(Plan { netns: cli.netns, job })
+}
+
+/// Reads and parses a `load` file whole, so a bad line means nothing is created. Any readable
+/// path is taken as it is (a FIFO, `<(cat f)`, a file), or `-` for stdin; nothing is stat-ed
+/// first. The error is one line: the first bad line, and how many more there are.
+fn load_flows(path: &str) -> Result<Vec<(usize, Flow)>, String> {
+    use std::io::BufReader;
+    let input: Box<dyn std::io::BufRead> = if path == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+        Box::new(BufReader::new(f))
+    };
+    let mut flows = Vec::new();
+    let (mut first_bad, mut bad_lines) = (None, 0usize);
+    for r in json::read_numbered_flows(input) {
+        match r {
+            Ok(f) => flows.push(f),
+            Err(e) => {
+                first_bad.get_or_insert_with(|| e.to_string());
+                bad_lines += 1;
+            }
+        }
+    }
+    match first_bad {
+        None => Ok(flows),
+        Some(first) => {
+            let more = if bad_lines > 1 {
+                format!(" (and {} more bad lines)", bad_lines - 1)
+            } else {
+                String::new()
+            };
+            Err(format!("{path}: {first}{more}; nothing was created"))
+        }
+    }
 }
 
 /// The longest `--window`: doctor is for an operator waiting on it.

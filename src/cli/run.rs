@@ -128,7 +128,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
             }
             Outcome::Ok
         }
-        Job::Load { path } => load(&mut ct, &path)?,
+        Job::Load { path, flows } => load(&mut ct, &path, &flows)?,
         Job::Doctor(p) => super::doctor::doctor(&mut ct, p, plan.netns.as_deref(), &mut out)?,
         Job::Tune { apply, persist, json } => {
             super::doctor::tune(&mut ct, apply, persist.as_deref(), json, &mut out)?
@@ -216,54 +216,104 @@ fn print_report(
 
 /// Flows per kernel request batch while loading.
 const LOAD_CHUNK: usize = 4096;
+/// Refused flows named one by one on stderr; the rest are counted.
+const LOAD_ERRORS_SHOWN: u64 = 10;
 
-fn load(ct: &mut Conntrack, path: &str) -> Result<Outcome, Failure> {
-    let input: Box<dyn io::BufRead> = if path == "-" {
-        Box::new(io::BufReader::new(io::stdin()))
-    } else {
-        let f = std::fs::File::open(path).map_err(|e| Failure::Message(format!("{path}: {e}")))?;
-        Box::new(io::BufReader::new(f))
+/// Creates the parsed flows. EEXIST means either that an entry with this original tuple is
+/// there (`ctnetlink_new_conntrack` with `NLM_F_EXCL` finds it), or that the new entry's reply
+/// tuple clashes with another entry's (`nf_conntrack_hash_check_insert`); a lookup of the
+/// original tuple tells which. Only the first is "already present", a clash is a failure.
+fn load(ct: &mut Conntrack, path: &str, flows: &[(usize, Flow)]) -> Result<Outcome, Failure> {
+    warn_not_restorable(flows);
+    let (mut created, mut existed, mut failed) = (0u64, 0u64, 0u64);
+    let mut report = |line: usize, flow: &Flow, why: &str| {
+        if failed < LOAD_ERRORS_SHOWN {
+            eprintln!("ctguard: load: {path}:{line}: {}: {why}", brief(flow));
+        } else if failed == LOAD_ERRORS_SHOWN {
+            eprintln!(
+                "ctguard: load: more flows refused; only the first {LOAD_ERRORS_SHOWN} are shown"
+            );
+        }
+        failed += 1;
     };
-    // Parse everything first: a bad line means nothing is created. The error is one line: the
-    // first bad line, and how many more there are.
-    let mut flows = Vec::new();
-    let (mut first_bad, mut bad_lines) = (None, 0usize);
-    for r in json::read_flows(input) {
-        match r {
-            Ok(f) => flows.push(f),
-            Err(e) => {
-                first_bad.get_or_insert_with(|| e.to_string());
-                bad_lines += 1;
+    let mut refused: Vec<(usize, i32)> = Vec::new();
+    let mut chunk_flows: Vec<Flow> = Vec::with_capacity(LOAD_CHUNK);
+    for chunk in flows.chunks(LOAD_CHUNK) {
+        chunk_flows.clear();
+        chunk_flows.extend(chunk.iter().map(|(_, f)| f.clone()));
+        refused.clear();
+        ct.create(&chunk_flows, |i, errno| refused.push((i, errno)))?;
+        created += (chunk.len() - refused.len()) as u64;
+        for &(i, errno) in &refused {
+            let (line, flow) = &chunk[i];
+            if errno != libc::EEXIST {
+                report(*line, flow, &errno_text(errno));
+                continue;
+            }
+            match ct.get(flow)? {
+                Some(there) if there.proto == flow.proto && same_tuple(&there.orig, &flow.orig) => {
+                    existed += 1
+                }
+                _ => report(
+                    *line,
+                    flow,
+                    "its reply tuple clashes with another entry's (EEXIST), nothing created",
+                ),
             }
         }
-    }
-    if let Some(first) = first_bad {
-        let more = if bad_lines > 1 {
-            format!(" (and {} more bad lines)", bad_lines - 1)
-        } else {
-            String::new()
-        };
-        return Err(Failure::Message(format!("{path}: {first}{more}; nothing was created")));
-    }
-    let (mut created, mut existed, mut failed) = (0u64, 0u64, 0u64);
-    for chunk in flows.chunks(LOAD_CHUNK) {
-        let mut bad = 0u64;
-        ct.create(chunk, |_, errno| {
-            if errno == libc::EEXIST {
-                existed += 1;
-            } else {
-                if failed < 5 {
-                    eprintln!("ctguard: load: {}", errno_text(errno));
-                }
-                failed += 1;
-            }
-            bad += 1;
-        })?;
-        created += chunk.len() as u64 - bad;
     }
     eprintln!("ctguard: load: {created} created, {existed} already present, {failed} failed");
     if failed > 0 {
         return Err(Failure::Message(format!("load: {failed} flows could not be created")));
     }
     Ok(Outcome::Ok)
+}
+
+/// The same tuple, whatever its directional zone field says (the kernel's lookup is by zone).
+fn same_tuple(a: &ctguard::flow::Tuple, b: &ctguard::flow::Tuple) -> bool {
+    (a.src, a.dst, a.l4) == (b.src, b.dst, b.l4)
+}
+
+/// Says once what the saved flows carry that a create cannot restore: the kernel sets these
+/// itself (helper assignment, secmark from the ruleset, counters and timestamps from zero) or
+/// they are attributes this build does not know.
+fn warn_not_restorable(flows: &[(usize, Flow)]) {
+    let count = |has: fn(&Flow) -> bool| flows.iter().filter(|(_, f)| has(f)).count();
+    let lost: Vec<String> = [
+        ("a helper", count(|f| f.helper.is_some())),
+        ("a secmark", count(|f| f.secmark.is_some())),
+        ("counters", count(|f| f.counters_orig.is_some() || f.counters_reply.is_some())),
+        ("timestamps", count(|f| f.start_ns.is_some() || f.stop_ns.is_some())),
+        ("unknown attributes", count(|f| !f.unknown.is_empty())),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{n} with {what}"))
+    .collect();
+    if !lost.is_empty() {
+        eprintln!(
+            "ctguard: load: not restorable, created without: {} (the kernel sets these itself)",
+            lost.join(", ")
+        );
+    }
+}
+
+/// A flow in a few words for messages: `tcp 10.0.0.1:40000 -> 10.0.0.2:443 zone 3`.
+fn brief(f: &Flow) -> String {
+    use ctguard::flow::L4;
+    let end = |a: std::net::IpAddr, port: Option<u16>| match (a, port) {
+        (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    };
+    let (sp, dp) = match f.orig.l4 {
+        L4::Ports { src, dst } => (Some(src), Some(dst)),
+        _ => (None, None),
+    };
+    let icmp = match f.orig.l4 {
+        L4::Icmp { kind, code, id } => format!(" type {kind} code {code} id {id}"),
+        _ => String::new(),
+    };
+    let zone = f.zone.map(|z| format!(" zone {z}")).unwrap_or_default();
+    format!("{} {} -> {}{icmp}{zone}", f.proto, end(f.orig.src, sp), end(f.orig.dst, dp))
 }

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize, Serializer};
@@ -229,6 +229,14 @@ pub enum LoadError {
         /// The I/O error.
         error: io::Error,
     },
+    /// The line is longer than any flow line; reading stops there.
+    #[error("line {line}: longer than {} KiB: not a JSON Lines flow file", .limit >> 10)]
+    TooLong {
+        /// Line number.
+        line: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The line is not a JSON object of the expected shape (syntax, types, unknown fields).
     #[error("line {line}: {message}")]
     Json {
@@ -252,6 +260,7 @@ impl LoadError {
     pub fn line(&self) -> usize {
         match self {
             LoadError::Io { line, .. }
+            | LoadError::TooLong { line, .. }
             | LoadError::Json { line, .. }
             | LoadError::Record { line, .. } => *line,
         }
@@ -792,9 +801,21 @@ fn json_path_at(text: &[u8], column: usize) -> String {
     keys.join(".")
 }
 
+/// The longest line [`read_flows`] reads: a flow line is a few hundred bytes, and even one
+/// carrying every attribute the kernel can send as raw hex stays far below this.
+pub const MAX_LINE: usize = 64 << 10;
+
 /// Reads JSON Lines, one flow per non-blank line. Errors carry the 1-based line number; a bad
-/// line does not stop the iteration, a read error does (it is the last item).
+/// line does not stop the iteration, a read error or a line over [`MAX_LINE`] does (it is the
+/// last item: no more than `MAX_LINE` bytes are ever held, `/dev/zero` included).
 pub fn read_flows(input: impl BufRead) -> impl Iterator<Item = Result<Flow, LoadError>> {
+    read_numbered_flows(input).map(|r| r.map(|(_, flow)| flow))
+}
+
+/// [`read_flows`], each flow with its 1-based line number (for reports about it).
+pub fn read_numbered_flows(
+    input: impl BufRead,
+) -> impl Iterator<Item = Result<(usize, Flow), LoadError>> {
     let mut input = input;
     let mut buf = Vec::new();
     let mut line = 0usize;
@@ -803,10 +824,16 @@ pub fn read_flows(input: impl BufRead) -> impl Iterator<Item = Result<Flow, Load
         while !done {
             buf.clear();
             line += 1;
-            match input.read_until(b'\n', &mut buf) {
+            match (&mut input).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf) {
                 Ok(0) => done = true,
+                Ok(n) if n > MAX_LINE => {
+                    done = true;
+                    return Some(Err(LoadError::TooLong { line, limit: MAX_LINE }));
+                }
                 Ok(_) if buf.iter().all(u8::is_ascii_whitespace) => {}
-                Ok(_) => return Some(parse_line(buf.trim_ascii_end(), line)),
+                Ok(_) => {
+                    return Some(parse_line(buf.trim_ascii_end(), line).map(|f| (line, f)));
+                }
                 Err(error) => {
                     done = true;
                     return Some(Err(LoadError::Io { line, error }));

@@ -74,7 +74,10 @@ fn bad_values_exit_2_with_one_line() {
         (&["top", "--by", "guest"], "--by guest needs a guest file"),
         (&["list", "--guest", "web"], "guest names need --guests FILE"),
         (&["list", "--guests", "/nonexistent/guests.toml"], "/nonexistent/guests.toml"),
-        (&["load", "/nonexistent/flows.jsonl"], "/nonexistent/flows.jsonl: no such file"),
+        (
+            &["load", "/nonexistent/flows.jsonl"],
+            "/nonexistent/flows.jsonl: No such file or directory",
+        ),
         (&["list", "--bogus"], "unexpected argument '--bogus'"),
         (&["stats", "--per-cpu", "extra"], "unexpected argument 'extra'"),
     ];

@@ -17,6 +17,8 @@ mod live;
 mod evict;
 // The proven flush: its report and its scratch tables.
 mod flushproof;
+// Bounded input, guest files (time, shadowing, escaping), load from any readable path.
+mod inputs;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
 mod output;
 // The selector corpus: flags → Selector → matches / kernel_filter.
