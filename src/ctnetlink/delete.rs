@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use netlink_sys::Socket;
 
 use super::uapi::*;
-use super::{DumpFilter, Error, decode, encode, error_code, messages, open_socket};
+use super::{DumpFilter, Error, decode, encode, error_code, messages, open_socket, recv_error};
 use crate::flow::{Family, Flow, Proto, Tuple};
 
 /// What an identity-guarded delete needs of a flow: the original tuple, the zone and the
@@ -357,13 +357,11 @@ impl<'a> Deleter<'a> {
             self.rbuf.clear();
             match self.sock.recv(&mut self.rbuf, 0) {
                 Ok(_) => {}
-                // Cannot happen with one chunk in flight (its failures fit our buffer many
-                // times over); if it does, the chunk's outcome is unknown.
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    return Err(Error::Overrun { op });
-                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(Error::Io { op, source }),
+                // ENOBUFS cannot happen with one chunk in flight (its failures fit our buffer
+                // many times over); if it does, or if the barrier's ACK never comes (the
+                // REPLY_TIMEOUT wait), the chunk's outcome is unknown.
+                Err(e) => return Err(recv_error(op, e)),
             }
             for msg in messages(&self.rbuf) {
                 let msg = msg.map_err(|source| Error::Malformed { op, source })?;
@@ -373,6 +371,10 @@ impl<'a> Deleter<'a> {
                 }
                 match error_code(msg.payload()) {
                     0 => {}
+                    // Without CAP_NET_ADMIN, nfnetlink_rcv answers the whole chunk with one
+                    // EPERM (with its first sequence number) and deletes nothing: the barrier's
+                    // ACK is not coming.
+                    libc::EPERM => return Err(Error::Kernel { op, errno: libc::EPERM }),
                     libc::ENOENT => vanished += 1,
                     errno => {
                         failed += 1;
@@ -479,11 +481,9 @@ impl<'a> Deleter<'a> {
             self.rbuf.clear();
             match self.sock.recv(&mut self.rbuf, 0) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    return Err(Error::Overrun { op });
-                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(Error::Io { op, source }),
+                // An overrun, or an answer that never came (the REPLY_TIMEOUT wait).
+                Err(e) => return Err(recv_error(op, e)),
             }
             for msg in messages(&self.rbuf) {
                 let msg = msg.map_err(|source| Error::Malformed { op, source })?;

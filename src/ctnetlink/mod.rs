@@ -56,6 +56,15 @@ pub enum Error {
         /// The operation.
         op: &'static str,
     },
+    /// The kernel did not answer within [`REPLY_TIMEOUT`]: a request or its acknowledgement
+    /// never came (the kernel drops a request it cannot parse without a word).
+    #[error("{op}: no answer from the kernel within {} s; nothing more was sent", .after.as_secs())]
+    Timeout {
+        /// The operation.
+        op: &'static str,
+        /// How long we waited.
+        after: std::time::Duration,
+    },
     /// The kernel sent bytes we could not decode.
     #[error("{op}: {source}")]
     Malformed {
@@ -73,6 +82,7 @@ impl Error {
             Error::Io { source, .. } => source.raw_os_error(),
             Error::Kernel { errno, .. } => Some(*errno),
             Error::Overrun { .. } => Some(libc::ENOBUFS),
+            Error::Timeout { .. } => Some(libc::ETIMEDOUT),
             Error::Malformed { .. } => None,
         }
     }
@@ -115,6 +125,10 @@ const PIPELINE: usize = 4;
 const SOCK_RCVBUF: usize = 8 << 20;
 /// Creates per send: one ACK each comes back, so the batch bounds what queues for us.
 const CREATE_BATCH: usize = 512;
+/// The longest wait for a kernel reply (`SO_RCVTIMEO`). The kernel handles a request inside
+/// our `sendmsg` and builds each dump chunk inside our `recv`, so a reply is normally queued
+/// before we wait at all; this only bounds the wait for one that never comes.
+pub const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A ctnetlink socket in the current network namespace.
 pub struct Conntrack {
@@ -134,7 +148,39 @@ fn open_socket() -> Result<Socket, Error> {
     set_rcvbuf(&sock, SOCK_RCVBUF);
     // Error replies then carry only the failed request's header, not the whole request.
     set_opt(&sock, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+    if !set_recv_timeout(&sock, REPLY_TIMEOUT) {
+        return Err(Error::Io { op, source: io::Error::last_os_error() });
+    }
     Ok(sock)
+}
+
+/// Bounds every `recv` on `sock` (`SO_RCVTIMEO`): it then fails with EAGAIN, see [`recv_error`].
+fn set_recv_timeout(sock: &Socket, after: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: after.as_secs() as libc::time_t,
+        tv_usec: after.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from a valid, live timeval.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// The error of a failed `recv` on a socket opened by [`open_socket`]: ENOBUFS is an overrun,
+/// EAGAIN the end of the [`REPLY_TIMEOUT`] wait.
+pub(crate) fn recv_error(op: &'static str, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOBUFS) => Error::Overrun { op },
+        Some(libc::EAGAIN) => Error::Timeout { op, after: REPLY_TIMEOUT },
+        _ => Error::Io { op, source: e },
+    }
 }
 
 impl Conntrack {
@@ -165,10 +211,12 @@ impl Conntrack {
 
     fn recv(&mut self, op: &'static str) -> Result<(), Error> {
         self.rbuf.clear();
-        match self.sock.recv(&mut self.rbuf, 0) {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Err(Error::Overrun { op }),
-            Err(source) => Err(Error::Io { op, source }),
+        loop {
+            match self.sock.recv(&mut self.rbuf, 0) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(recv_error(op, e)),
+            }
         }
     }
 
@@ -381,6 +429,12 @@ impl Conntrack {
                     }
                     pending -= 1;
                     let errno = error_code(msg.payload());
+                    // Without CAP_NET_ADMIN, nfnetlink_rcv answers the whole send with one
+                    // EPERM (carrying the first request's sequence number) and runs none of it:
+                    // no other answer is coming.
+                    if errno == libc::EPERM {
+                        return Err(Error::Kernel { op, errno });
+                    }
                     if errno != 0 {
                         on_error(batch_no * CREATE_BATCH + idx, errno);
                     }
@@ -407,11 +461,10 @@ fn receive_dump(
         let last = loop {
             let start = buf.len();
             if let Err(e) = sock.recv(&mut buf, 0) {
-                let err = if e.raw_os_error() == Some(libc::ENOBUFS) {
-                    Error::Overrun { op }
-                } else {
-                    Error::Io { op, source: e }
-                };
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                let err = recv_error(op, e);
                 if !buf.is_empty() {
                     let _ = full.send(Ok(buf));
                 }
@@ -697,6 +750,23 @@ mod tests {
         assert!(w.insert(dedupe_key(0xdead_beef, &b)), "same id, another tuple: not a repeat");
         w.rotate();
         assert!(!w.insert(dedupe_key(0xdead_beef, &a)), "the resumed dump's repeat");
+    }
+
+    /// A request the kernel never answers (it drops one it cannot parse without a word) ends
+    /// at the receive timeout, with the operation named, instead of blocking forever.
+    #[test]
+    fn issue_10_3_a_missing_answer_ends_with_a_timeout_naming_the_operation() {
+        // Nothing is sent: the socket only waits for an answer that cannot come.
+        let mut ct = Conntrack::open().unwrap();
+        assert!(set_recv_timeout(&ct.sock, std::time::Duration::from_millis(100)));
+        let started = std::time::Instant::now();
+        let e = ct.read_replies("read conntrack stats", 7, false, |_| {}).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(matches!(e, Error::Timeout { op: "read conntrack stats", .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with("read conntrack stats: no answer from the kernel within")
+        );
+        assert_eq!(e.errno(), Some(libc::ETIMEDOUT));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod evict_races;
 mod exit_status;
 mod flushproof;
 mod idle;
+mod inputs;
 mod lifecycle;
 mod live;
 mod mixed_table;
