@@ -224,7 +224,6 @@ const LOAD_ERRORS_SHOWN: u64 = 10;
 /// tuple clashes with another entry's (`nf_conntrack_hash_check_insert`); a lookup of the
 /// original tuple tells which. Only the first is "already present", a clash is a failure.
 fn load(ct: &mut Conntrack, path: &str, flows: &[(usize, Flow)]) -> Result<Outcome, Failure> {
-    warn_not_restorable(flows);
     let (mut created, mut existed, mut failed) = (0u64, 0u64, 0u64);
     let mut report = |line: usize, flow: &Flow, why: &str| {
         if failed < LOAD_ERRORS_SHOWN {
@@ -262,6 +261,8 @@ fn load(ct: &mut Conntrack, path: &str, flows: &[(usize, Flow)]) -> Result<Outco
             }
         }
     }
+    // After the creates: a load refused as a whole (EPERM) says only that.
+    warn_not_restorable(flows);
     eprintln!("ctguard: load: {created} created, {existed} already present, {failed} failed");
     if failed > 0 {
         return Err(Failure::Message(format!("load: {failed} flows could not be created")));
