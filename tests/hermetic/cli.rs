@@ -27,17 +27,17 @@ pub(crate) fn refused(args: &[&str]) -> String {
 }
 
 /// A file in the temp directory, removed when dropped.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(PathBuf);
 
 impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
+    pub(crate) fn new(name: &str, text: &str) -> TempFile {
         let path =
             std::env::temp_dir().join(format!("ctguard-htest-{}-{name}", std::process::id()));
         std::fs::write(&path, text).expect("write a temp file");
         TempFile(path)
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.0.to_str().expect("temp path is UTF-8")
     }
 }

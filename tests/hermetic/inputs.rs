@@ -2,7 +2,6 @@
 //! time and say who owns what unambiguously, and `load` reads any readable path. Everything
 //! here is refused before a socket opens, so it runs without privileges.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,8 @@ use ctguard::flow::{Flow, L4, Tuple};
 use ctguard::guests::GuestMap;
 use ctguard::output::report::TallyReport;
 use ctguard::tally::{GroupBy, Tally};
+
+use crate::cli::TempFile;
 
 /// Virtual memory a bad-input run may use, in KiB (`ulimit -v`): before the bounds, reading
 /// `/dev/zero` grew without end and died on this limit instead of exiting 2.
@@ -41,28 +42,6 @@ fn refused_sh(script: &str, env: &[(&str, &str)], within: Duration) -> String {
     assert!(lines[0].starts_with("ctguard: "), "{script}: {}", lines[0]);
     assert!(took < within, "{script}: took {took:?}");
     lines[0].to_string()
-}
-
-/// A file in the temp directory, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
-        let path =
-            std::env::temp_dir().join(format!("ctguard-inputs-{}-{name}", std::process::id()));
-        std::fs::write(&path, text).expect("write a temp file");
-        TempFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("temp path is UTF-8")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[test]
