@@ -26,8 +26,8 @@
 //! have no reference left and the kernel frees them. They always end: without
 //! CAP_NET_ADMIN (which `unshare` does not need; CAP_SYS_ADMIN is enough) the scratch
 //! creates end on the kernel's one EPERM, and every other wait for the kernel is bounded by
-//! the sockets' receive timeout (`ctnetlink::REPLY_TIMEOUT`). Nothing is cached: each run proves again (a few
-//! milliseconds).
+//! the sockets' receive timeout (`ctnetlink::REPLY_TIMEOUT`). Nothing is cached: each run
+//! proves again (a few milliseconds).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;

@@ -245,8 +245,9 @@ impl GuestMap {
 pub const MAX_GUEST_FILE: u64 = 32 << 20;
 
 /// `name` safe for a terminal: control and other invisible characters (and backslashes, so
-/// the result is unambiguous) become Rust-style escapes like `\n`, `\u{1b}` or `\u{202e}`. Names are free TOML strings; a name
-/// carrying ESC or a newline must not rewrite the operator's screen or forge a table row.
+/// the result is unambiguous) become Rust-style escapes like `\n`, `\u{1b}` or `\u{202e}`.
+/// Names are free TOML strings; a name carrying ESC or a newline must not rewrite the
+/// operator's screen or forge a table row.
 pub fn escaped(name: &str) -> std::borrow::Cow<'_, str> {
     // `escape_debug` leaves printable characters alone; quotes need no escape here.
     let unsafe_char = |c: char| c != '"' && c != '\'' && c.escape_debug().len() > 1;
