@@ -153,6 +153,9 @@ impl DeleteTally {
 const FAILURES_KEPT: usize = 20;
 /// Bytes of requests per `sendmsg`.
 const CHUNK_BYTES: usize = 64 << 10;
+/// After a re-check, how long its lookups stay good for the deletes that follow (they go out
+/// milliseconds later unless this thread stalls).
+const RECHECK_STALL: Duration = Duration::from_millis(100);
 /// Re-check rounds for one chunk before what is still stale is left undone.
 const RECHECK_ROUNDS: usize = 3;
 /// How far paced deletes may fall behind their schedule before the schedule moves instead.
@@ -329,11 +332,11 @@ impl<'a> Deleter<'a> {
         // A re-check stamps each kept flow with the time of its lookup; should this thread
         // stall past the bound before the deletes go, the next round looks them up again.
         let mut rounds = 0;
-        while self.recheck_chunk()? {
+        while self.recheck_chunk(rounds)? {
             rounds += 1;
             if rounds == RECHECK_ROUNDS {
                 // Never delete on an old answer: what is still stale is left undone.
-                self.drop_stale();
+                self.drop_stale(rounds);
                 break;
             }
         }
@@ -400,9 +403,8 @@ impl<'a> Deleter<'a> {
     /// With a re-check set and a flow in the chunk read longer ago than its bound: looks every
     /// flow of the chunk up again and keeps (and re-encodes) only those to delete, stamped
     /// with the time of their lookup. True when it looked.
-    fn recheck_chunk(&mut self) -> Result<bool, Error> {
-        let Some(rc) = &self.recheck else { return Ok(false) };
-        let fresh_for = rc.fresh_for;
+    fn recheck_chunk(&mut self, round: usize) -> Result<bool, Error> {
+        let Some(fresh_for) = self.bound(round) else { return Ok(false) };
         if self.chunk.iter().all(|m| m.seen.elapsed() <= fresh_for) {
             return Ok(false);
         }
@@ -442,8 +444,16 @@ impl<'a> Deleter<'a> {
     }
 
     /// Takes out of the chunk, as not attempted, every flow whose answer is past the bound.
-    fn drop_stale(&mut self) {
-        let Some(fresh_for) = self.recheck.as_ref().map(|rc| rc.fresh_for) else { return };
+    /// How old an answer may be in re-check round `round`: the caller's bound for the answers
+    /// it marked, and at least [`RECHECK_STALL`] for our own lookups (so a bound of zero, "look
+    /// every flow up", settles after one round). `None` without a re-check.
+    fn bound(&self, round: usize) -> Option<Duration> {
+        let fresh_for = self.recheck.as_ref()?.fresh_for;
+        Some(if round == 0 { fresh_for } else { fresh_for.max(RECHECK_STALL) })
+    }
+
+    fn drop_stale(&mut self, round: usize) {
+        let Some(fresh_for) = self.bound(round) else { return };
         let marked = std::mem::take(&mut self.chunk);
         self.buf.clear();
         for m in marked {
