@@ -11,7 +11,7 @@ use ctguard::ctnetlink::{self, Conntrack, EventKind, EventMask, Subscription};
 use ctguard::guests::GuestMap;
 use ctguard::live::{Change, Classifier, Effect, LiveTable, flow_key};
 use ctguard::output::live::{
-    self as view, FrameHeader, Lost, Rates, Resync, SCREEN_ENTER, SCREEN_LEAVE, Snapshot,
+    self as view, End, FrameHeader, Lost, Rates, Resync, SCREEN_ENTER, SCREEN_LEAVE, Snapshot,
 };
 use ctguard::output::report::{Fill, TallyReport};
 use ctguard::select::{self, Selector};
@@ -325,6 +325,22 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
                 out.flush()?;
             }
         }
+    }
+    // The last word: every drop, read from the socket's counter now. The kernel raises
+    // ENOBUFS once per congestion (netlink_overrun), so events dropped after the last one
+    // were never reported by a `lost` record.
+    let end = End::new(printed, overruns, sub.drops());
+    if job.json {
+        view::write_record(out, &end)?;
+    } else if end.lost_events.is_some_and(|n| n > 0) || end.overruns > 0 {
+        eprintln!(
+            "ctguard: {} events shown; {} lost in {} receive buffer overruns (raise --buffer)",
+            end.events,
+            end.lost_events.map_or("some".into(), |n| n.to_string()),
+            end.overruns
+        );
+    } else if io::stderr().is_terminal() {
+        eprintln!("ctguard: {} events shown", end.events);
     }
     out.flush()?;
     Ok(())

@@ -71,6 +71,39 @@ impl Lost {
     }
 }
 
+/// The last record of `events --json`: what was shown and what the kernel dropped in all,
+/// read from the socket's drop counter when stopping (drops after the last ENOBUFS are in it:
+/// the kernel raises ENOBUFS once per congestion, not once per dropped event).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct End {
+    /// Always `end`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When `events` stopped.
+    pub time: String,
+    /// Events printed (of the selection).
+    pub events: u64,
+    /// Overruns (ENOBUFS) in all.
+    pub overruns: u64,
+    /// Events the kernel dropped in all (`SO_MEMINFO` drops), when the kernel reports it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lost_events: Option<u64>,
+}
+
+impl End {
+    /// A record for now.
+    pub fn new(events: u64, overruns: u64, lost_events: Option<u64>) -> End {
+        End {
+            kind: "end".into(),
+            time: timestamp(SystemTime::now()),
+            events,
+            overruns,
+            lost_events,
+        }
+    }
+}
+
 /// A resync: the counts were rebuilt from a fresh dump.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
