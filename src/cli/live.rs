@@ -215,6 +215,44 @@ fn shutdown() -> Result<impl Future<Output = ()>, Failure> {
     })
 }
 
+/// Resolves when stdout is a pipe whose reader went away (`events | head -5`): the kernel
+/// reports POLLERR on a pipe's write end once no reader is left (pipe_poll), so a quiet
+/// stream learns it without waiting for its next write. Never resolves for a terminal, a
+/// file (epoll refuses regular files) or anything else that cannot tell.
+async fn reader_gone() {
+    use std::os::fd::AsFd;
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+
+    /// POLLERR or POLLHUP on stdout now.
+    fn hung_up() -> bool {
+        let mut p = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+        // SAFETY: poll reads and writes one pollfd, which lives for the call.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    }
+
+    let stdout = io::stdout();
+    if stdout.is_terminal() {
+        return std::future::pending().await;
+    }
+    // A duplicate of stdout, owned here: the same pipe, open as long as the AsyncFd.
+    let Ok(dup) = stdout.as_fd().try_clone_to_owned() else {
+        return std::future::pending().await;
+    };
+    // SAFETY: `dup` is an open descriptor the AsyncFd owns until it drops (register's rule).
+    let Ok(fd) = (unsafe { AsyncFd::register_with_interest(dup, Interest::ERROR) }) else {
+        return std::future::pending().await;
+    };
+    loop {
+        match fd.ready(Interest::ERROR).await {
+            Ok(_) if hung_up() => return,
+            Ok(mut guard) => guard.clear_ready(),
+            Err(_) => return std::future::pending().await,
+        }
+    }
+}
+
 /// Resolves after `d`, or never.
 async fn deadline(d: Option<Duration>) {
     match d {
@@ -275,6 +313,7 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
     let mut sub = Subscription::open(job.mask, job.opts.rcvbuf)?;
     let mut stop = pin!(shutdown()?);
     let mut end = pin!(deadline(job.opts.stop.duration));
+    let mut gone = pin!(reader_gone());
     let limit = job.opts.stop.count.unwrap_or(u64::MAX);
     let (mut printed, mut overruns) = (0u64, 0u64);
     let mut scratch = Vec::new();
@@ -284,6 +323,8 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
             biased;
             () = &mut stop => break,
             () = &mut end => break,
+            // Nobody reads what is left to say: quietly done (the broken pipe rule).
+            () = &mut gone => return Ok(()),
             r = sub.recv(|kind, flow| {
                 if failed.is_some() || printed >= limit || !job.mask.contains(kind)
                     || !job.sel.matches(flow)
@@ -692,6 +733,7 @@ async fn watch_loop(
 
     let mut stop = pin!(shutdown()?);
     let mut end = pin!(deadline(job.opts.stop.duration));
+    let mut gone = pin!(reader_gone());
     let mut ticker = interval(job.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let period = reconcile.unwrap_or(Duration::from_secs(86_400 * 365));
@@ -703,6 +745,7 @@ async fn watch_loop(
         tokio::select! {
             biased;
             () = &mut stop => break,
+            () = &mut gone => return Ok(()),
             () = &mut end => {
                 if seeded {
                     print.snapshot(ct, &table, &mut c, &resyncs)?;

@@ -586,3 +586,70 @@ fn issue_9_9_events_end_with_a_record_of_every_drop() {
     });
     checks.finish();
 }
+
+/// Starts `ctguard ARGS` in `ns` with stdout a pipe, reads `lines` lines, closes the pipe as
+/// `head` does, and returns how long ctguard took to exit after that and its exit code.
+fn exit_after_reader_leaves(ns: &Netns, args: &[&str], lines: usize) -> (Duration, Option<i32>) {
+    let mut child = Command::new(CTGUARD)
+        .args(["--netns", &ns.path()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ctguard");
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    for _ in 0..lines {
+        line.clear();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    drop(out);
+    let left = Instant::now();
+    let limit = Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (left.elapsed(), status.code());
+        }
+        if left.elapsed() > limit {
+            // SAFETY: kill sends a signal to the child this test started and still holds.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = child.wait();
+            return (left.elapsed(), None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn issue_9_20_events_and_watch_exit_when_the_reader_is_gone() {
+    let ns = Netns::new();
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "1");
+    let specs = seed::mixed_table(20);
+    let mut checks = Checks::new();
+    let events = std::thread::scope(|s| {
+        let seeder = s.spawn(|| {
+            wait_subscribed(&ns, 1);
+            restore(&ns, &specs, "few.txt");
+        });
+        // `events | head -5`: five events, then no more ever arrive.
+        let r = exit_after_reader_leaves(&ns, &["events"], 5);
+        let _ = seeder.join();
+        r
+    });
+    checks.run("events exits 0 soon after its reader left, with no event pending", || {
+        let (took, code) = events;
+        equal("exit code", code, Some(0))?;
+        if took > Duration::from_secs(2) { Err(format!("took {took:?}")) } else { Ok(()) }
+    });
+    // `watch --json | head -1`: the resync record, then the next snapshot is a minute away.
+    let watch = exit_after_reader_leaves(&ns, &["watch", "--json", "--interval", "60s"], 1);
+    checks.run("watch --json exits 0 soon after its reader left", || {
+        let (took, code) = watch;
+        equal("exit code", code, Some(0))?;
+        if took > Duration::from_secs(2) { Err(format!("took {took:?}")) } else { Ok(()) }
+    });
+    checks.finish();
+}
