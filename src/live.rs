@@ -217,6 +217,25 @@ impl LiveTable {
     }
 }
 
+/// How far the live count may stray from the kernel's entry count (GET_STATS) before it is
+/// called wrong: the two are read moments apart, and events still queued on the socket are
+/// churn, not error. 64 flows, plus a tenth of a second of events at the current rate.
+pub fn churn_band(events_per_s: f64) -> u64 {
+    64 + (events_per_s.max(0.0) / 10.0) as u64
+}
+
+/// True when `held` flows disagree with the kernel's `table_count` beyond `band`: a selection
+/// that takes every flow must hold what the table holds; any other holds at most that.
+/// Under `nf_conntrack_events=2` flows created before the first listener end silently, and
+/// the held count stays above the table's until a dump corrects it.
+pub fn disagrees(held: u64, table_count: u64, selects_all: bool, band: u64) -> bool {
+    if selects_all {
+        held.abs_diff(table_count) > band
+    } else {
+        held > table_count.saturating_add(band)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +275,24 @@ mod tests {
             }
         }
         t
+    }
+
+    #[test]
+    fn issue_9_10_held_counts_that_disagree_with_the_table_beyond_churn() {
+        // The incident: 18,540 held against a table of 16,201, quiet.
+        let band = churn_band(3.0);
+        assert_eq!(band, 64);
+        assert!(disagrees(18_540, 16_201, true, band));
+        assert!(disagrees(18_540, 16_201, false, band), "no selection holds more than the table");
+        // A selection may hold fewer than the table; every flow may not.
+        assert!(!disagrees(100, 16_201, false, band));
+        assert!(disagrees(100, 16_201, true, band));
+        // Within the band, and a band that widens with churn.
+        assert!(!disagrees(16_201 + 64, 16_201, true, band));
+        assert!(!disagrees(16_201, 16_201 + 64, true, band));
+        assert!(disagrees(16_201 + 65, 16_201, true, band));
+        assert_eq!(churn_band(100_000.0), 64 + 10_000);
+        assert!(!disagrees(20_000, 16_201, true, churn_band(100_000.0)));
     }
 
     #[test]

@@ -167,8 +167,13 @@ pub struct Snapshot {
     pub overruns: u64,
     /// Resyncs so far (start, overrun, reconcile).
     pub resyncs: u64,
-    /// False while a resync is pending or running: the counts may be off until it ends.
+    /// False while a resync is pending or running, or while the held count disagrees with
+    /// the table's entry count beyond churn: the counts may be off.
     pub synced: bool,
+    /// Why not synced: `start`, `overrun`, `reconcile` or `mismatch` (the resync pending or
+    /// running, or a disagreement with the table's entry count); only when `synced` is false.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
 }
 
 impl Snapshot {
@@ -194,6 +199,7 @@ impl Snapshot {
             overruns,
             resyncs,
             synced,
+            reason: None,
         }
     }
 }
@@ -246,7 +252,14 @@ pub fn write_frame(
         "overruns {}   resyncs {}   {}",
         s.overruns,
         s.resyncs,
-        if s.synced { "in sync" } else { "RESYNCING: counts may be off" }
+        match (s.synced, s.reason.as_deref()) {
+            (true, _) => "in sync".to_string(),
+            (false, Some("mismatch")) => {
+                "OUT OF SYNC: the counts disagree with the table's entry count".to_string()
+            }
+            (false, Some(r)) => format!("RESYNCING ({r}): counts may be off"),
+            (false, None) => "RESYNCING: counts may be off".to_string(),
+        }
     )?;
     if let Some(note) = h.note {
         writeln!(text, "{note}")?;
