@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(cells(&t), [("172.16.3.5".into(), "ESTABLISHED", 1)]);
         assert_eq!(t.apply(&c.change(Destroy, &est)), Effect::Removed);
         assert!(t.is_empty() && t.tally().sorted().is_empty());
-        assert_eq!(t.tally().total(), &Row::default());
+        assert_eq!(t.tally().total(), Row::default());
     }
 
     #[test]

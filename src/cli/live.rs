@@ -12,8 +12,9 @@ use ctguard::guests::GuestMap;
 use ctguard::live::{self, Change, Classifier, Effect, LiveTable, flow_key};
 use ctguard::output::live::{
     self as view, End, FrameHeader, Lost, Rates, Resync, SCREEN_ENTER, SCREEN_LEAVE, Snapshot,
+    SnapshotOf,
 };
-use ctguard::output::report::{Fill, TallyReport};
+use ctguard::output::report::{Fill, Ranking};
 use ctguard::select::{self, Selector};
 use ctguard::sysctl;
 use ctguard::tally::GroupBy;
@@ -732,22 +733,34 @@ impl<W: Write> Printer<'_, W> {
             true => Some(rows.saturating_sub(FRAME_OVERHEAD).max(1)),
             false => self.limit,
         };
-        let report = TallyReport::new(table.tally(), fill, limit);
-        let mut snap =
-            Snapshot::new(report, rates, c.total, c.overruns, resyncs.done, resyncs.synced());
-        snap.reason = resyncs.reason().map(|r| r.name().to_string());
-        if self.screen {
-            let header = FrameHeader {
-                title: &self.title,
-                snapshot: &snap,
-                marker: self.marker.as_deref(),
-                note: self.note.as_deref(),
+        let ranking = Ranking::new(table.tally(), fill, limit);
+        let reason = resyncs.reason().map(|r| r.name().to_string());
+        if !self.screen {
+            // Straight from the ranking: no owned label and state map per group.
+            let snap = SnapshotOf {
+                ranking: &ranking,
+                rates,
+                events: c.total,
+                overruns: c.overruns,
+                resyncs: resyncs.done,
+                synced: resyncs.synced(),
+                reason,
             };
-            view::write_frame(self.out, &header, rows, cols)?;
-        } else {
             view::write_record(self.out, &snap)?;
             self.out.flush()?;
+            return Ok(());
         }
+        let report = ranking.report();
+        let mut snap =
+            Snapshot::new(report, rates, c.total, c.overruns, resyncs.done, resyncs.synced());
+        snap.reason = reason;
+        let header = FrameHeader {
+            title: &self.title,
+            snapshot: &snap,
+            marker: self.marker.as_deref(),
+            note: self.note.as_deref(),
+        };
+        view::write_frame(self.out, &header, rows, cols)?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctnetlink::EventKind;
 use crate::flow::Flow;
-use crate::output::report::{Fill, Group, TallyReport};
+use crate::output::report::{Fill, Group, Ranking, TallyReport};
 use crate::output::{conntrack, json};
 
 /// `2026-11-27T05:30:01.123456Z`.
@@ -204,6 +204,53 @@ impl Snapshot {
     }
 }
 
+/// A `watch --json` snapshot written straight from a ranking of the live tally: the bytes a
+/// [`Snapshot`] of the same counts prints, without a label and a state map owned per group.
+pub struct SnapshotOf<'a> {
+    /// The groups.
+    pub ranking: &'a Ranking<'a>,
+    /// Rates over the last interval.
+    pub rates: Rates,
+    /// Events received since the start.
+    pub events: u64,
+    /// Overruns so far.
+    pub overruns: u64,
+    /// Resyncs so far.
+    pub resyncs: u64,
+    /// See [`Snapshot::synced`].
+    pub synced: bool,
+    /// See [`Snapshot::reason`].
+    pub reason: Option<String>,
+}
+
+impl Serialize for SnapshotOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.ranking;
+        let mut st = s.serialize_struct("Snapshot", 13)?;
+        st.serialize_field("type", "snapshot")?;
+        st.serialize_field("time", &timestamp(SystemTime::now()))?;
+        if let Some(t) = r.table() {
+            st.serialize_field("table", t)?;
+        }
+        st.serialize_field("by", &r.by())?;
+        st.serialize_field("matched", &r.matched())?;
+        st.serialize_field("groups", &r.groups())?;
+        if let Some(n) = r.more_groups() {
+            st.serialize_field("more_groups", &n)?;
+        }
+        st.serialize_field("rates", &self.rates)?;
+        st.serialize_field("events", &self.events)?;
+        st.serialize_field("overruns", &self.overruns)?;
+        st.serialize_field("resyncs", &self.resyncs)?;
+        st.serialize_field("synced", &self.synced)?;
+        if let Some(reason) = &self.reason {
+            st.serialize_field("reason", reason)?;
+        }
+        st.end()
+    }
+}
+
 /// Writes a serde value as one JSON line.
 pub fn write_record(out: &mut impl Write, record: &impl Serialize) -> io::Result<()> {
     serde_json::to_writer(&mut *out, record).map_err(io::Error::from)?;
@@ -327,6 +374,41 @@ mod tests {
         assert_eq!(v["flow"]["state"], "SYN_SENT");
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+    }
+
+    #[test]
+    fn issue_9_11_a_snapshot_of_a_ranking_prints_the_bytes_of_a_snapshot() {
+        use crate::guests::GuestMap;
+        use crate::tally::{GroupBy, Tally};
+        let mut t = Tally::new(GroupBy::Src, GuestMap::new());
+        for i in 0..50u16 {
+            t.add(&test_tcp(&format!("172.16.3.{}", i % 7), "10.0.0.1", i, 80, TcpState::SynSent));
+        }
+        let rates = Rates { new_per_s: 1.5, destroy_per_s: 0.0, events_per_s: 3.0 };
+        let fill = Fill { count: 50, max: 100, fill_percent: 50.0, buckets: None };
+        for (limit, reason) in [(None, None), (Some(3), Some("mismatch"))] {
+            let ranking = Ranking::new(&t, Some(fill.clone()), limit);
+            let reason = reason.map(str::to_string);
+            let mut snap = Snapshot::new(ranking.report(), rates, 9, 1, 2, reason.is_none());
+            snap.reason = reason.clone();
+            let of = SnapshotOf {
+                ranking: &ranking,
+                rates,
+                events: 9,
+                overruns: 1,
+                resyncs: 2,
+                synced: reason.is_none(),
+                reason,
+            };
+            let mut got: serde_json::Value = serde_json::to_value(&of).unwrap();
+            let mut want: serde_json::Value = serde_json::to_value(&snap).unwrap();
+            // Taken a moment apart.
+            got["time"] = "t".into();
+            want["time"] = "t".into();
+            assert_eq!(serde_json::to_string(&got).unwrap(), serde_json::to_string(&want).unwrap());
+            let back: Snapshot = serde_json::from_value(got).unwrap();
+            assert_eq!(back.groups, snap.groups);
+        }
     }
 
     #[test]

@@ -724,3 +724,53 @@ fn issue_9_10_watch_is_not_in_sync_while_its_count_disagrees_with_the_table() {
     });
     checks.finish();
 }
+
+#[test]
+fn issue_9_11_memory_per_group_with_250000_sources() {
+    const SOURCES: u32 = 250_000;
+    let ns = Netns::new();
+    // One flow per source, states in turn (the issue's 250,000-source table).
+    let mut text = String::with_capacity(SOURCES as usize * 120);
+    for i in 0..SOURCES {
+        let (a, b, c) = ((i >> 16) & 255, (i >> 8) & 255, i & 255);
+        let state = ["ESTABLISHED", "TIME_WAIT", "SYN_SENT"][i as usize % 3];
+        text += &format!(
+            "-I -p tcp -s 10.{a}.{b}.{c} -d 192.168.0.1 --sport 1000 --dport 80 --state {state} \
+             -t 3600 -u SEEN_REPLY,ASSURED -m 0\n"
+        );
+    }
+    let file = ns.write_file("sources.txt", &text);
+    drop(text);
+    ns.conntrack(&["-R", &file]).ok();
+    assert_eq!(ns.conntrack_count(), u64::from(SOURCES), "conntrack -R created every flow");
+
+    // Peak RSS in KiB (`/usr/bin/time -f %M`, the last stderr line).
+    let path = ns.path();
+    let peak = |args: &[&str]| -> Result<u64, String> {
+        let mut all = vec!["-f", "%M", CTGUARD, "--netns", &path];
+        all.extend_from_slice(args);
+        let r = crate::netns::run("/usr/bin/time", &all).check_ok()?;
+        let last = r.stderr.lines().last().unwrap_or("");
+        last.trim().parse().map_err(|_| format!("no peak RSS in {:?}", r.stderr))
+    };
+    let base = peak(&["count"]).unwrap();
+    let mut checks = Checks::new();
+    for (args, bound) in [
+        (&["count", "--by", "src"][..], 400),
+        (&["count", "--by", "src", "--json"][..], 400),
+        (&["top", "-n", "250000"][..], 400),
+        (&["top"][..], 400),
+        (&["watch", "--json", "--count", "1", "--interval", "1s"][..], 600),
+    ] {
+        checks.run(&format!("{args:?}: at most {bound} bytes a group"), || {
+            let kib = peak(args)?;
+            let per_group = kib.saturating_sub(base) * 1024 / u64::from(SOURCES);
+            eprintln!("{args:?}: peak {kib} KiB (plain count {base} KiB): {per_group} B/group");
+            if per_group > bound {
+                return Err(format!("{per_group} bytes a group (peak {kib} KiB)"));
+            }
+            Ok(())
+        });
+    }
+    checks.finish();
+}
