@@ -412,7 +412,7 @@ fn write_groups<R: GroupRows + ?Sized>(
             }
         }
         let rest = line_w(&shown, with_share, 0);
-        key_w = key_w.min(limit.saturating_sub(rest + 2).max(2));
+        key_w = key_w.min(limit.saturating_sub(rest).max(2));
     }
     // One line: the label, then right-aligned cells.
     let mut line = String::new();
@@ -550,6 +550,7 @@ mod tests {
     use crate::guests::GuestMap;
     use crate::tally::GroupBy;
     use comfy_table::CellAlignment;
+    use std::collections::BTreeMap;
 
     /// What `write_text` printed through comfy-table before issue 9.11: the oracle the
     /// hand-laid table must equal byte for byte.
@@ -653,5 +654,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn report() -> TallyReport {
+        let group = |key: &str, entries: u64, states: &[(&str, u64)]| Group {
+            key: key.into(),
+            entries,
+            share_percent: 50.0,
+            states: states.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+        };
+        TallyReport {
+            table: None,
+            by: "guest".into(),
+            matched: 240_012,
+            groups: vec![
+                group("runaway-guest-01", 240_000, &[("ESTABLISHED", 239_990), ("TIME_WAIT", 10)]),
+                group("db", 12, &[("SYN_SENT", 2), ("TIME_WAIT", 10)]),
+            ],
+            more_groups: None,
+        }
+    }
+
+    fn text(width: Option<usize>) -> Vec<String> {
+        let mut out = Vec::new();
+        report().write_text_within(&mut out, true, width).unwrap();
+        String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn issue_9_13_columns_shrink_then_go_in_the_documented_order() {
+        let full = text(None);
+        assert_eq!(full[0], " GUEST             ENTRIES  SHARE  SYN_SENT  ESTABLISHED  TIME_WAIT ");
+        let w = full[0].chars().count();
+        assert_eq!(text(Some(w)), full, "what fits is printed as top prints it");
+        // 1. Short state headings.
+        let short = text(Some(w - 1));
+        assert_eq!(short[0], " GUEST             ENTRIES  SHARE  SYN_S   ESTAB  TIME_W ");
+        // 2. Then SHARE goes.
+        let n = short[0].chars().count();
+        assert_eq!(text(Some(n - 1))[0], " GUEST             ENTRIES  SYN_S   ESTAB  TIME_W ");
+        // 3. Then the state column with the fewest flows (SYN_SENT: 2), then TIME_WAIT (20).
+        let n = text(Some(n - 1))[0].chars().count();
+        assert_eq!(text(Some(n - 1))[0], " GUEST             ENTRIES   ESTAB  TIME_W ");
+        let n = text(Some(n - 1))[0].chars().count();
+        assert_eq!(text(Some(n - 1))[0], " GUEST             ENTRIES   ESTAB ");
+        assert_eq!(text(Some(n - 1))[1], " runaway-guest-01   240000  239990 ");
+        // 4. Last, labels are cut (never a number).
+        let tiny = text(Some(20));
+        assert_eq!(tiny[0], " GUEST      ENTRIES ");
+        assert_eq!(tiny[1], " runaway-~   240000 ");
+        assert_eq!(tiny[2], " db              12 ");
+        assert_eq!(tiny[3], "(240012 matched flows)");
     }
 }
