@@ -191,7 +191,6 @@ impl Counts {
         self.total = self.total.saturating_sub(1);
         self.by_state[col] = self.by_state[col].saturating_sub(1);
     }
-
 }
 
 /// A group being ranked, ordered best first: more flows, then the smaller key (the order
@@ -337,7 +336,8 @@ impl Tally {
                 heap.into_sorted_vec()
             }
             _ => {
-                let mut v: Vec<Ranked<'_>> = self.groups.iter().map(|(k, p)| Ranked(k, p)).collect();
+                let mut v: Vec<Ranked<'_>> =
+                    self.groups.iter().map(|(k, p)| Ranked(k, p)).collect();
                 v.sort_unstable();
                 v
             }
@@ -441,7 +441,8 @@ mod tests {
         let mut worst = 0usize;
         for i in 0..250_000u32 {
             f.orig.src = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            f.state = Some(ProtoState::Tcp([TcpState::Established, TcpState::TimeWait][i as usize % 2]));
+            f.state =
+                Some(ProtoState::Tcp([TcpState::Established, TcpState::TimeWait][i as usize % 2]));
             t.add(&f);
             if i % 1_000 == 999 {
                 worst = worst.max(t.heap_bytes() / t.len());

@@ -312,7 +312,9 @@ pub fn events(job: EventsJob, out: &mut impl Write) -> Result<Outcome, Failure> 
 }
 
 async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure> {
-    if let (_, Some(warning)) = events_setting(job.opts.enable_events, |_| "they are not shown".into())? {
+    if let (_, Some(warning)) =
+        events_setting(job.opts.enable_events, |_| "they are not shown".into())?
+    {
         eprintln!("ctguard: {warning}");
     }
     let mut sub = Subscription::open(job.mask, job.opts.rcvbuf)?;

@@ -390,7 +390,8 @@ fn write_groups<R: GroupRows + ?Sized>(
     let mut with_share = true;
     let cell_w = |name: &str, c: usize| text_width(name).max(state_w[c]) + 2;
     let line_w = |shown: &[(usize, &str)], with_share: bool, key_w: usize| {
-        key_w + 2
+        key_w
+            + 2
             + entries_w
             + 2
             + if with_share { share_w + 2 } else { 0 }
@@ -647,7 +648,12 @@ mod tests {
                     let want = comfy_text(&report, states);
                     let mut text = Vec::new();
                     ranking.write_text(&mut text, states).unwrap();
-                    assert_eq!(String::from_utf8(text).unwrap(), want, "ranking, {}", t.by().name());
+                    assert_eq!(
+                        String::from_utf8(text).unwrap(),
+                        want,
+                        "ranking, {}",
+                        t.by().name()
+                    );
                     let mut text = Vec::new();
                     report.write_text(&mut text, states).unwrap();
                     assert_eq!(String::from_utf8(text).unwrap(), want, "report, {}", t.by().name());

@@ -382,17 +382,24 @@ fn wait_subscribed(ns: &Netns, n: usize) {
     }
 }
 
+/// 4,000 flows that never report DESTROY, in `ns` left at `nf_conntrack_events=2`; the
+/// guests and their file. Flows created while no listener exists are silent. Whether a
+/// listener exists is decided by a kernel-wide bit (other tests listen in their own
+/// namespaces meanwhile), so these are created with events off: the same silent flows,
+/// deterministically.
+fn silent_flows(ns: &Netns) -> (Guests, String) {
+    let guests = seed::guests();
+    let gfile = ns.write_file("guests.toml", &guests.toml());
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "0");
+    restore(ns, &seed::mixed_table(4_000), "before.txt");
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "2");
+    (guests, gfile)
+}
+
 #[test]
 fn issue_4_events_2_silent_deletes_are_corrected_within_one_reconcile_period() {
     let ns = Netns::new();
-    let guests = seed::guests();
-    let gfile = ns.write_file("guests.toml", &guests.toml());
-    // Flows created while no listener exists never report DESTROY. Whether a listener exists
-    // is decided by a kernel-wide bit (other tests listen in their own namespaces meanwhile),
-    // so these are created with events off: the same silent flows, deterministically.
-    ns.sysctl_write("net.netfilter.nf_conntrack_events", "0");
-    restore(&ns, &seed::mixed_table(4_000), "before.txt");
-    ns.sysctl_write("net.netfilter.nf_conntrack_events", "2");
+    let (guests, gfile) = silent_flows(&ns);
     let reconcile = Duration::from_secs(2);
     let mut live = Live::start(
         &ns,
@@ -660,12 +667,7 @@ fn issue_9_20_events_and_watch_exit_when_the_reader_is_gone() {
 #[test]
 fn issue_9_10_watch_is_not_in_sync_while_its_count_disagrees_with_the_table() {
     let ns = Netns::new();
-    let guests = seed::guests();
-    let gfile = ns.write_file("guests.toml", &guests.toml());
-    // Silent flows, as in the issue 4 test: created with events off, they never report DESTROY.
-    ns.sysctl_write("net.netfilter.nf_conntrack_events", "0");
-    restore(&ns, &seed::mixed_table(4_000), "before.txt");
-    ns.sysctl_write("net.netfilter.nf_conntrack_events", "2");
+    let (guests, gfile) = silent_flows(&ns);
     let args = ["watch", "--json", "--guests", &gfile, "--interval", "200ms"];
     let mut hour = Live::start(&ns, &[&args[..], &["--reconcile", "1h"]].concat());
     let mut off = Live::start(&ns, &[&args[..], &["--reconcile", "off"]].concat());
@@ -682,7 +684,11 @@ fn issue_9_10_watch_is_not_in_sync_while_its_count_disagrees_with_the_table() {
     let want = oracle_cells(&ns, &guests);
     checks.run("corrected at once, not at the next period (an hour away)", || {
         let took = converges(&mut hour, &want, deleted, Duration::from_secs(10))?;
-        if took > Duration::from_secs(4) { Err(format!("corrected after {took:?}")) } else { Ok(()) }
+        if took > Duration::from_secs(4) {
+            Err(format!("corrected after {took:?}"))
+        } else {
+            Ok(())
+        }
     });
     checks.run("no snapshot says synced while its count is off the table's", || {
         for l in hour.seen.iter().chain(&off.seen).filter(|l| l.json["type"] == "snapshot") {
