@@ -10,7 +10,8 @@
 //! put it. A lost event (ENOBUFS) means a fresh dump: [`LiveTable::replace_with`].
 //!
 //! Memory per flow is a 64-bit key and a 5-byte place (group index, state column); groups are
-//! interned once.
+//! interned once, and forgotten when their last flow goes (their index is reused), so a long
+//! watch over churning sources holds only the groups that have flows.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -122,6 +123,8 @@ pub struct LiveTable {
     flows: HashMap<FlowKey, Slot>,
     groups: Vec<GroupKey>,
     index: HashMap<GroupKey, u32>,
+    /// Indexes in `groups` of groups that emptied, to reuse.
+    free: Vec<u32>,
     tally: Tally,
 }
 
@@ -133,7 +136,13 @@ impl LiveTable {
 
     fn with_tally(mut tally: Tally) -> LiveTable {
         tally.clear();
-        LiveTable { flows: HashMap::new(), groups: Vec::new(), index: HashMap::new(), tally }
+        LiveTable {
+            flows: HashMap::new(),
+            groups: Vec::new(),
+            index: HashMap::new(),
+            free: Vec::new(),
+            tally,
+        }
     }
 
     /// Flows held.
@@ -178,14 +187,37 @@ impl LiveTable {
         }
     }
 
+    /// Groups interned now (those holding flows).
+    pub fn interned(&self) -> usize {
+        self.index.len()
+    }
+
     fn intern(&mut self, key: GroupKey) -> u32 {
         if let Some(i) = self.index.get(&key) {
             return *i;
         }
-        let i = self.groups.len() as u32;
-        self.groups.push(key);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.groups[i as usize] = key;
+                i
+            }
+            None => {
+                self.groups.push(key);
+                (self.groups.len() - 1) as u32
+            }
+        };
         self.index.insert(key, i);
         i
+    }
+
+    /// Uncounts a flow from group `i`; forgets the group when that was its last flow (no
+    /// held flow points at it then: every held flow is counted in its group once).
+    fn uncount(&mut self, i: u32, column: u8) {
+        let group = self.groups[i as usize];
+        if self.tally.remove_placed(&group, usize::from(column)) {
+            self.index.remove(&group);
+            self.free.push(i);
+        }
     }
 
     fn upsert(&mut self, key: FlowKey, place: Place) -> Effect {
@@ -197,9 +229,9 @@ impl LiveTable {
             }
             Some(old) if old == slot => Effect::Kept,
             Some(old) => {
-                let old_group = self.groups[old.group as usize];
-                self.tally.remove_placed(&old_group, usize::from(old.column));
+                // Count the new place first: a flow moving within its group must not empty it.
                 self.tally.add_placed(place.group, usize::from(place.column));
+                self.uncount(old.group, old.column);
                 Effect::Moved
             }
         }
@@ -208,8 +240,7 @@ impl LiveTable {
     fn remove(&mut self, key: FlowKey) -> Effect {
         match self.flows.remove(&key) {
             Some(old) => {
-                let group = self.groups[old.group as usize];
-                self.tally.remove_placed(&group, usize::from(old.column));
+                self.uncount(old.group, old.column);
                 Effect::Removed
             }
             None => Effect::Ignored,
@@ -308,6 +339,36 @@ mod tests {
         assert_eq!(t.apply(&c.change(Destroy, &est)), Effect::Removed);
         assert!(t.is_empty() && t.tally().sorted().is_empty());
         assert_eq!(t.tally().total(), Row::default());
+    }
+
+    #[test]
+    fn issue_9_11_groups_whose_last_flow_went_are_forgotten() {
+        // A long watch over churning sources: 10,000 sources come and go, ten at a time.
+        let c = classifier(GroupBy::Src);
+        let mut t = c.empty_table();
+        let keep = flow(1, "172.16.9.9", 1, TcpState::Established);
+        t.apply(&c.change(New, &keep));
+        for i in 0..10_000u32 {
+            let src = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            let syn = flow(i + 2, &src, 2, TcpState::SynSent);
+            t.apply(&c.change(New, &syn));
+            // Moving within its group keeps the group.
+            t.apply(&c.change(Update, &flow(i + 2, &src, 2, TcpState::Established)));
+            if i >= 10 {
+                let j = i - 10;
+                let old = format!("10.{}.{}.{}", j >> 16, (j >> 8) & 255, j & 255);
+                t.apply(&c.change(Destroy, &flow(j + 2, &old, 2, TcpState::Established)));
+            }
+        }
+        assert_eq!(t.len(), 11);
+        assert_eq!(t.interned(), 11, "only groups with flows stay interned");
+        assert!(t.groups.len() <= 12, "{} group slots for 11 groups", t.groups.len());
+        assert_eq!(t.tally().len(), 11);
+        assert!(cells(&t).contains(&("172.16.9.9".into(), "ESTABLISHED", 1)));
+        // A reused slot counts its new group, not the old one.
+        let back = flow(99_999, "10.0.0.0", 3, TcpState::TimeWait);
+        assert_eq!(t.apply(&c.change(New, &back)), Effect::Added);
+        assert!(cells(&t).contains(&("10.0.0.0".into(), "TIME_WAIT", 1)));
     }
 
     #[test]

@@ -276,15 +276,17 @@ impl Tally {
         self.total.add(col);
     }
 
-    /// Uncounts a flow counted with [`Tally::add_placed`]; a group left empty disappears.
-    pub fn remove_placed(&mut self, key: &GroupKey, col: usize) {
-        if let Some(row) = self.groups.get_mut(key) {
-            row.remove(col);
-            if row.total == 0 {
-                self.groups.remove(key);
-            }
-            self.total.remove(col);
+    /// Uncounts a flow counted with [`Tally::add_placed`]; a group left empty disappears, and
+    /// then this returns true.
+    pub fn remove_placed(&mut self, key: &GroupKey, col: usize) -> bool {
+        let Some(row) = self.groups.get_mut(key) else { return false };
+        row.remove(col);
+        self.total.remove(col);
+        if row.total == 0 {
+            self.groups.remove(key);
+            return true;
         }
+        false
     }
 
     /// Forgets every count (a dump is being restarted).
