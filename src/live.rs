@@ -10,7 +10,8 @@
 //! put it. A lost event (ENOBUFS) means a fresh dump: [`LiveTable::replace_with`].
 //!
 //! Memory per flow is a 64-bit key and a 5-byte place (group index, state column); groups are
-//! interned once.
+//! interned once, and forgotten when their last flow goes (their index is reused), so a long
+//! watch over churning sources holds only the groups that have flows.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -122,6 +123,8 @@ pub struct LiveTable {
     flows: HashMap<FlowKey, Slot>,
     groups: Vec<GroupKey>,
     index: HashMap<GroupKey, u32>,
+    /// Indexes in `groups` of groups that emptied, to reuse.
+    free: Vec<u32>,
     tally: Tally,
 }
 
@@ -133,7 +136,13 @@ impl LiveTable {
 
     fn with_tally(mut tally: Tally) -> LiveTable {
         tally.clear();
-        LiveTable { flows: HashMap::new(), groups: Vec::new(), index: HashMap::new(), tally }
+        LiveTable {
+            flows: HashMap::new(),
+            groups: Vec::new(),
+            index: HashMap::new(),
+            free: Vec::new(),
+            tally,
+        }
     }
 
     /// Flows held.
@@ -178,14 +187,37 @@ impl LiveTable {
         }
     }
 
+    /// Groups interned now (those holding flows).
+    pub fn interned(&self) -> usize {
+        self.index.len()
+    }
+
     fn intern(&mut self, key: GroupKey) -> u32 {
         if let Some(i) = self.index.get(&key) {
             return *i;
         }
-        let i = self.groups.len() as u32;
-        self.groups.push(key);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.groups[i as usize] = key;
+                i
+            }
+            None => {
+                self.groups.push(key);
+                (self.groups.len() - 1) as u32
+            }
+        };
         self.index.insert(key, i);
         i
+    }
+
+    /// Uncounts a flow from group `i`; forgets the group when that was its last flow (no
+    /// held flow points at it then: every held flow is counted in its group once).
+    fn uncount(&mut self, i: u32, column: u8) {
+        let group = self.groups[i as usize];
+        if self.tally.remove_placed(&group, usize::from(column)) {
+            self.index.remove(&group);
+            self.free.push(i);
+        }
     }
 
     fn upsert(&mut self, key: FlowKey, place: Place) -> Effect {
@@ -197,9 +229,9 @@ impl LiveTable {
             }
             Some(old) if old == slot => Effect::Kept,
             Some(old) => {
-                let old_group = self.groups[old.group as usize];
-                self.tally.remove_placed(&old_group, usize::from(old.column));
+                // Count the new place first: a flow moving within its group must not empty it.
                 self.tally.add_placed(place.group, usize::from(place.column));
+                self.uncount(old.group, old.column);
                 Effect::Moved
             }
         }
@@ -208,12 +240,30 @@ impl LiveTable {
     fn remove(&mut self, key: FlowKey) -> Effect {
         match self.flows.remove(&key) {
             Some(old) => {
-                let group = self.groups[old.group as usize];
-                self.tally.remove_placed(&group, usize::from(old.column));
+                self.uncount(old.group, old.column);
                 Effect::Removed
             }
             None => Effect::Ignored,
         }
+    }
+}
+
+/// How far the live count may stray from the kernel's entry count (GET_STATS) before it is
+/// called wrong: the two are read moments apart, and events still queued on the socket are
+/// churn, not error. 64 flows, plus a tenth of a second of events at the current rate.
+pub fn churn_band(events_per_s: f64) -> u64 {
+    64 + (events_per_s.max(0.0) / 10.0) as u64
+}
+
+/// True when `held` flows disagree with the kernel's `table_count` beyond `band`: a selection
+/// that takes every flow must hold what the table holds; any other holds at most that.
+/// Under `nf_conntrack_events=2` flows created before the first listener end silently, and
+/// the held count stays above the table's until a dump corrects it.
+pub fn disagrees(held: u64, table_count: u64, selects_all: bool, band: u64) -> bool {
+    if selects_all {
+        held.abs_diff(table_count) > band
+    } else {
+        held > table_count.saturating_add(band)
     }
 }
 
@@ -259,6 +309,24 @@ mod tests {
     }
 
     #[test]
+    fn issue_9_10_held_counts_that_disagree_with_the_table_beyond_churn() {
+        // The incident: 18,540 held against a table of 16,201, quiet.
+        let band = churn_band(3.0);
+        assert_eq!(band, 64);
+        assert!(disagrees(18_540, 16_201, true, band));
+        assert!(disagrees(18_540, 16_201, false, band), "no selection holds more than the table");
+        // A selection may hold fewer than the table; every flow may not.
+        assert!(!disagrees(100, 16_201, false, band));
+        assert!(disagrees(100, 16_201, true, band));
+        // Within the band, and a band that widens with churn.
+        assert!(!disagrees(16_201 + 64, 16_201, true, band));
+        assert!(!disagrees(16_201, 16_201 + 64, true, band));
+        assert!(disagrees(16_201 + 65, 16_201, true, band));
+        assert_eq!(churn_band(100_000.0), 64 + 10_000);
+        assert!(!disagrees(20_000, 16_201, true, churn_band(100_000.0)));
+    }
+
+    #[test]
     fn new_update_destroy_move_counts_between_columns() {
         let c = classifier(GroupBy::Src);
         let mut t = c.empty_table();
@@ -270,7 +338,37 @@ mod tests {
         assert_eq!(cells(&t), [("172.16.3.5".into(), "ESTABLISHED", 1)]);
         assert_eq!(t.apply(&c.change(Destroy, &est)), Effect::Removed);
         assert!(t.is_empty() && t.tally().sorted().is_empty());
-        assert_eq!(t.tally().total(), &Row::default());
+        assert_eq!(t.tally().total(), Row::default());
+    }
+
+    #[test]
+    fn issue_9_11_groups_whose_last_flow_went_are_forgotten() {
+        // A long watch over churning sources: 10,000 sources come and go, ten at a time.
+        let c = classifier(GroupBy::Src);
+        let mut t = c.empty_table();
+        let keep = flow(1, "172.16.9.9", 1, TcpState::Established);
+        t.apply(&c.change(New, &keep));
+        for i in 0..10_000u32 {
+            let src = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            let syn = flow(i + 2, &src, 2, TcpState::SynSent);
+            t.apply(&c.change(New, &syn));
+            // Moving within its group keeps the group.
+            t.apply(&c.change(Update, &flow(i + 2, &src, 2, TcpState::Established)));
+            if i >= 10 {
+                let j = i - 10;
+                let old = format!("10.{}.{}.{}", j >> 16, (j >> 8) & 255, j & 255);
+                t.apply(&c.change(Destroy, &flow(j + 2, &old, 2, TcpState::Established)));
+            }
+        }
+        assert_eq!(t.len(), 11);
+        assert_eq!(t.interned(), 11, "only groups with flows stay interned");
+        assert!(t.groups.len() <= 12, "{} group slots for 11 groups", t.groups.len());
+        assert_eq!(t.tally().len(), 11);
+        assert!(cells(&t).contains(&("172.16.9.9".into(), "ESTABLISHED", 1)));
+        // A reused slot counts its new group, not the old one.
+        let back = flow(99_999, "10.0.0.0", 3, TcpState::TimeWait);
+        assert_eq!(t.apply(&c.change(New, &back)), Effect::Added);
+        assert!(cells(&t).contains(&("10.0.0.0".into(), "TIME_WAIT", 1)));
     }
 
     #[test]

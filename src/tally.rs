@@ -1,9 +1,13 @@
 //! Group-by counting over flows, pure: one row per group, a column per TCP state.
 //!
 //! Memory grows with the number of groups, never with the number of flows: grouping the
-//! incident's 258,540 entries by guest or source keeps a few hundred rows.
+//! incident's 258,540 entries by guest or source keeps a few hundred rows. A group costs its
+//! key (20 bytes, `Copy`, no heap) and its [`Counts`], u32 columns (52 bytes), in one hash map,
+//! about 80 to 170 bytes with the map's slack ([`Tally::heap_bytes`]); `top -n N` ranks with a
+//! heap of N groups, not a sorted copy of all.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -153,12 +157,72 @@ impl Row {
     }
 }
 
+/// A group's counts as the tally keeps them: u32 columns (a namespace's table holds fewer
+/// than 2^32 entries: `nf_conntrack_max` and the count are u32), 52 bytes where a [`Row`]
+/// takes 104.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    total: u32,
+    by_state: [u32; COLUMNS],
+}
+
+impl Counts {
+    /// Flows in the group.
+    pub fn total(&self) -> u64 {
+        u64::from(self.total)
+    }
+
+    /// Flows in a state column (see [`column_of`]).
+    pub fn state(&self, col: usize) -> u64 {
+        self.by_state.get(col).copied().map_or(0, u64::from)
+    }
+
+    /// As a [`Row`].
+    pub fn row(&self) -> Row {
+        Row { total: u64::from(self.total), by_state: self.by_state.map(u64::from) }
+    }
+
+    fn add(&mut self, col: usize) {
+        self.total = self.total.saturating_add(1);
+        self.by_state[col] = self.by_state[col].saturating_add(1);
+    }
+
+    fn remove(&mut self, col: usize) {
+        self.total = self.total.saturating_sub(1);
+        self.by_state[col] = self.by_state[col].saturating_sub(1);
+    }
+}
+
+/// A group being ranked, ordered best first: more flows, then the smaller key (the order
+/// [`Tally::sorted`] lists them in). In a (max-)heap the top is the worst, the one to evict.
+struct Ranked<'a>(&'a GroupKey, &'a Counts);
+
+impl PartialEq for Ranked<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked<'_> {}
+
+impl PartialOrd for Ranked<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.1.total.cmp(&self.1.total).then(self.0.cmp(other.0))
+    }
+}
+
 /// Group-by counts.
 #[derive(Debug, Clone)]
 pub struct Tally {
     by: GroupBy,
     guests: GuestMap,
-    groups: HashMap<GroupKey, Row>,
+    groups: HashMap<GroupKey, Counts>,
     total: Row,
 }
 
@@ -212,15 +276,17 @@ impl Tally {
         self.total.add(col);
     }
 
-    /// Uncounts a flow counted with [`Tally::add_placed`]; a group left empty disappears.
-    pub fn remove_placed(&mut self, key: &GroupKey, col: usize) {
-        if let Some(row) = self.groups.get_mut(key) {
-            row.remove(col);
-            if row.total == 0 {
-                self.groups.remove(key);
-            }
-            self.total.remove(col);
+    /// Uncounts a flow counted with [`Tally::add_placed`]; a group left empty disappears, and
+    /// then this returns true.
+    pub fn remove_placed(&mut self, key: &GroupKey, col: usize) -> bool {
+        let Some(row) = self.groups.get_mut(key) else { return false };
+        row.remove(col);
+        self.total.remove(col);
+        if row.total == 0 {
+            self.groups.remove(key);
+            return true;
         }
+        false
     }
 
     /// Forgets every count (a dump is being restarted).
@@ -230,20 +296,77 @@ impl Tally {
     }
 
     /// All flows counted.
-    pub fn total(&self) -> &Row {
-        &self.total
+    pub fn total(&self) -> Row {
+        self.total
+    }
+
+    /// How many groups hold flows.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// True when no flow is counted.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
     }
 
     /// Groups, largest first (ties by key, so output is stable).
     pub fn sorted(&self) -> Vec<(GroupKey, Row)> {
-        let mut v: Vec<_> = self.groups.iter().map(|(k, r)| (*k, *r)).collect();
-        v.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(&b.0)));
-        v
+        self.ranked(None)
+    }
+
+    /// The `limit` largest groups (all without a limit), largest first, ties by key. With a
+    /// limit only a heap of `limit` groups is kept, whatever the number of groups.
+    pub fn ranked(&self, limit: Option<usize>) -> Vec<(GroupKey, Row)> {
+        self.ranked_counts(limit).into_iter().map(|(k, c)| (*k, c.row())).collect()
+    }
+
+    /// [`Tally::ranked`], borrowing the groups' keys and counts (16 bytes a group).
+    pub fn ranked_counts(&self, limit: Option<usize>) -> Vec<(&GroupKey, &Counts)> {
+        let ranked: Vec<Ranked<'_>> = match limit {
+            Some(n) if n < self.groups.len() => {
+                let mut heap = BinaryHeap::with_capacity(n + 1);
+                for (k, p) in &self.groups {
+                    let r = Ranked(k, p);
+                    if heap.len() < n {
+                        heap.push(r);
+                    } else if heap.peek().is_some_and(|worst| r < *worst) {
+                        heap.pop();
+                        heap.push(r);
+                    }
+                }
+                heap.into_sorted_vec()
+            }
+            _ => {
+                let mut v: Vec<Ranked<'_>> =
+                    self.groups.iter().map(|(k, p)| Ranked(k, p)).collect();
+                v.sort_unstable();
+                v
+            }
+        };
+        ranked.into_iter().map(|Ranked(k, c)| (k, c)).collect()
+    }
+
+    /// The heap memory the groups take, in bytes: the hash map's buckets (a power of two at
+    /// most 7/8 full, each an entry and a control byte) and its control tail. An accounting
+    /// of hashbrown's layout, which std's map uses; what the allocator rounds up is not in it.
+    pub fn heap_bytes(&self) -> usize {
+        let cap = self.groups.capacity();
+        if cap == 0 {
+            return 0;
+        }
+        let buckets = if cap < 8 { cap + 1 } else { cap * 8 / 7 }.next_power_of_two();
+        buckets * (std::mem::size_of::<(GroupKey, Counts)>() + 1) + 16
     }
 
     /// A group's label: guest name, address, state name, ...
     pub fn label(&self, key: &GroupKey) -> String {
-        Label(key, &self.guests).to_string()
+        self.display(key).to_string()
+    }
+
+    /// A group's label, to format without an owned string.
+    pub fn display<'a>(&'a self, key: &'a GroupKey) -> impl fmt::Display + 'a {
+        Label(key, &self.guests)
     }
 }
 
@@ -308,6 +431,43 @@ mod tests {
         assert_eq!(rows[1].1.by_state[COL_NOT_TCP], 1);
         assert_eq!(t.total().total, 5);
         assert_eq!(column_name(3), "ESTABLISHED");
+    }
+
+    #[test]
+    fn issue_9_11_a_group_costs_at_most_200_bytes_and_top_n_keeps_a_heap_of_n() {
+        // 250,000 distinct sources, as in the issue: measured after every 1,000 groups, so
+        // the worst moment (just after the map doubled) is seen.
+        assert!(std::mem::size_of::<(GroupKey, Counts)>() <= 72);
+        let mut t = Tally::new(GroupBy::Src, GuestMap::new());
+        let mut f = flow("10.0.0.0", Some(TcpState::Established), Proto::TCP);
+        let mut worst = 0usize;
+        for i in 0..250_000u32 {
+            f.orig.src = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            f.state =
+                Some(ProtoState::Tcp([TcpState::Established, TcpState::TimeWait][i as usize % 2]));
+            t.add(&f);
+            if i % 1_000 == 999 {
+                worst = worst.max(t.heap_bytes() / t.len());
+            }
+        }
+        assert_eq!(t.len(), 250_000);
+        assert!(worst <= 200, "{worst} bytes per group");
+        assert!(t.heap_bytes() / t.len() <= 200);
+
+        // Ties broken by key, the same with a heap of N as with everything sorted.
+        for _ in 0..3 {
+            f.orig.src = "10.0.0.7".parse().unwrap();
+            t.add(&f);
+            f.orig.src = "10.0.1.0".parse().unwrap();
+            t.add(&f);
+        }
+        let all = t.sorted();
+        for n in [1, 2, 3, 10, 1_000] {
+            assert_eq!(t.ranked(Some(n)), all[..n], "top {n}");
+        }
+        assert_eq!(t.ranked(Some(300_000)), all);
+        assert_eq!(t.label(&all[0].0), "10.0.0.7");
+        assert_eq!((all[0].1.total, all[2].1.total), (4, 1));
     }
 
     #[test]

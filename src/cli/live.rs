@@ -9,11 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ctguard::ctnetlink::{self, Conntrack, EventKind, EventMask, Subscription};
 use ctguard::guests::GuestMap;
-use ctguard::live::{Change, Classifier, Effect, LiveTable, flow_key};
+use ctguard::live::{self, Change, Classifier, Effect, LiveTable, flow_key};
 use ctguard::output::live::{
-    self as view, FrameHeader, Lost, Rates, Resync, SCREEN_ENTER, SCREEN_LEAVE, Snapshot,
+    self as view, End, FrameHeader, Lost, Rates, Resync, SCREEN_ENTER, SCREEN_LEAVE, Snapshot,
+    SnapshotOf,
 };
-use ctguard::output::report::{Fill, TallyReport};
+use ctguard::output::report::{Fill, Ranking};
 use ctguard::select::{self, Selector};
 use ctguard::sysctl;
 use ctguard::tally::GroupBy;
@@ -46,6 +47,10 @@ fn gather() {
 const RECONCILE_SILENT: Duration = Duration::from_secs(30);
 /// Reconciliation period when every flow reports events: a safety net only.
 const RECONCILE_SAFETY: Duration = Duration::from_secs(300);
+/// After a resync, how long a disagreement with the kernel's count waits before it starts a
+/// dump of its own; doubled while the disagreement outlives the dumps (a difference no dump
+/// explains must not dump in a loop), back to this once the counts agree.
+const MISMATCH_HOLDOFF: Duration = Duration::from_secs(1);
 
 /// When to stop.
 #[derive(Debug, Clone, Copy, Default)]
@@ -215,6 +220,44 @@ fn shutdown() -> Result<impl Future<Output = ()>, Failure> {
     })
 }
 
+/// Resolves when stdout is a pipe whose reader went away (`events | head -5`): the kernel
+/// reports POLLERR on a pipe's write end once no reader is left (pipe_poll), so a quiet
+/// stream learns it without waiting for its next write. Never resolves for a terminal, a
+/// file (epoll refuses regular files) or anything else that cannot tell.
+async fn reader_gone() {
+    use std::os::fd::AsFd;
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+
+    /// POLLERR or POLLHUP on stdout now.
+    fn hung_up() -> bool {
+        let mut p = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+        // SAFETY: poll reads and writes one pollfd, which lives for the call.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    }
+
+    let stdout = io::stdout();
+    if stdout.is_terminal() {
+        return std::future::pending().await;
+    }
+    // A duplicate of stdout, owned here: the same pipe, open as long as the AsyncFd.
+    let Ok(dup) = stdout.as_fd().try_clone_to_owned() else {
+        return std::future::pending().await;
+    };
+    // SAFETY: `dup` is an open descriptor the AsyncFd owns until it drops (register's rule).
+    let Ok(fd) = (unsafe { AsyncFd::register_with_interest(dup, Interest::ERROR) }) else {
+        return std::future::pending().await;
+    };
+    loop {
+        match fd.ready(Interest::ERROR).await {
+            Ok(_) if hung_up() => return,
+            Ok(mut guard) => guard.clear_ready(),
+            Err(_) => return std::future::pending().await,
+        }
+    }
+}
+
 /// Resolves after `d`, or never.
 async fn deadline(d: Option<Duration>) {
     match d {
@@ -226,7 +269,11 @@ async fn deadline(d: Option<Duration>) {
 /// Sets `nf_conntrack_events=1` when asked, then reads the namespace's setting: the setting,
 /// and what it means for events, for the operator (a warning, or what `--enable-events` did).
 /// `/proc/sys/net` is the namespace ctguard entered.
-fn events_setting(enable: bool, counting: bool) -> Result<(Option<u64>, Option<String>), Failure> {
+/// `then` says, for the setting read, what follows for the counts.
+fn events_setting(
+    enable: bool,
+    then: impl FnOnce(Option<u64>) -> String,
+) -> Result<(Option<u64>, Option<String>), Failure> {
     if enable {
         sysctl::write("nf_conntrack_events", "1").map_err(|e| {
             Failure::Message(format!(
@@ -235,11 +282,7 @@ fn events_setting(enable: bool, counting: bool) -> Result<(Option<u64>, Option<S
         })?;
     }
     let mode = sysctl::read("nf_conntrack_events");
-    let then = if counting {
-        "a reconciliation dump every --reconcile period corrects the counts"
-    } else {
-        "they are not shown"
-    };
+    let then = then(mode);
     let message = match mode {
         Some(1) if enable => Some(
             "set nf_conntrack_events=1 in this network namespace only; flows created before \
@@ -269,12 +312,15 @@ pub fn events(job: EventsJob, out: &mut impl Write) -> Result<Outcome, Failure> 
 }
 
 async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure> {
-    if let (_, Some(warning)) = events_setting(job.opts.enable_events, false)? {
+    if let (_, Some(warning)) =
+        events_setting(job.opts.enable_events, |_| "they are not shown".into())?
+    {
         eprintln!("ctguard: {warning}");
     }
     let mut sub = Subscription::open(job.mask, job.opts.rcvbuf)?;
     let mut stop = pin!(shutdown()?);
     let mut end = pin!(deadline(job.opts.stop.duration));
+    let mut gone = pin!(reader_gone());
     let limit = job.opts.stop.count.unwrap_or(u64::MAX);
     let (mut printed, mut overruns) = (0u64, 0u64);
     let mut scratch = Vec::new();
@@ -284,6 +330,8 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
             biased;
             () = &mut stop => break,
             () = &mut end => break,
+            // Nobody reads what is left to say: quietly done (the broken pipe rule).
+            () = &mut gone => return Ok(()),
             r = sub.recv(|kind, flow| {
                 if failed.is_some() || printed >= limit || !job.mask.contains(kind)
                     || !job.sel.matches(flow)
@@ -326,6 +374,22 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
             }
         }
     }
+    // The last word: every drop, read from the socket's counter now. The kernel raises
+    // ENOBUFS once per congestion (netlink_overrun), so events dropped after the last one
+    // were never reported by a `lost` record.
+    let end = End::new(printed, overruns, sub.drops());
+    if job.json {
+        view::write_record(out, &end)?;
+    } else if end.lost_events.is_some_and(|n| n > 0) || end.overruns > 0 {
+        eprintln!(
+            "ctguard: {} events shown; {} lost in {} receive buffer overruns (raise --buffer)",
+            end.events,
+            end.lost_events.map_or("some".into(), |n| n.to_string()),
+            end.overruns
+        );
+    } else if io::stderr().is_terminal() {
+        eprintln!("ctguard: {} events shown", end.events);
+    }
     out.flush()?;
     Ok(())
 }
@@ -336,6 +400,8 @@ enum Reason {
     Start,
     Overrun,
     Reconcile,
+    /// The held count disagrees with the kernel's entry count beyond churn.
+    Mismatch,
 }
 
 impl Reason {
@@ -344,6 +410,7 @@ impl Reason {
             Reason::Start => "start",
             Reason::Overrun => "overrun",
             Reason::Reconcile => "reconcile",
+            Reason::Mismatch => "mismatch",
         }
     }
 }
@@ -490,11 +557,20 @@ struct Resyncs {
     pending: Vec<Change>,
     buffering: bool,
     done: u64,
+    /// The last snapshot's held count disagreed with the kernel's count.
+    mismatch: bool,
+    /// A disagreement may start a dump (not with `--reconcile off`).
+    dump_on_mismatch: bool,
+    /// When the last resync finished, and how long a disagreement then waits.
+    last_done: Instant,
+    holdoff: Duration,
+    max_holdoff: Duration,
 }
 
 impl Resyncs {
-    /// The first resync, the seed, is wanted; the subscription is already open.
-    fn new() -> Resyncs {
+    /// The first resync, the seed, is wanted; the subscription is already open. `reconcile`
+    /// is the reconciliation period, `None` when off.
+    fn new(reconcile: Option<Duration>) -> Resyncs {
         Resyncs {
             want: Some(Reason::Start),
             dump: None,
@@ -502,12 +578,48 @@ impl Resyncs {
             pending: Vec::new(),
             buffering: true,
             done: 0,
+            mismatch: false,
+            dump_on_mismatch: reconcile.is_some(),
+            last_done: Instant::now(),
+            holdoff: MISMATCH_HOLDOFF,
+            max_holdoff: reconcile.unwrap_or(MISMATCH_HOLDOFF).max(MISMATCH_HOLDOFF),
         }
     }
 
-    /// No resync pending or running: the counts are as exact as events make them.
-    fn synced(&self) -> bool {
+    /// No resync pending or running.
+    fn idle(&self) -> bool {
         self.want.is_none() && self.running.is_none()
+    }
+
+    /// No resync pending or running, and the held count agrees with the kernel's: the counts
+    /// are as exact as events make them.
+    fn synced(&self) -> bool {
+        self.idle() && !self.mismatch
+    }
+
+    /// Why the counts are not in sync: the resync running or wanted, else a disagreement.
+    fn reason(&self) -> Option<Reason> {
+        match (&self.running, self.want) {
+            (Some(r), _) => Some(r.reason),
+            (None, Some(w)) => Some(w),
+            (None, None) => self.mismatch.then_some(Reason::Mismatch),
+        }
+    }
+
+    /// Compares the held count with the kernel's entry count (GET_STATS) at a snapshot; a
+    /// disagreement beyond churn is said (not synced) and, unless reconciling is off, starts a
+    /// dump now instead of at the next period.
+    fn check(&mut self, held: u64, table_count: u64, selects_all: bool, events_per_s: f64) {
+        let band = live::churn_band(events_per_s);
+        self.mismatch = live::disagrees(held, table_count, selects_all, band);
+        if !self.mismatch {
+            self.holdoff = MISMATCH_HOLDOFF;
+            return;
+        }
+        if self.dump_on_mismatch && self.idle() && self.last_done.elapsed() >= self.holdoff {
+            self.want = Some(Reason::Mismatch);
+            self.holdoff = (self.holdoff * 2).min(self.max_holdoff);
+        }
     }
 
     /// Starts the wanted dump unless one runs.
@@ -538,7 +650,7 @@ impl Resyncs {
 
     /// Asks for a reconciliation dump unless a resync is pending anyway.
     fn reconcile(&mut self) {
-        if self.synced() {
+        if self.idle() {
             self.want = Some(Reason::Reconcile);
         }
     }
@@ -563,6 +675,9 @@ impl Resyncs {
         self.pending.clear();
         self.buffering = false;
         self.done += 1;
+        self.last_done = Instant::now();
+        // A fresh dump is the truth; the next snapshot compares again.
+        self.mismatch = false;
         Ok(Some(Resync {
             kind: "resync".into(),
             time: view::timestamp(SystemTime::now()),
@@ -581,6 +696,8 @@ struct Printer<'a, W: Write> {
     out: &'a mut W,
     screen: bool,
     limit: Option<usize>,
+    /// The selection takes every flow: the held count must equal the kernel's.
+    selects_all: bool,
     title: String,
     note: Option<String>,
     marker: Option<String>,
@@ -604,30 +721,48 @@ impl<W: Write> Printer<'_, W> {
         ct: &mut Conntrack,
         table: &LiveTable,
         c: &mut Counters,
-        resyncs: &Resyncs,
+        resyncs: &mut Resyncs,
     ) -> Result<(), Failure> {
         let fill =
             ct.table_stats().ok().map(|s| Fill::new(s, sysctl::read("nf_conntrack_buckets")));
+        let rates = c.rates();
+        if let Some(f) = &fill {
+            let held = table.len() as u64;
+            resyncs.check(held, u64::from(f.count), self.selects_all, rates.events_per_s);
+        }
         let (rows, cols) = if self.screen { Screen::size() } else { (0, 0) };
         let limit = match self.screen {
             true => Some(rows.saturating_sub(FRAME_OVERHEAD).max(1)),
             false => self.limit,
         };
-        let report = TallyReport::new(table.tally(), fill, limit);
-        let snap =
-            Snapshot::new(report, c.rates(), c.total, c.overruns, resyncs.done, resyncs.synced());
-        if self.screen {
-            let header = FrameHeader {
-                title: &self.title,
-                snapshot: &snap,
-                marker: self.marker.as_deref(),
-                note: self.note.as_deref(),
+        let ranking = Ranking::new(table.tally(), fill, limit);
+        let reason = resyncs.reason().map(|r| r.name().to_string());
+        if !self.screen {
+            // Straight from the ranking: no owned label and state map per group.
+            let snap = SnapshotOf {
+                ranking: &ranking,
+                rates,
+                events: c.total,
+                overruns: c.overruns,
+                resyncs: resyncs.done,
+                synced: resyncs.synced(),
+                reason,
             };
-            view::write_frame(self.out, &header, rows, cols)?;
-        } else {
             view::write_record(self.out, &snap)?;
             self.out.flush()?;
+            return Ok(());
         }
+        let report = ranking.report();
+        let mut snap =
+            Snapshot::new(report, rates, c.total, c.overruns, resyncs.done, resyncs.synced());
+        snap.reason = reason;
+        let header = FrameHeader {
+            title: &self.title,
+            snapshot: &snap,
+            marker: self.marker.as_deref(),
+            note: self.note.as_deref(),
+        };
+        view::write_frame(self.out, &header, rows, cols)?;
         Ok(())
     }
 }
@@ -638,21 +773,36 @@ async fn watch_loop(
     out: &mut impl Write,
     screen: bool,
 ) -> Result<(), Failure> {
-    let (mode, warning) = events_setting(job.opts.enable_events, true)?;
+    let enable = job.opts.enable_events;
+    // The reconciliation period: asked for, or the default for the namespace's setting.
+    let period_for = |mode: Option<u64>| {
+        let every_flow_reports = mode == Some(1) || enable;
+        job.reconcile.unwrap_or(Some(if every_flow_reports {
+            RECONCILE_SAFETY
+        } else {
+            RECONCILE_SILENT
+        }))
+    };
+    let (mode, warning) = events_setting(enable, |mode| match period_for(mode) {
+        Some(d) => format!(
+            "a reconciliation dump every {} (--reconcile) corrects the counts, and one at once \
+             when they disagree with the table's entry count",
+            humantime::format_duration(d)
+        ),
+        None => "with --reconcile off nothing corrects the counts; snapshots say \
+                 \"synced\":false (mismatch) when they disagree with the table's entry count"
+            .into(),
+    })?;
     if let (false, Some(w)) = (screen, &warning) {
         eprintln!("ctguard: {w}");
     }
-    let every_flow_reports = mode == Some(1) || job.opts.enable_events;
-    let reconcile = job.reconcile.unwrap_or(Some(if every_flow_reports {
-        RECONCILE_SAFETY
-    } else {
-        RECONCILE_SILENT
-    }));
+    let reconcile = period_for(mode);
     let classifier = Classifier::new(job.sel.clone(), job.by, job.guests.clone());
     let mut print = Printer {
         out,
         screen,
         limit: job.limit,
+        selects_all: job.sel.is_empty(),
         title: format!(
             "ctguard watch: by {}{}, every {}, reconcile {} (Ctrl-C quits)",
             job.by.name(),
@@ -668,7 +818,7 @@ async fn watch_loop(
     // Subscribe first, then dump: every change the dump misses arrives as an event.
     let mut sub = Subscription::open(EventMask::ALL, job.opts.rcvbuf)?;
     let mut table = classifier.empty_table();
-    let mut resyncs = Resyncs::new();
+    let mut resyncs = Resyncs::new(reconcile);
     let mut seeded = false;
     let mut lost_before = 0u64;
     let mut c = Counters::new();
@@ -676,6 +826,7 @@ async fn watch_loop(
 
     let mut stop = pin!(shutdown()?);
     let mut end = pin!(deadline(job.opts.stop.duration));
+    let mut gone = pin!(reader_gone());
     let mut ticker = interval(job.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let period = reconcile.unwrap_or(Duration::from_secs(86_400 * 365));
@@ -687,9 +838,10 @@ async fn watch_loop(
         tokio::select! {
             biased;
             () = &mut stop => break,
+            () = &mut gone => return Ok(()),
             () = &mut end => {
                 if seeded {
-                    print.snapshot(ct, &table, &mut c, &resyncs)?;
+                    print.snapshot(ct, &table, &mut c, &mut resyncs)?;
                 }
                 break;
             }
@@ -706,7 +858,7 @@ async fn watch_loop(
                     ticker.reset();
                     c = Counters { total: c.total, overruns: c.overruns, ..Counters::new() };
                     if screen {
-                        print.snapshot(ct, &table, &mut c, &resyncs)?;
+                        print.snapshot(ct, &table, &mut c, &mut resyncs)?;
                     }
                 }
             }
@@ -747,7 +899,7 @@ async fn watch_loop(
                 }
             }
             _ = ticker.tick(), if seeded => {
-                print.snapshot(ct, &table, &mut c, &resyncs)?;
+                print.snapshot(ct, &table, &mut c, &mut resyncs)?;
                 snapshots += 1;
                 if snapshots >= limit {
                     break;

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use ctguard::ctnetlink::{self, Conntrack, DumpSummary};
 use ctguard::flow::Flow;
-use ctguard::output::report::{Fill, StatsReport, TallyReport};
+use ctguard::output::report::{Fill, Ranking, StatsReport};
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
 use ctguard::sysctl::{self, StateTimeouts};
@@ -61,8 +61,8 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
         Job::Top { sel, by, guests, limit, json } => {
             let fill = fill(&mut ct)?;
             let tally = tally(&mut ct, sel, by, guests)?;
-            let report = TallyReport::new(&tally, Some(fill), Some(limit));
-            print_report(&mut out, &report, json, true)?;
+            let ranking = Ranking::new(&tally, Some(fill), Some(limit));
+            print_report(&mut out, &ranking, json, true)?;
             Outcome::Ok
         }
         Job::Count { sel, by, guests, json } => {
@@ -71,9 +71,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
             match by {
                 None if json => writeln!(out, "{}", serde_json::json!({ "matched": matched }))?,
                 None => writeln!(out, "{matched}")?,
-                Some(_) => {
-                    print_report(&mut out, &TallyReport::new(&tally, None, None), json, false)?
-                }
+                Some(_) => print_report(&mut out, &Ranking::new(&tally, None, None), json, false)?,
             }
             if matched == 0 { Outcome::NothingMatched } else { Outcome::Ok }
         }
@@ -201,13 +199,12 @@ pub(super) fn tally(
 
 fn print_report(
     out: &mut impl Write,
-    report: &TallyReport,
+    report: &Ranking<'_>,
     json: bool,
     states: bool,
 ) -> Result<(), Failure> {
     if json {
-        serde_json::to_writer(&mut *out, report).map_err(io::Error::from)?;
-        writeln!(out)?;
+        report.write_json(out)?;
     } else {
         report.write_text(out, states)?;
     }

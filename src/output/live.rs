@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctnetlink::EventKind;
 use crate::flow::Flow;
-use crate::output::report::{Fill, Group, TallyReport};
+use crate::output::report::{Fill, Group, Ranking, TallyReport};
 use crate::output::{conntrack, json};
 
 /// `2026-11-27T05:30:01.123456Z`.
@@ -68,6 +68,39 @@ impl Lost {
     /// A record for now.
     pub fn new(overruns: u64, lost_events: Option<u64>) -> Lost {
         Lost { kind: "lost".into(), time: timestamp(SystemTime::now()), overruns, lost_events }
+    }
+}
+
+/// The last record of `events --json`: what was shown and what the kernel dropped in all,
+/// read from the socket's drop counter when stopping (drops after the last ENOBUFS are in it:
+/// the kernel raises ENOBUFS once per congestion, not once per dropped event).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct End {
+    /// Always `end`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When `events` stopped.
+    pub time: String,
+    /// Events printed (of the selection).
+    pub events: u64,
+    /// Overruns (ENOBUFS) in all.
+    pub overruns: u64,
+    /// Events the kernel dropped in all (`SO_MEMINFO` drops), when the kernel reports it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lost_events: Option<u64>,
+}
+
+impl End {
+    /// A record for now.
+    pub fn new(events: u64, overruns: u64, lost_events: Option<u64>) -> End {
+        End {
+            kind: "end".into(),
+            time: timestamp(SystemTime::now()),
+            events,
+            overruns,
+            lost_events,
+        }
     }
 }
 
@@ -134,8 +167,13 @@ pub struct Snapshot {
     pub overruns: u64,
     /// Resyncs so far (start, overrun, reconcile).
     pub resyncs: u64,
-    /// False while a resync is pending or running: the counts may be off until it ends.
+    /// False while a resync is pending or running, or while the held count disagrees with
+    /// the table's entry count beyond churn: the counts may be off.
     pub synced: bool,
+    /// Why not synced: `start`, `overrun`, `reconcile` or `mismatch` (the resync pending or
+    /// running, or a disagreement with the table's entry count); only when `synced` is false.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
 }
 
 impl Snapshot {
@@ -161,7 +199,55 @@ impl Snapshot {
             overruns,
             resyncs,
             synced,
+            reason: None,
         }
+    }
+}
+
+/// A `watch --json` snapshot written straight from a ranking of the live tally: the bytes a
+/// [`Snapshot`] of the same counts prints, without a label and a state map owned per group.
+pub struct SnapshotOf<'a> {
+    /// The groups.
+    pub ranking: &'a Ranking<'a>,
+    /// Rates over the last interval.
+    pub rates: Rates,
+    /// Events received since the start.
+    pub events: u64,
+    /// Overruns so far.
+    pub overruns: u64,
+    /// Resyncs so far.
+    pub resyncs: u64,
+    /// See [`Snapshot::synced`].
+    pub synced: bool,
+    /// See [`Snapshot::reason`].
+    pub reason: Option<String>,
+}
+
+impl Serialize for SnapshotOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.ranking;
+        let mut st = s.serialize_struct("Snapshot", 13)?;
+        st.serialize_field("type", "snapshot")?;
+        st.serialize_field("time", &timestamp(SystemTime::now()))?;
+        if let Some(t) = r.table() {
+            st.serialize_field("table", t)?;
+        }
+        st.serialize_field("by", &r.by())?;
+        st.serialize_field("matched", &r.matched())?;
+        st.serialize_field("groups", &r.groups())?;
+        if let Some(n) = r.more_groups() {
+            st.serialize_field("more_groups", &n)?;
+        }
+        st.serialize_field("rates", &self.rates)?;
+        st.serialize_field("events", &self.events)?;
+        st.serialize_field("overruns", &self.overruns)?;
+        st.serialize_field("resyncs", &self.resyncs)?;
+        st.serialize_field("synced", &self.synced)?;
+        if let Some(reason) = &self.reason {
+            st.serialize_field("reason", reason)?;
+        }
+        st.end()
     }
 }
 
@@ -183,9 +269,46 @@ pub struct FrameHeader<'a> {
     pub note: Option<&'a str>,
 }
 
+/// Parts of a status line, joined by three spaces: as many whole parts as fit in `cols`
+/// (a part is a label and its number; neither is ever cut).
+fn fit_parts(parts: &[String], cols: usize) -> String {
+    let mut line = String::new();
+    for p in parts {
+        let sep = if line.is_empty() { 0 } else { 3 };
+        if !line.is_empty() && line.chars().count() + sep + p.chars().count() > cols {
+            break;
+        }
+        if sep > 0 {
+            line.push_str("   ");
+        }
+        line.push_str(p);
+    }
+    line
+}
+
+/// `line` cut to `cols` characters, at a space when there is one: a word (a number) is left
+/// out whole, never cut.
+fn fit_words(line: &str, cols: usize) -> &str {
+    let Some((cut, next)) = line.char_indices().nth(cols) else {
+        return line;
+    };
+    let head = &line[..cut];
+    if next == ' ' {
+        return head.trim_end();
+    }
+    match head.rfind(' ') {
+        Some(i) => head[..i].trim_end(),
+        None => head,
+    }
+}
+
 /// Draws one `watch` frame for a terminal of `rows` lines and `cols` columns, without flicker:
-/// cursor home, each line cut to the width (a wrapped line would scroll) and followed by
-/// clear-to-end-of-line, then clear-to-end-of-screen, written at once.
+/// cursor home, each line fitted to the width (a wrapped line would scroll) and followed by
+/// clear-to-end-of-line, then clear-to-end-of-screen, written at once. Numbers are never cut:
+/// the status lines keep whole parts, the group table narrows as
+/// [`TallyReport::write_text_within`] says (short state headings, then no SHARE, then the
+/// state columns with the fewest flows go, then labels are cut), other lines are cut at a
+/// space.
 pub fn write_frame(
     out: &mut impl Write,
     h: &FrameHeader<'_>,
@@ -193,32 +316,34 @@ pub fn write_frame(
     cols: usize,
 ) -> io::Result<()> {
     let s = h.snapshot;
+    let cols = cols.max(1);
     let mut text = Vec::with_capacity(8 << 10);
-    writeln!(text, "{}", h.title)?;
-    match &s.table {
-        Some(t) => writeln!(
-            text,
-            "table: {} of {} entries ({:.1}% full)   new/s {:.0}   destroy/s {:.0}   events/s {:.0}",
-            t.count,
-            t.max,
-            t.fill_percent,
-            s.rates.new_per_s,
-            s.rates.destroy_per_s,
-            s.rates.events_per_s
-        )?,
-        None => writeln!(text, "table: ?")?,
-    }
-    writeln!(
-        text,
-        "overruns {}   resyncs {}   {}",
-        s.overruns,
-        s.resyncs,
-        if s.synced { "in sync" } else { "RESYNCING: counts may be off" }
-    )?;
+    writeln!(text, "{}", fit_words(h.title, cols))?;
+    let table = match &s.table {
+        Some(t) => format!("table: {} of {} entries ({:.1}% full)", t.count, t.max, t.fill_percent),
+        None => "table: ?".to_string(),
+    };
+    let rates = [
+        table,
+        format!("new/s {:.0}", s.rates.new_per_s),
+        format!("destroy/s {:.0}", s.rates.destroy_per_s),
+        format!("events/s {:.0}", s.rates.events_per_s),
+    ];
+    writeln!(text, "{}", fit_parts(&rates, cols))?;
+    let sync = match (s.synced, s.reason.as_deref()) {
+        (true, _) => "in sync".to_string(),
+        (false, Some("mismatch")) => {
+            "OUT OF SYNC: the counts disagree with the table's entry count".to_string()
+        }
+        (false, Some(r)) => format!("RESYNCING ({r}): counts may be off"),
+        (false, None) => "RESYNCING: counts may be off".to_string(),
+    };
+    let status = [format!("overruns {}", s.overruns), format!("resyncs {}", s.resyncs), sync];
+    writeln!(text, "{}", fit_parts(&status, cols))?;
     if let Some(note) = h.note {
-        writeln!(text, "{note}")?;
+        writeln!(text, "{}", fit_words(note, cols))?;
     }
-    writeln!(text, "{}", h.marker.unwrap_or(""))?;
+    writeln!(text, "{}", fit_words(h.marker.unwrap_or(""), cols))?;
     let report = TallyReport {
         table: None,
         by: s.by.clone(),
@@ -226,15 +351,15 @@ pub fn write_frame(
         groups: s.groups.clone(),
         more_groups: s.more_groups,
     };
-    report.write_text(&mut text, true)?;
+    report.write_text_within(&mut text, true, Some(cols))?;
     let mut frame = Vec::with_capacity(text.len() + rows * 4 + 16);
     frame.extend_from_slice(b"\x1b[H");
     for (i, line) in String::from_utf8_lossy(&text).lines().take(rows.max(1)).enumerate() {
         if i > 0 {
             frame.push(b'\n');
         }
-        let cut = line.char_indices().nth(cols.max(1)).map_or(line.len(), |(i, _)| i);
-        frame.extend_from_slice(&line.as_bytes()[..cut]);
+        // Only a table too wide for even its narrowest form (a tiny terminal) is cut here.
+        frame.extend_from_slice(fit_words(line, cols).as_bytes());
         frame.extend_from_slice(b"\x1b[K");
     }
     frame.extend_from_slice(b"\x1b[J");
@@ -284,6 +409,131 @@ mod tests {
     }
 
     #[test]
+    fn issue_9_11_a_snapshot_of_a_ranking_prints_the_bytes_of_a_snapshot() {
+        use crate::guests::GuestMap;
+        use crate::tally::{GroupBy, Tally};
+        let mut t = Tally::new(GroupBy::Src, GuestMap::new());
+        for i in 0..50u16 {
+            t.add(&test_tcp(&format!("172.16.3.{}", i % 7), "10.0.0.1", i, 80, TcpState::SynSent));
+        }
+        let rates = Rates { new_per_s: 1.5, destroy_per_s: 0.0, events_per_s: 3.0 };
+        let fill = Fill { count: 50, max: 100, fill_percent: 50.0, buckets: None };
+        for (limit, reason) in [(None, None), (Some(3), Some("mismatch"))] {
+            let ranking = Ranking::new(&t, Some(fill.clone()), limit);
+            let reason = reason.map(str::to_string);
+            let mut snap = Snapshot::new(ranking.report(), rates, 9, 1, 2, reason.is_none());
+            snap.reason = reason.clone();
+            let of = SnapshotOf {
+                ranking: &ranking,
+                rates,
+                events: 9,
+                overruns: 1,
+                resyncs: 2,
+                synced: reason.is_none(),
+                reason,
+            };
+            let mut got: serde_json::Value = serde_json::to_value(&of).unwrap();
+            let mut want: serde_json::Value = serde_json::to_value(&snap).unwrap();
+            // Taken a moment apart.
+            got["time"] = "t".into();
+            want["time"] = "t".into();
+            assert_eq!(serde_json::to_string(&got).unwrap(), serde_json::to_string(&want).unwrap());
+            let back: Snapshot = serde_json::from_value(got).unwrap();
+            assert_eq!(back.groups, snap.groups);
+        }
+    }
+
+    /// The incident's runaway and one ordinary guest, as `watch --by src` shows them.
+    fn runaway() -> Snapshot {
+        let group = |key: &str, states: &[(&str, u64)]| {
+            let entries = states.iter().map(|(_, n)| n).sum();
+            Group {
+                key: key.into(),
+                entries,
+                share_percent: (entries as f64 * 1000.0 / 258_540.0).round() / 10.0,
+                states: states.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            }
+        };
+        let report = TallyReport {
+            table: Some(Fill { count: 258_540, max: 262_144, fill_percent: 98.6, buckets: None }),
+            by: "src".into(),
+            matched: 240_089,
+            groups: vec![
+                group("172.16.3.5", &[("ESTABLISHED", 240_000)]),
+                group(
+                    "172.16.2.10",
+                    &[
+                        ("SYN_SENT", 5),
+                        ("ESTABLISHED", 28),
+                        ("CLOSE_WAIT", 1),
+                        ("LAST_ACK", 1),
+                        ("TIME_WAIT", 47),
+                        ("CLOSE", 7),
+                    ],
+                ),
+            ],
+            more_groups: None,
+        };
+        let rates = Rates { new_per_s: 12_345.0, destroy_per_s: 23_456.0, events_per_s: 98_765.0 };
+        Snapshot::new(report, rates, 1_234_567, 3, 4, true)
+    }
+
+    fn frame_lines(snap: &Snapshot, cols: usize) -> Vec<String> {
+        let header = FrameHeader {
+            title: "ctguard watch: by src, every 1s, reconcile 30s (Ctrl-C quits)",
+            snapshot: snap,
+            marker: Some("OVERRUN at 2026-11-27T05:36:10.000001Z: 19591 events lost so far"),
+            note: None,
+        };
+        let mut out = Vec::new();
+        write_frame(&mut out, &header, 24, cols).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        text.trim_start_matches("\x1b[H")
+            .trim_end_matches("\x1b[J")
+            .split('\n')
+            .map(|l| l.trim_end_matches("\x1b[K").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn issue_9_13_a_60_column_frame_drops_columns_and_never_cuts_a_number() {
+        let snap = runaway();
+        let wide = frame_lines(&snap, 1_000);
+        let narrow = frame_lines(&snap, 60);
+        let numbers = |lines: &[String]| -> Vec<String> {
+            let mut v: Vec<String> = lines
+                .iter()
+                .flat_map(|l| l.split(|c: char| !c.is_ascii_digit() && c != '.'))
+                .filter(|w| w.chars().any(|c| c.is_ascii_digit()))
+                .map(str::to_string)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let all = numbers(&wide);
+        assert!(all.contains(&"240000".to_string()) && all.contains(&"98765".to_string()));
+        for n in numbers(&narrow) {
+            assert!(all.contains(&n), "{n:?} is not a number of the wide frame: {narrow:#?}");
+        }
+        for l in &narrow {
+            assert!(l.chars().count() <= 60, "{} columns: {l:?}", l.chars().count());
+        }
+        // The runaway's row keeps its entries and its ESTABLISHED column, whole.
+        let row = narrow.iter().find(|l| l.starts_with(" 172.16.3.5 ")).expect("runaway row");
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[..2], ["172.16.3.5", "240000"], "{narrow:#?}");
+        let head = narrow.iter().find(|l| l.starts_with(" SRC ")).expect("table header");
+        let est = head.split_whitespace().position(|h| h == "ESTAB").expect("ESTAB column");
+        assert_eq!(cells[est], "240000", "{head:?} / {row:?}");
+        // The status lines keep whole parts: the fill and the new rate, not a cut one.
+        assert_eq!(narrow[1], "table: 258540 of 262144 entries (98.6% full)   new/s 12345");
+        // A wide terminal shows everything, as `top` prints it.
+        assert!(wide.iter().any(|l| l.contains(" ESTABLISHED ") && l.contains(" SHARE ")));
+        assert!(wide.iter().any(|l| l.starts_with(" 172.16.2.10 ") && l.contains("  47 ")));
+    }
+
+    #[test]
     fn frame_redraws_in_place_within_the_terminal() {
         let report = TallyReport {
             table: Some(Fill { count: 3, max: 100, fill_percent: 3.0, buckets: None }),
@@ -317,8 +567,8 @@ mod tests {
             assert!(l.ends_with("\x1b[K"), "each line clears its rest: {l:?}");
             assert!(l.trim_end_matches("\x1b[K").chars().count() <= 20, "cut to the width: {l:?}");
         }
-        assert_eq!(lines[0], "a title that is long\x1b[K");
-        assert_eq!(lines[2], "overruns 1   resyncs\x1b[K");
+        assert_eq!(lines[0], "a title that is\x1b[K", "cut at a space");
+        assert_eq!(lines[2], "overruns 1\x1b[K", "whole parts only");
         assert_eq!(lines[3], "OVERRUN\x1b[K");
     }
 }

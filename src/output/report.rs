@@ -3,11 +3,11 @@
 
 use std::io::{self, Write};
 
-use comfy_table::{CellAlignment, Table, presets};
+use comfy_table::{Table, presets};
 use serde::{Deserialize, Serialize};
 
 use crate::ctnetlink::{CpuStats, TableStats};
-use crate::tally::{COLUMNS, Tally, column_name};
+use crate::tally::{COLUMNS, Counts, GroupKey, Tally, column_name};
 
 /// Table fill: count, max, buckets.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,71 +69,429 @@ fn pct(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { (part as f64 * 1000.0 / whole as f64).round() / 10.0 }
 }
 
-impl TallyReport {
-    /// The `limit` largest groups of a tally.
-    pub fn new(tally: &Tally, table: Option<Fill>, limit: Option<usize>) -> TallyReport {
-        let matched = tally.total().total;
-        let rows = tally.sorted();
-        let shown = limit.unwrap_or(rows.len()).min(rows.len());
-        let groups = rows[..shown]
+/// The state columns in the order a `states` object lists them (by name, as a BTreeMap).
+fn columns_by_name() -> [usize; COLUMNS] {
+    let mut order: [usize; COLUMNS] = std::array::from_fn(|c| c);
+    order.sort_by_key(|c| column_name(*c));
+    order
+}
+
+/// A tally's groups ranked for printing. `top` and `count --by` write it straight out, as JSON
+/// or text, without a [`TallyReport`]'s owned label and state map per group (with 250,000
+/// groups those cost far more than the tally); [`TallyReport::new`] is built from it, so both
+/// print the same bytes.
+pub struct Ranking<'a> {
+    tally: &'a Tally,
+    table: Option<Fill>,
+    rows: Vec<(&'a GroupKey, &'a Counts)>,
+    more_groups: Option<u64>,
+}
+
+impl<'a> Ranking<'a> {
+    /// The `limit` largest groups of a tally (all without a limit; with one, ranked by a
+    /// heap of `limit` groups).
+    pub fn new(tally: &'a Tally, table: Option<Fill>, limit: Option<usize>) -> Ranking<'a> {
+        let rows = tally.ranked_counts(limit);
+        let more_groups = limit.map(|_| (tally.len() - rows.len()) as u64);
+        Ranking { tally, table, rows, more_groups }
+    }
+
+    /// Flows that matched the selection.
+    pub fn matched(&self) -> u64 {
+        self.tally.total().total
+    }
+
+    /// The table's fill, if given.
+    pub fn table(&self) -> Option<&Fill> {
+        self.table.as_ref()
+    }
+
+    /// The grouping's name.
+    pub fn by(&self) -> String {
+        self.tally.by().name()
+    }
+
+    /// Groups left out by the limit (with a limit only).
+    pub fn more_groups(&self) -> Option<u64> {
+        self.more_groups
+    }
+
+    /// The groups, serialized as [`TallyReport`]'s `groups` are.
+    pub fn groups(&self) -> impl Serialize + '_ {
+        Groups(self)
+    }
+
+    /// The owned document (what `watch` and `doctor` keep).
+    pub fn report(&self) -> TallyReport {
+        let matched = self.matched();
+        let groups = self
+            .rows
             .iter()
             .map(|(key, row)| Group {
-                key: tally.label(key),
-                entries: row.total,
-                share_percent: pct(row.total, matched),
+                key: self.tally.label(key),
+                entries: row.total(),
+                share_percent: pct(row.total(), matched),
                 states: (0..COLUMNS)
-                    .filter(|c| row.by_state[*c] > 0)
-                    .map(|c| (column_name(c).to_string(), row.by_state[c]))
+                    .filter(|c| row.state(*c) > 0)
+                    .map(|c| (column_name(c).to_string(), row.state(c)))
                     .collect(),
             })
             .collect();
         TallyReport {
-            table,
-            by: tally.by().name(),
+            table: self.table.clone(),
+            by: self.tally.by().name(),
             matched,
             groups,
-            more_groups: limit.map(|_| (rows.len() - shown) as u64),
+            more_groups: self.more_groups,
         }
+    }
+
+    /// One JSON object and a newline: the bytes of [`TallyReport`]'s JSON.
+    pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, self).map_err(io::Error::from)?;
+        writeln!(out)
     }
 
     /// The aligned text form; `states` adds the per-state columns.
     pub fn write_text(&self, out: &mut impl Write, states: bool) -> io::Result<()> {
+        let by = self.tally.by().name();
+        let head = Head { table: self.table.as_ref(), by: &by, matched: self.matched() };
+        write_groups(out, &head, self, self.more_groups, states, None)
+    }
+}
+
+/// Serialized as [`TallyReport`] is, field for field.
+impl Serialize for Ranking<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("TallyReport", 5)?;
         if let Some(t) = &self.table {
-            writeln!(out, "{}", fill_line(t))?;
+            st.serialize_field("table", t)?;
         }
-        let mut columns: Vec<&str> = Vec::new();
+        st.serialize_field("by", &self.tally.by().name())?;
+        st.serialize_field("matched", &self.matched())?;
+        st.serialize_field("groups", &Groups(self))?;
+        if let Some(n) = self.more_groups {
+            st.serialize_field("more_groups", &n)?;
+        }
+        st.end()
+    }
+}
+
+struct Groups<'r>(&'r Ranking<'r>);
+
+impl Serialize for Groups<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let (matched, order) = (r.matched(), columns_by_name());
+        s.collect_seq(r.rows.iter().map(|(key, row)| GroupRef {
+            key: Shown(r.tally.display(key)),
+            row,
+            matched,
+            order: &order,
+        }))
+    }
+}
+
+/// A `Display` serialized as a string, formatted straight into the output.
+struct Shown<D>(D);
+
+impl<D: std::fmt::Display> Serialize for Shown<D> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// One group serialized as [`Group`] is, from the tally's row.
+struct GroupRef<'r, D> {
+    key: Shown<D>,
+    row: &'r Counts,
+    matched: u64,
+    order: &'r [usize; COLUMNS],
+}
+
+impl<D: std::fmt::Display> Serialize for GroupRef<'_, D> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct States<'r>(&'r Counts, &'r [usize; COLUMNS]);
+        impl Serialize for States<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let row = self.0;
+                s.collect_map(
+                    self.1
+                        .iter()
+                        .filter(|c| row.state(**c) > 0)
+                        .map(|c| (column_name(*c), row.state(*c))),
+                )
+            }
+        }
+        let mut st = s.serialize_struct("Group", 4)?;
+        st.serialize_field("key", &self.key)?;
+        st.serialize_field("entries", &self.row.total())?;
+        st.serialize_field("share_percent", &pct(self.row.total(), self.matched))?;
+        st.serialize_field("states", &States(self.row, self.order))?;
+        st.end()
+    }
+}
+
+impl TallyReport {
+    /// The `limit` largest groups of a tally.
+    pub fn new(tally: &Tally, table: Option<Fill>, limit: Option<usize>) -> TallyReport {
+        Ranking::new(tally, table, limit).report()
+    }
+
+    /// The aligned text form; `states` adds the per-state columns.
+    pub fn write_text(&self, out: &mut impl Write, states: bool) -> io::Result<()> {
+        self.write_text_within(out, states, None)
+    }
+
+    /// The aligned text form fitted to `width` columns when given (a terminal): numbers are
+    /// never cut; columns shrink or go instead, in this order: the state headings shorten
+    /// (`ESTAB`, `TIME_W`, ...), `SHARE` goes, the state columns with the fewest flows go,
+    /// and last the group labels are cut (ending in `~`).
+    pub fn write_text_within(
+        &self,
+        out: &mut impl Write,
+        states: bool,
+        width: Option<usize>,
+    ) -> io::Result<()> {
+        let head = Head { table: self.table.as_ref(), by: &self.by, matched: self.matched };
+        write_groups(out, &head, self.groups.as_slice(), self.more_groups, states, width)
+    }
+}
+
+/// What a group table is printed from: owned groups, or a ranking of the tally.
+trait GroupRows {
+    fn rows(&self) -> usize;
+    fn key(&self, i: usize, buf: &mut String);
+    fn entries(&self, i: usize) -> u64;
+    fn share(&self, i: usize) -> f64;
+    fn state(&self, i: usize, col: usize) -> u64;
+}
+
+impl GroupRows for [Group] {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    fn key(&self, i: usize, buf: &mut String) {
+        // Guest names are free text: escaped here, raw in JSON (which escapes by itself).
+        buf.push_str(&crate::guests::escaped(&self[i].key));
+    }
+    fn entries(&self, i: usize) -> u64 {
+        self[i].entries
+    }
+    fn share(&self, i: usize) -> f64 {
+        self[i].share_percent
+    }
+    fn state(&self, i: usize, col: usize) -> u64 {
+        self[i].states.get(column_name(col)).copied().unwrap_or(0)
+    }
+}
+
+impl GroupRows for Ranking<'_> {
+    fn rows(&self) -> usize {
+        self.rows.len()
+    }
+    fn key(&self, i: usize, buf: &mut String) {
+        use std::fmt::Write as _;
+        let start = buf.len();
+        let _ = write!(buf, "{}", self.tally.display(self.rows[i].0));
+        if let std::borrow::Cow::Owned(e) = crate::guests::escaped(&buf[start..]) {
+            buf.truncate(start);
+            buf.push_str(&e);
+        }
+    }
+    fn entries(&self, i: usize) -> u64 {
+        self.rows[i].1.total()
+    }
+    fn share(&self, i: usize) -> f64 {
+        pct(self.rows[i].1.total(), self.matched())
+    }
+    fn state(&self, i: usize, col: usize) -> u64 {
+        self.rows[i].1.state(col)
+    }
+}
+
+/// The lines around a group table.
+struct Head<'a> {
+    table: Option<&'a Fill>,
+    by: &'a str,
+    matched: u64,
+}
+
+/// A state column's short heading, for a narrow terminal.
+fn short_name(name: &str) -> &str {
+    match name {
+        "SYN_SENT" => "SYN_S",
+        "SYN_RECV" => "SYN_R",
+        "ESTABLISHED" => "ESTAB",
+        "FIN_WAIT" => "FIN_W",
+        "CLOSE_WAIT" => "CLS_W",
+        "LAST_ACK" => "L_ACK",
+        "TIME_WAIT" => "TIME_W",
+        "SYN_SENT2" => "SYN_S2",
+        "TCP_OTHER" => "OTHER",
+        "NON_TCP" => "NOTCP",
+        n => n,
+    }
+}
+
+fn text_width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
+}
+
+/// Digits of `n`.
+fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// Writes the fill line, the group table and the footer. The table is laid out as comfy-table's
+/// `NOTHING` preset did (the bytes `top` has always printed): every cell padded by one space
+/// each side, the label column left-aligned, the others right-aligned, each column as wide as
+/// its widest cell (display width), header included. Two passes over the rows, the first for
+/// the widths, so no cell outlives its line.
+fn write_groups<R: GroupRows + ?Sized>(
+    out: &mut impl Write,
+    head: &Head<'_>,
+    rows: &R,
+    more_groups: Option<u64>,
+    states: bool,
+    width: Option<usize>,
+) -> io::Result<()> {
+    if let Some(t) = head.table {
+        writeln!(out, "{}", fill_line(t))?;
+    }
+    let n = rows.rows();
+    let mut buf = String::new();
+    // Widths of the label, ENTRIES and SHARE columns, and per state column its widest
+    // number and its total (which decides what goes first on a narrow terminal).
+    let by = head.by.to_uppercase();
+    let (mut key_w, mut entries_w, mut share_w) = (text_width(&by), "ENTRIES".len(), "SHARE".len());
+    let mut state_w = [0usize; COLUMNS];
+    let mut state_sum = [0u64; COLUMNS];
+    for i in 0..n {
+        buf.clear();
+        rows.key(i, &mut buf);
+        key_w = key_w.max(text_width(&buf));
+        entries_w = entries_w.max(digits(rows.entries(i)));
+        buf.clear();
+        let _ = std::fmt::Write::write_fmt(&mut buf, format_args!("{:.1}%", rows.share(i)));
+        share_w = share_w.max(buf.len());
         if states {
             for c in 0..COLUMNS {
-                let name = column_name(c);
-                if self.groups.iter().any(|g| g.states.contains_key(name)) {
-                    columns.push(name);
+                let v = rows.state(i, c);
+                state_w[c] = state_w[c].max(digits(v));
+                state_sum[c] += v;
+            }
+        }
+    }
+    // The state columns shown: those with a flow in a shown group, in column order.
+    let mut shown: Vec<(usize, &str)> =
+        (0..COLUMNS).filter(|c| state_sum[*c] > 0).map(|c| (c, column_name(c))).collect();
+    let mut with_share = true;
+    let cell_w = |name: &str, c: usize| text_width(name).max(state_w[c]) + 2;
+    // The printed width: every cell padded a space each side, less the last line's padding,
+    // which is trimmed.
+    let line_w = |shown: &[(usize, &str)], with_share: bool, key_w: usize| {
+        key_w
+            + 2
+            + entries_w
+            + 2
+            + if with_share { share_w + 2 } else { 0 }
+            + shown.iter().map(|(c, name)| cell_w(name, *c)).sum::<usize>()
+            - 1
+    };
+    if let Some(limit) = width {
+        if line_w(&shown, with_share, key_w) > limit {
+            for s in shown.iter_mut() {
+                s.1 = short_name(s.1);
+            }
+        }
+        if line_w(&shown, with_share, key_w) > limit {
+            with_share = false;
+        }
+        while line_w(&shown, with_share, key_w) > limit && !shown.is_empty() {
+            let fewest = (0..shown.len()).min_by_key(|i| (state_sum[shown[*i].0], usize::MAX - i));
+            if let Some(i) = fewest {
+                shown.remove(i);
+            }
+        }
+        let rest = line_w(&shown, with_share, 0);
+        key_w = key_w.min(limit.saturating_sub(rest).max(2));
+    }
+    // One line: the label, then right-aligned cells.
+    let mut line = String::new();
+    let mut write_line = |label: &str, cells: &mut dyn Iterator<Item = (usize, &str)>| {
+        line.clear();
+        line.push(' ');
+        let lw = text_width(label);
+        if lw > key_w {
+            let mut used = 0;
+            for ch in label.chars() {
+                let w = unicode_width::UnicodeWidthChar::width(ch).unwrap_or(0);
+                if used + w + 1 > key_w {
+                    break;
                 }
+                line.push(ch);
+                used += w;
             }
+            line.push('~');
+            line.extend(std::iter::repeat_n(' ', key_w - used - 1));
+        } else {
+            line.push_str(label);
+            line.extend(std::iter::repeat_n(' ', key_w - lw));
         }
-        let mut table = Table::new();
-        table.load_style(presets::NOTHING);
-        let mut header = vec![self.by.to_uppercase(), "ENTRIES".into(), "SHARE".into()];
-        header.extend(columns.iter().map(|c| c.to_string()));
-        table.set_header(header);
-        for g in &self.groups {
-            // Guest names are free text: escaped here, raw in JSON (which escapes by itself).
-            let key = crate::guests::escaped(&g.key).into_owned();
-            let mut row = vec![key, g.entries.to_string(), format!("{:.1}%", g.share_percent)];
-            row.extend(columns.iter().map(|c| g.states.get(*c).copied().unwrap_or(0).to_string()));
-            table.add_row(row);
+        line.push(' ');
+        for (w, text) in cells {
+            line.push(' ');
+            line.extend(std::iter::repeat_n(' ', w.saturating_sub(text_width(text))));
+            line.push_str(text);
+            line.push(' ');
         }
-        for i in 1..3 + columns.len() {
-            if let Some(col) = table.column_mut(i) {
-                col.set_cell_alignment(CellAlignment::Right);
-            }
+        // No line ends in a space (the last column's padding).
+        line.truncate(line.trim_end_matches(' ').len());
+        line.push('\n');
+        out.write_all(line.as_bytes())
+    };
+    let state_cols: Vec<(usize, &str, usize)> =
+        shown.iter().map(|(c, name)| (*c, *name, cell_w(name, *c) - 2)).collect();
+    let header = std::iter::once((entries_w, "ENTRIES"))
+        .chain(with_share.then_some((share_w, "SHARE")))
+        .chain(state_cols.iter().map(|(_, name, w)| (*w, *name)));
+    write_line(&by, &mut header.into_iter())?;
+    let mut cells: Vec<String> = vec![String::new(); 2 + state_cols.len()];
+    for i in 0..n {
+        buf.clear();
+        rows.key(i, &mut buf);
+        let mut k = 0;
+        let mut put = |cells: &mut Vec<String>, v: std::fmt::Arguments<'_>| {
+            use std::fmt::Write as _;
+            cells[k].clear();
+            let _ = cells[k].write_fmt(v);
+            k += 1;
+        };
+        put(&mut cells, format_args!("{}", rows.entries(i)));
+        if with_share {
+            put(&mut cells, format_args!("{:.1}%", rows.share(i)));
         }
-        write_table(out, &table)?;
-        match self.more_groups {
-            Some(n) if n > 0 => {
-                writeln!(out, "({} matched flows; {n} more groups not shown)", self.matched)
-            }
-            _ => writeln!(out, "({} matched flows)", self.matched),
+        for (c, _, _) in &state_cols {
+            put(&mut cells, format_args!("{}", rows.state(i, *c)));
         }
+        let widths = std::iter::once(entries_w)
+            .chain(with_share.then_some(share_w))
+            .chain(state_cols.iter().map(|(_, _, w)| *w));
+        write_line(&buf, &mut widths.zip(cells.iter().map(String::as_str)))?;
+    }
+    match more_groups {
+        Some(m) if m > 0 => {
+            writeln!(out, "({} matched flows; {m} more groups not shown)", head.matched)
+        }
+        _ => writeln!(out, "({} matched flows)", head.matched),
     }
 }
 
@@ -203,5 +561,179 @@ impl StatsReport {
             table.add_row(row);
         }
         write_table(out, &table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Flow, Proto, TcpState, test_tcp};
+    use crate::guests::GuestMap;
+    use crate::tally::GroupBy;
+    use comfy_table::CellAlignment;
+    use std::collections::BTreeMap;
+
+    /// What `write_text` printed through comfy-table before issue 9.11: the oracle the
+    /// hand-laid table must equal byte for byte.
+    fn comfy_text(r: &TallyReport, states: bool) -> String {
+        let mut out = Vec::new();
+        if let Some(t) = &r.table {
+            writeln!(out, "{}", fill_line(t)).unwrap();
+        }
+        let mut columns: Vec<&str> = Vec::new();
+        if states {
+            for c in 0..COLUMNS {
+                let name = column_name(c);
+                if r.groups.iter().any(|g| g.states.contains_key(name)) {
+                    columns.push(name);
+                }
+            }
+        }
+        let mut table = Table::new();
+        table.load_style(presets::NOTHING);
+        let mut header = vec![r.by.to_uppercase(), "ENTRIES".into(), "SHARE".into()];
+        header.extend(columns.iter().map(|c| c.to_string()));
+        table.set_header(header);
+        for g in &r.groups {
+            let mut row =
+                vec![g.key.clone(), g.entries.to_string(), format!("{:.1}%", g.share_percent)];
+            row.extend(columns.iter().map(|c| g.states.get(*c).copied().unwrap_or(0).to_string()));
+            table.add_row(row);
+        }
+        for i in 1..3 + columns.len() {
+            if let Some(col) = table.column_mut(i) {
+                col.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        // As comfy-table printed it, less the padding at the end of each line (issue 9.19).
+        for line in table.lines() {
+            writeln!(out, "{}", line.trim_end()).unwrap();
+        }
+        match r.more_groups {
+            Some(n) if n > 0 => {
+                writeln!(out, "({} matched flows; {n} more groups not shown)", r.matched)
+            }
+            _ => writeln!(out, "({} matched flows)", r.matched),
+        }
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn flows() -> Vec<Flow> {
+        let mut v = Vec::new();
+        let states = [TcpState::Established, TcpState::TimeWait, TcpState::SynSent];
+        // One wide group (numbers wider than their headings), many narrow ones, IPv6, UDP.
+        for i in 0..2_345u32 {
+            v.push(test_tcp("172.16.3.5", "10.0.0.1", (i % 60_000) as u16, 80, states[0]));
+        }
+        for i in 0..300u32 {
+            let src = format!("172.16.{}.{}", i / 200, i % 200);
+            v.push(test_tcp(&src, "10.0.0.1", 1, 80, states[i as usize % 3]));
+        }
+        v.push(test_tcp("fd00:2::1234:5678:9abc", "fd00::1", 1, 80, TcpState::Close));
+        let mut udp = test_tcp("192.0.2.77", "10.0.0.1", 1, 53, TcpState::Established);
+        (udp.proto, udp.state) = (Proto::UDP, None);
+        v.push(udp);
+        v
+    }
+
+    fn tally(by: GroupBy, guests: GuestMap) -> Tally {
+        let mut t = Tally::new(by, guests);
+        for f in flows() {
+            t.add(&f);
+        }
+        t
+    }
+
+    #[test]
+    fn issue_9_11_streamed_reports_print_the_bytes_comfy_table_and_serde_printed() {
+        let mut guests = GuestMap::new();
+        guests.add("web01", vec!["172.16.3.0/24".parse().unwrap()]);
+        guests.add("データベース", vec!["172.16.0.0/24".parse().unwrap()]);
+        let fill = Fill { count: 2_647, max: 262_144, fill_percent: 1.0, buckets: Some(65_536) };
+        let tallies = [
+            tally(GroupBy::Src, GuestMap::new()),
+            tally(GroupBy::State, GuestMap::new()),
+            tally(GroupBy::Guest, guests),
+            tally(GroupBy::parse("src/16").unwrap(), GuestMap::new()),
+            Tally::new(GroupBy::Src, GuestMap::new()),
+        ];
+        for t in &tallies {
+            for (table, limit) in [(Some(fill.clone()), Some(5)), (None, None), (None, Some(1))] {
+                let ranking = Ranking::new(t, table, limit);
+                let report = ranking.report();
+                assert_eq!(report, TallyReport::new(t, ranking.table.clone(), limit));
+                let mut json = Vec::new();
+                ranking.write_json(&mut json).unwrap();
+                let want = serde_json::to_string(&report).unwrap() + "\n";
+                assert_eq!(String::from_utf8(json).unwrap(), want);
+                for states in [true, false] {
+                    let want = comfy_text(&report, states);
+                    let mut text = Vec::new();
+                    ranking.write_text(&mut text, states).unwrap();
+                    assert_eq!(
+                        String::from_utf8(text).unwrap(),
+                        want,
+                        "ranking, {}",
+                        t.by().name()
+                    );
+                    let mut text = Vec::new();
+                    report.write_text(&mut text, states).unwrap();
+                    assert_eq!(String::from_utf8(text).unwrap(), want, "report, {}", t.by().name());
+                }
+            }
+        }
+    }
+
+    fn report() -> TallyReport {
+        let group = |key: &str, entries: u64, states: &[(&str, u64)]| Group {
+            key: key.into(),
+            entries,
+            share_percent: 50.0,
+            states: states.iter().map(|(s, n)| (s.to_string(), *n)).collect::<BTreeMap<_, _>>(),
+        };
+        TallyReport {
+            table: None,
+            by: "guest".into(),
+            matched: 240_012,
+            groups: vec![
+                group("runaway-guest-01", 240_000, &[("ESTABLISHED", 239_990), ("TIME_WAIT", 10)]),
+                group("db", 12, &[("SYN_SENT", 2), ("TIME_WAIT", 10)]),
+            ],
+            more_groups: None,
+        }
+    }
+
+    fn text(width: Option<usize>) -> Vec<String> {
+        let mut out = Vec::new();
+        report().write_text_within(&mut out, true, width).unwrap();
+        String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn issue_9_13_columns_shrink_then_go_in_the_documented_order() {
+        let full = text(None);
+        assert_eq!(full[0], " GUEST             ENTRIES  SHARE  SYN_SENT  ESTABLISHED  TIME_WAIT");
+        let w = full[0].chars().count();
+        assert_eq!(text(Some(w)), full, "what fits is printed as top prints it");
+        // 1. Short state headings.
+        let short = text(Some(w - 1));
+        assert_eq!(short[0], " GUEST             ENTRIES  SHARE  SYN_S   ESTAB  TIME_W");
+        // 2. Then SHARE goes.
+        let n = short[0].chars().count();
+        assert_eq!(text(Some(n - 1))[0], " GUEST             ENTRIES  SYN_S   ESTAB  TIME_W");
+        // 3. Then the state column with the fewest flows (SYN_SENT: 2), then TIME_WAIT (20).
+        let n = text(Some(n - 1))[0].chars().count();
+        assert_eq!(text(Some(n - 1))[0], " GUEST             ENTRIES   ESTAB  TIME_W");
+        let n = text(Some(n - 1))[0].chars().count();
+        assert_eq!(text(Some(n - 1))[0], " GUEST             ENTRIES   ESTAB");
+        assert_eq!(text(Some(n - 1))[1], " runaway-guest-01   240000  239990");
+        // 4. Last, labels are cut (never a number).
+        let tiny = text(Some(20));
+        assert_eq!(tiny[0], " GUEST       ENTRIES");
+        assert_eq!(tiny[1], " runaway-g~   240000");
+        assert_eq!(tiny[2], " db               12");
+        assert!(tiny[..3].iter().all(|l| l.chars().count() <= 20), "{tiny:?}");
+        assert_eq!(tiny[3], "(240012 matched flows)");
     }
 }

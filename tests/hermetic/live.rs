@@ -8,7 +8,7 @@ use ctguard::Flow;
 use ctguard::ctnetlink::{EventKind, decode_event};
 use ctguard::guests::GuestMap;
 use ctguard::live::Classifier;
-use ctguard::output::live::{Lost, Resync, Snapshot, write_event_line};
+use ctguard::output::live::{End, Lost, Resync, Snapshot, write_event_line};
 use ctguard::select::Selector;
 use ctguard::tally::GroupBy;
 
@@ -104,6 +104,13 @@ fn live_records_reject_unknown_fields() {
             && text.ends_with(r#","overruns":2,"lost_events":19591}"#)
     );
     assert!(serde_json::from_str::<Lost>(&text.replace("\"overruns\"", "\"overrun\"")).is_err());
+    let end = serde_json::to_string(&End::new(158_738, 3, Some(85_802))).unwrap();
+    assert!(
+        end.starts_with(r#"{"type":"end","time":""#)
+            && end.ends_with(r#","events":158738,"overruns":3,"lost_events":85802}"#),
+        "{end}"
+    );
+    assert!(serde_json::from_str::<End>(&end.replace("\"events\"", "\"shown\"")).is_err());
 }
 
 #[test]
@@ -112,7 +119,7 @@ fn schema_doc_live_examples_parse_as_their_records() {
     let live = &doc[doc.find("## Live records").expect("live section")..];
     let block = live.split("```jsonl\n").nth(1).expect("a jsonl example block");
     let lines: Vec<&str> = block.split("\n```").next().unwrap_or("").lines().collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     for line in lines {
         let kind = serde_json::from_str::<serde_json::Value>(line).unwrap()["type"].clone();
         let back = match kind.as_str() {
@@ -121,6 +128,7 @@ fn schema_doc_live_examples_parse_as_their_records() {
             }
             Some("resync") => serde_json::to_string(&serde_json::from_str::<Resync>(line).unwrap()),
             Some("lost") => serde_json::to_string(&serde_json::from_str::<Lost>(line).unwrap()),
+            Some("end") => serde_json::to_string(&serde_json::from_str::<End>(line).unwrap()),
             other => panic!("unknown record type {other:?}"),
         };
         assert_eq!(back.unwrap(), line, "the doc shows the record as ctguard writes it");

@@ -109,13 +109,24 @@ impl Live {
         }
     }
 
+    /// Collects lines until none came for `quiet` (or `limit` passed).
+    fn wait_quiet(&mut self, quiet: Duration, limit: Duration) {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            match self.lines.recv_timeout(quiet) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Waits for the first resync: from then on the counts are seeded and events flow.
     fn wait_seeded(&mut self) -> Result<(), String> {
         self.wait_for(Duration::from_secs(20), |l| l.json["type"] == "resync").map(|_| ())
     }
 
     /// SIGTERM, then the exit code and stderr; the rest of stdout is collected into `seen`.
-    fn stop(mut self) -> (Option<i32>, String) {
+    fn stop(&mut self) -> (Option<i32>, String) {
         // SAFETY: kill sends a signal to the child this test started and still holds.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let status = self.child.wait().expect("wait for ctguard");
@@ -371,17 +382,24 @@ fn wait_subscribed(ns: &Netns, n: usize) {
     }
 }
 
+/// 4,000 flows that never report DESTROY, in `ns` left at `nf_conntrack_events=2`; the
+/// guests and their file. Flows created while no listener exists are silent. Whether a
+/// listener exists is decided by a kernel-wide bit (other tests listen in their own
+/// namespaces meanwhile), so these are created with events off: the same silent flows,
+/// deterministically.
+fn silent_flows(ns: &Netns) -> (Guests, String) {
+    let guests = seed::guests();
+    let gfile = ns.write_file("guests.toml", &guests.toml());
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "0");
+    restore(ns, &seed::mixed_table(4_000), "before.txt");
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "2");
+    (guests, gfile)
+}
+
 #[test]
 fn issue_4_events_2_silent_deletes_are_corrected_within_one_reconcile_period() {
     let ns = Netns::new();
-    let guests = seed::guests();
-    let gfile = ns.write_file("guests.toml", &guests.toml());
-    // Flows created while no listener exists never report DESTROY. Whether a listener exists
-    // is decided by a kernel-wide bit (other tests listen in their own namespaces meanwhile),
-    // so these are created with events off: the same silent flows, deterministically.
-    ns.sysctl_write("net.netfilter.nf_conntrack_events", "0");
-    restore(&ns, &seed::mixed_table(4_000), "before.txt");
-    ns.sysctl_write("net.netfilter.nf_conntrack_events", "2");
+    let (guests, gfile) = silent_flows(&ns);
     let reconcile = Duration::from_secs(2);
     let mut live = Live::start(
         &ns,
@@ -407,9 +425,12 @@ fn issue_4_events_2_silent_deletes_are_corrected_within_one_reconcile_period() {
         Ok(())
     });
     checks.run("the correction is a reconcile resync that names how many it fixed", || {
-        let fixed = records(&live, "resync")
-            .iter()
-            .any(|r| r["reason"] == "reconcile" && r["corrected"].as_i64().unwrap_or(0) < 0);
+        // A snapshot that sees the held count disagree with the table's starts the dump at
+        // once (issue 9.10): then it is a mismatch resync, else the periodic one.
+        let fixed = records(&live, "resync").iter().any(|r| {
+            (r["reason"] == "reconcile" || r["reason"] == "mismatch")
+                && r["corrected"].as_i64().unwrap_or(0) < 0
+        });
         if fixed { Ok(()) } else { Err(format!("resyncs: {:?}", records(&live, "resync"))) }
     });
     let (code, stderr) = live.stop();
@@ -533,5 +554,229 @@ fn issue_4_real_tcp_state_changes_move_flows_between_columns() {
     drop(traffic);
     let (code, _) = live.stop();
     checks.run("SIGTERM ends watch with 0", || equal("exit code", code, Some(0)));
+    checks.finish();
+}
+
+#[test]
+fn issue_9_9_events_end_with_a_record_of_every_drop() {
+    let ns = Netns::new();
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "1");
+    let specs = seed::mixed_table(20_000);
+    restore(&ns, &specs, "all.txt");
+    let flows = ns.conntrack_count();
+    // A tiny buffer: a flush of 20,000 flows overruns it many times, and the queue stays
+    // congested after the last ENOBUFS, so drops follow that no `lost` record can report.
+    let mut live = Live::start(&ns, &["events", "--json", "-e", "destroy", "--buffer", "4K"]);
+    wait_subscribed(&ns, 1);
+    ns.conntrack(&["-F"]).ok();
+    // Quiet: no line for a while (the flush is over and the queue is read).
+    live.wait_quiet(Duration::from_secs(2), Duration::from_secs(60));
+    let (code, stderr) = live.stop();
+
+    let mut checks = Checks::new();
+    checks.run("SIGTERM ends events with 0", || equal("exit code", code, Some(0)));
+    checks.run("the last record is an end record", || {
+        let last = live.seen.last().ok_or("no output")?;
+        equal("last type", last.json["type"].as_str(), Some("end"))
+    });
+    checks.run("destroys printed plus every drop is every flow flushed", || {
+        let shown = records(&live, "destroy").len() as u64;
+        let end = records(&live, "end");
+        let end = end.first().ok_or(format!("no end record; stderr {stderr:?}"))?;
+        let lost = end["lost_events"].as_u64().ok_or(format!("no lost_events in {end}"))?;
+        if lost == 0 {
+            return Err(format!("a 4K buffer lost nothing of {flows} destroys: {end}"));
+        }
+        equal("events in the end record", end["events"].as_u64(), Some(shown))?;
+        let last_lost = records(&live, "lost").last().and_then(|l| l["lost_events"].as_u64());
+        if last_lost.is_some_and(|l| l > lost) {
+            return Err(format!("end {lost} below the last lost record {last_lost:?}"));
+        }
+        equal("shown + lost", shown + lost, flows)
+    });
+    checks.finish();
+}
+
+/// Starts `ctguard ARGS` in `ns` with stdout a pipe, reads `lines` lines, closes the pipe as
+/// `head` does, and returns how long ctguard took to exit after that and its exit code.
+fn exit_after_reader_leaves(ns: &Netns, args: &[&str], lines: usize) -> (Duration, Option<i32>) {
+    let mut child = Command::new(CTGUARD)
+        .args(["--netns", &ns.path()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ctguard");
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    for _ in 0..lines {
+        line.clear();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    drop(out);
+    let left = Instant::now();
+    let limit = Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (left.elapsed(), status.code());
+        }
+        if left.elapsed() > limit {
+            // SAFETY: kill sends a signal to the child this test started and still holds.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = child.wait();
+            return (left.elapsed(), None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn issue_9_20_events_and_watch_exit_when_the_reader_is_gone() {
+    let ns = Netns::new();
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "1");
+    let specs = seed::mixed_table(20);
+    let mut checks = Checks::new();
+    let events = std::thread::scope(|s| {
+        let seeder = s.spawn(|| {
+            wait_subscribed(&ns, 1);
+            restore(&ns, &specs, "few.txt");
+        });
+        // `events | head -5`: five events, then no more ever arrive.
+        let r = exit_after_reader_leaves(&ns, &["events"], 5);
+        let _ = seeder.join();
+        r
+    });
+    checks.run("events exits 0 soon after its reader left, with no event pending", || {
+        let (took, code) = events;
+        equal("exit code", code, Some(0))?;
+        if took > Duration::from_secs(2) { Err(format!("took {took:?}")) } else { Ok(()) }
+    });
+    // `watch --json | head -1`: the resync record, then the next snapshot is a minute away.
+    let watch = exit_after_reader_leaves(&ns, &["watch", "--json", "--interval", "60s"], 1);
+    checks.run("watch --json exits 0 soon after its reader left", || {
+        let (took, code) = watch;
+        equal("exit code", code, Some(0))?;
+        if took > Duration::from_secs(2) { Err(format!("took {took:?}")) } else { Ok(()) }
+    });
+    checks.finish();
+}
+
+#[test]
+fn issue_9_10_watch_is_not_in_sync_while_its_count_disagrees_with_the_table() {
+    let ns = Netns::new();
+    let (guests, gfile) = silent_flows(&ns);
+    let args = ["watch", "--json", "--guests", &gfile, "--interval", "200ms"];
+    let mut hour = Live::start(&ns, &[&args[..], &["--reconcile", "1h"]].concat());
+    let mut off = Live::start(&ns, &[&args[..], &["--reconcile", "off"]].concat());
+    hour.wait_seeded().unwrap();
+    off.wait_seeded().unwrap();
+
+    let mut checks = Checks::new();
+    checks.run("seeded counts equal the dump", || {
+        converges(&mut hour, &oracle_cells(&ns, &guests), Instant::now(), Duration::from_secs(5))
+            .map(|_| ())
+    });
+    ns.conntrack(&["-D", "-s", seed::RUNAWAY_V4]).ok();
+    let deleted = Instant::now();
+    let want = oracle_cells(&ns, &guests);
+    checks.run("corrected at once, not at the next period (an hour away)", || {
+        let took = converges(&mut hour, &want, deleted, Duration::from_secs(10))?;
+        if took > Duration::from_secs(4) {
+            Err(format!("corrected after {took:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    checks.run("no snapshot says synced while its count is off the table's", || {
+        for l in hour.seen.iter().chain(&off.seen).filter(|l| l.json["type"] == "snapshot") {
+            let (held, count) = (l.json["matched"].as_u64(), l.json["table"]["count"].as_u64());
+            let (Some(held), Some(count)) = (held, count) else { continue };
+            if l.json["synced"] == true && held.abs_diff(count) > 64 {
+                return Err(format!("in sync with {held} held of {count}: {}", l.text));
+            }
+        }
+        Ok(())
+    });
+    checks.run("the correction is a mismatch resync", || {
+        let resyncs = records(&hour, "resync");
+        let fixed =
+            resyncs.iter().any(|r| r["reason"] == "mismatch" && r["corrected"].as_i64() < Some(0));
+        if fixed { Ok(()) } else { Err(format!("resyncs: {resyncs:?}")) }
+    });
+    checks.run("--reconcile off says synced:false, reason mismatch, and dumps nothing", || {
+        off.wait_for(Duration::from_secs(5), |l| {
+            l.at >= deleted && l.json["synced"] == false && l.json["reason"] == "mismatch"
+        })?;
+        equal("resyncs", records(&off, "resync").len(), 1)
+    });
+    let (code_hour, err_hour) = hour.stop();
+    let (code_off, err_off) = off.stop();
+    checks.run("SIGTERM ends watch with 0", || {
+        equal("exit codes", (code_hour, code_off), (Some(0), Some(0)))
+    });
+    checks.run("the warning says what corrects the counts, for each setting", || {
+        if !err_hour.contains("every 1h (--reconcile) corrects the counts") {
+            return Err(format!("--reconcile 1h: {err_hour:?}"));
+        }
+        if err_off.contains("reconciliation dump")
+            || !err_off.contains("with --reconcile off nothing corrects the counts")
+        {
+            return Err(format!("--reconcile off: {err_off:?}"));
+        }
+        Ok(())
+    });
+    checks.finish();
+}
+
+#[test]
+fn issue_9_11_memory_per_group_with_250000_sources() {
+    const SOURCES: u32 = 250_000;
+    let ns = Netns::new();
+    // One flow per source, states in turn (the issue's 250,000-source table).
+    let mut text = String::with_capacity(SOURCES as usize * 120);
+    for i in 0..SOURCES {
+        let (a, b, c) = ((i >> 16) & 255, (i >> 8) & 255, i & 255);
+        let state = ["ESTABLISHED", "TIME_WAIT", "SYN_SENT"][i as usize % 3];
+        text += &format!(
+            "-I -p tcp -s 10.{a}.{b}.{c} -d 192.168.0.1 --sport 1000 --dport 80 --state {state} \
+             -t 3600 -u SEEN_REPLY,ASSURED -m 0\n"
+        );
+    }
+    let file = ns.write_file("sources.txt", &text);
+    drop(text);
+    ns.conntrack(&["-R", &file]).ok();
+    assert_eq!(ns.conntrack_count(), u64::from(SOURCES), "conntrack -R created every flow");
+
+    // Peak RSS in KiB (`/usr/bin/time -f %M`, the last stderr line).
+    let path = ns.path();
+    let peak = |args: &[&str]| -> Result<u64, String> {
+        let mut all = vec!["-f", "%M", CTGUARD, "--netns", &path];
+        all.extend_from_slice(args);
+        let r = crate::netns::run("/usr/bin/time", &all).check_ok()?;
+        let last = r.stderr.lines().last().unwrap_or("");
+        last.trim().parse().map_err(|_| format!("no peak RSS in {:?}", r.stderr))
+    };
+    let base = peak(&["count"]).unwrap();
+    let mut checks = Checks::new();
+    for (args, bound) in [
+        (&["count", "--by", "src"][..], 400),
+        (&["count", "--by", "src", "--json"][..], 400),
+        (&["top", "-n", "250000"][..], 400),
+        (&["top"][..], 400),
+        (&["watch", "--json", "--count", "1", "--interval", "1s"][..], 600),
+    ] {
+        checks.run(&format!("{args:?}: at most {bound} bytes a group"), || {
+            let kib = peak(args)?;
+            let per_group = kib.saturating_sub(base) * 1024 / u64::from(SOURCES);
+            eprintln!("{args:?}: peak {kib} KiB (plain count {base} KiB): {per_group} B/group");
+            if per_group > bound {
+                return Err(format!("{per_group} bytes a group (peak {kib} KiB)"));
+            }
+            Ok(())
+        });
+    }
     checks.finish();
 }
