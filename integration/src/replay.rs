@@ -22,8 +22,6 @@ use crate::traffic::{self, ConnectError, FloodLimits, Ping};
 pub struct Options {
     /// The ctguard binary under test.
     pub ctguard: PathBuf,
-    /// The shared folder with `bench/seed_table.py`.
-    pub shared: PathBuf,
     /// Also print the human `ctguard doctor` report (the demo does; the test reads JSON).
     pub show_doctor_report: bool,
     /// Narration to stderr instead of stdout.
@@ -209,7 +207,7 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     say.step("Load the incident's table into the host namespace (conntrack -R)");
     out.max = table::max(&lab.host)?;
     let started = Instant::now();
-    out.seeded = table::seed_incident(&lab.host, &opts.shared, &lab.scratch("incident.conntrack"))?;
+    out.seeded = table::seed_incident(&lab.host, &lab.scratch("incident.conntrack"))?;
     let count = table::count(&lab.host)?;
     expect(count >= out.seeded, || {
         format!("after loading {} entries the table holds only {count}", out.seeded)

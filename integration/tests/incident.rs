@@ -27,12 +27,7 @@ fn issue_5_incident_replay_full_table_doctor_evict_recovery() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "the lab test needs root: it creates network namespaces");
-    let opts = Options {
-        ctguard: ctguard(),
-        shared: ctguard_lab::shared_dir(),
-        show_doctor_report: false,
-        narrate_to_stderr: true,
-    };
+    let opts = Options { ctguard: ctguard(), show_doctor_report: false, narrate_to_stderr: true };
     // Bounded in time; Ctrl-C or SIGTERM end it with the lab removed, not left behind.
     let outcome =
         replay::run_bounded(&opts).unwrap_or_else(|e| panic!("the incident replay failed: {e}"));
