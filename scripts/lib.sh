@@ -1,4 +1,4 @@
-# Usage: source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" — shared helpers for scripts/test and scripts/bench (not run directly).
+# Usage: source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" — the helpers of scripts/test, scripts/bench and scripts/demo (not run directly).
 # shellcheck shell=bash
 #
 # Sourcing this file installs an EXIT trap that runs the cleanups registered with ctg_at_exit
@@ -49,7 +49,7 @@ trap 'exit 143' TERM
 # --- environment -----------------------------------------------------------------------------
 
 ctg_require_root() {
-  [[ $EUID -eq 0 ]] || ctg_die "must run as root: $* (try: sudo $0)"
+  [[ $EUID -eq 0 ]] || ctg_die "must run as root: $*"
 }
 
 # ctg_ensure_tools CMD:PACKAGE...: apt-get install the packages whose command is missing.
@@ -80,13 +80,6 @@ ctg_ensure_cargo() {
   local bin=${CARGO_HOME:-${HOME:-/root}/.cargo}/bin
   [[ -x $bin/cargo ]] || ctg_die "cargo not found (not on PATH, not in $bin): install the stable Rust toolchain with rustup"
   PATH=$bin:$PATH
-}
-
-# ctg_shared_dir: the read-only shared/ folder beside the repo (CTGUARD_SHARED overrides).
-ctg_shared_dir() {
-  local dir=${CTGUARD_SHARED:-$CTG_TOP/../shared}
-  [[ -d $dir ]] || ctg_die "shared folder not found at $dir (set CTGUARD_SHARED to its path)"
-  (cd "$dir" && pwd)
 }
 
 # --- network namespaces ----------------------------------------------------------------------

@@ -6,22 +6,13 @@
 //! - [`topology`]: the host with its bridge, the guests, the upstream, the nftables ruleset,
 //!   built with rtnetlink and removed on drop.
 //! - [`traffic`]: the upstream echo server, the runaway guest's flood, TCP and ICMP probes.
+//! - [`seed`]: the incident's table as a `conntrack -R` file (258,540 entries).
 //! - [`table`]: the host's conntrack table through conntrack-tools, the oracle.
 //! - [`replay`]: the incident, step by step, shared by the end-to-end test and the demo.
 
 pub mod place;
 pub mod replay;
+pub mod seed;
 pub mod table;
 pub mod topology;
 pub mod traffic;
-
-use std::path::PathBuf;
-
-/// The shared folder with the incident's seed script: `$CTGUARD_SHARED`, else `shared/` beside
-/// the repository (as `scripts/bench` finds it).
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("CTGUARD_SHARED") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-    }
-}

@@ -1,10 +1,12 @@
-//! `ctguard-lab demo`: the incident replayed in namespaces for a person to watch.
+//! `ctguard-lab demo`: the incident replayed in namespaces for a person to watch;
+//! `ctguard-lab seed-table FILE`: the incident's table as a `conntrack -R` file, for the bench.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ctguard_lab::replay::{self, Options};
+use ctguard_lab::seed;
 
 /// The hypervisor lab: replays the conntrack table-full incident in network namespaces
 /// (ctg-lab-<pid>-*), and removes them again. Needs root.
@@ -22,27 +24,37 @@ enum Command {
         /// The ctguard binary to run.
         #[arg(long, env = "CTGUARD", default_value = "ctguard")]
         ctguard: PathBuf,
-        /// The shared folder with bench/seed_table.py (default: shared/ beside the repository).
-        #[arg(long, env = "CTGUARD_SHARED")]
-        shared: Option<PathBuf>,
+    },
+    /// Write the incident's table (258,540 TCP entries) to FILE as `conntrack -R` input. Touches
+    /// no conntrack table and needs no privileges.
+    SeedTable {
+        /// The file to write (replaced if it exists).
+        file: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
-    let Command::Demo { ctguard, shared } = Cli::parse().command;
-    let opts = Options {
-        ctguard,
-        shared: shared.unwrap_or_else(ctguard_lab::shared_dir),
-        show_doctor_report: true,
-        narrate_to_stderr: false,
-    };
-    let result = replay::run_bounded(&opts);
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        // Dropping the replay removed the lab, also on timeout, Ctrl-C or SIGTERM.
-        Err(e) => {
-            eprintln!("ctguard-lab: {e}");
-            ExitCode::from(1)
+    match Cli::parse().command {
+        Command::Demo { ctguard } => {
+            let opts = Options { ctguard, show_doctor_report: true, narrate_to_stderr: false };
+            match replay::run_bounded(&opts) {
+                Ok(_) => ExitCode::SUCCESS,
+                // Dropping the replay removed the lab, also on timeout, Ctrl-C or SIGTERM.
+                Err(e) => {
+                    eprintln!("ctguard-lab: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
+        Command::SeedTable { file } => match seed::write_file(&file) {
+            Ok(n) => {
+                println!("{n} entries written to {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ctguard-lab: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

@@ -22,8 +22,6 @@ use crate::traffic::{self, ConnectError, FloodLimits, Ping};
 pub struct Options {
     /// The ctguard binary under test.
     pub ctguard: PathBuf,
-    /// The shared folder with `bench/seed_table.py`.
-    pub shared: PathBuf,
     /// Also print the human `ctguard doctor` report (the demo does; the test reads JSON).
     pub show_doctor_report: bool,
     /// Narration to stderr instead of stdout.
@@ -50,6 +48,11 @@ pub struct Outcome {
     /// The relief command that ran (argv).
     pub relief: Vec<String>,
     pub relief_secs: f64,
+    /// The guest's ESTABLISHED entries in the oracle's `conntrack -L` just before the relief.
+    pub relief_listed: u64,
+    /// What the relief's own report says (its audit outcome): the flows it selected and deleted.
+    pub relief_selected: u64,
+    pub relief_deleted: u64,
     pub count_after: u64,
     /// Entries outside the eviction's selection, before it ran; how many of them were gone
     /// after it (each one the kernel frees by itself under pressure: unassured or closing).
@@ -209,7 +212,7 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     say.step("Load the incident's table into the host namespace (conntrack -R)");
     out.max = table::max(&lab.host)?;
     let started = Instant::now();
-    out.seeded = table::seed_incident(&lab.host, &opts.shared, &lab.scratch("incident.conntrack"))?;
+    out.seeded = table::seed_incident(&lab.host, &lab.scratch("incident.conntrack"))?;
     let count = table::count(&lab.host)?;
     expect(count >= out.seeded, || {
         format!("after loading {} entries the table holds only {count}", out.seeded)
@@ -360,7 +363,7 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     say.command(&advice.evict_argv);
     let mut argv: Vec<&str> = advice.evict_argv[1..].iter().map(String::as_str).collect();
     let audit_arg = audit.to_string_lossy().into_owned();
-    // The audit line goes to the lab's scratch directory, not the machine's /var/log.
+    // The audit records go to the lab's scratch directory, not the machine's /var/log.
     argv.extend(["--audit-log", &audit_arg]);
     let started = Instant::now();
     let run = command(&opts.ctguard.to_string_lossy(), &argv)?;
@@ -376,15 +379,27 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     say.note(String::from_utf8_lossy(&run.stdout).trim_end());
     say.note(String::from_utf8_lossy(&run.stderr).trim_end());
     out.relief = advice.evict_argv.clone();
+    let audited = read_audit(&audit)?;
+    (out.relief_selected, out.relief_deleted) = (audited.selected, audited.deleted);
+    out.relief_listed = snapshot.selected.len() as u64;
     let after = table::list(&lab.host, &selection)?;
     out.count_after = (after.others.len() + after.selected.len()) as u64;
-    say.note(&format!(
-        "{:.2} s; the table went from {} to {} entries ({} selected)",
+    say.note(&relief_note(
         out.relief_secs,
-        snapshot.others.len() + snapshot.selected.len(),
+        &audited,
+        out.relief_listed,
+        (snapshot.others.len() + snapshot.selected.len()) as u64,
         out.count_after,
-        snapshot.selected.len()
     ));
+    // The listing came first and none of its entries can go by itself (ASSURED ESTABLISHED,
+    // their FIN and RST dropped), so evict's own dump must find all of them, and the ones
+    // the guest opened since.
+    expect(out.relief_selected >= out.relief_listed, || {
+        format!(
+            "evict selected {} flows, fewer than the {} conntrack -L listed just before",
+            out.relief_selected, out.relief_listed
+        )
+    })?;
     // The guest's new connections since are ESTABLISHED flows of 172.16.3.5 too, some on a
     // deleted one's tuple; none of the selected entries (same tuple and id) may be among them.
     let left = snapshot.selected.intersection(&after.selected).count();
@@ -441,17 +456,6 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         kept.len(),
         missing.len()
     ));
-    // One run: its intent (before the first delete) and its outcome, with one run id.
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
-        .unwrap_or_default();
-    let kinds: Vec<&str> = records.iter().filter_map(|r| r["record"].as_str()).collect();
-    expect(kinds == ["intent", "outcome"] && records[0]["run_id"] == records[1]["run_id"], || {
-        format!(
-            "audit records {kinds:?} in {}, expected one intent and its outcome",
-            audit.display()
-        )
-    })?;
 
     say.step("Recovery, with the capped guest still connecting");
     for (g, place) in &healthy {
@@ -525,6 +529,56 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
         say.note(&format!("the guest's first refused connection: {e}"));
     }
     Ok(out)
+}
+
+/// The counts of the outcome record `ctguard evict` appended to its audit log: the same numbers
+/// its report printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Audited {
+    selected: u64,
+    deleted: u64,
+}
+
+/// Reads the relief's audit log, which must hold one run: its intent (written before the
+/// first delete) and its outcome, with one run id.
+fn read_audit(path: &std::path::Path) -> Result<Audited, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let records = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<serde_json::Value>, _>>()
+        .map_err(|e| format!("{}: not JSON lines: {e}", path.display()))?;
+    let kinds: Vec<&str> = records.iter().filter_map(|r| r["record"].as_str()).collect();
+    let [intent, outcome] = &records[..] else {
+        return Err(format!(
+            "audit records {kinds:?} in {}, expected one intent and its outcome",
+            path.display()
+        ));
+    };
+    if kinds != ["intent", "outcome"] || intent["run_id"] != outcome["run_id"] {
+        return Err(format!(
+            "audit records {kinds:?} in {}, expected one intent and its outcome (one run id)",
+            path.display()
+        ));
+    }
+    let count = |key: &str| {
+        outcome[key]
+            .as_u64()
+            .ok_or_else(|| format!("{}: no {key:?} count in the outcome {outcome}", path.display()))
+    };
+    Ok(Audited { selected: count("selected")?, deleted: count("deleted")? })
+}
+
+/// The narration under the relief's own report: evict's numbers first, then the oracle's
+/// listing taken a moment before, which the guest's new connections have outgrown since.
+fn relief_note(secs: f64, evict: &Audited, listed: u64, before: u64, after: u64) -> String {
+    let since = evict.selected.saturating_sub(listed);
+    format!(
+        "{secs:.2} s; evict selected {} flows and deleted {}: the {listed} conntrack -L listed \
+         just before, and {since} the guest opened since; the table went from {before} to \
+         {after} entries",
+        evict.selected, evict.deleted
+    )
 }
 
 /// Packets the cap's rule rejected: the `counter packets N` of doctor's `ct count` rule.
@@ -669,7 +723,42 @@ fn shell_words(line: &str) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::shell_words;
+    use super::{Audited, read_audit, relief_note, shell_words};
+
+    #[test]
+    fn issue_9_18_relief_note_tells_evicts_selection_from_the_earlier_listing() {
+        let evict = Audited { selected: 249_318, deleted: 249_318 };
+        let note = relief_note(1.42, &evict, 244_322, 262_144, 13_021);
+        assert_eq!(
+            note,
+            "1.42 s; evict selected 249318 flows and deleted 249318: the 244322 conntrack -L \
+             listed just before, and 4996 the guest opened since; the table went from 262144 \
+             to 13021 entries"
+        );
+        // The old narration put the listing's count after the report's as "(N selected)".
+        assert!(!note.contains("244322 selected"), "{note}");
+    }
+
+    #[test]
+    fn issue_9_18_the_audit_outcome_gives_the_reports_counts() {
+        let dir = std::env::temp_dir().join(format!("ctg-lab-audit-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let intent = r#"{"record":"intent","run_id":"a-1","selected":null}"#;
+        let outcome = r#"{"record":"outcome","run_id":"a-1","selected":249318,"deleted":249310}"#;
+        let other = r#"{"record":"outcome","run_id":"b-2","selected":1,"deleted":1}"#;
+        let read = |lines: &[&str]| {
+            std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+            read_audit(&path)
+        };
+        let got = read(&[intent, outcome]);
+        let alone = read(&[outcome]);
+        let mixed = read(&[intent, other]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got, Ok(Audited { selected: 249_318, deleted: 249_310 }));
+        assert!(alone.unwrap_err().contains("expected one intent and its outcome"));
+        assert!(mixed.unwrap_err().contains("(one run id)"));
+    }
 
     #[test]
     fn shell_words_keep_a_quoted_nft_chain_spec_whole() {

@@ -7,7 +7,8 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::place::{Place, command_ok};
+use crate::place::Place;
+use crate::seed;
 
 /// `conntrack -C`: the namespace's own entry count.
 pub fn count(ns: &Place) -> Result<u64, String> {
@@ -148,22 +149,11 @@ fn parse_entry(line: &str) -> Result<Entry, String> {
     Ok(Entry { src, state, assured, key })
 }
 
-/// Writes the incident's table as a `conntrack -R` file with the shared seed script (258,540
-/// entries, 240,000 of them 172.16.3.5's ESTABLISHED flows) and loads it into the namespace.
-/// Returns how many lines it loaded.
-pub fn seed_incident(ns: &Place, shared: &Path, file: &Path) -> Result<u64, String> {
-    let script = shared.join("bench/seed_table.py");
-    if !script.is_file() {
-        return Err(format!(
-            "{} is missing: set CTGUARD_SHARED to the shared/ folder",
-            script.display()
-        ));
-    }
-    command_ok("python3", &[&script.to_string_lossy(), &file.to_string_lossy()])?;
-    let lines = std::fs::read_to_string(file)
-        .map_err(|e| format!("{}: {e}", file.display()))?
-        .lines()
-        .count() as u64;
+/// Writes the incident's table to `file` as a `conntrack -R` file ([`seed`]: 258,540 entries,
+/// 240,000 of them 172.16.3.5's ESTABLISHED flows) and loads it into the namespace. Returns
+/// how many entries it loaded.
+pub fn seed_incident(ns: &Place, file: &Path) -> Result<u64, String> {
+    let lines = seed::write_file(file)?;
     ns.exec_ok("conntrack", &["-R", &file.to_string_lossy()])?;
     Ok(lines)
 }

@@ -27,12 +27,7 @@ fn issue_5_incident_replay_full_table_doctor_evict_recovery() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "the lab test needs root: it creates network namespaces");
-    let opts = Options {
-        ctguard: ctguard(),
-        shared: ctguard_lab::shared_dir(),
-        show_doctor_report: false,
-        narrate_to_stderr: true,
-    };
+    let opts = Options { ctguard: ctguard(), show_doctor_report: false, narrate_to_stderr: true };
     // Bounded in time; Ctrl-C or SIGTERM end it with the lab removed, not left behind.
     let outcome =
         replay::run_bounded(&opts).unwrap_or_else(|e| panic!("the incident replay failed: {e}"));
@@ -52,6 +47,16 @@ fn issue_5_incident_replay_full_table_doctor_evict_recovery() {
     assert_eq!(doctor["offenders"][0]["key"], "172.16.3.5");
     assert_eq!(outcome.relief[0], "ctguard", "the command doctor printed: {:?}", outcome.relief);
     assert!(outcome.relief.contains(&"evict".to_string()));
+    // Issue 9.18: the narration's counts are evict's own report; the oracle's listing came
+    // first, so evict found all of it and the guest's newer connections.
+    assert!(outcome.relief_listed > 0);
+    assert!(
+        outcome.relief_selected >= outcome.relief_listed,
+        "evict selected {}, conntrack -L listed {} before it",
+        outcome.relief_selected,
+        outcome.relief_listed
+    );
+    assert!(outcome.relief_deleted > 0 && outcome.relief_deleted <= outcome.relief_selected);
     assert_ne!(outcome.verdict_after, "full", "doctor after the relief");
     // Every entry outside the selection that vanished was one the kernel frees by itself under
     // pressure (checked entry by entry in the replay); most stay.
