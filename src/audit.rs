@@ -79,8 +79,26 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dirs(dir).map_err(io_err)?;
         }
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let refuse = |why: String| Error::Refused { path: path.to_path_buf(), why };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::trusted_dir::check(dir, uid).map_err(refuse)?;
+        }
+        // Never open a FIFO or a device to find out what it is: the open itself can block (a
+        // FIFO without a reader) or act (a tape). What is there is looked at first; O_NONBLOCK
+        // keeps a FIFO swapped in after the look from blocking the open.
+        if let Ok(meta) = fs::symlink_metadata(path)
+            && !meta.is_file()
+        {
+            return Err(refuse(if meta.file_type().is_symlink() {
+                "it is a symbolic link".into()
+            } else {
+                "not a regular file".into()
+            }));
+        }
         let mut opts = OpenOptions::new();
-        opts.append(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        opts.append(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
         let (file, created) = match opts.clone().create_new(true).mode(FILE_MODE).open(path) {
             Ok(f) => (f, true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -89,18 +107,15 @@ impl AuditLog {
             Err(e) => return Err(refused_or_io(path, e)),
         };
         let meta = file.metadata().map_err(io_err)?;
-        let refuse = |why: String| Err(Error::Refused { path: path.to_path_buf(), why });
         if !meta.is_file() {
-            return refuse("not a regular file".into());
+            return Err(refuse("not a regular file".into()));
         }
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
         if meta.uid() != 0 && meta.uid() != uid {
-            return refuse(format!("owned by uid {}, not root or uid {uid}", meta.uid()));
+            return Err(refuse(format!("owned by uid {}, not root or uid {uid}", meta.uid())));
         }
         // A second name is a hard link someone planted to make us append to another file.
         if meta.nlink() != 1 {
-            return refuse(format!("it has {} hard links", meta.nlink()));
+            return Err(refuse(format!("it has {} hard links", meta.nlink())));
         }
         if created || meta.mode() & 0o022 != 0 {
             // fchmod on the open file: the umask does not apply, and no path is looked up again.
@@ -132,10 +147,12 @@ impl AuditLog {
     }
 }
 
-/// ELOOP from `O_NOFOLLOW` is a symlink: say so.
+/// ELOOP from `O_NOFOLLOW` is a symlink, ENXIO from `O_NONBLOCK` a FIFO no one reads: say so.
 fn refused_or_io(path: &Path, e: io::Error) -> Error {
     if e.raw_os_error() == Some(libc::ELOOP) {
         Error::Refused { path: path.to_path_buf(), why: "it is a symbolic link".into() }
+    } else if e.raw_os_error() == Some(libc::ENXIO) {
+        Error::Refused { path: path.to_path_buf(), why: "not a regular file".into() }
     } else {
         Error::Io { path: path.to_path_buf(), source: e }
     }

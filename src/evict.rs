@@ -511,10 +511,48 @@ pub fn flush(
     if !dry_run_confirms(filter, dry) {
         return Ok(None);
     }
-    let before = ct.table_stats()?.count;
+    let before = Census::before(ct)?;
     ct.flush_filtered(filter)?;
-    let after = ct.table_stats()?.count;
-    Ok(Some(u64::from(before.saturating_sub(after))))
+    let after = Census::after(ct)?;
+    Ok(Some(before.removed_until(&after)))
+}
+
+/// The table's entry count and the kernel's insert counter (summed over CPUs) at one moment:
+/// the kernel does not say how many entries a flush deleted, so two of these around it tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Census {
+    entries: u64,
+    inserted: u64,
+}
+
+impl Census {
+    /// Before the flush: the inserts first, then the count. Flows created between the two
+    /// reads then raise the count only, so the flush's figure errs high, never to zero.
+    fn before(ct: &mut Conntrack) -> Result<Census, ctnetlink::Error> {
+        let inserted = Census::inserted(ct)?;
+        let entries = u64::from(ct.table_stats()?.count);
+        Ok(Census { entries, inserted })
+    }
+
+    /// After the flush: the count first, then the inserts (the same bias).
+    fn after(ct: &mut Conntrack) -> Result<Census, ctnetlink::Error> {
+        let entries = u64::from(ct.table_stats()?.count);
+        let inserted = Census::inserted(ct)?;
+        Ok(Census { entries, inserted })
+    }
+
+    fn inserted(ct: &mut Conntrack) -> Result<u64, ctnetlink::Error> {
+        Ok(ct.cpu_stats()?.iter().map(|c| u64::from(c.insert)).sum())
+    }
+
+    /// Entries removed between `self` and `later`: the fall of the count plus what was
+    /// inserted meanwhile (ctnetlink creates and confirmed packets both count as inserts), so
+    /// flows other guests open during a flush do not hide what it deleted. Entries that
+    /// expired or that someone else deleted meanwhile count too.
+    fn removed_until(&self, later: &Census) -> u64 {
+        let inserted = later.inserted.saturating_sub(self.inserted);
+        (self.entries + inserted).saturating_sub(later.entries)
+    }
 }
 
 /// What [`proven_flush`] did.
@@ -531,6 +569,8 @@ pub enum ProvenFlush {
     },
     /// Nothing was sent to the real table; why the proof did not hold.
     Refused(flushproof::Refusal),
+    /// The stop flag was set by the time the proof held: nothing was sent to the real table.
+    Stopped,
 }
 
 /// The kernel flush without a dump of the real table: the filtered-flush request for
@@ -541,9 +581,10 @@ pub fn proven_flush(
     ct: &mut Conntrack,
     sel: &Selector,
     filter: &DumpFilter,
+    stop: &AtomicBool,
 ) -> Result<ProvenFlush, ctnetlink::Error> {
     match FlushRequest::new(filter) {
-        Some(req) => proven_flush_with(ct, sel, filter, &req),
+        Some(req) => proven_flush_with(ct, sel, filter, &req, stop),
         None => Ok(ProvenFlush::Refused(flushproof::Refusal {
             scratch_netns: Vec::new(),
             why: "the filter has no CTA_FILTER address".into(),
@@ -559,18 +600,23 @@ pub fn proven_flush_with(
     sel: &Selector,
     filter: &DumpFilter,
     req: &FlushRequest,
+    stop: &AtomicBool,
 ) -> Result<ProvenFlush, ctnetlink::Error> {
     let selects = |f: &Flow| sel.matches(f);
     let (proof, scratch) = match flushproof::prove(req, filter, &selects) {
         Ok(p) => p,
         Err(why) => return Ok(ProvenFlush::Refused(why)),
     };
-    let before = ct.table_stats()?.count;
+    // A signal during the proof (it takes a walk of the hash): the real flush is not sent.
+    if stop.load(Ordering::Relaxed) {
+        return Ok(ProvenFlush::Stopped);
+    }
+    let before = Census::before(ct)?;
     ct.send_flush(req)?;
-    let after = ct.table_stats()?.count;
+    let after = Census::after(ct)?;
     // The scratch namespaces go now, their teardown no longer beside the real flush.
     drop(scratch);
-    Ok(ProvenFlush::Flushed { proof, removed: u64::from(before.saturating_sub(after)) })
+    Ok(ProvenFlush::Flushed { proof, removed: before.removed_until(&after) })
 }
 
 /// How the selected flows were deleted.
@@ -765,6 +811,21 @@ mod tests {
 
     fn src(s: &str) -> Selector {
         Selector { src: vec![parse_cidr(s).unwrap()], ..Selector::default() }
+    }
+
+    #[test]
+    fn issue_10_attack_a_flush_count_survives_flows_created_meanwhile() {
+        let before = Census { entries: 1_000, inserted: 50 };
+        // The flush deleted 3 while 150 new flows came: the count rose, yet 3 went.
+        assert_eq!(before.removed_until(&Census { entries: 1_147, inserted: 200 }), 3);
+        // Nothing deleted, nothing new.
+        assert_eq!(before.removed_until(&before), 0);
+        // 240,000 deleted on a quiet table.
+        assert_eq!(
+            Census { entries: 258_540, inserted: 0 }
+                .removed_until(&Census { entries: 18_540, inserted: 0 }),
+            240_000
+        );
     }
 
     #[test]

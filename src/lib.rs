@@ -20,6 +20,7 @@ pub mod netns;
 pub mod select;
 pub mod sysctl;
 pub mod tally;
+pub mod trusted_dir;
 pub mod tune;
 
 pub use ctnetlink::{Conntrack, DumpFilter};

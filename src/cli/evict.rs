@@ -384,16 +384,21 @@ fn evict(
             return Err(interrupted_before_deleting(&p, "before the flush"));
         }
         intent(trail, None)?;
-        match evict::proven_flush(ct, &p.sel, filter)? {
+        match evict::proven_flush(ct, &p.sel, filter, stop)? {
             ProvenFlush::Flushed { proof, removed } => {
-                if removed == 0 {
+                if removed == 0 && !stop.load(Ordering::Relaxed) {
                     return nothing_matched(out, &p);
                 }
                 let mut report =
                     Report::nothing(removed, removed, false).with_flush(removed, removed);
                 report.proof = Some(proof);
+                // A signal after the flush went: it is done whole, but the run says it came.
+                report.interrupted = stop.load(Ordering::Relaxed);
                 report.elapsed_s = started.elapsed().as_secs_f64();
                 return finish(out, &p, trail, report);
+            }
+            ProvenFlush::Stopped => {
+                return Err(interrupted_before_deleting(&p, "during the flush's proof"));
             }
             ProvenFlush::Refused(why) => eprintln!(
                 "ctguard: note: the filtered flush was not proven in a scratch namespace ({why}); \

@@ -24,6 +24,10 @@ pub fn check(s: &str) -> Result<PathBuf, String> {
     if !dir_of(&path).is_dir() {
         return Err(format!("--save {s}: no directory {}", dir_of(&path).display()));
     }
+    // Someone who may write to the directory could swap the file for theirs before `load`.
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    ctguard::trusted_dir::check(dir_of(&path), uid).map_err(|why| format!("--save {s}: {why}"))?;
     Ok(path)
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::AtomicBool;
 
 use ctguard::ctnetlink::{Conntrack, FlushRequest};
 use ctguard::evict::{self, ProvenFlush};
@@ -235,7 +236,8 @@ fn flushproof_refuses_a_request_the_kernel_misreads() {
         let all: Vec<String> = lines_of(&before, |_| true);
         for (name, req, says) in &cases {
             c.run(&format!("{name}: refused, the real table untouched"), || {
-                match evict::proven_flush_with(&mut ct, &sel, &filter, req) {
+                match evict::proven_flush_with(&mut ct, &sel, &filter, req, &AtomicBool::new(false))
+                {
                     Ok(ProvenFlush::Refused(r)) => {
                         if !r.why.contains(says) {
                             return Err(format!("refused for another reason: {}", r.why));
@@ -250,7 +252,7 @@ fn flushproof_refuses_a_request_the_kernel_misreads() {
         }
         c.run("the true request: proven, then exactly the selection flushed", || {
             let want = lines_of(&before, |e| e.orig.src != runaway);
-            match evict::proven_flush_with(&mut ct, &sel, &filter, &good) {
+            match evict::proven_flush_with(&mut ct, &sel, &filter, &good, &AtomicBool::new(false)) {
                 Ok(ProvenFlush::Flushed { proof, removed }) => {
                     equal("removed", removed, (all.len() - want.len()) as u64)?;
                     oracle::same_lines(&ns.conntrack_list(&[]), &want)?;

@@ -4,6 +4,7 @@
 //! conntrack-tools (`conntrack` v1.4.7) is the independent oracle; the machine's own
 //! namespace is never touched. A test that cannot run fails loudly, it never passes.
 
+mod attack;
 mod bad_input;
 mod checks;
 mod doctor;

@@ -1,0 +1,77 @@
+//! Directories root may write its files in: ones no other user can rename or replace entries
+//! of. A file root creates (the audit log, a `--save` file) is only as safe as every directory
+//! on its path: whoever may write to one of them can move root's file away and put their own
+//! under its name between the write and a later read (`ctguard load FILE`).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Sticky bit: in such a directory (`/tmp`) only an entry's owner may rename or remove it.
+const S_ISVTX: u32 = 0o1000;
+
+/// Checks `dir` and every directory above it (symlinks resolved): each must be owned by root
+/// or by `uid`, and be writable by no one else unless it is sticky. The reason when one is not.
+pub fn check(dir: &Path, uid: u32) -> Result<(), String> {
+    let real = fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for d in real.ancestors() {
+        let meta = fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        if meta.uid() != 0 && meta.uid() != uid {
+            return Err(format!(
+                "directory {} is owned by uid {}, who could replace what ctguard writes there",
+                d.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 && meta.mode() & S_ISVTX == 0 {
+            return Err(format!(
+                "directory {} is writable by others (mode {:o}) and not sticky",
+                d.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ctg-tdir-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).expect("scratch dir");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).expect("chmod");
+        d
+    }
+
+    #[test]
+    fn issue_10_attack_only_directories_no_one_else_controls() {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let d = scratch("ok");
+        assert_eq!(check(&d, uid), Ok(()), "own 0755 directory under sticky /tmp");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let e = check(&d, uid).expect_err("world-writable, not sticky");
+        assert!(e.contains("writable by others"), "{e}");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o1777)).expect("chmod");
+        assert_eq!(check(&d, uid), Ok(()), "sticky, like /tmp");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).expect("chmod");
+        // A directory owned by another user (nobody): refused, even 0755.
+        let other = d.join("nobodys");
+        fs::create_dir(&other).expect("mkdir");
+        if uid == 0 {
+            std::os::unix::fs::chown(&other, Some(65_534), Some(65_534)).expect("chown");
+            let e = check(&other, uid).expect_err("owned by someone else");
+            assert!(e.contains("owned by uid 65534"), "{e}");
+        } else {
+            // Not root: the directory is ours; seen as root's, it is someone else's.
+            let e = check(&other, 0).expect_err("owned by someone else");
+            assert!(e.contains(&format!("owned by uid {uid}")), "{e}");
+        }
+        let _ = fs::remove_dir_all(&d);
+    }
+}
