@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod evict;
 pub mod flushproof;
 pub mod guests;
+pub mod kernel;
 pub mod kmsg;
 pub mod live;
 pub mod netns;

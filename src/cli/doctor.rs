@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use ctguard::ctnetlink::Conntrack;
 use ctguard::doctor::{self, CounterWindow, DoctorReport, Facts, Inputs, LogSummary, NetnsInfo};
-use ctguard::output::report::TallyReport;
 use ctguard::select::Selector;
 use ctguard::tally::GroupBy;
+use ctguard::tune::ApplyOutcome;
 use ctguard::tune::{self, TuneFacts, TuneReport};
-use ctguard::{kmsg, netns, sysctl};
+use ctguard::{kernel, kmsg, netns, sysctl};
 
 use super::plan::DoctorPlan;
 use super::run::{self, Failure, Outcome};
@@ -38,7 +38,7 @@ pub fn doctor(
     netns_arg: Option<&str>,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
-    let kernel = tune::kernel_version();
+    let kernel = kernel::release();
     let ns = identity(kernel)?;
     let before = ct.cpu_stats()?;
     let start = Instant::now();
@@ -73,7 +73,6 @@ pub fn doctor(
     let tune_facts = TuneFacts::read(u64::from(fill.count), u64::from(fill.max));
     let tune_lines =
         tune::recommend(&tune_facts).iter().filter(|r| r.change).map(|r| r.assignment()).collect();
-    let top = TallyReport::new(&tally, None, Some(p.limit));
     let facts = Facts {
         fill,
         counters: CounterWindow {
@@ -92,9 +91,8 @@ pub fn doctor(
         netns_arg,
         guests_file: p.guests_file.as_deref(),
         guests: &p.guests,
-        by: top.by,
-        matched: top.matched,
-        offenders: top.groups,
+        tally: &tally,
+        limit: p.limit,
         sysctl: sysctls,
         tune: tune_lines,
     });
@@ -115,7 +113,7 @@ pub fn tune(
     json: bool,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
-    let kernel = tune::kernel_version();
+    let kernel = kernel::release();
     let ns = identity(kernel)?;
     let fill = run::fill(ct)?;
     let facts = TuneFacts::read(u64::from(fill.count), u64::from(fill.max));
@@ -162,7 +160,7 @@ pub fn tune(
         .applied
         .iter()
         .flatten()
-        .filter(|a| a.outcome == "failed")
+        .filter(|a| a.outcome == ApplyOutcome::Failed)
         .map(|a| a.key.as_str())
         .collect();
     if !failed.is_empty() {

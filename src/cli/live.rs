@@ -7,14 +7,14 @@ use std::ops::ControlFlow;
 use std::pin::pin;
 use std::time::{Duration, Instant, SystemTime};
 
-use ctguard::ctnetlink::{self, Conntrack, EventKind, EventMask, Subscription};
+use ctguard::ctnetlink::{self, Conntrack, EventKind, EventMask, Fill, Subscription};
 use ctguard::guests::GuestMap;
 use ctguard::live::{self, Change, Classifier, Effect, LiveTable, flow_key};
 use ctguard::output::live::{
     self as view, End, FrameHeader, Lost, Rates, Resync, SCREEN_ENTER, SCREEN_LEAVE, Snapshot,
     SnapshotOf,
 };
-use ctguard::output::report::{Fill, Ranking};
+use ctguard::output::report::Ranking;
 use ctguard::select::{self, Selector};
 use ctguard::sysctl;
 use ctguard::tally::GroupBy;

@@ -6,9 +6,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ctnetlink::EventKind;
+use crate::ctnetlink::{EventKind, Fill};
 use crate::flow::Flow;
-use crate::output::report::{Fill, Group, Ranking, TallyReport};
+use crate::output::report::{Group, Ranking, TallyReport};
 use crate::output::{conntrack, json};
 
 /// `2026-11-27T05:30:01.123456Z`.
