@@ -52,12 +52,11 @@ pub fn doctor(
     let seconds = start.elapsed().as_secs_f64();
     let fill = run::fill(ct)?;
 
-    // Lines naming a namespace exist on 6.18 (confirmed here); older kernels may print the
-    // classic wording for every namespace.
+    // Older kernels may print the classic wording for every namespace.
     let target = kmsg::Target {
         inode: ns.inode,
         initial: ns.initial,
-        names_netns: kernel.is_some_and(|v| v >= (6, 18)),
+        names_netns: kmsg::names_netns(kernel),
     };
     let mut log = LogSummary::default();
     match kmsg::read_table_full(|line| log.add(line, &target)) {
@@ -127,7 +126,7 @@ pub fn tune(
     );
     let text = tune::sysctl_d(&recs, kernel, &header);
     let applied = apply.then(|| {
-        let steps = tune::plan_apply(&recs, ns.initial, kernel, tune::proc_writable);
+        let steps = tune::plan_apply(&recs, ns.initial, kernel, sysctl::writable);
         tune::apply(&recs, &steps)
     });
     if let Some(path) = persist {

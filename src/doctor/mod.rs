@@ -58,7 +58,8 @@ pub const WATCHED_SYSCTLS: [&str; 11] = [
 pub enum Verdict {
     /// Nothing to do.
     Healthy,
-    /// Not dropping yet, but close to it or unable to drain.
+    /// Not full now, but close to it, unable to drain, recently full, or dropping packets for
+    /// another reason (a protocol tracker, insert clashes, over-long hash chains).
     AtRisk,
     /// At its limit now: new flows are dropped or survive only by early drop.
     Full,
@@ -117,7 +118,8 @@ pub struct LogSummary {
     pub last: Option<TableFullLine>,
     /// Lines naming another namespace.
     pub other: u64,
-    /// Classic lines on a kernel that does not name namespaces: possibly ours.
+    /// Classic lines that cannot be placed (the kernel does not name namespaces, or this
+    /// namespace cannot be told to be the initial one): possibly ours.
     pub unattributed: u64,
     /// The newest unattributed line.
     pub last_unattributed: Option<TableFullLine>,

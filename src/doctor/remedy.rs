@@ -144,7 +144,8 @@ pub struct Actions {
     pub cap: Option<String>,
     /// `key=value` sysctl changes `ctguard tune` recommends.
     pub tune: Vec<String>,
-    /// The command that applies the per-namespace ones (`null` when `tune` is empty).
+    /// The `ctguard tune --apply` line that writes them (`null` when `tune` is empty); outside
+    /// the initial namespace it writes the per-namespace ones only.
     pub tune_command: Option<String>,
 }
 

@@ -57,7 +57,8 @@ pub struct KernelLog {
     pub last_age_seconds: Option<u64>,
     /// Lines for other namespaces (not counted above).
     pub other_netns_lines: u64,
-    /// Lines that do not say their namespace (kernels before the netns wording).
+    /// Lines that do not say their namespace and cannot be placed: kernels before the netns
+    /// wording, or a namespace that cannot be told to be the initial one.
     pub unattributed_lines: u64,
 }
 
@@ -420,5 +421,39 @@ mod tests {
         assert!(
             text.contains("\n       net.netfilter.nf_conntrack_tcp_timeout_established=3600\n")
         );
+    }
+
+    #[test]
+    fn issue_11_4_counters_are_typed_and_their_json_map_is_strict() {
+        let c = Counters {
+            window_seconds: 1.0,
+            cpus: 2,
+            sum: CpuStats { drop: 7, chaintoolong: 1, ..CpuStats::default() },
+            delta: CpuStats { drop: 2, ..CpuStats::default() },
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        let map = |drop: u32, chain: u32| {
+            format!(
+                "{{\"chaintoolong\":{chain},\"clash_resolve\":0,\"drop\":{drop},\"early_drop\":0,\
+                 \"error\":0,\"found\":0,\"insert\":0,\"insert_failed\":0,\"invalid\":0,\
+                 \"search_restart\":0}}"
+            )
+        };
+        let want = format!(
+            "{{\"window_seconds\":1.0,\"cpus\":2,\"sum\":{},\"delta\":{}}}",
+            map(7, 1),
+            map(2, 0)
+        );
+        assert_eq!(json, want, "the same bytes as the name-ordered map it was");
+        assert_eq!(serde_json::from_str::<Counters>(&json).unwrap(), c);
+        // A misspelt or unknown counter is refused, never read as 0.
+        let typo = json.replacen("\"drop\":7", "\"drops\":7", 1);
+        let e = serde_json::from_str::<Counters>(&typo).unwrap_err().to_string();
+        assert!(e.contains("missing field `drop`"), "{e}");
+        let extra = json.replacen("\"drop\":7", "\"drop\":7,\"new_counter\":1", 1);
+        let e = serde_json::from_str::<Counters>(&extra).unwrap_err().to_string();
+        assert!(e.contains("unknown field `new_counter`"), "{e}");
+        let big = json.replacen("\"drop\":7", "\"drop\":4294967296", 1);
+        assert!(serde_json::from_str::<Counters>(&big).is_err());
     }
 }

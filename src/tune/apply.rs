@@ -2,11 +2,11 @@
 //! writes themselves, each read back.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HASHSIZE_PARAM, PROC_DIR, Recommendation, Scope, buckets_by_sysctl};
+use super::{HASHSIZE_PARAM, Recommendation, Scope, buckets_by_sysctl};
+use crate::sysctl;
 
 /// How `--apply` treats one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub fn plan_apply(
                 return Step::Unchanged;
             }
             let name = r.proc_name();
-            let proc_path = format!("{PROC_DIR}/{name}");
+            let proc_path = sysctl::path(name);
             if r.scope == Scope::Namespace {
                 return Step::Write(proc_path);
             }
@@ -63,12 +63,6 @@ pub fn plan_apply(
             Step::Write(proc_path)
         })
         .collect()
-}
-
-/// The mode of `/proc/sys/net/netfilter/NAME` allows writing.
-pub fn proc_writable(name: &str) -> bool {
-    std::fs::metadata(format!("{PROC_DIR}/{name}"))
-        .is_ok_and(|m| m.permissions().mode() & 0o222 != 0)
 }
 
 /// What `--apply` did to one key, as in JSON.
@@ -200,5 +194,21 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "3600\n");
         assert_eq!(done[2].key, "net.netfilter.nf_conntrack_tcp_timeout_established");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn issue_11_4_outcomes_are_an_enum_with_the_same_json_words() {
+        use ApplyOutcome::*;
+        for (o, word) in [
+            (Written, "written"),
+            (Unchanged, "unchanged"),
+            (ReadOnly, "read-only"),
+            (Failed, "failed"),
+        ] {
+            assert_eq!(serde_json::to_string(&o).unwrap(), format!("\"{word}\""));
+            assert_eq!(o.to_string(), word);
+            assert_eq!(serde_json::from_str::<ApplyOutcome>(&format!("\"{word}\"")).unwrap(), o);
+        }
+        assert!(serde_json::from_str::<ApplyOutcome>("\"fail\"").is_err());
     }
 }

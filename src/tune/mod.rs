@@ -21,11 +21,9 @@ use crate::doctor::NetnsInfo;
 pub mod apply;
 pub mod persist;
 
-pub use apply::{Applied, ApplyOutcome, Step, apply, plan_apply, proc_writable};
+pub use apply::{Applied, ApplyOutcome, Step, apply, plan_apply};
 pub use persist::{persist_target_problem, write_file_atomically};
 
-/// Where the sysctls live.
-pub(crate) const PROC_DIR: &str = "/proc/sys/net/netfilter";
 /// Before Linux 4.8 `nf_conntrack_buckets` is read-only everywhere; the hash is resized here.
 pub const HASHSIZE_PARAM: &str = "/sys/module/nf_conntrack/parameters/hashsize";
 
@@ -104,7 +102,7 @@ pub struct TuneFacts {
     pub max: u64,
     /// Buckets now.
     pub buckets: Option<u64>,
-    /// `nf_conntrack_tcp_timeout_established`, `_time_wait`, `_fin_wait`, `_close_wait`.
+    /// ESTABLISHED timeout (`nf_conntrack_tcp_timeout_established`).
     pub established: Option<u64>,
     /// TIME_WAIT timeout.
     pub time_wait: Option<u64>,
