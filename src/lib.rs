@@ -19,6 +19,7 @@ pub mod kmsg;
 pub mod live;
 pub mod netns;
 pub mod select;
+pub mod stats;
 pub mod sysctl;
 pub mod tally;
 pub mod tune;

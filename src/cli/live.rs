@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::pin::pin;
 use std::time::{Duration, Instant, SystemTime};
 
-use ctguard::ctnetlink::{self, Conntrack, EventKind, EventMask, Fill, Subscription};
+use ctguard::ctnetlink::{self, Conntrack, EventKind, EventMask, Subscription};
 use ctguard::guests::GuestMap;
 use ctguard::live::{self, Change, Classifier, Effect, LiveTable, flow_key};
 use ctguard::output::live::{
@@ -16,6 +16,7 @@ use ctguard::output::live::{
 };
 use ctguard::output::report::Ranking;
 use ctguard::select::{self, Selector};
+use ctguard::stats::Fill;
 use ctguard::sysctl;
 use ctguard::tally::GroupBy;
 use tokio::signal::unix::{SignalKind, signal};

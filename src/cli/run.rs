@@ -3,11 +3,12 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::ops::ControlFlow;
 
-use ctguard::ctnetlink::{self, Conntrack, DumpSummary, Fill};
+use ctguard::ctnetlink::{self, Conntrack, DumpSummary};
 use ctguard::flow::Flow;
 use ctguard::output::report::{Ranking, StatsReport};
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
+use ctguard::stats::Fill;
 use ctguard::sysctl::{self, StateTimeouts};
 use ctguard::tally::{GroupBy, Tally};
 use ctguard::{GuestMap, netns};

@@ -256,30 +256,6 @@ pub struct TableStats {
     pub max: u32,
 }
 
-/// Table fill: count, max, buckets; what `top`, `stats`, `doctor` and `tune` report.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Fill {
-    /// Entries in the namespace.
-    pub count: u32,
-    /// The global `nf_conntrack_max`.
-    pub max: u32,
-    /// count / max, in percent.
-    pub fill_percent: f64,
-    /// Hash buckets (`nf_conntrack_buckets`), when readable.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub buckets: Option<u64>,
-}
-
-impl Fill {
-    /// From the kernel's stats and the bucket sysctl.
-    pub fn new(s: TableStats, buckets: Option<u64>) -> Fill {
-        let fill_percent =
-            if s.max == 0 { 0.0 } else { (s.count as f64 * 1000.0 / s.max as f64).round() / 10.0 };
-        Fill { count: s.count, max: s.max, fill_percent, buckets }
-    }
-}
-
 pub(crate) fn decode_table_stats(payload: &[u8]) -> Result<TableStats, Malformed> {
     let mut s = TableStats::default();
     for a in attrs(payload.get(4..).ok_or(Malformed("short nfgenmsg"))?) {
@@ -349,23 +325,6 @@ impl CpuStats {
         self.search_restart = self.search_restart.wrapping_add(o.search_restart);
         self.clash_resolve = self.clash_resolve.wrapping_add(o.clash_resolve);
         self.chaintoolong = self.chaintoolong.wrapping_add(o.chaintoolong);
-    }
-
-    /// How much each counter rose since `before` (wrapping, as the kernel's u32 counters do).
-    pub fn since(&self, before: &CpuStats) -> CpuStats {
-        CpuStats {
-            cpu: self.cpu,
-            found: self.found.wrapping_sub(before.found),
-            invalid: self.invalid.wrapping_sub(before.invalid),
-            insert: self.insert.wrapping_sub(before.insert),
-            insert_failed: self.insert_failed.wrapping_sub(before.insert_failed),
-            drop: self.drop.wrapping_sub(before.drop),
-            early_drop: self.early_drop.wrapping_sub(before.early_drop),
-            error: self.error.wrapping_sub(before.error),
-            search_restart: self.search_restart.wrapping_sub(before.search_restart),
-            clash_resolve: self.clash_resolve.wrapping_sub(before.clash_resolve),
-            chaintoolong: self.chaintoolong.wrapping_sub(before.chaintoolong),
-        }
     }
 }
 

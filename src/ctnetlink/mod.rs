@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{Socket, SocketAddr};
 
-pub use decode::{CpuStats, Fill, Malformed, TableStats};
+pub use decode::{CpuStats, Malformed, TableStats};
 pub use delete::{DeleteTally, Deleter, FlowKey, Marked};
 pub use encode::DumpFilter;
 pub use events::{EventKind, EventMask, Received, Subscription, decode_event};

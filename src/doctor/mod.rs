@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ctnetlink::{CpuStats, Fill};
 use crate::kmsg::{Attribution, TableFullLine, Target};
+use crate::stats::{CpuStats, Fill};
 
 pub mod remedy;
 pub mod report;
@@ -265,7 +265,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn fill(count: u32, max: u32) -> Fill {
-        Fill::new(crate::ctnetlink::TableStats { count, max }, Some(u64::from(max)))
+        Fill::new(crate::stats::TableStats { count, max }, Some(u64::from(max)))
     }
 
     pub(crate) fn quiet(count: u32, max: u32) -> Facts {

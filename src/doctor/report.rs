@@ -10,9 +10,9 @@ use super::remedy::{
     Actions, cap_limit, dominant_state, evict_argv, key_networks, nft_cap, shell_line,
 };
 use super::{Facts, Verdict, age_secs, verdict};
-use crate::ctnetlink::{CpuStats, Fill};
 use crate::flow::TcpState;
 use crate::output::report::{Group, TallyReport};
+use crate::stats::{CpuStats, Fill};
 use crate::tally::{GroupKey, Tally};
 
 /// The namespace doctor looked at.
@@ -315,7 +315,7 @@ mod counter_map {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::ctnetlink::CpuStats;
+    use crate::stats::CpuStats;
 
     pub fn serialize<S: Serializer>(c: &CpuStats, s: S) -> Result<S::Ok, S::Error> {
         let map: BTreeMap<&str, u64> =

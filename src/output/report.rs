@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use comfy_table::{Table, presets};
 use serde::{Deserialize, Serialize};
 
-use crate::ctnetlink::{CpuStats, Fill};
+use crate::stats::{CpuStats, Fill};
 use crate::tally::{COLUMNS, Counts, GroupKey, Tally, column_name};
 
 /// One group of a tally.

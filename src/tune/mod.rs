@@ -15,8 +15,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ctnetlink::Fill;
 use crate::doctor::NetnsInfo;
+use crate::stats::Fill;
 
 pub mod apply;
 pub mod persist;

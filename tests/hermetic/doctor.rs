@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use ctguard::TcpState;
-use ctguard::ctnetlink::{CpuStats, Fill, TableStats};
 use ctguard::doctor::{
     CounterWindow, DoctorReport, Facts, Inputs, LogSummary, NetnsInfo, WATCHED_SYSCTLS,
 };
 use ctguard::guests::GuestMap;
 use ctguard::kmsg::{self, Target};
+use ctguard::stats::{CpuStats, Fill, TableStats};
 use ctguard::tally::{GroupBy, GroupKey, Tally};
 use ctguard::tune::{self, TuneFacts, TuneReport};
 use serde_json::{Value, json};

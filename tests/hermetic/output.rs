@@ -2,11 +2,12 @@
 //! back into `FlowRecord` and round-trip; unknown fields are rejected in flows and in the
 //! `top` / `count --by` / `stats` reports; the report text is pinned.
 
-use ctguard::ctnetlink::{CpuStats, Fill, TableStats};
+use ctguard::ctnetlink::{CpuStats, TableStats};
 use ctguard::flow::Flow;
 use ctguard::guests::GuestMap;
 use ctguard::output::json::{FlowRecord, LoadError, read_flows, write_flow};
 use ctguard::output::report::{StatsReport, TallyReport};
+use ctguard::stats::Fill;
 use ctguard::tally::{GroupBy, Tally};
 use serde::de::DeserializeOwned;
 
