@@ -32,6 +32,15 @@ impl Fill {
 }
 
 impl CpuStats {
+    /// The counters of all CPUs added up (the `cpu` number is left 0).
+    pub fn sum(cpus: &[CpuStats]) -> CpuStats {
+        let mut s = CpuStats::default();
+        for c in cpus {
+            s.add(c);
+        }
+        s
+    }
+
     /// How much each counter rose since `before` (wrapping, as the kernel's u32 counters do).
     pub fn since(&self, before: &CpuStats) -> CpuStats {
         CpuStats {
@@ -47,5 +56,32 @@ impl CpuStats {
             clash_resolve: self.clash_resolve.wrapping_sub(before.clash_resolve),
             chaintoolong: self.chaintoolong.wrapping_sub(before.chaintoolong),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_11_6_one_sum_and_one_rise_for_doctor_and_stats() {
+        let a = CpuStats { cpu: 0, drop: 4_294_967_290, insert: 5, ..CpuStats::default() };
+        let b = CpuStats { cpu: 1, drop: 10, early_drop: 2, ..CpuStats::default() };
+        let s = CpuStats::sum(&[a, b]);
+        assert_eq!(
+            (s.cpu, s.drop, s.insert, s.early_drop),
+            (0, 4, 5, 2),
+            "wrapping, as the kernel"
+        );
+        let rise = s.since(&a);
+        assert_eq!((rise.drop, rise.insert, rise.early_drop), (10, 0, 2));
+        assert_eq!(CpuStats::sum(&[]), CpuStats::default());
+    }
+
+    #[test]
+    fn fill_is_rounded_to_a_tenth_and_an_unlimited_table_is_empty() {
+        let f = Fill::new(TableStats { count: 258_540, max: 262_144 }, None);
+        assert_eq!(f.fill_percent, 98.6);
+        assert_eq!(Fill::new(TableStats { count: 5, max: 0 }, None).fill_percent, 0.0);
     }
 }

@@ -1,5 +1,5 @@
-//! `doctor` and `tune`: gather the facts from the kernel, hand them to the pure cores in
-//! `ctguard::doctor` and `ctguard::tune`, print.
+//! `doctor` and `tune`: gather the facts from the kernel, let `ctguard::doctor` and
+//! `ctguard::tune` decide, print; `tune --apply` and `--persist` write through `ctguard::tune`.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -8,6 +8,7 @@ use std::time::Instant;
 use ctguard::ctnetlink::Conntrack;
 use ctguard::doctor::{self, CounterWindow, DoctorReport, Facts, Inputs, LogSummary, NetnsInfo};
 use ctguard::select::Selector;
+use ctguard::stats::CpuStats;
 use ctguard::tally::GroupBy;
 use ctguard::tune::ApplyOutcome;
 use ctguard::tune::{self, TuneFacts, TuneReport};
@@ -75,8 +76,8 @@ pub fn doctor(
     let facts = Facts {
         fill,
         counters: CounterWindow {
-            before: doctor::sum(&before),
-            after: doctor::sum(&after),
+            before: CpuStats::sum(&before),
+            after: CpuStats::sum(&after),
             seconds,
             cpus: after.len(),
         },

@@ -89,15 +89,6 @@ pub struct CounterWindow {
     pub cpus: usize,
 }
 
-/// Sums per-CPU counters.
-pub fn sum(cpus: &[CpuStats]) -> CpuStats {
-    let mut s = CpuStats::default();
-    for c in cpus {
-        s.add(c);
-    }
-    s
-}
-
 impl CounterWindow {
     /// How much each counter rose over the window (the kernel's u32 counters wrap).
     pub fn rise(&self) -> CpuStats {
@@ -116,7 +107,8 @@ pub struct LogSummary {
     pub ours: u64,
     /// The newest of them.
     pub last: Option<TableFullLine>,
-    /// Lines naming another namespace.
+    /// Lines of another namespace: naming it, or in the classic wording of the initial
+    /// namespace when the target is not that one.
     pub other: u64,
     /// Classic lines that cannot be placed (the kernel does not name namespaces, or this
     /// namespace cannot be told to be the initial one): possibly ours.

@@ -507,10 +507,7 @@ fn counter_map(s: &CpuStats) -> std::collections::BTreeMap<String, u64> {
 impl StatsReport {
     /// Sums the per-CPU counters.
     pub fn new(table: Fill, cpus: &[CpuStats], per_cpu: bool) -> StatsReport {
-        let mut sum = CpuStats::default();
-        for c in cpus {
-            sum.add(c);
-        }
+        let sum = CpuStats::sum(cpus);
         StatsReport {
             table,
             counters: counter_map(&sum),

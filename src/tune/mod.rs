@@ -3,8 +3,8 @@
 //! In the spirit of the incident's write-up: a larger `nf_conntrack_max` with buckets to
 //! match, ESTABLISHED entries kept an hour instead of five days, TIME_WAIT and FIN_WAIT 30 s,
 //! CLOSE_WAIT 60 s. The arithmetic is pure ([`recommend`], [`sysctl_d`]); reading the host
-//! ([`TuneFacts::read`]) is an edge, and so are the two writers: [`apply`] (`--apply`, to
-//! `/proc/sys`) and [`persist`] (`--persist`, a `sysctl.d` file).
+//! ([`TuneFacts::read`]) is an edge, and so are the two writers: [`apply`](mod@apply)
+//! (`--apply`, to `/proc/sys`) and [`persist`] (`--persist`, a `sysctl.d` file).
 //!
 //! Scope matters: the timeouts are per network namespace, but `nf_conntrack_max` and
 //! `nf_conntrack_buckets` are global and read-only (mode 0444) inside a non-initial namespace
