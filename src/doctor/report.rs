@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::remedy::{
     Actions, cap_limit, dominant_state, evict_argv, key_networks, nft_cap, shell_line,
 };
-use super::{Facts, Verdict, age_secs, verdict};
+use super::verdict::{Facts, Verdict, age_secs, verdict};
 use crate::flow::TcpState;
 use crate::output::report::{Group, TallyReport};
 use crate::stats::{CpuStats, Fill};
@@ -353,7 +353,7 @@ mod counter_map {
 mod tests {
     use super::*;
     use crate::doctor::remedy::tests::{ESTABLISHED, TIME_WAIT, tally_of};
-    use crate::doctor::tests::{quiet, rising};
+    use crate::doctor::verdict::tests::{quiet, rising};
     use crate::tally::GroupBy;
 
     #[test]

@@ -5,7 +5,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HASHSIZE_PARAM, Recommendation, Scope, buckets_by_sysctl};
+use super::recommend::{HASHSIZE_PARAM, Recommendation, Scope, buckets_by_sysctl};
 use crate::sysctl;
 
 /// How `--apply` treats one key.
@@ -150,8 +150,8 @@ fn write_value(path: &str, value: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tune::recommend;
-    use crate::tune::tests::incident_host;
+    use crate::tune::recommend::recommend;
+    use crate::tune::recommend::tests::incident_host;
 
     #[test]
     fn apply_plan_never_writes_globals_outside_the_initial_namespace() {
