@@ -37,26 +37,6 @@ use crate::sysctl::StateTimeouts;
 /// parse the request and flush everything.
 pub const FLUSH_FILTER_SINCE: (u32, u32) = (6, 12);
 
-/// A kernel release as `(major, minor)`, from `uname -r` text such as `6.18.44-fc-v669`.
-pub fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-/// The running kernel's `(major, minor)`, if `uname` can tell.
-pub fn kernel_release() -> Option<(u32, u32)> {
-    // SAFETY: utsname is plain bytes; uname fills it and NUL-terminates each field.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: `u` is a valid, writable utsname.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return None;
-    }
-    let bytes: Vec<u8> = u.release.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
-    parse_release(&String::from_utf8_lossy(&bytes))
-}
-
 /// Why the kernel flush may not replace the per-flow deletes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoFlush {
@@ -826,14 +806,6 @@ mod tests {
                 .removed_until(&Census { entries: 18_540, inserted: 0 }),
             240_000
         );
-    }
-
-    #[test]
-    fn releases_parse() {
-        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(parse_release("6.12"), Some((6, 12)));
-        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
-        assert_eq!(parse_release("garbage"), None);
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub fn parse_record(record: &str) -> Option<TableFullLine> {
     Some(TableFullLine { seq, usec, netns, text: text.trim_end().to_string() })
 }
 
+/// The first kernel known to name a non-initial namespace in its "table full" line (confirmed
+/// on 6.18). A stable release that took the patch is treated as older: its lines that name a
+/// namespace are still attributed by inode, its classic lines count as unattributed.
+pub const NETNS_WORDING_SINCE: (u32, u32) = (6, 18);
+
+/// Whether lines of this kernel (`None`: unknown) name their namespace.
+pub fn names_netns(kernel: Option<(u32, u32)>) -> bool {
+    kernel.is_some_and(|v| v >= NETNS_WORDING_SINCE)
+}
+
 /// Which lines belong to the namespace being diagnosed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
@@ -56,7 +66,7 @@ pub struct Target {
     pub inode: u64,
     /// Whether it is the initial namespace; `None` when that cannot be told.
     pub initial: Option<bool>,
-    /// The kernel names non-initial namespaces in the line (6.18 here; see the module doc).
+    /// The kernel names non-initial namespaces in the line ([`names_netns`]).
     pub names_netns: bool,
 }
 
@@ -170,5 +180,11 @@ mod tests {
         assert_eq!(old.attribute(&classic), Attribution::Unattributed);
         let unknown = Target { initial: None, ..t };
         assert_eq!(unknown.attribute(&classic), Attribution::Unattributed);
+    }
+
+    #[test]
+    fn issue_11_6_the_netns_wording_is_decided_from_the_kernel_release() {
+        assert!(names_netns(Some((6, 18))) && names_netns(Some((7, 0))));
+        assert!(!names_netns(Some((6, 12))) && !names_netns(None));
     }
 }

@@ -1,21 +1,35 @@
-//! Conntrack sysctls of the current network namespace, read from `/proc/sys/net/netfilter`.
+//! Conntrack sysctls of the current network namespace under `/proc/sys/net/netfilter`: read,
+//! written, and the state timeouts that tell how long a flow has been idle.
 //!
 //! `/proc/sys/net` shows the namespace of the reading process, so after `--netns` these are
 //! the target namespace's values. Timeouts are per namespace; max and buckets are global.
+
+use std::os::unix::fs::PermissionsExt;
 
 use crate::flow::{Flow, Proto, ProtoState, SctpState, Status, TcpState};
 
 const DIR: &str = "/proc/sys/net/netfilter";
 
+/// The file of `net.netfilter.<name>`: `/proc/sys/net/netfilter/<name>`.
+pub fn path(name: &str) -> String {
+    format!("{DIR}/{name}")
+}
+
 /// Reads `/proc/sys/net/netfilter/<name>` as a number.
 pub fn read(name: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("{DIR}/{name}")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(path(name)).ok()?.trim().parse().ok()
 }
 
 /// Writes `/proc/sys/net/netfilter/<name>` in the current network namespace (per-namespace
 /// sysctls only change that namespace).
 pub fn write(name: &str, value: &str) -> std::io::Result<()> {
-    std::fs::write(format!("{DIR}/{name}"), value)
+    std::fs::write(path(name), value)
+}
+
+/// The file's mode allows writing: global sysctls are mode 0444 inside a non-initial
+/// namespace (`nf_conntrack_standalone_init_sysctl`).
+pub fn writable(name: &str) -> bool {
+    std::fs::metadata(path(name)).is_ok_and(|m| m.permissions().mode() & 0o222 != 0)
 }
 
 /// The configured timeout of each state, to tell how long a flow has been idle.

@@ -1,5 +1,5 @@
-//! `doctor` and `tune`: gather the facts from the kernel, hand them to the pure cores in
-//! `ctguard::doctor` and `ctguard::tune`, print.
+//! `doctor` and `tune`: gather the facts from the kernel, let `ctguard::doctor` and
+//! `ctguard::tune` decide, print; `tune --apply` and `--persist` write through `ctguard::tune`.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use ctguard::ctnetlink::Conntrack;
 use ctguard::doctor::{self, CounterWindow, DoctorReport, Facts, Inputs, LogSummary, NetnsInfo};
-use ctguard::output::report::TallyReport;
 use ctguard::select::Selector;
+use ctguard::stats::CpuStats;
 use ctguard::tally::GroupBy;
+use ctguard::tune::ApplyOutcome;
 use ctguard::tune::{self, TuneFacts, TuneReport};
-use ctguard::{kmsg, netns, sysctl};
+use ctguard::{kernel, kmsg, netns, sysctl};
 
 use super::plan::DoctorPlan;
 use super::run::{self, Failure, Outcome};
@@ -38,7 +39,7 @@ pub fn doctor(
     netns_arg: Option<&str>,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
-    let kernel = tune::kernel_version();
+    let kernel = kernel::release();
     let ns = identity(kernel)?;
     let before = ct.cpu_stats()?;
     let start = Instant::now();
@@ -52,12 +53,11 @@ pub fn doctor(
     let seconds = start.elapsed().as_secs_f64();
     let fill = run::fill(ct)?;
 
-    // Lines naming a namespace exist on 6.18 (confirmed here); older kernels may print the
-    // classic wording for every namespace.
+    // Older kernels may print the classic wording for every namespace.
     let target = kmsg::Target {
         inode: ns.inode,
         initial: ns.initial,
-        names_netns: kernel.is_some_and(|v| v >= (6, 18)),
+        names_netns: kmsg::names_netns(kernel),
     };
     let mut log = LogSummary::default();
     match kmsg::read_table_full(|line| log.add(line, &target)) {
@@ -73,12 +73,11 @@ pub fn doctor(
     let tune_facts = TuneFacts::read(u64::from(fill.count), u64::from(fill.max));
     let tune_lines =
         tune::recommend(&tune_facts).iter().filter(|r| r.change).map(|r| r.assignment()).collect();
-    let top = TallyReport::new(&tally, None, Some(p.limit));
     let facts = Facts {
         fill,
         counters: CounterWindow {
-            before: doctor::sum(&before),
-            after: doctor::sum(&after),
+            before: CpuStats::sum(&before),
+            after: CpuStats::sum(&after),
             seconds,
             cpus: after.len(),
         },
@@ -92,9 +91,8 @@ pub fn doctor(
         netns_arg,
         guests_file: p.guests_file.as_deref(),
         guests: &p.guests,
-        by: top.by,
-        matched: top.matched,
-        offenders: top.groups,
+        tally: &tally,
+        limit: p.limit,
         sysctl: sysctls,
         tune: tune_lines,
     });
@@ -115,7 +113,7 @@ pub fn tune(
     json: bool,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
-    let kernel = tune::kernel_version();
+    let kernel = kernel::release();
     let ns = identity(kernel)?;
     let fill = run::fill(ct)?;
     let facts = TuneFacts::read(u64::from(fill.count), u64::from(fill.max));
@@ -129,7 +127,7 @@ pub fn tune(
     );
     let text = tune::sysctl_d(&recs, kernel, &header);
     let applied = apply.then(|| {
-        let steps = tune::plan_apply(&recs, ns.initial, kernel, tune::proc_writable);
+        let steps = tune::plan_apply(&recs, ns.initial, kernel, sysctl::writable);
         tune::apply(&recs, &steps)
     });
     if let Some(path) = persist {
@@ -162,7 +160,7 @@ pub fn tune(
         .applied
         .iter()
         .flatten()
-        .filter(|a| a.outcome == "failed")
+        .filter(|a| a.outcome == ApplyOutcome::Failed)
         .map(|a| a.key.as_str())
         .collect();
     if !failed.is_empty() {

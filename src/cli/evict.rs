@@ -368,7 +368,7 @@ fn evict(
     if p.sel.idle_min.is_some() || p.limit.is_some() {
         p.sel.timeouts = Some(StateTimeouts::read());
     }
-    let kernel = evict::kernel_release();
+    let kernel = ctguard::kernel::release();
     let flush = evict::flush_filter(&p.sel, kernel, p.limit.is_some() || p.rate.is_some());
 
     // Scripted relief the kernel can flush: prove the flush request in a scratch namespace,

@@ -14,8 +14,9 @@ use ctguard::output::live::{
     self as view, End, FrameHeader, Lost, Rates, Resync, SCREEN_ENTER, SCREEN_LEAVE, Snapshot,
     SnapshotOf,
 };
-use ctguard::output::report::{Fill, Ranking};
+use ctguard::output::report::Ranking;
 use ctguard::select::{self, Selector};
+use ctguard::stats::Fill;
 use ctguard::sysctl;
 use ctguard::tally::GroupBy;
 use tokio::signal::unix::{SignalKind, signal};

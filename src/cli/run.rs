@@ -5,9 +5,10 @@ use std::ops::ControlFlow;
 
 use ctguard::ctnetlink::{self, Conntrack, DumpSummary};
 use ctguard::flow::Flow;
-use ctguard::output::report::{Fill, Ranking, StatsReport};
+use ctguard::output::report::{Ranking, StatsReport};
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
+use ctguard::stats::Fill;
 use ctguard::sysctl::{self, StateTimeouts};
 use ctguard::tally::{GroupBy, Tally};
 use ctguard::{GuestMap, netns};
@@ -143,7 +144,7 @@ fn errno_text(errno: i32) -> String {
     match errno {
         libc::EEXIST => "the flow already exists (EEXIST)".into(),
         libc::ENOMEM => "the table is full (ENOMEM)".into(),
-        libc::EPERM => "permission denied: ctguard needs CAP_NET_ADMIN (run it as root)".into(),
+        libc::EPERM => ctnetlink::NEEDS_CAP_NET_ADMIN.into(),
         e => io::Error::from_raw_os_error(e).to_string(),
     }
 }

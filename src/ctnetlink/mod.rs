@@ -88,12 +88,15 @@ impl Error {
     }
 }
 
+/// What EPERM (or EACCES) from a conntrack request means: it needs `CAP_NET_ADMIN`. The one
+/// wording of it, for the library's errors and the binary's per-flow ones.
+pub const NEEDS_CAP_NET_ADMIN: &str =
+    "permission denied: ctguard needs CAP_NET_ADMIN (run it as root)";
+
 /// Turns errnos into advice an operator can act on.
 fn describe(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            "permission denied: ctguard needs CAP_NET_ADMIN (run it as root)".into()
-        }
+        Some(libc::EPERM) | Some(libc::EACCES) => NEEDS_CAP_NET_ADMIN.into(),
         Some(libc::EPROTONOSUPPORT) | Some(libc::EOPNOTSUPP) | Some(libc::EAFNOSUPPORT) => {
             format!("{e}: the kernel has no ctnetlink here (load the nf_conntrack_netlink module)")
         }
@@ -775,5 +778,7 @@ mod tests {
         assert_eq!(error_code(&(-libc::ENOENT).to_ne_bytes()), libc::ENOENT);
         let e = Error::Kernel { op: "dump", errno: libc::EPERM };
         assert!(e.to_string().contains("CAP_NET_ADMIN"));
+        // issue 11.6: one wording of the permission error, wherever EPERM comes from.
+        assert_eq!(e.to_string(), format!("dump: {NEEDS_CAP_NET_ADMIN}"));
     }
 }

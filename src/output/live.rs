@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctnetlink::EventKind;
 use crate::flow::Flow;
-use crate::output::report::{Fill, Group, Ranking, TallyReport};
+use crate::output::report::{Group, Ranking, TallyReport};
 use crate::output::{conntrack, json};
+use crate::stats::Fill;
 
 /// `2026-11-27T05:30:01.123456Z`.
 pub fn timestamp(t: SystemTime) -> String {

@@ -6,32 +6,8 @@ use std::io::{self, Write};
 use comfy_table::{Table, presets};
 use serde::{Deserialize, Serialize};
 
-use crate::ctnetlink::{CpuStats, TableStats};
+use crate::stats::{CpuStats, Fill};
 use crate::tally::{COLUMNS, Counts, GroupKey, Tally, column_name};
-
-/// Table fill: count, max, buckets.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Fill {
-    /// Entries in the namespace.
-    pub count: u32,
-    /// The global `nf_conntrack_max`.
-    pub max: u32,
-    /// count / max, in percent.
-    pub fill_percent: f64,
-    /// Hash buckets (`nf_conntrack_buckets`), when readable.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub buckets: Option<u64>,
-}
-
-impl Fill {
-    /// From the kernel's stats and the bucket sysctl.
-    pub fn new(s: TableStats, buckets: Option<u64>) -> Fill {
-        let fill_percent =
-            if s.max == 0 { 0.0 } else { (s.count as f64 * 1000.0 / s.max as f64).round() / 10.0 };
-        Fill { count: s.count, max: s.max, fill_percent, buckets }
-    }
-}
 
 /// One group of a tally.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -531,10 +507,7 @@ fn counter_map(s: &CpuStats) -> std::collections::BTreeMap<String, u64> {
 impl StatsReport {
     /// Sums the per-CPU counters.
     pub fn new(table: Fill, cpus: &[CpuStats], per_cpu: bool) -> StatsReport {
-        let mut sum = CpuStats::default();
-        for c in cpus {
-            sum.add(c);
-        }
+        let sum = CpuStats::sum(cpus);
         StatsReport {
             table,
             counters: counter_map(&sum),

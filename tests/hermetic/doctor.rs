@@ -4,17 +4,30 @@
 
 use std::collections::BTreeMap;
 
-use ctguard::ctnetlink::{CpuStats, TableStats};
+use ctguard::TcpState;
 use ctguard::doctor::{
     CounterWindow, DoctorReport, Facts, Inputs, LogSummary, NetnsInfo, WATCHED_SYSCTLS,
 };
 use ctguard::guests::GuestMap;
 use ctguard::kmsg::{self, Target};
-use ctguard::output::report::{Fill, Group};
+use ctguard::stats::{CpuStats, Fill, TableStats};
+use ctguard::tally::{GroupBy, GroupKey, Tally};
 use ctguard::tune::{self, TuneFacts, TuneReport};
 use serde_json::{Value, json};
 
 use crate::cli::refused;
+
+/// A tally of these groups, each `n` ESTABLISHED flows.
+fn tally_of(by: GroupBy, guests: &GuestMap, groups: &[(GroupKey, u64)]) -> Tally {
+    let established = usize::from(TcpState::Established.number());
+    let mut tally = Tally::new(by, guests.clone());
+    for (key, n) in groups {
+        for _ in 0..*n {
+            tally.add_placed(*key, established);
+        }
+    }
+    tally
+}
 
 /// The incident's table at the moment the operators looked: full, drop rising, the runaway
 /// guest holding 240,000 ESTABLISHED entries, a line in the kernel log for this namespace.
@@ -37,12 +50,16 @@ fn incident_report(guests: &GuestMap, guests_file: Option<&str>, key: &str) -> D
         log,
         now_usec: 9_120_000_000,
     };
-    let offender = Group {
-        key: key.into(),
-        entries: 240_000,
-        share_percent: 91.6,
-        states: BTreeMap::from([("ESTABLISHED".into(), 240_000)]),
+    // The offender and, below the one group shown, the rest of the table.
+    let (by, offender, rest) = match guests_file {
+        Some(_) => (GroupBy::Guest, GroupKey::Guest(guests.find(key)), GroupKey::Guest(None)),
+        None => (
+            GroupBy::Src,
+            GroupKey::Addr(key.parse().expect("an address")),
+            GroupKey::Addr("172.16.9.9".parse().expect("an address")),
+        ),
     };
+    let tally = tally_of(by, guests, &[(offender, 240_000), (rest, 22_144)]);
     let sysctl = WATCHED_SYSCTLS
         .iter()
         .map(|n| (format!("net.netfilter.{n}"), (*n == "nf_conntrack_max").then_some(262_144)))
@@ -53,9 +70,8 @@ fn incident_report(guests: &GuestMap, guests_file: Option<&str>, key: &str) -> D
         netns_arg: Some("hv"),
         guests_file,
         guests,
-        by: if guests_file.is_some() { "guest" } else { "src" }.into(),
-        matched: 262_144,
-        offenders: vec![offender],
+        tally: &tally,
+        limit: 1,
         sysctl,
         tune: vec!["net.netfilter.nf_conntrack_tcp_timeout_established=3600".into()],
     })
@@ -319,6 +335,8 @@ fn issue_9_17_doctor_prints_next_steps_on_a_healthy_table_as_the_readme_says() {
     // tune's changes whenever there are some, and `nothing to do` otherwise.
     let guests = GuestMap::new();
     let quiet = CpuStats { insert: 10, ..CpuStats::default() };
+    let owner = GroupKey::Addr("172.16.3.5".parse().expect("an address"));
+    let one_owner = tally_of(GroupBy::Src, &guests, &[(owner, 1000)]);
     let healthy = |tune: Vec<String>| {
         DoctorReport::new(Inputs {
             facts: Facts {
@@ -332,14 +350,8 @@ fn issue_9_17_doctor_prints_next_steps_on_a_healthy_table_as_the_readme_says() {
             netns_arg: Some("hv"),
             guests_file: None,
             guests: &guests,
-            by: "src".into(),
-            matched: 1000,
-            offenders: vec![Group {
-                key: "172.16.3.5".into(),
-                entries: 1000,
-                share_percent: 100.0,
-                states: BTreeMap::from([("ESTABLISHED".into(), 1000)]),
-            }],
+            tally: &one_owner,
+            limit: 10,
             sysctl: BTreeMap::new(),
             tune,
         })

@@ -6,7 +6,8 @@ use ctguard::ctnetlink::{CpuStats, TableStats};
 use ctguard::flow::Flow;
 use ctguard::guests::GuestMap;
 use ctguard::output::json::{FlowRecord, LoadError, read_flows, write_flow};
-use ctguard::output::report::{Fill, StatsReport, TallyReport};
+use ctguard::output::report::{StatsReport, TallyReport};
+use ctguard::stats::Fill;
 use ctguard::tally::{GroupBy, Tally};
 use serde::de::DeserializeOwned;
 

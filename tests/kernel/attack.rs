@@ -192,7 +192,7 @@ fn issue_10_attack_a_stop_during_the_proof_sends_no_flush() {
         .collect();
     load_lines(&ns, "seed.conntrack", &lines);
     let sel = Selector { src: vec![select::parse_cidr(src).expect("cidr")], ..Selector::default() };
-    let filter = evict::flush_filter(&sel, evict::kernel_release(), false).expect("flushable");
+    let filter = evict::flush_filter(&sel, ctguard::kernel::release(), false).expect("flushable");
     let stopped = AtomicBool::new(true);
     let outcome = ns.inside(|| {
         let mut ct = Conntrack::open().expect("open ctnetlink");

@@ -188,7 +188,7 @@ fn issue_5_doctor_on_a_small_table_is_healthy_and_names_the_top_owner() {
             .iter()
             .map(|s| s.parse().expect("test CIDR"))
             .collect();
-        let cap = ctguard::doctor::nft_cap(&nets, 1000, Some(&name)).ok_or("no cap")?;
+        let cap = ctguard::doctor::remedy::nft_cap(&nets, 1000, Some(&name)).ok_or("no cap")?;
         for line in cap.lines().filter(|l| !l.starts_with('#')) {
             run("sh", &["-c", line]).check_ok()?;
         }
@@ -486,7 +486,7 @@ fn issue_5_nft_cap_rejects_new_connections_past_the_limit() {
     assert_not_the_machines_namespace(&router);
     router.sysctl_write("net.ipv4.ip_forward", "1");
     let nets = vec!["10.77.1.2/32".parse().expect("CIDR")];
-    let cap = ctguard::doctor::nft_cap(&nets, 3, Some(&r)).expect("a cap");
+    let cap = ctguard::doctor::remedy::nft_cap(&nets, 3, Some(&r)).expect("a cap");
     for line in cap.lines().filter(|l| !l.starts_with('#')) {
         run("sh", &["-c", line]).ok();
     }

@@ -301,7 +301,7 @@ fn issue_3_flush_guard_refuses_a_kernel_that_ignored_the_filter() {
         src: vec![select::parse_cidr(RUNAWAY_V4).expect("cidr")],
         ..Selector::default()
     };
-    let filter = evict::flush_filter(&sel, evict::kernel_release(), false)
+    let filter = evict::flush_filter(&sel, ctguard::kernel::release(), false)
         .expect("this kernel (6.18) and a single IPv4 host allow the flush");
     let mut c = Checks::new();
     ns.inside(|| {

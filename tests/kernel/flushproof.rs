@@ -200,7 +200,7 @@ fn flushproof_refuses_a_request_the_kernel_misreads() {
         src: vec![select::parse_cidr(RUNAWAY_V4).expect("cidr")],
         ..Selector::default()
     };
-    let filter = evict::flush_filter(&sel, evict::kernel_release(), false)
+    let filter = evict::flush_filter(&sel, ctguard::kernel::release(), false)
         .expect("this kernel (6.18) and a single IPv4 host allow the flush");
     let good = FlushRequest::new(&filter).expect("a CTA_FILTER request");
     let hdr_len = 16 + 4;

@@ -1,24 +1,11 @@
-//! Recommended conntrack sysctls for this host, each with its reason (`ctguard tune`).
-//!
-//! In the spirit of the incident's write-up: a larger `nf_conntrack_max` with buckets to
-//! match, ESTABLISHED entries kept an hour instead of five days, TIME_WAIT and FIN_WAIT 30 s,
-//! CLOSE_WAIT 60 s. The arithmetic is pure ([`recommend`]); reading the host ([`TuneFacts::read`])
-//! and writing `/proc/sys` ([`apply`]) are the edges.
-//!
-//! Scope matters: the timeouts are per network namespace, but `nf_conntrack_max` and
-//! `nf_conntrack_buckets` are global and read-only (mode 0444) inside a non-initial namespace
-//! (`nf_conntrack_standalone_init_sysctl`). Global values are only ever written from the
-//! initial namespace; elsewhere they are reported, never attempted.
+//! What `ctguard tune` recommends and why: the arithmetic over the host's memory and the
+//! table, and the `sysctl.d` text with a reason above each line. Pure but for
+//! [`TuneFacts::read`].
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Where the sysctls live.
-const PROC_DIR: &str = "/proc/sys/net/netfilter";
 /// Before Linux 4.8 `nf_conntrack_buckets` is read-only everywhere; the hash is resized here.
 pub const HASHSIZE_PARAM: &str = "/sys/module/nf_conntrack/parameters/hashsize";
 
@@ -97,7 +84,7 @@ pub struct TuneFacts {
     pub max: u64,
     /// Buckets now.
     pub buckets: Option<u64>,
-    /// `nf_conntrack_tcp_timeout_established`, `_time_wait`, `_fin_wait`, `_close_wait`.
+    /// ESTABLISHED timeout (`nf_conntrack_tcp_timeout_established`).
     pub established: Option<u64>,
     /// TIME_WAIT timeout.
     pub time_wait: Option<u64>,
@@ -154,19 +141,6 @@ fn slab_object_bytes() -> Option<u64> {
     let line = info.lines().find(|l| l.starts_with("nf_conntrack "))?;
     // name active_objs num_objs objsize ...
     line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// The running kernel's major and minor version (`/proc/sys/kernel/osrelease`).
-pub fn kernel_version() -> Option<(u32, u32)> {
-    parse_release(&std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
-}
-
-/// `6.18.44-fc-v595` → (6, 18).
-pub fn parse_release(s: &str) -> Option<(u32, u32)> {
-    let mut it = s.trim().split(['.', '-']);
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
 }
 
 fn pow2_floor(n: u64) -> u64 {
@@ -312,208 +286,11 @@ pub fn sysctl_d(recs: &[Recommendation], kernel: Option<(u32, u32)>, header: &st
     s
 }
 
-/// How `--apply` treats one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Already at the value.
-    Unchanged,
-    /// Write the value to this file.
-    Write(String),
-    /// Global and not writable from here: the reason, nothing is attempted.
-    ReadOnly(String),
-}
-
-/// Where each key's value goes, or why it cannot. `initial`: the namespace is the initial
-/// one (`None`: cannot tell). `writable(name)`: the `/proc/sys` file's mode allows writing.
-pub fn plan_apply(
-    recs: &[Recommendation],
-    initial: Option<bool>,
-    kernel: Option<(u32, u32)>,
-    writable: impl Fn(&str) -> bool,
-) -> Vec<Step> {
-    recs.iter()
-        .map(|r| {
-            if !r.change {
-                return Step::Unchanged;
-            }
-            let name = r.proc_name();
-            let proc_path = format!("{PROC_DIR}/{name}");
-            if r.scope == Scope::Namespace {
-                return Step::Write(proc_path);
-            }
-            match initial {
-                Some(true) => {}
-                Some(false) => {
-                    return Step::ReadOnly(
-                        "global, read-only inside a non-initial namespace (mode 0444): set it \
-                         from the host's initial namespace"
-                            .into(),
-                    );
-                }
-                None => {
-                    return Step::ReadOnly(
-                        "global, and this namespace cannot be told to be the initial one: \
-                         set it from the host's initial namespace"
-                            .into(),
-                    );
-                }
-            }
-            if name == "nf_conntrack_buckets" && !buckets_by_sysctl(kernel) {
-                return Step::Write(HASHSIZE_PARAM.into());
-            }
-            if !writable(name) {
-                return Step::ReadOnly(format!("{proc_path} is read-only here"));
-            }
-            Step::Write(proc_path)
-        })
-        .collect()
-}
-
-/// The mode of `/proc/sys/net/netfilter/NAME` allows writing.
-pub fn proc_writable(name: &str) -> bool {
-    std::fs::metadata(format!("{PROC_DIR}/{name}"))
-        .is_ok_and(|m| m.permissions().mode() & 0o222 != 0)
-}
-
-/// What `--apply` did to one key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Applied {
-    /// The sysctl.
-    pub key: String,
-    /// `written`, `unchanged`, `read-only` or `failed`.
-    pub outcome: String,
-    /// The file written, or why not.
-    pub detail: String,
-}
-
-/// Executes the plan. A write the kernel refuses with EACCES/EPERM/EROFS counts as
-/// read-only, any other failure as failed.
-pub fn apply(recs: &[Recommendation], steps: &[Step]) -> Vec<Applied> {
-    recs.iter()
-        .zip(steps)
-        .map(|(r, step)| {
-            let (outcome, detail) = match step {
-                Step::Unchanged => ("unchanged", format!("already {}", r.value)),
-                Step::ReadOnly(why) => ("read-only", why.clone()),
-                Step::Write(path) => match write_value(path, r.value) {
-                    Ok(()) => ("written", path.clone()),
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EACCES | libc::EPERM | libc::EROFS)
-                        ) =>
-                    {
-                        ("read-only", format!("{path}: {e}"))
-                    }
-                    Err(e) => ("failed", format!("{path}: {e}")),
-                },
-            };
-            Applied { key: r.key.clone(), outcome: outcome.into(), detail }
-        })
-        .collect()
-}
-
-fn write_value(path: &str, value: u64) -> io::Result<()> {
-    std::fs::write(path, format!("{value}\n"))?;
-    // A sysctl may clamp or ignore a value without an error: read it back.
-    let back = std::fs::read_to_string(path)?;
-    if back.trim() != value.to_string() {
-        return Err(io::Error::other(format!("wrote {value}, reads back {}", back.trim())));
-    }
-    Ok(())
-}
-
-/// What `tune --json` prints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TuneReport {
-    /// The namespace the per-namespace values belong to.
-    pub netns: crate::doctor::NetnsInfo,
-    /// `major.minor` of the running kernel, when readable.
-    pub kernel: Option<String>,
-    /// `MemTotal`, bytes.
-    pub memory_bytes: u64,
-    /// Bytes one entry costs, as the max is computed.
-    pub entry_bytes: u64,
-    /// Count, max, fill, buckets now.
-    pub table: crate::output::report::Fill,
-    /// Every recommendation, changed or not.
-    pub recommendations: Vec<Recommendation>,
-    /// What `--apply` did, per key.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub applied: Option<Vec<Applied>>,
-    /// The file `--persist` wrote.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub persisted: Option<String>,
-}
-
-/// The mode of a written `sysctl.d` file: root writes it, everyone may read it (as
-/// `/etc/sysctl.d/*.conf` are shipped).
-const PERSIST_MODE: u32 = 0o644;
-
-/// Why `path` cannot be the `--persist` target, or `None` when it can: its directory must
-/// exist, and the path itself must not be a directory or a symbolic link. A link is refused
-/// rather than followed or replaced: root writing where a planted link points is the attack
-/// the temporary file is guarded against, and replacing an operator's own link by a file
-/// would silently detach it. Give the link's target instead.
-pub fn persist_target_problem(path: &Path) -> Option<String> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Some(String::from(
-                "is a symbolic link; ctguard does not write through links (give the file it \
-                 points to)",
-            ));
-        }
-        Ok(m) if m.is_dir() => {
-            return Some(String::from(
-                "is a directory (give a file, e.g. /etc/sysctl.d/90-conntrack.conf)",
-            ));
-        }
-        _ => {}
-    }
-    let dir = parent_dir(path);
-    if !dir.is_dir() {
-        return Some(format!("directory {} does not exist", dir.display()));
-    }
-    None
-}
-
-/// The directory `path` is in (`.` for a bare name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
-/// Writes `text` to `path` through a temporary file in the same directory, so a reader (or
-/// `sysctl --system` at boot) never sees half a file. The temporary file has an unpredictable
-/// name and is created with `O_CREAT|O_EXCL` (tempfile's `Builder::tempfile_in`), which
-/// refuses any existing name, a planted symbolic link included: nothing is ever written
-/// through a link. It gets mode 0644, is synced, then renamed over `path` (a rename replaces
-/// the directory entry, it never follows a link there); the directory is synced after.
-/// `path` itself must not be a link ([`persist_target_problem`]).
-pub fn write_file_atomically(path: &str, text: &str) -> io::Result<()> {
-    let target = Path::new(path);
-    if let Some(why) = persist_target_problem(target) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
-    }
-    let dir = parent_dir(target);
-    let mut tmp = tempfile::Builder::new().prefix(".ctguard-tune-").tempfile_in(dir)?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(PERSIST_MODE))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    // On failure the temporary file is removed when the error (which owns it) is dropped.
-    tmp.persist(target).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn incident_host() -> TuneFacts {
+    pub(crate) fn incident_host() -> TuneFacts {
         TuneFacts {
             mem_total: 24_684_096 * 1024,
             object_bytes: 256,
@@ -605,53 +382,7 @@ mod tests {
             Some(25_276_514_304)
         );
         assert_eq!(parse_meminfo("MemFree: 1 kB\n"), None);
-        assert_eq!(parse_release("6.18.44-fc-v595\n"), Some((6, 18)));
-        assert_eq!(parse_release("4.4.0-210-generic"), Some((4, 4)));
-        assert_eq!(parse_release("garbage"), None);
         assert_eq!(pow2_floor(1_690_000), 1 << 20);
-    }
-
-    #[test]
-    fn apply_plan_never_writes_globals_outside_the_initial_namespace() {
-        let recs = recommend(&incident_host());
-        let any = |_: &str| true;
-        let inside = plan_apply(&recs, Some(false), Some((6, 18)), any);
-        assert!(matches!(&inside[0], Step::ReadOnly(why) if why.contains("non-initial")));
-        assert!(matches!(&inside[1], Step::ReadOnly(_)));
-        assert_eq!(
-            inside[2],
-            Step::Write("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established".into())
-        );
-        assert_eq!(inside[5], Step::Unchanged);
-        let unknown = plan_apply(&recs, None, Some((6, 18)), any);
-        assert!(matches!(&unknown[0], Step::ReadOnly(_)));
-        let host = plan_apply(&recs, Some(true), Some((6, 18)), any);
-        assert_eq!(host[1], Step::Write("/proc/sys/net/netfilter/nf_conntrack_buckets".into()));
-        let old = plan_apply(&recs, Some(true), Some((4, 4)), any);
-        assert_eq!(old[1], Step::Write(HASHSIZE_PARAM.into()));
-        let ro = plan_apply(&recs, Some(true), Some((6, 18)), |n| n != "nf_conntrack_max");
-        assert!(matches!(&ro[0], Step::ReadOnly(why) if why.contains("read-only here")));
-    }
-
-    #[test]
-    fn apply_writes_reads_back_and_reports_each_outcome() {
-        let recs = recommend(&incident_host());
-        let dir = std::env::temp_dir().join(format!("ctguard-tune-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("established");
-        std::fs::write(&file, "432000\n").unwrap();
-        let steps = [
-            Step::ReadOnly("global".into()),
-            Step::Write(dir.join("no/such/dir").to_string_lossy().into_owned()),
-            Step::Write(file.to_string_lossy().into_owned()),
-            Step::Unchanged,
-        ];
-        let done = apply(&recs[..4], &steps);
-        let outcomes: Vec<&str> = done.iter().map(|a| a.outcome.as_str()).collect();
-        assert_eq!(outcomes, ["read-only", "failed", "written", "unchanged"]);
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "3600\n");
-        assert_eq!(done[2].key, "net.netfilter.nf_conntrack_tcp_timeout_established");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! The table's figures: how full it is and what each CPU counted (`conntrack -C`, `conntrack -S`).
+//!
+//! `ctnetlink` reads the kernel's raw figures ([`TableStats`], [`CpuStats`]); here they become
+//! what commands report: the [`Fill`] of the table, and how far the counters rose in a window.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::ctnetlink::{CpuStats, TableStats};
+
+/// Table fill: count, max, buckets; what `top`, `stats`, `doctor` and `tune` report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fill {
+    /// Entries in the namespace.
+    pub count: u32,
+    /// The global `nf_conntrack_max`.
+    pub max: u32,
+    /// count / max, in percent.
+    pub fill_percent: f64,
+    /// Hash buckets (`nf_conntrack_buckets`), when readable.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub buckets: Option<u64>,
+}
+
+impl Fill {
+    /// From the kernel's stats and the bucket sysctl.
+    pub fn new(s: TableStats, buckets: Option<u64>) -> Fill {
+        let fill_percent =
+            if s.max == 0 { 0.0 } else { (s.count as f64 * 1000.0 / s.max as f64).round() / 10.0 };
+        Fill { count: s.count, max: s.max, fill_percent, buckets }
+    }
+}
+
+impl CpuStats {
+    /// The counters of all CPUs added up (the `cpu` number is left 0).
+    pub fn sum(cpus: &[CpuStats]) -> CpuStats {
+        let mut s = CpuStats::default();
+        for c in cpus {
+            s.add(c);
+        }
+        s
+    }
+
+    /// How much each counter rose since `before` (wrapping, as the kernel's u32 counters do).
+    pub fn since(&self, before: &CpuStats) -> CpuStats {
+        CpuStats {
+            cpu: self.cpu,
+            found: self.found.wrapping_sub(before.found),
+            invalid: self.invalid.wrapping_sub(before.invalid),
+            insert: self.insert.wrapping_sub(before.insert),
+            insert_failed: self.insert_failed.wrapping_sub(before.insert_failed),
+            drop: self.drop.wrapping_sub(before.drop),
+            early_drop: self.early_drop.wrapping_sub(before.early_drop),
+            error: self.error.wrapping_sub(before.error),
+            search_restart: self.search_restart.wrapping_sub(before.search_restart),
+            clash_resolve: self.clash_resolve.wrapping_sub(before.clash_resolve),
+            chaintoolong: self.chaintoolong.wrapping_sub(before.chaintoolong),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_11_6_one_sum_and_one_rise_for_doctor_and_stats() {
+        let a = CpuStats { cpu: 0, drop: 4_294_967_290, insert: 5, ..CpuStats::default() };
+        let b = CpuStats { cpu: 1, drop: 10, early_drop: 2, ..CpuStats::default() };
+        let s = CpuStats::sum(&[a, b]);
+        assert_eq!(
+            (s.cpu, s.drop, s.insert, s.early_drop),
+            (0, 4, 5, 2),
+            "wrapping, as the kernel"
+        );
+        let rise = s.since(&a);
+        assert_eq!((rise.drop, rise.insert, rise.early_drop), (10, 0, 2));
+        assert_eq!(CpuStats::sum(&[]), CpuStats::default());
+    }
+
+    #[test]
+    fn fill_is_rounded_to_a_tenth_and_an_unlimited_table_is_empty() {
+        let f = Fill::new(TableStats { count: 258_540, max: 262_144 }, None);
+        assert_eq!(f.fill_percent, 98.6);
+        assert_eq!(Fill::new(TableStats { count: 5, max: 0 }, None).fill_percent, 0.0);
+    }
+}

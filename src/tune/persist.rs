@@ -1,0 +1,66 @@
+//! `tune --persist`: the `sysctl.d` file, written whole or not at all, never through a link.
+
+use std::io::{self, Write as _};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The mode of a written `sysctl.d` file: root writes it, everyone may read it (as
+/// `/etc/sysctl.d/*.conf` are shipped).
+const PERSIST_MODE: u32 = 0o644;
+
+/// Why `path` cannot be the `--persist` target, or `None` when it can: its directory must
+/// exist, and the path itself must not be a directory or a symbolic link. A link is refused
+/// rather than followed or replaced: root writing where a planted link points is the attack
+/// the temporary file is guarded against, and replacing an operator's own link by a file
+/// would silently detach it. Give the link's target instead.
+pub fn persist_target_problem(path: &Path) -> Option<String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Some(String::from(
+                "is a symbolic link; ctguard does not write through links (give the file it \
+                 points to)",
+            ));
+        }
+        Ok(m) if m.is_dir() => {
+            return Some(String::from(
+                "is a directory (give a file, e.g. /etc/sysctl.d/90-conntrack.conf)",
+            ));
+        }
+        _ => {}
+    }
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Some(format!("directory {} does not exist", dir.display()));
+    }
+    None
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory, so a reader (or
+/// `sysctl --system` at boot) never sees half a file. The temporary file has an unpredictable
+/// name and is created with `O_CREAT|O_EXCL` (tempfile's `Builder::tempfile_in`), which
+/// refuses any existing name, a planted symbolic link included: nothing is ever written
+/// through a link. It gets mode 0644, is synced, then renamed over `path` (a rename replaces
+/// the directory entry, it never follows a link there); the directory is synced after.
+/// `path` itself must not be a link ([`persist_target_problem`]).
+pub fn write_file_atomically(path: &str, text: &str) -> io::Result<()> {
+    let target = Path::new(path);
+    if let Some(why) = persist_target_problem(target) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    }
+    let dir = parent_dir(target);
+    let mut tmp = tempfile::Builder::new().prefix(".ctguard-tune-").tempfile_in(dir)?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(PERSIST_MODE))?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    // On failure the temporary file is removed when the error (which owns it) is dropped.
+    tmp.persist(target).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
