@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use ctguard::ctnetlink::{self, Conntrack, DumpSummary};
 use ctguard::flow::Flow;
 use ctguard::output::report::{Fill, Ranking, StatsReport};
-use ctguard::output::{conntrack as ct_text, json};
+use ctguard::output::{conntrack as ct_text, json, jsonl};
 use ctguard::select::Selector;
 use ctguard::sysctl::{self, StateTimeouts};
 use ctguard::tally::{GroupBy, Tally};
@@ -111,8 +111,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
             let cpus = ct.cpu_stats()?;
             let report = StatsReport::new(fill, &cpus, per_cpu);
             if json {
-                serde_json::to_writer(&mut out, &report).map_err(io::Error::from)?;
-                writeln!(out)?;
+                jsonl::write_line(&mut out, &report)?;
             } else {
                 report.write_text(&mut out)?;
             }
