@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctnetlink::EventKind;
 use crate::flow::Flow;
+use crate::live::Resynced;
 use crate::output::report::{Fill, Group, Ranking, TallyReport};
 use crate::output::{conntrack, json};
 
@@ -126,17 +127,23 @@ pub struct Resync {
     pub took_ms: u64,
 }
 
-/// Event rates over the last interval, of the selected flows.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Rates {
-    /// Flows that entered the counts per second (NEW).
-    pub new_per_s: f64,
-    /// Flows that left the counts per second (DESTROY).
-    pub destroy_per_s: f64,
-    /// Events per second received, all kinds, before the selection.
-    pub events_per_s: f64,
+impl Resync {
+    /// The record of a resync the live engine did, finished now.
+    pub fn of(r: &Resynced) -> Resync {
+        Resync {
+            kind: "resync".into(),
+            time: timestamp(SystemTime::now()),
+            reason: r.reason.name().into(),
+            matched: r.matched,
+            corrected: r.corrected,
+            replayed: r.replayed,
+            took_ms: r.took.as_millis() as u64,
+        }
+    }
 }
+
+/// Event rates over the last interval (the live engine measures them).
+pub use crate::live::Rates;
 
 /// One `watch --json` snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -249,12 +256,6 @@ impl Serialize for SnapshotOf<'_> {
         }
         st.end()
     }
-}
-
-/// Writes a serde value as one JSON line.
-pub fn write_record(out: &mut impl Write, record: &impl Serialize) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, record).map_err(io::Error::from)?;
-    out.write_all(b"\n")
 }
 
 /// The header of a `watch` frame.
