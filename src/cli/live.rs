@@ -248,6 +248,20 @@ async fn deadline(d: Option<Duration>) {
     }
 }
 
+/// How a live command ends: at SIGINT or SIGTERM, when the reader of stdout is gone, or after
+/// `duration`. Needs the runtime.
+fn stopping(duration: Option<Duration>) -> Result<impl Future<Output = Shutdown>, Failure> {
+    let signalled = shutdown()?;
+    Ok(async move {
+        tokio::select! {
+            biased;
+            () = signalled => Shutdown::Now,
+            () = reader_gone() => Shutdown::Quiet,
+            () = deadline(duration) => Shutdown::Deadline,
+        }
+    })
+}
+
 /// Sets `nf_conntrack_events=1` when asked, then reads the namespace's setting: the setting,
 /// and what it means for events, for the operator (a warning, or what `--enable-events` did).
 /// `/proc/sys/net` is the namespace ctguard entered.
@@ -300,9 +314,7 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
         eprintln!("ctguard: {warning}");
     }
     let mut sub = Subscription::open(job.mask, job.opts.rcvbuf)?;
-    let mut stop = pin!(shutdown()?);
-    let mut end = pin!(deadline(job.opts.stop.duration));
-    let mut gone = pin!(reader_gone());
+    let mut stop = pin!(stopping(job.opts.stop.duration)?);
     let limit = job.opts.stop.count.unwrap_or(u64::MAX);
     let (mut printed, mut overruns) = (0u64, 0u64);
     let mut scratch = Vec::new();
@@ -310,10 +322,11 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
     while printed < limit {
         tokio::select! {
             biased;
-            () = &mut stop => break,
-            () = &mut end => break,
             // Nobody reads what is left to say: quietly done (the broken pipe rule).
-            () = &mut gone => return Ok(()),
+            how = &mut stop => match how {
+                Shutdown::Quiet => return Ok(()),
+                Shutdown::Now | Shutdown::Deadline => break,
+            },
             r = sub.recv(|kind, flow| {
                 if failed.is_some() || printed >= limit || !job.mask.contains(kind)
                     || !job.sel.matches(flow)
@@ -575,16 +588,7 @@ async fn watch_loop(
         reconcile,
         snapshots: job.opts.stop.count,
     };
-    let stop = shutdown()?;
-    let end = deadline(job.opts.stop.duration);
-    let how = async {
-        tokio::select! {
-            biased;
-            () = stop => Shutdown::Now,
-            () = reader_gone() => Shutdown::Quiet,
-            () = end => Shutdown::Deadline,
-        }
-    };
+    let how = stopping(job.opts.stop.duration)?;
     let mut kernel = Netns { ct, rcvbuf: job.opts.rcvbuf };
     let ended = Watcher::new(&cfg, &mut kernel, &mut print).run(how).await?;
     if ended != Shutdown::Quiet {
