@@ -4,6 +4,7 @@
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -81,7 +82,7 @@ pub struct EvictArgs {
 #[derive(Debug)]
 pub struct EvictPlan {
     sel: Selector,
-    guests: GuestMap,
+    guests: Arc<GuestMap>,
     selector_text: String,
     yes: bool,
     dry_run: bool,

@@ -120,7 +120,7 @@ fn live_opts(a: &LiveArgs) -> Result<LiveOpts, String> {
 
 /// The selector for live commands: `--idle` and `--timeout-below` change with the clock, not
 /// with events, so they cannot hold for a live count.
-fn live_selector(a: &super::SelectArgs) -> Result<(Selector, GuestMap), String> {
+fn live_selector(a: &super::SelectArgs) -> Result<(Selector, Arc<GuestMap>), String> {
     if a.idle.is_some() || a.timeout_below.is_some() {
         return Err("--idle and --timeout-below do not apply to live events (they change with \
                     time, not with events); use them with list or count"
@@ -171,7 +171,7 @@ pub fn plan_watch(a: WatchArgs, netns: Option<String>) -> Result<WatchJob, Strin
     Ok(WatchJob {
         sel,
         by,
-        guests: Arc::new(guests),
+        guests,
         interval: duration("--interval", &a.interval)?,
         reconcile,
         limit,
@@ -611,5 +611,21 @@ mod tests {
             parse_size("3G").is_err() && parse_size("0").is_err() && parse_size("12X").is_err()
         );
         assert!(parse_size("").is_err() && parse_size("M").is_err());
+    }
+
+    #[test]
+    fn issue_11_1_the_selector_and_the_counts_share_one_guest_map() {
+        use clap::Parser;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "web = [\"172.16.3.0/24\"]").unwrap();
+        let path = file.path().to_str().unwrap();
+        let args = ["ctguard", "watch", "--guests", path, "--guest", "web"];
+        let super::super::Command::Watch(a) = super::super::Cli::parse_from(args).command else {
+            panic!("not a watch");
+        };
+        let job = plan_watch(a, None).unwrap();
+        let filter = job.sel.guests.as_ref().expect("a guest filter");
+        assert!(Arc::ptr_eq(&filter.map, &job.guests), "one map, not a copy");
+        assert_eq!(job.by, GroupBy::Guest);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use ctguard::ctnetlink::{self, Conntrack, DumpSummary};
 use ctguard::flow::Flow;
@@ -171,7 +172,7 @@ pub(super) fn tally(
     ct: &mut Conntrack,
     sel: Selector,
     by: GroupBy,
-    guests: GuestMap,
+    guests: impl Into<Arc<GuestMap>>,
 ) -> Result<Tally, Failure> {
     let sel = with_timeouts(sel);
     let filter = sel.kernel_filter();
