@@ -14,7 +14,9 @@ use ctguard::guests::GuestMap;
 use ctguard::live::watcher::{self, Overrun, gather};
 use ctguard::live::{Classifier, Config, Netns, Resynced, Shutdown, Sink, View, Watcher};
 use ctguard::output::jsonl;
-use ctguard::output::live::{self as view, End, FrameHeader, Lost, Resync, Snapshot, SnapshotOf};
+use ctguard::output::live::{
+    self as view, End, FrameHeader, LiveStatus, Lost, Resync, Snapshot, SnapshotOf,
+};
 use ctguard::output::report::{Fill, Ranking};
 use ctguard::select::{self, Selector};
 use ctguard::sysctl;
@@ -503,25 +505,22 @@ impl<W: Write> Sink for Printer<'_, W> {
             false => self.limit,
         };
         let ranking = Ranking::new(v.table.tally(), fill, limit);
-        let reason = v.reason.map(|r| r.name().to_string());
+        let status = LiveStatus {
+            rates: v.rates,
+            events: v.events,
+            overruns: v.overruns,
+            resyncs: v.resyncs,
+            synced: v.synced,
+            reason: v.reason.map(|r| r.name().to_string()),
+        };
         if !self.screen {
             // Straight from the ranking: no owned label and state map per group.
-            let snap = SnapshotOf {
-                ranking: &ranking,
-                rates: v.rates,
-                events: v.events,
-                overruns: v.overruns,
-                resyncs: v.resyncs,
-                synced: v.synced,
-                reason,
-            };
+            let snap = SnapshotOf { ranking: &ranking, status };
             jsonl::write_line(self.out, &snap)?;
             self.out.flush()?;
             return Ok(());
         }
-        let report = ranking.report();
-        let mut snap = Snapshot::new(report, v.rates, v.events, v.overruns, v.resyncs, v.synced);
-        snap.reason = reason;
+        let snap = Snapshot::new(ranking.report(), status);
         let header = FrameHeader {
             title: &self.title,
             snapshot: &snap,

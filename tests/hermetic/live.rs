@@ -89,7 +89,7 @@ fn recorded_events_drive_the_live_table() {
 fn live_records_reject_unknown_fields() {
     let snap = r#"{"type":"snapshot","time":"2026-11-27T05:35:53.198266Z","table":{"count":1,"max":262144,"fill_percent":0.0,"buckets":262144},"by":"src","matched":1,"groups":[{"key":"10.0.0.1","entries":1,"share_percent":100.0,"states":{"SYN_SENT":1}}],"rates":{"new_per_s":2.0,"destroy_per_s":0.0,"events_per_s":3.9},"events":2,"overruns":0,"resyncs":1,"synced":true}"#;
     let s: Snapshot = serde_json::from_str(snap).unwrap();
-    assert_eq!((s.matched, s.events, s.synced), (1, 2, true));
+    assert_eq!((s.report.matched, s.status.events, s.status.synced), (1, 2, true));
     assert_eq!(serde_json::to_string(&s).unwrap(), snap, "written as documented");
     let extra = snap.replace("\"synced\":true", "\"synced\":true,\"exact\":true");
     assert!(serde_json::from_str::<Snapshot>(&extra).is_err());
