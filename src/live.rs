@@ -14,7 +14,8 @@
 //! watch over churning sources holds only the groups that have flows.
 //!
 //! The table is the pure core; [`resync`] decides when it is rebuilt from a dump, and
-//! [`watcher`] is the engine around both (subscription, dumps, snapshots to a sink).
+//! [`watcher`] is the engine around both (subscription, dumps, snapshots to a sink);
+//! [`stream`] hands each event on as it comes, without a table.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -27,6 +28,7 @@ use crate::select::Selector;
 use crate::tally::{GroupBy, GroupKey, Tally, column_of};
 
 pub mod resync;
+pub mod stream;
 pub mod watcher;
 
 pub use resync::{Reason, Resynced, Resyncs};

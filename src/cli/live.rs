@@ -3,15 +3,16 @@
 
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crossterm::cursor;
 use crossterm::terminal::{Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use ctguard::ctnetlink::{Conntrack, EventKind, EventMask, Subscription};
+use ctguard::flow::Flow;
 use ctguard::guests::GuestMap;
-use ctguard::live::watcher::{self, Overrun, gather};
+use ctguard::live::stream::{EventSink, stream};
+use ctguard::live::watcher::{self, Overrun};
 use ctguard::live::{Classifier, Config, Netns, Resynced, Shutdown, Sink, View, Watcher};
 use ctguard::output::jsonl;
 use ctguard::output::live::{
@@ -316,65 +317,17 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
         eprintln!("ctguard: {warning}");
     }
     let mut sub = Subscription::open(job.mask, job.opts.rcvbuf)?;
-    let mut stop = pin!(stopping(job.opts.stop.duration)?);
-    let limit = job.opts.stop.count.unwrap_or(u64::MAX);
-    let (mut printed, mut overruns) = (0u64, 0u64);
-    let mut scratch = Vec::new();
-    let mut failed: Option<io::Error> = None;
-    while printed < limit {
-        tokio::select! {
-            biased;
-            // Nobody reads what is left to say: quietly done (the broken pipe rule).
-            how = &mut stop => match how {
-                Shutdown::Quiet => return Ok(()),
-                Shutdown::Now | Shutdown::Deadline => break,
-            },
-            r = sub.recv(|kind, flow| {
-                if failed.is_some() || printed >= limit || !job.mask.contains(kind)
-                    || !job.sel.matches(flow)
-                {
-                    return;
-                }
-                let now = SystemTime::now();
-                let r = if job.json {
-                    view::write_event_json(out, &mut scratch, now, kind, flow)
-                } else {
-                    view::write_event_line(out, now, kind, flow)
-                };
-                match r {
-                    Ok(()) => printed += 1,
-                    Err(e) => failed = Some(e),
-                }
-            }) => {
-                let r = r?;
-                if let Some(e) = failed.take() {
-                    return Err(Failure::Output(e));
-                }
-                if r.drained {
-                    out.flush()?;
-                    gather();
-                }
-                if r.overrun {
-                    overruns += 1;
-                    let lost = Lost::new(overruns, sub.drops());
-                    if job.json {
-                        jsonl::write_line(out, &lost)?;
-                    } else {
-                        eprintln!(
-                            "ctguard: receive buffer overrun at {}: {} events lost so far (raise --buffer)",
-                            lost.time,
-                            lost.lost_events.map_or("some".into(), |n| n.to_string())
-                        );
-                    }
-                }
-                out.flush()?;
-            }
-        }
+    let stop = stopping(job.opts.stop.duration)?;
+    let mut print = EventPrinter { out: &mut *out, json: job.json, scratch: Vec::new() };
+    let done = stream(&mut sub, job.mask, &job.sel, job.opts.stop.count, &mut print, stop).await?;
+    if done.how == Shutdown::Quiet {
+        // Nobody reads what is left to say: quietly done (the broken pipe rule).
+        return Ok(());
     }
     // The last word: every drop, read from the socket's counter now. The kernel raises
     // ENOBUFS once per congestion (netlink_overrun), so events dropped after the last one
     // were never reported by a `lost` record.
-    let end = End::new(printed, overruns, sub.drops());
+    let end = End::new(done.events, done.overruns, done.lost_events);
     if job.json {
         jsonl::write_line(out, &end)?;
     } else if end.lost_events.is_some_and(|n| n > 0) || end.overruns > 0 {
@@ -389,6 +342,45 @@ async fn events_loop(job: EventsJob, out: &mut impl Write) -> Result<(), Failure
     }
     out.flush()?;
     Ok(())
+}
+
+/// Where `events` prints: `conntrack -E` lines or JSON Lines; losses on stderr, or as `lost`
+/// records in JSON.
+struct EventPrinter<'a, W: Write> {
+    out: &'a mut W,
+    json: bool,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> EventSink for EventPrinter<'_, W> {
+    type Error = Failure;
+
+    fn event(&mut self, kind: EventKind, flow: &Flow) -> Result<(), Failure> {
+        let now = SystemTime::now();
+        match self.json {
+            true => view::write_event_json(self.out, &mut self.scratch, now, kind, flow)?,
+            false => view::write_event_line(self.out, now, kind, flow)?,
+        }
+        Ok(())
+    }
+
+    fn overrun(&mut self, o: &Overrun) -> Result<(), Failure> {
+        let lost = Lost::new(o.overruns, o.lost_events);
+        if self.json {
+            jsonl::write_line(self.out, &lost)?;
+        } else {
+            eprintln!(
+                "ctguard: receive buffer overrun at {}: {} events lost so far (raise --buffer)",
+                lost.time,
+                lost.lost_events.map_or("some".into(), |n| n.to_string())
+            );
+        }
+        Ok(())
+    }
+
+    fn batch_done(&mut self) -> Result<(), Failure> {
+        Ok(self.out.flush()?)
+    }
 }
 
 /// The alternate screen while `watch` draws on a terminal; left on drop and on panic.

@@ -170,8 +170,9 @@ mod engine {
     use std::time::Duration;
 
     use ctguard::Flow;
-    use ctguard::ctnetlink::{self, EventKind, Received, TableStats};
+    use ctguard::ctnetlink::{self, EventKind, EventMask, Received, TableStats};
     use ctguard::guests::GuestMap;
+    use ctguard::live::stream::{EventSink, Streamed, stream};
     use ctguard::live::watcher::{DumpTask, Events, Overrun};
     use ctguard::live::{
         Classifier, Config, Kernel, Reason, Resynced, Shutdown, Sink, View, Watcher, flow_key,
@@ -324,6 +325,62 @@ mod engine {
         assert_eq!((matched, events, overruns), (4, 3, 1), "{:?}", seen.snapshots);
         assert_eq!(resyncs, seen.resyncs.len() as u64);
         assert!(synced, "held 4 = the table's 4, no resync pending: {:?}", seen.snapshots);
+    }
+
+    /// What `events` would print, as (kind, id), and the losses it was told of.
+    #[derive(Default)]
+    struct Printed {
+        events: Vec<(EventKind, u32)>,
+        overruns: Vec<Overrun>,
+    }
+
+    impl EventSink for Printed {
+        type Error = ctguard::live::watcher::Error;
+
+        fn event(&mut self, kind: EventKind, flow: &Flow) -> Result<(), Self::Error> {
+            self.events.push((kind, flow.id.unwrap_or(0)));
+            Ok(())
+        }
+
+        fn overrun(&mut self, o: &Overrun) -> Result<(), Self::Error> {
+            self.overruns.push(*o);
+            Ok(())
+        }
+
+        fn batch_done(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn issue_11_1_the_event_stream_filters_counts_losses_and_stops_at_its_limit() {
+        use EventKind::{Destroy, New, Update};
+        let mut other = flow(4);
+        other.orig.src = "192.0.2.1".parse().unwrap();
+        let mut script = Script(VecDeque::from([
+            Step::Events(vec![(New, flow(1)), (Update, flow(1)), (New, other)]),
+            Step::Overrun,
+            Step::Events(vec![(New, flow(2)), (Destroy, flow(1)), (New, flow(3))]),
+        ]));
+        let sel = Selector { src: vec!["10.0.0.0/24".parse().unwrap()], ..Selector::default() };
+        let mask = EventMask::NONE.with(New).with(Destroy);
+        let mut seen = Printed::default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let never = std::future::pending::<Shutdown>();
+        let done = rt
+            .block_on(stream(&mut script, mask, &sel, Some(3), &mut seen, never))
+            .expect("the stream ends at its limit");
+        assert_eq!(seen.events, [(New, 1), (New, 2), (Destroy, 1)], "no UPDATE, no 192.0.2.1");
+        assert_eq!(seen.overruns, [Overrun { overruns: 1, lost_events: Some(7) }]);
+        assert_eq!(
+            done,
+            Streamed { events: 3, overruns: 1, lost_events: Some(7), how: Shutdown::Now }
+        );
+        // A shutdown ends it too, and says how.
+        let mut quiet = Script(VecDeque::new());
+        let gone = std::future::ready(Shutdown::Quiet);
+        let done = rt.block_on(stream(&mut quiet, mask, &sel, None, &mut seen, gone)).unwrap();
+        assert_eq!((done.events, done.how), (0, Shutdown::Quiet));
     }
 
     #[test]
