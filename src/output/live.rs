@@ -383,11 +383,6 @@ pub fn write_frame(
     out.flush()
 }
 
-/// Switches to the alternate screen and hides the cursor.
-pub const SCREEN_ENTER: &[u8] = b"\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J";
-/// Shows the cursor and returns to the main screen.
-pub const SCREEN_LEAVE: &[u8] = b"\x1b[?25h\x1b[?1049l";
-
 #[cfg(test)]
 mod tests {
     use super::*;
