@@ -1,5 +1,6 @@
-//! `ctguard events` and `ctguard watch`: their plans, and the tokio loops around the event
-//! subscription, the live table and the printers. The counting itself is `ctguard::live`.
+//! `ctguard events` and `ctguard watch`: their plans, and sinks that print for the library's
+//! live engines (`ctguard::live::stream` for events, `ctguard::live::Watcher` for watch). What
+//! stays here is the terminal, the signals and the `nf_conntrack_events` warnings.
 
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
@@ -33,10 +34,12 @@ use super::{EventsArgs, LiveArgs, WatchArgs};
 /// 64 MiB holds about 100,000 events (a second of `conntrack -D` at full speed) before it
 /// overruns. The memory is only used while events wait to be read.
 pub const DEFAULT_BUFFER: &str = "64M";
+
 /// Reconciliation period while events can be missing (`nf_conntrack_events` is not 1).
 const RECONCILE_SILENT: Duration = Duration::from_secs(30);
 /// Reconciliation period when every flow reports events: a safety net only.
 const RECONCILE_SAFETY: Duration = Duration::from_secs(300);
+
 /// When to stop.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stop {
