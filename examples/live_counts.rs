@@ -1,17 +1,17 @@
-//! Live counts per source from conntrack events, with the library: subscribe, seed the live
-//! table from a dump, apply every event, print the top sources every second. `ctguard watch`
-//! does the same and also resyncs after an overrun and reconciles on a timer.
+//! Live counts per source from conntrack events, with the library's live engine: subscribe,
+//! seed the live table from a dump, apply every event, resync after an overrun, and hand a
+//! snapshot every second to a sink, here one that prints the top sources. `ctguard watch` is
+//! the same engine with a sink that prints JSON Lines or a terminal frame.
 //!
 //! Run as root, for N seconds (default 5): `cargo run --example live_counts -- 10`, or inside a
 //! namespace: `ip netns exec NS target/debug/examples/live_counts 10`.
 
-use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ctguard::ctnetlink::{EventMask, Subscription};
-use ctguard::live::{Classifier, flow_key};
-use ctguard::{Conntrack, DumpFilter, GroupBy, GuestMap, Selector};
+use ctguard::live::watcher::{Error, Overrun};
+use ctguard::live::{Classifier, Config, Netns, Resynced, Shutdown, Sink, View, Watcher};
+use ctguard::{Conntrack, GroupBy, GuestMap, Selector};
 
 fn main() -> ExitCode {
     match run() {
@@ -23,47 +23,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints each snapshot's top three sources, and what the engine did to stay exact.
+struct Print;
+
+impl Sink for Print {
+    type Error = Error;
+
+    fn overrun(&mut self, o: &Overrun) -> Result<(), Error> {
+        println!("events lost ({} overruns): resyncing from a dump", o.overruns);
+        Ok(())
+    }
+
+    fn resynced(&mut self, r: &Resynced) -> Result<(), Error> {
+        println!(
+            "resync ({}): {} flows, {} events replayed",
+            r.reason.name(),
+            r.matched,
+            r.replayed
+        );
+        Ok(())
+    }
+
+    fn snapshot(&mut self, v: &View<'_>) -> Result<(), Error> {
+        let tally = v.table.tally();
+        let top: Vec<String> = tally
+            .sorted()
+            .iter()
+            .take(3)
+            .map(|(key, row)| format!("{} {}", tally.label(key), row.total))
+            .collect();
+        println!("{} flows; top sources: {}", v.table.len(), top.join(", "));
+        Ok(())
+    }
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: u64 = match std::env::args().nth(1) {
         Some(n) => n.parse().map_err(|_| format!("bad number of seconds '{n}'"))?,
         None => 5,
     };
+    let cfg = Config {
+        classifier: Classifier::new(Selector::default(), GroupBy::Src, GuestMap::new()),
+        interval: Duration::from_secs(1),
+        reconcile: None,
+        snapshots: Some(seconds),
+    };
+    let mut ct = Conntrack::open()?;
+    let mut kernel = Netns { ct: &mut ct, rcvbuf: 64 << 20 };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let classifier = Classifier::new(Selector::default(), GroupBy::Src, GuestMap::new());
-        // Subscribe first: whatever changes while the dump runs arrives as an event.
-        let mut events = Subscription::open(EventMask::ALL, 64 << 20)?;
-        let mut table = classifier.empty_table();
-        Conntrack::open()?.dump(&DumpFilter::default(), |flow| {
-            if let Some(place) = classifier.place(flow) {
-                table.seed(flow_key(flow), place);
-            }
-            ControlFlow::Continue(())
-        })?;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
-        for _ in 0..seconds {
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => break,
-                    r = events.recv(|kind, flow| {
-                        table.apply(&classifier.change(kind, flow));
-                    }) => {
-                        if r?.overrun {
-                            return Err("events were lost: a real watcher re-dumps now".into());
-                        }
-                    }
-                }
-            }
-            let top: Vec<String> = table
-                .tally()
-                .sorted()
-                .iter()
-                .take(3)
-                .map(|(key, row)| format!("{} {}", table.tally().label(key), row.total))
-                .collect();
-            println!("{} flows; top sources: {}", table.len(), top.join(", "));
-        }
-        Ok(())
-    })
+    // A daemon would pass its shutdown (a signal) here; this one stops after its snapshots.
+    let never = std::future::pending::<Shutdown>();
+    rt.block_on(Watcher::new(&cfg, &mut kernel, &mut Print).run(never))?;
+    Ok(())
 }

@@ -12,15 +12,27 @@
 //! Memory per flow is a 64-bit key and a 5-byte place (group index, state column); groups are
 //! interned once, and forgotten when their last flow goes (their index is reused), so a long
 //! watch over churning sources holds only the groups that have flows.
+//!
+//! The table is the pure core; [`resync`] decides when it is rebuilt from a dump, and
+//! [`watcher`] is the engine around both (subscription, dumps, snapshots to a sink);
+//! [`stream`] hands each event on as it comes, without a table.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::ctnetlink::EventKind;
 use crate::flow::Flow;
 use crate::guests::GuestMap;
 use crate::select::Selector;
 use crate::tally::{GroupBy, GroupKey, Tally, column_of};
+
+pub mod resync;
+pub mod stream;
+pub mod watcher;
+
+pub use resync::{Reason, Resynced, Resyncs};
+pub use watcher::{Config, Kernel, Netns, Rates, Shutdown, Sink, View, Watcher};
 
 /// A flow's identity for the live table: `CTA_ID` in the upper half, a hash of what never
 /// changes in an entry's life (family, protocol, original tuple, zone) in the lower half.
@@ -67,8 +79,9 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Flows matching `sel`, grouped by `by` (`guests` names guests for [`GroupBy::Guest`]).
-    pub fn new(sel: Selector, by: GroupBy, guests: GuestMap) -> Classifier {
+    /// Flows matching `sel`, grouped by `by` (`guests` names guests for [`GroupBy::Guest`];
+    /// shared with every table this classifier makes).
+    pub fn new(sel: Selector, by: GroupBy, guests: impl Into<Arc<GuestMap>>) -> Classifier {
         Classifier { sel, keyer: Tally::new(by, guests) }
     }
 
@@ -130,7 +143,7 @@ pub struct LiveTable {
 
 impl LiveTable {
     /// An empty table grouping by `by`.
-    pub fn new(by: GroupBy, guests: GuestMap) -> LiveTable {
+    pub fn new(by: GroupBy, guests: impl Into<Arc<GuestMap>>) -> LiveTable {
         LiveTable::with_tally(Tally::new(by, guests))
     }
 

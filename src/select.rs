@@ -6,6 +6,7 @@
 //! they only narrow the dump; [`Selector::matches`] is always the judge.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
@@ -29,8 +30,8 @@ pub struct PortRange {
 /// four addresses lies in one of the CIDRs.
 #[derive(Debug, Clone, Default)]
 pub struct GuestFilter {
-    /// The guest map deciding ownership.
-    pub map: GuestMap,
+    /// The guest map deciding ownership (shared with the tally that names the owners).
+    pub map: Arc<GuestMap>,
     /// The selected guests of `map`.
     pub ids: Vec<GuestId>,
     /// Ad-hoc guest CIDRs.

@@ -14,6 +14,8 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::flow::{Flow, Proto, ProtoState, TcpState};
+use std::sync::Arc;
+
 use crate::guests::{GuestId, GuestMap};
 
 /// What to group by.
@@ -221,7 +223,7 @@ impl Ord for Ranked<'_> {
 #[derive(Debug, Clone)]
 pub struct Tally {
     by: GroupBy,
-    guests: GuestMap,
+    guests: Arc<GuestMap>,
     groups: HashMap<GroupKey, Counts>,
     total: Row,
 }
@@ -235,9 +237,10 @@ fn net(addr: IpAddr, v4: u8, v6: u8) -> IpNetwork {
 }
 
 impl Tally {
-    /// An empty tally; `guests` decides ownership for [`GroupBy::Guest`].
-    pub fn new(by: GroupBy, guests: GuestMap) -> Tally {
-        Tally { by, guests, groups: HashMap::new(), total: Row::default() }
+    /// An empty tally; `guests` decides ownership for [`GroupBy::Guest`] (shared, not copied:
+    /// a live engine's classifier and each dump's table hold the same map).
+    pub fn new(by: GroupBy, guests: impl Into<Arc<GuestMap>>) -> Tally {
+        Tally { by, guests: guests.into(), groups: HashMap::new(), total: Row::default() }
     }
 
     /// How this tally groups.

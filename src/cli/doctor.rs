@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use ctguard::ctnetlink::Conntrack;
 use ctguard::doctor::{self, CounterWindow, DoctorReport, Facts, Inputs, LogSummary, NetnsInfo};
+use ctguard::output::jsonl;
 use ctguard::select::Selector;
 use ctguard::stats::CpuStats;
 use ctguard::tally::GroupBy;
@@ -97,8 +98,7 @@ pub fn doctor(
         tune: tune_lines,
     });
     if p.json {
-        serde_json::to_writer(&mut *out, &report).map_err(io::Error::from)?;
-        writeln!(out)?;
+        jsonl::write_line(out, &report)?;
     } else {
         report.write_text(out)?;
     }
@@ -145,8 +145,7 @@ pub fn tune(
         persisted: persist.map(str::to_string),
     };
     if json {
-        serde_json::to_writer(&mut *out, &report).map_err(io::Error::from)?;
-        writeln!(out)?;
+        jsonl::write_line(out, &report)?;
     } else {
         out.write_all(text.as_bytes())?;
         for a in report.applied.iter().flatten() {

@@ -4,6 +4,7 @@
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use ctguard::audit::{self, Actor, AuditLog, RunInfo, Trail};
 use ctguard::ctnetlink::{Conntrack, Deleter};
 use ctguard::evict::{self, ProvenFlush, Report, Seen};
 use ctguard::flow::Flow;
-use ctguard::output::{conntrack as ct_text, json};
+use ctguard::output::{conntrack as ct_text, json, jsonl};
 use ctguard::select::Selector;
 use ctguard::sysctl::StateTimeouts;
 use ctguard::tally::{GroupBy, Tally};
@@ -81,7 +82,7 @@ pub struct EvictArgs {
 #[derive(Debug)]
 pub struct EvictPlan {
     sel: Selector,
-    guests: GuestMap,
+    guests: Arc<GuestMap>,
     selector_text: String,
     yes: bool,
     dry_run: bool,
@@ -556,8 +557,7 @@ fn nothing_matched(out: &mut impl Write, p: &EvictPlan) -> Result<Outcome, Failu
 
 fn print_report(out: &mut impl Write, p: &EvictPlan, r: &Report) -> Result<(), Failure> {
     if p.json {
-        serde_json::to_writer(&mut *out, r).map_err(io::Error::from)?;
-        writeln!(out)?;
+        jsonl::write_line(out, r)?;
     } else if p.list {
         r.write_text(&mut io::stderr())?;
     } else {

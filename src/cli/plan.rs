@@ -2,6 +2,7 @@
 //! socket opens. A bad value becomes a one-line reason (exit 2).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ctguard::flow::{Family, Flow, L4, Proto, ProtoState, Status, Tuple};
 use ctguard::guests::GuestMap;
@@ -24,9 +25,9 @@ pub struct Plan {
 #[derive(Debug)]
 pub enum Job {
     /// `top`.
-    Top { sel: Selector, by: GroupBy, guests: GuestMap, limit: usize, json: bool },
+    Top { sel: Selector, by: GroupBy, guests: Arc<GuestMap>, limit: usize, json: bool },
     /// `count`.
-    Count { sel: Selector, by: Option<GroupBy>, guests: GuestMap, json: bool },
+    Count { sel: Selector, by: Option<GroupBy>, guests: Arc<GuestMap>, json: bool },
     /// `list`.
     List { sel: Selector, json: bool },
     /// `stats`.
@@ -180,12 +181,13 @@ fn seconds(flag: &str, s: &str) -> Result<u32, String> {
     u32::try_from(d.as_secs()).map_err(|_| format!("{flag}: duration '{s}' is too long"))
 }
 
-/// The selector and the guest map (empty without `--guests`).
-pub fn selector(a: &SelectArgs) -> Result<(Selector, GuestMap), String> {
+/// The selector and the guest map (empty without `--guests`), one map shared by both.
+pub fn selector(a: &SelectArgs) -> Result<(Selector, Arc<GuestMap>), String> {
     let guests = match &a.guests {
         Some(path) => GuestMap::load(path).map_err(|e| e.to_string())?,
         None => GuestMap::new(),
     };
+    let guests = Arc::new(guests);
     let mut filter = GuestFilter::default();
     for g in &a.guest {
         match guests.find(g) {
@@ -213,7 +215,7 @@ pub fn selector(a: &SelectArgs) -> Result<(Selector, GuestMap), String> {
         dst: many(&a.dst, select::parse_cidr)?,
         reply_src: many(&a.reply_src, select::parse_cidr)?,
         reply_dst: many(&a.reply_dst, select::parse_cidr)?,
-        guests: (!a.guest.is_empty()).then(|| GuestFilter { map: guests.clone(), ..filter }),
+        guests: (!a.guest.is_empty()).then(|| GuestFilter { map: Arc::clone(&guests), ..filter }),
         protos: many(&a.proto, select::parse_proto)?,
         sport: many(&a.sport, select::parse_port_range)?,
         dport: many(&a.dport, select::parse_port_range)?,

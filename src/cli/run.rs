@@ -2,11 +2,12 @@
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use ctguard::ctnetlink::{self, Conntrack, DumpSummary};
 use ctguard::flow::Flow;
 use ctguard::output::report::{Ranking, StatsReport};
-use ctguard::output::{conntrack as ct_text, json};
+use ctguard::output::{conntrack as ct_text, json, jsonl};
 use ctguard::select::Selector;
 use ctguard::stats::Fill;
 use ctguard::sysctl::{self, StateTimeouts};
@@ -112,8 +113,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
             let cpus = ct.cpu_stats()?;
             let report = StatsReport::new(fill, &cpus, per_cpu);
             if json {
-                serde_json::to_writer(&mut out, &report).map_err(io::Error::from)?;
-                writeln!(out)?;
+                jsonl::write_line(&mut out, &report)?;
             } else {
                 report.write_text(&mut out)?;
             }
@@ -173,7 +173,7 @@ pub(super) fn tally(
     ct: &mut Conntrack,
     sel: Selector,
     by: GroupBy,
-    guests: GuestMap,
+    guests: impl Into<Arc<GuestMap>>,
 ) -> Result<Tally, Failure> {
     let sel = with_timeouts(sel);
     let filter = sel.kernel_filter();

@@ -508,9 +508,7 @@ impl<'a> FlowLine<'a> {
 /// Builds nothing owned beyond a helper name that is not UTF-8; pass a buffered writer
 /// (`BufWriter`, `StdoutLock` wrapped in one) when writing many flows.
 pub fn write_flow(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
-    let line = FlowLine::new(flow);
-    serde_json::to_writer(&mut *out, &line)?;
-    out.write_all(b"\n")
+    super::jsonl::write_line(out, &FlowLine::new(flow))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctnetlink::EventKind;
 use crate::flow::Flow;
-use crate::output::report::{Group, Ranking, TallyReport};
+use crate::live::Resynced;
+use crate::output::report::{Ranking, TallyReport};
 use crate::output::{conntrack, json};
 use crate::stats::Fill;
 
@@ -127,39 +128,29 @@ pub struct Resync {
     pub took_ms: u64,
 }
 
-/// Event rates over the last interval, of the selected flows.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Rates {
-    /// Flows that entered the counts per second (NEW).
-    pub new_per_s: f64,
-    /// Flows that left the counts per second (DESTROY).
-    pub destroy_per_s: f64,
-    /// Events per second received, all kinds, before the selection.
-    pub events_per_s: f64,
+impl Resync {
+    /// The record of a resync the live engine did, finished now.
+    pub fn of(r: &Resynced) -> Resync {
+        Resync {
+            kind: "resync".into(),
+            time: timestamp(SystemTime::now()),
+            reason: r.reason.name().into(),
+            matched: r.matched,
+            corrected: r.corrected,
+            replayed: r.replayed,
+            took_ms: r.took.as_millis() as u64,
+        }
+    }
 }
 
-/// One `watch --json` snapshot.
+/// Event rates over the last interval (the live engine measures them).
+pub use crate::live::Rates;
+
+/// What a `watch` snapshot says besides its tally: the live engine's figures. One struct for
+/// the owned [`Snapshot`] and the borrowed [`SnapshotOf`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Snapshot {
-    /// Always `snapshot`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// When it was taken.
-    pub time: String,
-    /// The table's fill (namespace count and global max).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub table: Option<Fill>,
-    /// The grouping (`guest`, `src`, `src/24,64`, `state`, ...).
-    pub by: String,
-    /// Selected flows held.
-    pub matched: u64,
-    /// Groups, largest first.
-    pub groups: Vec<Group>,
-    /// Groups left out by `-n`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub more_groups: Option<u64>,
+pub struct LiveStatus {
     /// Rates over the last interval.
     pub rates: Rates,
     /// Events received since the start, all kinds, before the selection.
@@ -177,31 +168,95 @@ pub struct Snapshot {
     pub reason: Option<String>,
 }
 
+/// The keys of a snapshot that are [`LiveStatus`]'s.
+const STATUS_KEYS: [&str; 6] = ["rates", "events", "overruns", "resyncs", "synced", "reason"];
+
+/// One `watch --json` snapshot: `type` and `time`, then the fields of a [`TallyReport`] and
+/// those of a [`LiveStatus`], flat in one object. Not `#[serde(flatten)]`: serde refuses
+/// `deny_unknown_fields` with it, and the schema tests need unknown fields refused. Written
+/// field by field ([`write_snapshot`]), read by splitting the object's keys between the two.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// When it was taken.
+    pub time: String,
+    /// The counts: fill, grouping, matched, groups.
+    pub report: TallyReport,
+    /// The engine's figures.
+    pub status: LiveStatus,
+}
+
 impl Snapshot {
-    /// A snapshot of a tally report.
-    pub fn new(
-        report: TallyReport,
-        rates: Rates,
-        events: u64,
-        overruns: u64,
-        resyncs: u64,
-        synced: bool,
-    ) -> Self {
-        Snapshot {
-            kind: "snapshot".into(),
-            time: timestamp(SystemTime::now()),
-            table: report.table,
-            by: report.by,
-            matched: report.matched,
-            groups: report.groups,
-            more_groups: report.more_groups,
-            rates,
-            events,
-            overruns,
-            resyncs,
-            synced,
-            reason: None,
+    /// A snapshot of a tally report, now.
+    pub fn new(report: TallyReport, status: LiveStatus) -> Self {
+        Snapshot { time: timestamp(SystemTime::now()), report, status }
+    }
+}
+
+/// A snapshot's fields in their documented order.
+#[allow(clippy::too_many_arguments)]
+fn write_snapshot<S: serde::Serializer>(
+    s: S,
+    time: &str,
+    table: Option<&Fill>,
+    by: &str,
+    matched: u64,
+    groups: &impl Serialize,
+    more_groups: Option<u64>,
+    status: &LiveStatus,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("Snapshot", 13)?;
+    st.serialize_field("type", "snapshot")?;
+    st.serialize_field("time", time)?;
+    if let Some(t) = table {
+        st.serialize_field("table", t)?;
+    }
+    st.serialize_field("by", by)?;
+    st.serialize_field("matched", &matched)?;
+    st.serialize_field("groups", groups)?;
+    if let Some(n) = more_groups {
+        st.serialize_field("more_groups", &n)?;
+    }
+    st.serialize_field("rates", &status.rates)?;
+    st.serialize_field("events", &status.events)?;
+    st.serialize_field("overruns", &status.overruns)?;
+    st.serialize_field("resyncs", &status.resyncs)?;
+    st.serialize_field("synced", &status.synced)?;
+    if let Some(reason) = &status.reason {
+        st.serialize_field("reason", reason)?;
+    }
+    st.end()
+}
+
+impl Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = &self.report;
+        let (table, groups) = (r.table.as_ref(), &r.groups);
+        write_snapshot(s, &self.time, table, &r.by, r.matched, groups, r.more_groups, &self.status)
+    }
+}
+
+impl<'de> Deserialize<'de> for Snapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_json::{Map, Value};
+        let mut fields = Map::<String, Value>::deserialize(d)?;
+        if fields.remove("type") != Some(Value::from("snapshot")) {
+            return Err(D::Error::custom("not a snapshot record (\"type\":\"snapshot\")"));
         }
+        let Some(Value::String(time)) = fields.remove("time") else {
+            return Err(D::Error::missing_field("time"));
+        };
+        let mut status = Map::new();
+        for key in STATUS_KEYS {
+            if let Some(v) = fields.remove(key) {
+                status.insert(key.to_string(), v);
+            }
+        }
+        // What is left is the report's: an unknown field is refused there.
+        let status = LiveStatus::deserialize(Value::Object(status)).map_err(D::Error::custom)?;
+        let report = TallyReport::deserialize(Value::Object(fields)).map_err(D::Error::custom)?;
+        Ok(Snapshot { time, report, status })
     }
 }
 
@@ -210,52 +265,18 @@ impl Snapshot {
 pub struct SnapshotOf<'a> {
     /// The groups.
     pub ranking: &'a Ranking<'a>,
-    /// Rates over the last interval.
-    pub rates: Rates,
-    /// Events received since the start.
-    pub events: u64,
-    /// Overruns so far.
-    pub overruns: u64,
-    /// Resyncs so far.
-    pub resyncs: u64,
-    /// See [`Snapshot::synced`].
-    pub synced: bool,
-    /// See [`Snapshot::reason`].
-    pub reason: Option<String>,
+    /// The engine's figures.
+    pub status: LiveStatus,
 }
 
 impl Serialize for SnapshotOf<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
         let r = self.ranking;
-        let mut st = s.serialize_struct("Snapshot", 13)?;
-        st.serialize_field("type", "snapshot")?;
-        st.serialize_field("time", &timestamp(SystemTime::now()))?;
-        if let Some(t) = r.table() {
-            st.serialize_field("table", t)?;
-        }
-        st.serialize_field("by", &r.by())?;
-        st.serialize_field("matched", &r.matched())?;
-        st.serialize_field("groups", &r.groups())?;
-        if let Some(n) = r.more_groups() {
-            st.serialize_field("more_groups", &n)?;
-        }
-        st.serialize_field("rates", &self.rates)?;
-        st.serialize_field("events", &self.events)?;
-        st.serialize_field("overruns", &self.overruns)?;
-        st.serialize_field("resyncs", &self.resyncs)?;
-        st.serialize_field("synced", &self.synced)?;
-        if let Some(reason) = &self.reason {
-            st.serialize_field("reason", reason)?;
-        }
-        st.end()
+        let time = timestamp(SystemTime::now());
+        let groups = r.groups();
+        let (by, matched) = (r.by(), r.matched());
+        write_snapshot(s, &time, r.table(), &by, matched, &groups, r.more_groups(), &self.status)
     }
-}
-
-/// Writes a serde value as one JSON line.
-pub fn write_record(out: &mut impl Write, record: &impl Serialize) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, record).map_err(io::Error::from)?;
-    out.write_all(b"\n")
 }
 
 /// The header of a `watch` frame.
@@ -316,11 +337,11 @@ pub fn write_frame(
     rows: usize,
     cols: usize,
 ) -> io::Result<()> {
-    let s = h.snapshot;
+    let (s, report) = (&h.snapshot.status, &h.snapshot.report);
     let cols = cols.max(1);
     let mut text = Vec::with_capacity(8 << 10);
     writeln!(text, "{}", fit_words(h.title, cols))?;
-    let table = match &s.table {
+    let table = match &report.table {
         Some(t) => format!("table: {} of {} entries ({:.1}% full)", t.count, t.max, t.fill_percent),
         None => "table: ?".to_string(),
     };
@@ -345,13 +366,8 @@ pub fn write_frame(
         writeln!(text, "{}", fit_words(note, cols))?;
     }
     writeln!(text, "{}", fit_words(h.marker.unwrap_or(""), cols))?;
-    let report = TallyReport {
-        table: None,
-        by: s.by.clone(),
-        matched: s.matched,
-        groups: s.groups.clone(),
-        more_groups: s.more_groups,
-    };
+    // The fill is the status line's; the table below goes without it.
+    let report = TallyReport { table: None, ..report.clone() };
     report.write_text_within(&mut text, true, Some(cols))?;
     let mut frame = Vec::with_capacity(text.len() + rows * 4 + 16);
     frame.extend_from_slice(b"\x1b[H");
@@ -368,15 +384,11 @@ pub fn write_frame(
     out.flush()
 }
 
-/// Switches to the alternate screen and hides the cursor.
-pub const SCREEN_ENTER: &[u8] = b"\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J";
-/// Shows the cursor and returns to the main screen.
-pub const SCREEN_LEAVE: &[u8] = b"\x1b[?25h\x1b[?1049l";
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::flow::{Status, TcpState, test_tcp};
+    use crate::output::report::Group;
 
     fn syn() -> Flow {
         let f = test_tcp("172.16.3.5", "10.0.0.1", 40000, 80, TcpState::SynSent);
@@ -422,17 +434,10 @@ mod tests {
         for (limit, reason) in [(None, None), (Some(3), Some("mismatch"))] {
             let ranking = Ranking::new(&t, Some(fill.clone()), limit);
             let reason = reason.map(str::to_string);
-            let mut snap = Snapshot::new(ranking.report(), rates, 9, 1, 2, reason.is_none());
-            snap.reason = reason.clone();
-            let of = SnapshotOf {
-                ranking: &ranking,
-                rates,
-                events: 9,
-                overruns: 1,
-                resyncs: 2,
-                synced: reason.is_none(),
-                reason,
-            };
+            let synced = reason.is_none();
+            let status = LiveStatus { rates, events: 9, overruns: 1, resyncs: 2, synced, reason };
+            let snap = Snapshot::new(ranking.report(), status.clone());
+            let of = SnapshotOf { ranking: &ranking, status };
             let mut got: serde_json::Value = serde_json::to_value(&of).unwrap();
             let mut want: serde_json::Value = serde_json::to_value(&snap).unwrap();
             // Taken a moment apart.
@@ -440,7 +445,7 @@ mod tests {
             want["time"] = "t".into();
             assert_eq!(serde_json::to_string(&got).unwrap(), serde_json::to_string(&want).unwrap());
             let back: Snapshot = serde_json::from_value(got).unwrap();
-            assert_eq!(back.groups, snap.groups);
+            assert_eq!(back.report.groups, snap.report.groups);
         }
     }
 
@@ -476,7 +481,41 @@ mod tests {
             more_groups: None,
         };
         let rates = Rates { new_per_s: 12_345.0, destroy_per_s: 23_456.0, events_per_s: 98_765.0 };
-        Snapshot::new(report, rates, 1_234_567, 3, 4, true)
+        let status = LiveStatus {
+            rates,
+            events: 1_234_567,
+            overruns: 3,
+            resyncs: 4,
+            synced: true,
+            reason: None,
+        };
+        Snapshot::new(report, status)
+    }
+
+    #[test]
+    fn issue_11_6_a_snapshot_is_a_tally_report_and_a_status_on_one_flat_line() {
+        let snap = runaway();
+        let line = serde_json::to_string(&snap).unwrap();
+        let report = serde_json::to_value(&snap.report).unwrap();
+        let status = serde_json::to_value(&snap.status).unwrap();
+        let flat: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for (k, v) in report.as_object().unwrap().iter().chain(status.as_object().unwrap()) {
+            assert_eq!(&flat[k], v, "{k}");
+        }
+        let halves = report.as_object().unwrap().len() + status.as_object().unwrap().len();
+        assert_eq!(flat.as_object().unwrap().len(), 2 + halves, "type, time, and the halves");
+        assert_eq!(serde_json::from_str::<Snapshot>(&line).unwrap(), snap);
+        // Refused: another record's type, an unknown field (in either half), a missing one.
+        for bad in [
+            line.replace("\"type\":\"snapshot\"", "\"type\":\"resync\""),
+            line.replace("\"synced\":true", "\"synced\":true,\"exact\":true"),
+            line.replace("\"by\":\"src\"", "\"by\":\"src\",\"by_guest\":1"),
+            line.replace(",\"synced\":true", ""),
+            line.replace("\"matched\":240089,", ""),
+        ] {
+            assert_ne!(bad, line);
+            assert!(serde_json::from_str::<Snapshot>(&bad).is_err(), "{bad}");
+        }
     }
 
     fn frame_lines(snap: &Snapshot, cols: usize) -> Vec<String> {
@@ -551,7 +590,9 @@ mod tests {
             more_groups: None,
         };
         let rates = Rates { new_per_s: 1.0, destroy_per_s: 0.0, events_per_s: 1.0 };
-        let snap = Snapshot::new(report, rates, 5, 1, 2, false);
+        let status =
+            LiveStatus { rates, events: 5, overruns: 1, resyncs: 2, synced: false, reason: None };
+        let snap = Snapshot::new(report, status);
         let header = FrameHeader {
             title: "a title that is longer than twenty columns",
             snapshot: &snap,

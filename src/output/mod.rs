@@ -2,5 +2,6 @@
 
 pub mod conntrack;
 pub mod json;
+pub mod jsonl;
 pub mod live;
 pub mod report;

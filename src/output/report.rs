@@ -124,8 +124,7 @@ impl<'a> Ranking<'a> {
 
     /// One JSON object and a newline: the bytes of [`TallyReport`]'s JSON.
     pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
-        serde_json::to_writer(&mut *out, self).map_err(io::Error::from)?;
-        writeln!(out)
+        super::jsonl::write_line(out, self)
     }
 
     /// The aligned text form; `states` adds the per-state columns.

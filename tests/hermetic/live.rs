@@ -89,7 +89,7 @@ fn recorded_events_drive_the_live_table() {
 fn live_records_reject_unknown_fields() {
     let snap = r#"{"type":"snapshot","time":"2026-11-27T05:35:53.198266Z","table":{"count":1,"max":262144,"fill_percent":0.0,"buckets":262144},"by":"src","matched":1,"groups":[{"key":"10.0.0.1","entries":1,"share_percent":100.0,"states":{"SYN_SENT":1}}],"rates":{"new_per_s":2.0,"destroy_per_s":0.0,"events_per_s":3.9},"events":2,"overruns":0,"resyncs":1,"synced":true}"#;
     let s: Snapshot = serde_json::from_str(snap).unwrap();
-    assert_eq!((s.matched, s.events, s.synced), (1, 2, true));
+    assert_eq!((s.report.matched, s.status.events, s.status.synced), (1, 2, true));
     assert_eq!(serde_json::to_string(&s).unwrap(), snap, "written as documented");
     let extra = snap.replace("\"synced\":true", "\"synced\":true,\"exact\":true");
     assert!(serde_json::from_str::<Snapshot>(&extra).is_err());
@@ -160,5 +160,245 @@ fn live_bad_input_is_refused_before_any_namespace_or_socket() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("ctguard: ") && stderr.contains(says), "{args:?}: {stderr}");
         assert!(!stderr.contains("nonexistent"), "{args:?}: refused too late: {stderr}");
+    }
+}
+
+/// The live engine on an injected kernel: scripted subscriptions, scripted dumps, a fixed
+/// entry count; what it hands its sink is checked.
+mod engine {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use ctguard::Flow;
+    use ctguard::ctnetlink::{self, EventKind, EventMask, Received, TableStats};
+    use ctguard::guests::GuestMap;
+    use ctguard::live::stream::{EventSink, Streamed, stream};
+    use ctguard::live::watcher::{DumpTask, Events, Overrun};
+    use ctguard::live::{
+        Classifier, Config, Kernel, Reason, Resynced, Shutdown, Sink, View, Watcher, flow_key,
+    };
+    use ctguard::select::Selector;
+    use ctguard::tally::GroupBy;
+
+    /// One `recv` of a scripted subscription.
+    enum Step {
+        Events(Vec<(EventKind, Flow)>),
+        Overrun,
+    }
+
+    struct Script(VecDeque<Step>);
+
+    impl Events for Script {
+        async fn recv(
+            &mut self,
+            mut each: impl FnMut(EventKind, &Flow),
+        ) -> Result<Received, ctnetlink::Error> {
+            // Taken when polled, not when made: a future dropped unpolled loses nothing.
+            match self.0.pop_front() {
+                None => std::future::pending().await,
+                Some(Step::Overrun) => Ok(Received { overrun: true, ..Received::default() }),
+                Some(Step::Events(v)) => {
+                    for (kind, flow) in &v {
+                        each(*kind, flow);
+                    }
+                    Ok(Received { events: v.len(), overrun: false, drained: true })
+                }
+            }
+        }
+
+        fn drops(&self) -> Option<u64> {
+            Some(7)
+        }
+    }
+
+    struct Fake {
+        subscriptions: VecDeque<Script>,
+        dumps: VecDeque<Vec<Flow>>,
+        count: u32,
+    }
+
+    impl Kernel for Fake {
+        type Events = Script;
+
+        fn subscribe(&mut self) -> Result<Script, ctnetlink::Error> {
+            Ok(self.subscriptions.pop_front().unwrap_or(Script(VecDeque::new())))
+        }
+
+        fn dump(&mut self, c: &Classifier) -> Result<DumpTask, ctnetlink::Error> {
+            let flows = self.dumps.pop_front().unwrap_or_default();
+            let c = c.clone();
+            Ok(tokio::task::spawn_blocking(move || {
+                let mut t = c.empty_table();
+                for f in &flows {
+                    if let Some(p) = c.place(f) {
+                        t.seed(flow_key(f), p);
+                    }
+                }
+                Ok(t)
+            }))
+        }
+
+        fn table_stats(&mut self) -> Option<TableStats> {
+            Some(TableStats { count: self.count, max: 1000 })
+        }
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        resyncs: Vec<Resynced>,
+        overruns: Vec<Overrun>,
+        /// (matched, events, overruns, resyncs, synced) per snapshot.
+        snapshots: Vec<(u64, u64, u64, u64, bool)>,
+    }
+
+    impl Sink for Seen {
+        type Error = ctguard::live::watcher::Error;
+
+        fn overrun(&mut self, o: &Overrun) -> Result<(), Self::Error> {
+            self.overruns.push(*o);
+            Ok(())
+        }
+
+        fn resynced(&mut self, r: &Resynced) -> Result<(), Self::Error> {
+            self.resyncs.push(*r);
+            Ok(())
+        }
+
+        fn snapshot(&mut self, v: &View<'_>) -> Result<(), Self::Error> {
+            let matched = v.table.len() as u64;
+            self.snapshots.push((matched, v.events, v.overruns, v.resyncs, v.synced));
+            Ok(())
+        }
+    }
+
+    fn flow(id: u32) -> Flow {
+        let mut f = super::events()[0].1.clone();
+        f.id = Some(id);
+        f.orig.src = format!("10.0.0.{id}").parse().unwrap();
+        f
+    }
+
+    fn run(kernel: &mut Fake, cfg: &Config, seen: &mut Seen) -> Shutdown {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let never = std::future::pending::<Shutdown>();
+            let watcher = Watcher::new(cfg, kernel, seen);
+            tokio::time::timeout(Duration::from_secs(20), watcher.run(never))
+                .await
+                .expect("the engine stops after its snapshots")
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn issue_11_1_seed_overrun_resync_on_an_injected_kernel() {
+        use EventKind::{Destroy, New};
+        let cfg = Config {
+            classifier: Classifier::new(Selector::default(), GroupBy::Src, GuestMap::new()),
+            interval: Duration::from_millis(100),
+            reconcile: None,
+            snapshots: Some(3),
+        };
+        // The kernel's story: 1 and 2 exist and are dumped; 3 is created and 1 ends; events
+        // are lost (4 is created unseen); the second dump has 2, 3, 4; then 5 is created.
+        let first = Script(VecDeque::from([
+            Step::Events(vec![(New, flow(3)), (Destroy, flow(1))]),
+            Step::Overrun,
+        ]));
+        let second = Script(VecDeque::from([Step::Events(vec![(New, flow(5))])]));
+        let mut kernel = Fake {
+            subscriptions: VecDeque::from([first, second]),
+            dumps: VecDeque::from([vec![flow(1), flow(2)], vec![flow(2), flow(3), flow(4)]]),
+            count: 4,
+        };
+        let mut seen = Seen::default();
+        assert_eq!(run(&mut kernel, &cfg, &mut seen), Shutdown::Now);
+        assert!(kernel.subscriptions.is_empty(), "subscribed again after the overrun");
+        assert_eq!(seen.overruns, [Overrun { overruns: 1, lost_events: Some(7) }]);
+        // The seed may finish before the overrun or be thrown away by it; the overrun's
+        // resync comes last either way and holds the truth.
+        let last = seen.resyncs.last().expect("a resync");
+        assert_eq!(last.reason, Reason::Overrun);
+        assert_eq!(last.matched, 3 + u64::from(last.replayed == 1));
+        assert_eq!(seen.snapshots.len(), 3, "stops after --count snapshots");
+        let (matched, events, overruns, resyncs, synced) = *seen.snapshots.last().unwrap();
+        assert_eq!((matched, events, overruns), (4, 3, 1), "{:?}", seen.snapshots);
+        assert_eq!(resyncs, seen.resyncs.len() as u64);
+        assert!(synced, "held 4 = the table's 4, no resync pending: {:?}", seen.snapshots);
+    }
+
+    /// What `events` would print, as (kind, id), and the losses it was told of.
+    #[derive(Default)]
+    struct Printed {
+        events: Vec<(EventKind, u32)>,
+        overruns: Vec<Overrun>,
+    }
+
+    impl EventSink for Printed {
+        type Error = ctguard::live::watcher::Error;
+
+        fn event(&mut self, kind: EventKind, flow: &Flow) -> Result<(), Self::Error> {
+            self.events.push((kind, flow.id.unwrap_or(0)));
+            Ok(())
+        }
+
+        fn overrun(&mut self, o: &Overrun) -> Result<(), Self::Error> {
+            self.overruns.push(*o);
+            Ok(())
+        }
+
+        fn batch_done(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn issue_11_1_the_event_stream_filters_counts_losses_and_stops_at_its_limit() {
+        use EventKind::{Destroy, New, Update};
+        let mut other = flow(4);
+        other.orig.src = "192.0.2.1".parse().unwrap();
+        let mut script = Script(VecDeque::from([
+            Step::Events(vec![(New, flow(1)), (Update, flow(1)), (New, other)]),
+            Step::Overrun,
+            Step::Events(vec![(New, flow(2)), (Destroy, flow(1)), (New, flow(3))]),
+        ]));
+        let sel = Selector { src: vec!["10.0.0.0/24".parse().unwrap()], ..Selector::default() };
+        let mask = EventMask::NONE.with(New).with(Destroy);
+        let mut seen = Printed::default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let never = std::future::pending::<Shutdown>();
+        let done = rt
+            .block_on(stream(&mut script, mask, &sel, Some(3), &mut seen, never))
+            .expect("the stream ends at its limit");
+        assert_eq!(seen.events, [(New, 1), (New, 2), (Destroy, 1)], "no UPDATE, no 192.0.2.1");
+        assert_eq!(seen.overruns, [Overrun { overruns: 1, lost_events: Some(7) }]);
+        assert_eq!(
+            done,
+            Streamed { events: 3, overruns: 1, lost_events: Some(7), how: Shutdown::Now }
+        );
+        // A shutdown ends it too, and says how.
+        let mut quiet = Script(VecDeque::new());
+        let gone = std::future::ready(Shutdown::Quiet);
+        let done = rt.block_on(stream(&mut quiet, mask, &sel, None, &mut seen, gone)).unwrap();
+        assert_eq!((done.events, done.how), (0, Shutdown::Quiet));
+    }
+
+    #[test]
+    fn issue_11_1_a_count_the_table_disagrees_with_is_not_synced() {
+        let cfg = Config {
+            classifier: Classifier::new(Selector::default(), GroupBy::Src, GuestMap::new()),
+            interval: Duration::from_millis(50),
+            reconcile: None,
+            snapshots: Some(2),
+        };
+        let mut kernel = Fake {
+            subscriptions: VecDeque::new(),
+            dumps: VecDeque::from([vec![flow(1)]]),
+            count: 500,
+        };
+        let mut seen = Seen::default();
+        run(&mut kernel, &cfg, &mut seen);
+        assert_eq!(seen.resyncs.len(), 1, "--reconcile off: a mismatch dumps nothing");
+        assert!(seen.snapshots.iter().all(|s| s.0 == 1 && !s.4), "{:?}", seen.snapshots);
     }
 }

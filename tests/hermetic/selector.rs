@@ -60,7 +60,7 @@ fn selector(flags: &[&str], guests: &GuestMap) -> Result<Selector, String> {
             "--timeout-below" => sel.timeout_below = Some(seconds(value)),
             "--guest" => {
                 let g = guest_filter.get_or_insert_with(|| GuestFilter {
-                    map: guests.clone(),
+                    map: guests.clone().into(),
                     ..Default::default()
                 });
                 match guests.find(value) {
