@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
-use crate::ctnetlink::CpuStats;
+use crate::stats::CpuStats;
 use crate::kmsg::{Attribution, TableFullLine, Target};
 use crate::output::report::{Fill, Group};
 use crate::tally::column_name;
@@ -695,7 +695,7 @@ mod tests {
     use super::*;
 
     fn fill(count: u32, max: u32) -> Fill {
-        Fill::new(crate::ctnetlink::TableStats { count, max }, Some(u64::from(max)))
+        Fill::new(crate::stats::TableStats { count, max }, Some(u64::from(max)))
     }
 
     fn quiet(count: u32, max: u32) -> Facts {

@@ -88,7 +88,8 @@ impl Proto {
         ("udplite", Proto::UDPLITE),
     ];
 
-    /// The protocol's name, or `unknown` (what `conntrack -L` prints for others).
+    /// The protocol's name, or `unknown`: libnetfilter_conntrack's `proto2str[]`, what
+    /// `conntrack -L` prints.
     pub fn name(self) -> &'static str {
         Self::NAMES.iter().find(|(_, p)| *p == self).map_or("unknown", |(n, _)| n)
     }
@@ -444,6 +445,8 @@ pub struct Flow {
     pub helper: Option<HelperName>,
     /// Security mark (`CTA_SECMARK`).
     pub secmark: Option<u32>,
+    /// Security context (`CTA_SECCTX`), e.g. `system_u:object_r:unlabeled_t:s0`.
+    pub secctx: Option<SecCtx>,
     /// Attributes this build does not decode.
     pub unknown: Vec<RawAttr>,
 }
@@ -471,6 +474,47 @@ impl HelperName {
     }
 }
 
+/// A security context name (`CTA_SECCTX_NAME`, without its NUL). The contexts SELinux gives
+/// conntrack entries are short, so they are kept inline: an SELinux host sends one with every
+/// entry, and the dump decodes without allocating; a longer one goes to the heap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecCtx(SecCtxBytes);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SecCtxBytes {
+    Inline { bytes: [u8; SecCtx::INLINE], len: u8 },
+    Heap(Box<[u8]>),
+}
+
+impl SecCtx {
+    const INLINE: usize = 62;
+
+    /// From the attribute's bytes, cut at the first NUL.
+    pub fn new(raw: &[u8]) -> SecCtx {
+        let raw = raw.split(|b| *b == 0).next().unwrap_or(&[]);
+        if raw.len() <= Self::INLINE {
+            let mut bytes = [0; Self::INLINE];
+            bytes[..raw.len()].copy_from_slice(raw);
+            SecCtx(SecCtxBytes::Inline { bytes, len: raw.len() as u8 })
+        } else {
+            SecCtx(SecCtxBytes::Heap(raw.into()))
+        }
+    }
+
+    /// The context's bytes, as the kernel sent them.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            SecCtxBytes::Inline { bytes, len } => &bytes[..usize::from(*len)],
+            SecCtxBytes::Heap(b) => b,
+        }
+    }
+
+    /// The context as text (lossy).
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
 impl Default for Flow {
     fn default() -> Self {
         Flow {
@@ -492,6 +536,7 @@ impl Default for Flow {
             labels: None,
             helper: None,
             secmark: None,
+            secctx: None,
             unknown: Vec::new(),
         }
     }
@@ -586,6 +631,18 @@ mod tests {
         let names: Vec<_> = s.names().collect();
         assert_eq!(names, ["SEEN_REPLY", "ASSURED", "BIT30"]);
         assert_eq!(Status::bit_of("assured"), Some(Status::ASSURED));
+    }
+
+    #[test]
+    fn issue_11_5_secctx_keeps_short_contexts_inline_and_long_ones_whole() {
+        let short = SecCtx::new(b"system_u:object_r:unlabeled_t:s0\0\0\0");
+        assert_eq!(short.as_bytes(), b"system_u:object_r:unlabeled_t:s0");
+        assert!(matches!(short.0, SecCtxBytes::Inline { .. }));
+        let long = "system_u:object_r:container_t:s0:".to_string() + &"c1,".repeat(40);
+        let kept = SecCtx::new(long.as_bytes());
+        assert_eq!(kept.as_str(), long);
+        assert!(matches!(kept.0, SecCtxBytes::Heap(_)));
+        assert_eq!(SecCtx::new(b"").as_bytes(), b"");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, T
 pub mod audit;
 pub mod ctnetlink;
 pub mod doctor;
+pub mod event;
 pub mod evict;
 pub mod flushproof;
 pub mod guests;
@@ -18,6 +19,7 @@ pub mod kmsg;
 pub mod live;
 pub mod netns;
 pub mod select;
+pub mod stats;
 pub mod sysctl;
 pub mod tally;
 pub mod tune;

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use crate::ctnetlink::EventKind;
+use crate::event::EventKind;
 use crate::flow::Flow;
 use crate::guests::GuestMap;
 use crate::select::Selector;

@@ -22,10 +22,13 @@ use std::sync::mpsc;
 use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{Socket, SocketAddr};
 
-pub use decode::{CpuStats, Malformed, TableStats};
+pub use decode::Malformed;
 pub use delete::{DeleteTally, Deleter, FlowKey, Marked};
 pub use encode::DumpFilter;
-pub use events::{EventKind, EventMask, Received, Subscription, decode_event};
+pub use events::{EventMask, Received, Subscription, decode_event};
+// Domain types the socket returns, re-exported for callers that came here first.
+pub use crate::event::EventKind;
+pub use crate::stats::{CpuStats, TableStats};
 pub use flushreq::FlushRequest;
 use uapi::*;
 

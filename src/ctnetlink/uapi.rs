@@ -50,6 +50,7 @@ pub(crate) const CTA_USE: u16 = 11;
 pub(crate) const CTA_ID: u16 = 12;
 pub(crate) const CTA_SECMARK: u16 = 17;
 pub(crate) const CTA_ZONE: u16 = 18;
+pub(crate) const CTA_SECCTX: u16 = 19;
 pub(crate) const CTA_TIMESTAMP: u16 = 20;
 pub(crate) const CTA_MARK_MASK: u16 = 21;
 pub(crate) const CTA_LABELS: u16 = 22;
@@ -93,6 +94,8 @@ pub(crate) const CTA_COUNTERS32_BYTES: u16 = 4;
 pub(crate) const CTA_TIMESTAMP_START: u16 = 1;
 pub(crate) const CTA_TIMESTAMP_STOP: u16 = 2;
 pub(crate) const CTA_HELP_NAME: u16 = 1;
+// enum ctattr_secctx
+pub(crate) const CTA_SECCTX_NAME: u16 = 1;
 
 // enum ctattr_filter; the flag bits live in the kernel-private net/netfilter/nf_internals.h
 // (CTA_FILTER_FLAG_*), stable ABI since 5.8.

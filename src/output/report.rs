@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use comfy_table::{Table, presets};
 use serde::{Deserialize, Serialize};
 
-use crate::ctnetlink::{CpuStats, TableStats};
+use crate::stats::{CpuStats, TableStats};
 use crate::tally::{COLUMNS, Counts, GroupKey, Tally, column_name};
 
 /// Table fill: count, max, buckets.
