@@ -542,7 +542,32 @@ impl Default for Flow {
     }
 }
 
+/// An entry's identity for the lifetime of the entry: `CTA_ID` in the upper half, a hash of
+/// what never changes in an entry's life (family, protocol, original tuple, zone) in the lower
+/// half. See [`Flow::identity`].
+pub type EntryId = u64;
+
 impl Flow {
+    /// A flow of `proto` along `orig` whose reply is the plain inverse (no NAT), as
+    /// `conntrack -I` without reply options creates it; every other field empty.
+    pub fn new(proto: Proto, orig: Tuple) -> Flow {
+        Flow { family: Family::of(orig.src), proto, orig, reply: orig.inverse(), ..Flow::default() }
+    }
+
+    /// What tells this entry from every other one in the table, and from a later entry on the
+    /// same tuple: what a resumed dump repeats, and what the live table keys by.
+    ///
+    /// The id alone is not enough: it is a 32-bit hash of the entry (`nf_ct_get_id`), so a table
+    /// of 260,000 entries holds about eight colliding pairs. The tuple hash is Fx (a few
+    /// nanoseconds: this runs for every dumped entry) and deterministic, so a dump thread and an
+    /// event loop compute the same identity for the same entry.
+    pub fn identity(&self) -> EntryId {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        (self.family, self.proto, &self.orig, self.zone_id()).hash(&mut h);
+        (u64::from(self.id.unwrap_or(0)) << 32) | (h.finish() >> 32)
+    }
+
     /// Resets every field, keeping the `unknown` vector's allocation for reuse.
     pub fn clear(&mut self) {
         let mut unknown = std::mem::take(&mut self.unknown);
@@ -588,15 +613,11 @@ pub(crate) fn test_tcp(src: &str, dst: &str, sport: u16, dport: u16, state: TcpS
         zone: None,
     };
     Flow {
-        family: Family::of(orig.src),
-        proto: Proto::TCP,
-        orig,
-        reply: orig.inverse(),
         state: Some(ProtoState::Tcp(state)),
         status: Status(Status::ASSURED | Status::SEEN_REPLY),
         timeout: Some(3600),
         mark: Some(0),
-        ..Flow::default()
+        ..Flow::new(Proto::TCP, orig)
     }
 }
 
@@ -643,6 +664,41 @@ mod tests {
         assert_eq!(kept.as_str(), long);
         assert!(matches!(kept.0, SecCtxBytes::Heap(_)));
         assert_eq!(SecCtx::new(b"").as_bytes(), b"");
+    }
+
+    #[test]
+    fn issue_11_6_new_flow_replies_along_the_inverse() {
+        let orig = Tuple {
+            src: "2001:db8::2".parse().unwrap(),
+            dst: "2001:db8::1".parse().unwrap(),
+            l4: L4::Icmp { kind: 128, code: 0, id: 7 },
+            zone: None,
+        };
+        let f = Flow::new(Proto::ICMPV6, orig);
+        assert_eq!((f.family, f.proto, f.orig), (Family::Ipv6, Proto::ICMPV6, orig));
+        assert_eq!(f.reply.l4, L4::Icmp { kind: 129, code: 0, id: 7 });
+        assert_eq!((f.reply.src, f.reply.dst), (orig.dst, orig.src));
+        assert!(!f.is_nated());
+    }
+
+    /// One identity serves the dump's repeat filter and the live table: the id and the tuple.
+    #[test]
+    fn issue_11_6_identity_is_the_id_and_the_tuple() {
+        let mut a = test_tcp("172.16.3.5", "10.0.0.1", 40000, 443, TcpState::Established);
+        a.id = Some(0xdead_beef);
+        let mut b = a.clone();
+        b.orig.l4 = L4::Ports { src: 40001, dst: 443 };
+        assert_eq!(a.identity() >> 32, 0xdead_beef);
+        assert_ne!(a.identity(), b.identity(), "same id, another tuple");
+        // What changes in an entry's life does not change its identity.
+        let mut later = a.clone();
+        later.state = Some(ProtoState::Tcp(TcpState::TimeWait));
+        later.timeout = Some(5);
+        later.counters_orig = Some(Counter { packets: 9, bytes: 900 });
+        assert_eq!(later.identity(), a.identity());
+        let mut zoned = a.clone();
+        zoned.zone = Some(3);
+        assert_ne!(zoned.identity(), a.identity());
     }
 
     #[test]

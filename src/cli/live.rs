@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ctguard::ctnetlink::{self, Conntrack, EventKind, EventMask, Subscription};
 use ctguard::guests::GuestMap;
-use ctguard::live::{self, Change, Classifier, Effect, LiveTable, flow_key};
+use ctguard::live::{self, Change, Classifier, Effect, LiveTable};
 use ctguard::output::live::{
     self as view, End, FrameHeader, Lost, Rates, Resync, SCREEN_ENTER, SCREEN_LEAVE, Snapshot,
     SnapshotOf,
@@ -433,7 +433,7 @@ fn start_dump(classifier: &Classifier) -> Result<DumpTask, Failure> {
             let mut fresh = c.empty_table();
             let r = ct.dump(&filter, |flow| {
                 if let Some(place) = c.place(flow) {
-                    fresh.seed(flow_key(flow), place);
+                    fresh.seed(flow.identity(), place);
                 }
                 ControlFlow::Continue(())
             });

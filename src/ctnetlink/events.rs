@@ -13,7 +13,7 @@ use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 
 use super::uapi::*;
-use super::{Error, Malformed, decode, set_opt, set_rcvbuf};
+use super::{Error, Malformed, decode, set_rcvbuf};
 use crate::event::EventKind;
 use crate::flow::Flow;
 
@@ -117,7 +117,7 @@ impl Subscription {
             TokioSocket::new(NETLINK_NETFILTER).map_err(|source| Error::Io { op, source })?;
         set_rcvbuf(sock.socket_ref(), rcvbuf);
         // Error replies (we send nothing, but keep the socket's manners the same).
-        set_opt(sock.socket_ref(), SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        let _ = sock.socket_ref().set_cap_ack(true);
         sock.socket_mut()
             .bind(&SocketAddr::new(0, mask.groups()))
             .map_err(|source| Error::Io { op, source })?;

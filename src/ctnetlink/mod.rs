@@ -13,14 +13,14 @@ mod events;
 mod flushreq;
 mod uapi;
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::ops::ControlFlow;
 use std::sync::mpsc;
 
 use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{Socket, SocketAddr};
+use rustc_hash::FxHashSet;
+use rustix::net::sockopt;
 
 pub use decode::Malformed;
 pub use delete::{DeleteTally, Deleter, FlowKey, Marked};
@@ -32,7 +32,7 @@ pub use crate::stats::{CpuStats, TableStats};
 pub use flushreq::FlushRequest;
 use uapi::*;
 
-use crate::flow::Flow;
+use crate::flow::{EntryId, Flow};
 
 /// What went wrong talking to the kernel, with the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -149,31 +149,16 @@ fn open_socket() -> Result<Socket, Error> {
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|source| Error::Io { op, source })?;
     sock.bind(&SocketAddr::new(0, 0)).map_err(|source| Error::Io { op, source })?;
     set_rcvbuf(&sock, SOCK_RCVBUF);
-    // Error replies then carry only the failed request's header, not the whole request.
-    set_opt(&sock, SOL_NETLINK, NETLINK_CAP_ACK, 1);
-    if !set_recv_timeout(&sock, REPLY_TIMEOUT) {
-        return Err(Error::Io { op, source: io::Error::last_os_error() });
-    }
+    // Error replies then carry only the failed request's header, not the whole request
+    // (NETLINK_CAP_ACK, Linux 4.3; an older kernel just sends the whole request back).
+    let _ = sock.set_cap_ack(true);
+    set_recv_timeout(&sock, REPLY_TIMEOUT).map_err(|source| Error::Io { op, source })?;
     Ok(sock)
 }
 
 /// Bounds every `recv` on `sock` (`SO_RCVTIMEO`): it then fails with EAGAIN, see [`recv_error`].
-fn set_recv_timeout(sock: &Socket, after: std::time::Duration) -> bool {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: after.as_secs() as libc::time_t,
-        tv_usec: after.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from a valid, live timeval.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        ) == 0
-    }
+fn set_recv_timeout(sock: &Socket, after: std::time::Duration) -> io::Result<()> {
+    sockopt::set_socket_timeout(sock, sockopt::Timeout::Recv, Some(after)).map_err(io::Error::from)
 }
 
 /// The error of a failed `recv` on a socket opened by [`open_socket`]: ENOBUFS is an overrun,
@@ -247,9 +232,11 @@ impl Conntrack {
             Item::Message(msg) => {
                 decode::decode_flow(&msg[NLMSG_HDRLEN..], &mut flow)
                     .map_err(|source| Error::Malformed { op, source })?;
-                if let Some(id) = flow.id
-                    && !window.insert(dedupe_key(id, &flow))
-                {
+                // What a resumed dump repeats is the same entry, so the same id *and* tuple: among
+                // a quarter million live entries a few pairs share a 32-bit id, and a window of a
+                // few thousand ids would drop a distinct entry as a "repeat" in about one dump in
+                // six of the incident's table (a flow `evict` then never sees).
+                if flow.id.is_some() && !window.insert(flow.identity()) {
                     duplicates += 1;
                     return Ok(ControlFlow::Continue(false));
                 }
@@ -587,25 +574,11 @@ fn error_code(payload: &[u8]) -> i32 {
     payload.get(..4).map_or(0, |b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn set_opt(sock: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid, live c_int.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
-}
-
 /// SO_RCVBUFFORCE ignores `rmem_max` (needs CAP_NET_ADMIN); fall back to SO_RCVBUF.
 fn set_rcvbuf(sock: &Socket, bytes: usize) {
-    let v = bytes.min(i32::MAX as usize) as libc::c_int;
-    if !set_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v) {
-        set_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUF, v);
+    let bytes = bytes.min(i32::MAX as usize);
+    if sockopt::set_socket_recv_buffer_size_force(sock, bytes).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(sock, bytes);
     }
 }
 
@@ -613,67 +586,8 @@ fn set_rcvbuf(sock: &Socket, bytes: usize) {
 /// resumed dump. Three small sets, reused: nothing grows with the table.
 #[derive(Default)]
 struct IdWindow {
-    chunks: [HashSet<u64, BuildHasherDefault<IdHasher>>; 3],
+    chunks: [FxHashSet<EntryId>; 3],
     current: usize,
-}
-
-/// What a resumed dump repeats: the same entry, so the same id *and* the same tuple. The id
-/// alone is not enough: it is a 32-bit siphash, and among a quarter million live entries a
-/// few pairs share one; with a window of a few thousand ids, about one dump in six of the
-/// incident's table would drop a distinct entry as a "repeat" (a flow `evict` never sees).
-/// The high half is the id, the low half a hash of the original tuple and zone.
-fn dedupe_key(id: u32, flow: &Flow) -> u64 {
-    use std::hash::Hash;
-    let mut h = FxHasher(0);
-    (flow.proto, &flow.orig, flow.zone).hash(&mut h);
-    (u64::from(id) << 32) | (h.finish() >> 32)
-}
-
-/// A few nanoseconds per tuple (rustc's Fx mix): this runs for every dumped entry, and only
-/// has to tell apart the tuples of entries that share an id.
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-/// `CTA_ID` is already a siphash of the object, so it is its own hash.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-
-    fn write_u32(&mut self, id: u32) {
-        // hashbrown takes its control bits from the top: spread the id over all 64.
-        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn write_u64(&mut self, key: u64) {
-        self.0 = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 impl IdWindow {
@@ -683,8 +597,8 @@ impl IdWindow {
         self.chunks[self.current].clear();
     }
 
-    /// False when `id` (a [`dedupe_key`]) was already seen in the window.
-    fn insert(&mut self, id: u64) -> bool {
+    /// False when `id` (a [`Flow::identity`]) was already seen in the window.
+    fn insert(&mut self, id: EntryId) -> bool {
         let seen =
             self.chunks.iter().enumerate().any(|(i, c)| i != self.current && c.contains(&id));
         !seen && self.chunks[self.current].insert(id)
@@ -730,7 +644,7 @@ mod tests {
         w.rotate();
         // Later the window has moved on: memory stays bounded.
         assert!(w.insert(3));
-        assert!(w.chunks.iter().map(HashSet::len).sum::<usize>() < 8);
+        assert!(w.chunks.iter().map(FxHashSet::len).sum::<usize>() < 8);
     }
 
     #[test]
@@ -749,10 +663,10 @@ mod tests {
         let (a, b) = (flow(40000), flow(40001));
         let mut w = IdWindow::default();
         w.rotate();
-        assert!(w.insert(dedupe_key(0xdead_beef, &a)));
-        assert!(w.insert(dedupe_key(0xdead_beef, &b)), "same id, another tuple: not a repeat");
+        assert!(w.insert(a.identity()));
+        assert!(w.insert(b.identity()), "same id, another tuple: not a repeat");
         w.rotate();
-        assert!(!w.insert(dedupe_key(0xdead_beef, &a)), "the resumed dump's repeat");
+        assert!(!w.insert(a.identity()), "the resumed dump's repeat");
     }
 
     /// A request the kernel never answers (it drops one it cannot parse without a word) ends
@@ -761,7 +675,7 @@ mod tests {
     fn issue_10_3_a_missing_answer_ends_with_a_timeout_naming_the_operation() {
         // Nothing is sent: the socket only waits for an answer that cannot come.
         let mut ct = Conntrack::open().unwrap();
-        assert!(set_recv_timeout(&ct.sock, std::time::Duration::from_millis(100)));
+        set_recv_timeout(&ct.sock, std::time::Duration::from_millis(100)).unwrap();
         let started = std::time::Instant::now();
         let e = ct.read_replies("read conntrack stats", 7, false, |_| {}).unwrap_err();
         assert!(started.elapsed() < std::time::Duration::from_secs(5));

@@ -12,9 +12,6 @@ pub(crate) const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLM_F_EXCL: u16 = 0x200;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
 pub(crate) const NLA_F_NESTED: u16 = 0x8000;
-// include/uapi/linux/netlink.h, socket options at SOL_NETLINK (270).
-pub(crate) const SOL_NETLINK: libc::c_int = 270;
-pub(crate) const NETLINK_CAP_ACK: libc::c_int = 10;
 // include/uapi/asm-generic/socket.h and linux/sock_diag.h: SO_MEMINFO returns the socket's
 // memory counters as u32s; index SK_MEMINFO_DROPS is sk_drops, which a netlink overrun raises
 // once per lost message (af_netlink.c netlink_overrun).

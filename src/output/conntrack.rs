@@ -379,17 +379,13 @@ mod tests {
     /// A flow as `conntrack -I` leaves it: reply is the inverse, mark 0, use 1.
     fn flow(proto: Proto, orig: Tuple, timeout: u32, state: Option<ProtoState>) -> Flow {
         Flow {
-            family: Family::of(orig.src),
-            proto,
-            orig,
-            reply: orig.inverse(),
             state,
             status: Status(Status::CONFIRMED),
             timeout: Some(timeout),
             mark: Some(0),
             use_count: Some(1),
             id: Some(12345),
-            ..Flow::default()
+            ..Flow::new(proto, orig)
         }
     }
 
