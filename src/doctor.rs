@@ -13,9 +13,9 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
-use crate::stats::CpuStats;
 use crate::kmsg::{Attribution, TableFullLine, Target};
 use crate::output::report::{Fill, Group};
+use crate::stats::CpuStats;
 use crate::tally::column_name;
 
 /// At risk at this fill, whatever else holds: a burst of a few thousand flows from one guest

@@ -69,4 +69,3 @@ impl CpuStats {
         self.chaintoolong = self.chaintoolong.wrapping_add(o.chaintoolong);
     }
 }
-

@@ -334,7 +334,10 @@ mod tests {
         bytes.resize(4 + outer, 0);
         let mut f = Flow::default();
         decode_flow(&bytes, &mut f).unwrap();
-        assert_eq!(f.secctx.as_ref().map(SecCtx::as_bytes), Some(&b"system_u:object_r:unlabeled_t:s0"[..]));
+        assert_eq!(
+            f.secctx.as_ref().map(SecCtx::as_bytes),
+            Some(&b"system_u:object_r:unlabeled_t:s0"[..])
+        );
         assert!(f.unknown.is_empty(), "{:?}", f.unknown);
     }
 

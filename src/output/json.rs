@@ -17,8 +17,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::flow::{
-    Counter, DccpState, Family, Flow, HelperName, L4, Proto, ProtoState, RawAttr, SctpState, SecCtx,
-    Status, TcpState, Tuple,
+    Counter, DccpState, Family, Flow, HelperName, L4, Proto, ProtoState, RawAttr, SctpState,
+    SecCtx, Status, TcpState, Tuple,
 };
 
 /// One flow as a JSON object: the owned form of one line.
