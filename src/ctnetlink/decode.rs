@@ -1,8 +1,8 @@
 //! Kernel bytes → [`Flow`], decoded in place into a reused value (no allocation per entry).
 //!
 //! netlink-packet-netfilter 0.4 parses a message into a `Vec` of attributes and leaves ids,
-//! zones, counters and timestamps as opaque `Other`; walking the attributes here with
-//! attributes here in place gives every field at no allocation.
+//! zones, counters and timestamps as opaque `Other`; walking the attributes here, in place,
+//! gives every field at no allocation.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -68,7 +68,7 @@ fn attrs(buf: &[u8]) -> Attrs<'_> {
 
 fn kind(nla: &Nla<'_>) -> u16 {
     // The nested and byte-order flags are not part of the type.
-    nla.kind & !(NLA_F_NESTED | 0x4000)
+    nla.kind & NLA_TYPE_MASK
 }
 
 fn be16(v: &[u8]) -> Result<u16, Malformed> {
