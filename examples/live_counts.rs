@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ctguard::ctnetlink::{EventMask, Subscription};
-use ctguard::live::{Classifier, flow_key};
+use ctguard::live::Classifier;
 use ctguard::{Conntrack, DumpFilter, GroupBy, GuestMap, Selector};
 
 fn main() -> ExitCode {
@@ -36,7 +36,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let mut table = classifier.empty_table();
         Conntrack::open()?.dump(&DumpFilter::default(), |flow| {
             if let Some(place) = classifier.place(flow) {
-                table.seed(flow_key(flow), place);
+                table.seed(flow.identity(), place);
             }
             ControlFlow::Continue(())
         })?;
