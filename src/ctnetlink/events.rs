@@ -137,7 +137,9 @@ impl Subscription {
     }
 
     /// Events the kernel dropped on this socket so far (`sk_drops`, the Drops column of
-    /// `/proc/net/netlink`), when the kernel reports it (`SO_MEMINFO`, Linux 4.6+).
+    /// `/proc/net/netlink`), when the kernel reports it (`SO_MEMINFO`, Linux 4.6+: the socket's
+    /// memory counters as u32s, sk_drops at index `SK_MEMINFO_DROPS`; a netlink overrun raises
+    /// it once per lost message, af_netlink.c `netlink_overrun`).
     pub fn drops(&self) -> Option<u64> {
         use std::os::fd::AsRawFd;
         let mut info = [0u32; 16];
@@ -147,13 +149,14 @@ impl Subscription {
             libc::getsockopt(
                 self.sock.as_raw_fd(),
                 libc::SOL_SOCKET,
-                SO_MEMINFO,
+                libc::SO_MEMINFO,
                 info.as_mut_ptr().cast(),
                 &mut len,
             )
         };
         let have = len as usize / std::mem::size_of::<u32>();
-        (rc == 0 && have > SK_MEMINFO_DROPS).then(|| u64::from(info[SK_MEMINFO_DROPS]))
+        let drops = libc::SK_MEMINFO_DROPS as usize;
+        (rc == 0 && have > drops).then(|| u64::from(info[drops]))
     }
 
     /// Waits for events and hands each to `each` (a batch of up to a few hundred datagrams per

@@ -4,7 +4,8 @@
 //! netlink-sys, typed as the wire has them. Those defined here are the ones the netlink crates
 //! lack: netlink-packet-netfilter 0.4 keeps its few `IPCTNL_MSG_*` and `NFNL_SUBSYS_*` private
 //! (as `u8`) and models no `CTA_*` numbers we use; libc has some nfnetlink values, but as
-//! `c_int` and not the `CTA_*` attributes, so it would only add casts.
+//! `c_int` and not the `CTA_*` attributes, so it would only add casts (the socket options
+//! come from libc and rustix, where they are used).
 
 pub(crate) use netlink_packet_core::{
     NLA_F_NESTED, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
@@ -13,12 +14,6 @@ pub(crate) use netlink_packet_core::{
 pub(crate) use netlink_sys::protocols::NETLINK_NETFILTER;
 // netlink.h NLMSG_HDRLEN: netlink-packet-core has it (NETLINK_HEADER_LEN) but does not export it.
 pub(crate) const NLMSG_HDRLEN: usize = 16;
-
-// include/uapi/asm-generic/socket.h and linux/sock_diag.h: SO_MEMINFO returns the socket's
-// memory counters as u32s; index SK_MEMINFO_DROPS is sk_drops, which a netlink overrun raises
-// once per lost message (af_netlink.c netlink_overrun). libc 0.2 has no SO_MEMINFO.
-pub(crate) const SO_MEMINFO: libc::c_int = 55;
-pub(crate) const SK_MEMINFO_DROPS: usize = 8;
 
 // include/uapi/linux/netfilter/nfnetlink.h
 pub(crate) const NFNETLINK_V0: u8 = 0;
