@@ -29,7 +29,7 @@ pub enum Error {
         /// The operation.
         op: &'static str,
     },
-    /// The kernel did not answer within [`REPLY_TIMEOUT`]: a request or its acknowledgement
+    /// The kernel did not answer within [`REPLY_TIMEOUT`](super::REPLY_TIMEOUT): a request or its acknowledgement
     /// never came (the kernel drops a request it cannot parse without a word).
     #[error("{op}: no answer from the kernel within {} s; nothing more was sent", .after.as_secs())]
     Timeout {
