@@ -300,6 +300,16 @@ mod tests {
         assert_eq!(e.errno(), Some(libc::ETIMEDOUT));
     }
 
+    /// The options now set through netlink-sys and rustix are really on the socket: short
+    /// error replies (`NETLINK_CAP_ACK`) and the bounded wait (`SO_RCVTIMEO`).
+    #[test]
+    fn issue_11_8_the_socket_options_are_set() {
+        let ct = Conntrack::open().unwrap();
+        assert!(ct.sock.get_cap_ack().unwrap());
+        let timeout = sockopt::socket_timeout(&ct.sock, sockopt::Timeout::Recv).unwrap();
+        assert_eq!(timeout, Some(REPLY_TIMEOUT));
+    }
+
     #[test]
     fn errno_of_ack_and_error() {
         assert_eq!(error_code(&0i32.to_ne_bytes()), 0);
