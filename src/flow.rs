@@ -88,7 +88,8 @@ impl Proto {
         ("udplite", Proto::UDPLITE),
     ];
 
-    /// The protocol's name, or `unknown` (what `conntrack -L` prints for others).
+    /// The protocol's name, or `unknown`: libnetfilter_conntrack's `proto2str[]`, what
+    /// `conntrack -L` prints.
     pub fn name(self) -> &'static str {
         Self::NAMES.iter().find(|(_, p)| *p == self).map_or("unknown", |(n, _)| n)
     }
@@ -444,6 +445,8 @@ pub struct Flow {
     pub helper: Option<HelperName>,
     /// Security mark (`CTA_SECMARK`).
     pub secmark: Option<u32>,
+    /// Security context (`CTA_SECCTX`), e.g. `system_u:object_r:unlabeled_t:s0`.
+    pub secctx: Option<SecCtx>,
     /// Attributes this build does not decode.
     pub unknown: Vec<RawAttr>,
 }
@@ -471,6 +474,47 @@ impl HelperName {
     }
 }
 
+/// A security context name (`CTA_SECCTX_NAME`, without its NUL). The contexts SELinux gives
+/// conntrack entries are short, so they are kept inline: an SELinux host sends one with every
+/// entry, and the dump decodes without allocating; a longer one goes to the heap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecCtx(SecCtxBytes);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SecCtxBytes {
+    Inline { bytes: [u8; SecCtx::INLINE], len: u8 },
+    Heap(Box<[u8]>),
+}
+
+impl SecCtx {
+    const INLINE: usize = 62;
+
+    /// From the attribute's bytes, cut at the first NUL.
+    pub fn new(raw: &[u8]) -> SecCtx {
+        let raw = raw.split(|b| *b == 0).next().unwrap_or(&[]);
+        if raw.len() <= Self::INLINE {
+            let mut bytes = [0; Self::INLINE];
+            bytes[..raw.len()].copy_from_slice(raw);
+            SecCtx(SecCtxBytes::Inline { bytes, len: raw.len() as u8 })
+        } else {
+            SecCtx(SecCtxBytes::Heap(raw.into()))
+        }
+    }
+
+    /// The context's bytes, as the kernel sent them.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            SecCtxBytes::Inline { bytes, len } => &bytes[..usize::from(*len)],
+            SecCtxBytes::Heap(b) => b,
+        }
+    }
+
+    /// The context as text (lossy).
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
 impl Default for Flow {
     fn default() -> Self {
         Flow {
@@ -492,12 +536,38 @@ impl Default for Flow {
             labels: None,
             helper: None,
             secmark: None,
+            secctx: None,
             unknown: Vec::new(),
         }
     }
 }
 
+/// An entry's identity for the lifetime of the entry: `CTA_ID` in the upper half, a hash of
+/// what never changes in an entry's life (family, protocol, original tuple, zone) in the lower
+/// half. See [`Flow::identity`].
+pub type EntryId = u64;
+
 impl Flow {
+    /// A flow of `proto` along `orig` whose reply is the plain inverse (no NAT), as
+    /// `conntrack -I` without reply options creates it; every other field empty.
+    pub fn new(proto: Proto, orig: Tuple) -> Flow {
+        Flow { family: Family::of(orig.src), proto, orig, reply: orig.inverse(), ..Flow::default() }
+    }
+
+    /// What tells this entry from every other one in the table, and from a later entry on the
+    /// same tuple: what a resumed dump repeats, and what the live table keys by.
+    ///
+    /// The id alone is not enough: it is a 32-bit hash of the entry (`nf_ct_get_id`), so a table
+    /// of 260,000 entries holds about eight colliding pairs. The tuple hash is Fx (a few
+    /// nanoseconds: this runs for every dumped entry) and deterministic, so a dump thread and an
+    /// event loop compute the same identity for the same entry.
+    pub fn identity(&self) -> EntryId {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        (self.family, self.proto, &self.orig, self.zone_id()).hash(&mut h);
+        (u64::from(self.id.unwrap_or(0)) << 32) | (h.finish() >> 32)
+    }
+
     /// Resets every field, keeping the `unknown` vector's allocation for reuse.
     pub fn clear(&mut self) {
         let mut unknown = std::mem::take(&mut self.unknown);
@@ -543,15 +613,11 @@ pub(crate) fn test_tcp(src: &str, dst: &str, sport: u16, dport: u16, state: TcpS
         zone: None,
     };
     Flow {
-        family: Family::of(orig.src),
-        proto: Proto::TCP,
-        orig,
-        reply: orig.inverse(),
         state: Some(ProtoState::Tcp(state)),
         status: Status(Status::ASSURED | Status::SEEN_REPLY),
         timeout: Some(3600),
         mark: Some(0),
-        ..Flow::default()
+        ..Flow::new(Proto::TCP, orig)
     }
 }
 
@@ -586,6 +652,53 @@ mod tests {
         let names: Vec<_> = s.names().collect();
         assert_eq!(names, ["SEEN_REPLY", "ASSURED", "BIT30"]);
         assert_eq!(Status::bit_of("assured"), Some(Status::ASSURED));
+    }
+
+    #[test]
+    fn issue_11_5_secctx_keeps_short_contexts_inline_and_long_ones_whole() {
+        let short = SecCtx::new(b"system_u:object_r:unlabeled_t:s0\0\0\0");
+        assert_eq!(short.as_bytes(), b"system_u:object_r:unlabeled_t:s0");
+        assert!(matches!(short.0, SecCtxBytes::Inline { .. }));
+        let long = "system_u:object_r:container_t:s0:".to_string() + &"c1,".repeat(40);
+        let kept = SecCtx::new(long.as_bytes());
+        assert_eq!(kept.as_str(), long);
+        assert!(matches!(kept.0, SecCtxBytes::Heap(_)));
+        assert_eq!(SecCtx::new(b"").as_bytes(), b"");
+    }
+
+    #[test]
+    fn issue_11_6_new_flow_replies_along_the_inverse() {
+        let orig = Tuple {
+            src: "2001:db8::2".parse().unwrap(),
+            dst: "2001:db8::1".parse().unwrap(),
+            l4: L4::Icmp { kind: 128, code: 0, id: 7 },
+            zone: None,
+        };
+        let f = Flow::new(Proto::ICMPV6, orig);
+        assert_eq!((f.family, f.proto, f.orig), (Family::Ipv6, Proto::ICMPV6, orig));
+        assert_eq!(f.reply.l4, L4::Icmp { kind: 129, code: 0, id: 7 });
+        assert_eq!((f.reply.src, f.reply.dst), (orig.dst, orig.src));
+        assert!(!f.is_nated());
+    }
+
+    /// One identity serves the dump's repeat filter and the live table: the id and the tuple.
+    #[test]
+    fn issue_11_6_identity_is_the_id_and_the_tuple() {
+        let mut a = test_tcp("172.16.3.5", "10.0.0.1", 40000, 443, TcpState::Established);
+        a.id = Some(0xdead_beef);
+        let mut b = a.clone();
+        b.orig.l4 = L4::Ports { src: 40001, dst: 443 };
+        assert_eq!(a.identity() >> 32, 0xdead_beef);
+        assert_ne!(a.identity(), b.identity(), "same id, another tuple");
+        // What changes in an entry's life does not change its identity.
+        let mut later = a.clone();
+        later.state = Some(ProtoState::Tcp(TcpState::TimeWait));
+        later.timeout = Some(5);
+        later.counters_orig = Some(Counter { packets: 9, bytes: 900 });
+        assert_eq!(later.identity(), a.identity());
+        let mut zoned = a.clone();
+        zoned.zone = Some(3);
+        assert_ne!(zoned.identity(), a.identity());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, T
 pub mod audit;
 pub mod ctnetlink;
 pub mod doctor;
+pub mod event;
 pub mod evict;
 pub mod flushproof;
 pub mod guests;

@@ -18,10 +18,9 @@
 //! [`stream`] hands each event on as it comes, without a table.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use crate::ctnetlink::EventKind;
+use crate::event::EventKind;
 use crate::flow::Flow;
 use crate::guests::GuestMap;
 use crate::select::Selector;
@@ -34,21 +33,7 @@ pub mod watcher;
 pub use resync::{Reason, Resynced, Resyncs};
 pub use watcher::{Config, Kernel, Netns, Rates, Shutdown, Sink, View, Watcher};
 
-/// A flow's identity for the live table: `CTA_ID` in the upper half, a hash of what never
-/// changes in an entry's life (family, protocol, original tuple, zone) in the lower half.
-///
-/// The id alone is not enough: it is a 32-bit hash of the entry (`nf_ct_get_id`), so a table of
-/// 260,000 entries holds about eight colliding pairs.
-pub type FlowKey = u64;
-
-/// The key of a decoded flow.
-pub fn flow_key(flow: &Flow) -> FlowKey {
-    // DefaultHasher::new() is SipHash with fixed keys: the same flow hashes the same in the
-    // dump thread and in the event loop.
-    let mut h = std::hash::DefaultHasher::new();
-    (flow.family, flow.proto, flow.orig, flow.zone_id()).hash(&mut h);
-    (u64::from(flow.id.unwrap_or(0)) << 32) | (h.finish() & 0xffff_ffff)
-}
+pub use crate::flow::EntryId;
 
 /// Where a flow is counted: its group and its state column ([`column_of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +50,7 @@ pub struct Change {
     /// NEW, UPDATE or DESTROY.
     pub kind: EventKind,
     /// The flow.
-    pub key: FlowKey,
+    pub key: EntryId,
     /// Where the flow now counts; `None` when it is outside the selection (an UPDATE can move
     /// a flow out of `--state ESTABLISHED`) and always for DESTROY.
     pub place: Option<Place>,
@@ -100,7 +85,7 @@ impl Classifier {
     /// The change an event makes.
     pub fn change(&self, kind: EventKind, flow: &Flow) -> Change {
         let place = if kind == EventKind::Destroy { None } else { self.place(flow) };
-        Change { kind, key: flow_key(flow), place }
+        Change { kind, key: flow.identity(), place }
     }
 
     /// An empty table grouping as this classifier does.
@@ -133,7 +118,7 @@ struct Slot {
 /// The held flows and their counts per group and state.
 #[derive(Debug, Clone)]
 pub struct LiveTable {
-    flows: HashMap<FlowKey, Slot>,
+    flows: HashMap<EntryId, Slot>,
     groups: Vec<GroupKey>,
     index: HashMap<GroupKey, u32>,
     /// Indexes in `groups` of groups that emptied, to reuse.
@@ -174,7 +159,7 @@ impl LiveTable {
     }
 
     /// Adds a flow seen by a dump (a repeat of the same key only moves it).
-    pub fn seed(&mut self, key: FlowKey, place: Place) {
+    pub fn seed(&mut self, key: EntryId, place: Place) {
         self.upsert(key, place);
     }
 
@@ -233,7 +218,7 @@ impl LiveTable {
         }
     }
 
-    fn upsert(&mut self, key: FlowKey, place: Place) -> Effect {
+    fn upsert(&mut self, key: EntryId, place: Place) -> Effect {
         let slot = Slot { group: self.intern(place.group), column: place.column };
         match self.flows.insert(key, slot) {
             None => {
@@ -250,7 +235,7 @@ impl LiveTable {
         }
     }
 
-    fn remove(&mut self, key: FlowKey) -> Effect {
+    fn remove(&mut self, key: EntryId) -> Effect {
         match self.flows.remove(&key) {
             Some(old) => {
                 self.uncount(old.group, old.column);
@@ -315,7 +300,7 @@ mod tests {
         let mut t = c.empty_table();
         for f in flows {
             if let Some(p) = c.place(f) {
-                t.seed(flow_key(f), p);
+                t.seed(f.identity(), p);
             }
         }
         t
@@ -403,7 +388,7 @@ mod tests {
         let mut t = c.empty_table();
         let a = flow(7, "172.16.3.5", 1000, TcpState::Established);
         let b = flow(7, "172.16.4.9", 1000, TcpState::Established);
-        assert_ne!(flow_key(&a), flow_key(&b));
+        assert_ne!(a.identity(), b.identity());
         t.apply(&c.change(New, &a));
         t.apply(&c.change(New, &b));
         t.apply(&c.change(Destroy, &a));

@@ -1,7 +1,9 @@
 //! Entering a network namespace before any socket opens (`--netns NAME|PATH`).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
+
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
 /// Where a namespace name points: a path as given, or `/run/netns/NAME` (`ip netns add`).
 pub fn path_of(name_or_path: &str) -> String {
@@ -17,15 +19,13 @@ pub fn path_of(name_or_path: &str) -> String {
 pub fn enter(name_or_path: &str) -> Result<(), String> {
     let path = path_of(name_or_path);
     let file = File::open(&path).map_err(|e| format!("network namespace {path}: {e}"))?;
-    // SAFETY: setns takes a valid open descriptor, which `file` holds for the whole call.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
+    // setns(2) with CLONE_NEWNET: EINVAL if the file is another kind of namespace.
+    move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).map_err(|errno| {
+        let e = std::io::Error::from(errno);
         let hint =
             if e.raw_os_error() == Some(libc::EPERM) { " (needs CAP_SYS_ADMIN)" } else { "" };
-        return Err(format!("enter network namespace {path}: {e}{hint}"));
-    }
-    Ok(())
+        format!("enter network namespace {path}: {e}{hint}")
+    })
 }
 
 /// The initial namespace's inode since Linux 6.18 (`PROC_NET_INIT_INO`); dynamically

@@ -7,9 +7,7 @@
 //! namespace's place and runs on its thread. Never `spawn_blocking` from a place: the blocking
 //! pool's threads live in the caller's original namespace.
 
-use std::fs::File;
 use std::future::Future;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 
@@ -63,21 +61,18 @@ pub struct Place {
 impl Place {
     /// Starts a thread inside the namespace `/run/netns/NAME` with its own runtime.
     pub fn enter(netns: &str) -> Result<Place, String> {
-        let path = format!("/run/netns/{netns}");
-        let file = File::open(&path).map_err(|e| format!("network namespace {path}: {e}"))?;
+        let path = ctguard::netns::path_of(netns);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("lab-{netns}"))
             .spawn(move || {
-                // SAFETY: setns gets a descriptor that `file` keeps open for the call; it moves
-                // only this thread, which is why each namespace gets a thread of its own.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    let e = std::io::Error::last_os_error();
-                    let _ = ready_tx.send(Err(format!("setns into {path}: {e}")));
+                // setns moves only this thread, which is why each namespace gets a thread of
+                // its own.
+                if let Err(e) = ctguard::netns::enter(&path) {
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
-                drop(file);
                 let runtime =
                     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,

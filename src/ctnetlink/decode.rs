@@ -1,16 +1,17 @@
 //! Kernel bytes → [`Flow`], decoded in place into a reused value (no allocation per entry).
 //!
 //! netlink-packet-netfilter 0.4 parses a message into a `Vec` of attributes and leaves ids,
-//! zones, counters and timestamps as opaque `Other`; walking the attributes here with
-//! attributes here in place gives every field at no allocation.
+//! zones, counters and timestamps as opaque `Other`; walking the attributes here, in place,
+//! gives every field at no allocation.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::uapi::*;
 use crate::flow::{
     Counter, DccpState, Family, Flow, HelperName, L4, Proto, ProtoState, RawAttr, SctpState,
-    Status, TcpState, Tuple,
+    SecCtx, Status, TcpState, Tuple,
 };
+use crate::stats::{CpuStats, TableStats};
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +68,7 @@ fn attrs(buf: &[u8]) -> Attrs<'_> {
 
 fn kind(nla: &Nla<'_>) -> u16 {
     // The nested and byte-order flags are not part of the type.
-    nla.kind & !(NLA_F_NESTED | 0x4000)
+    nla.kind & NLA_TYPE_MASK
 }
 
 fn be16(v: &[u8]) -> Result<u16, Malformed> {
@@ -121,6 +122,14 @@ pub(crate) fn decode_flow(payload: &[u8], flow: &mut Flow) -> Result<(), Malform
             CTA_ID => flow.id = Some(be32(v)?),
             CTA_ZONE => flow.zone = Some(be16(v)?),
             CTA_SECMARK => flow.secmark = Some(be32(v)?),
+            CTA_SECCTX => {
+                for c in attrs(v) {
+                    let c = c?;
+                    if kind(&c) == CTA_SECCTX_NAME {
+                        flow.secctx = Some(SecCtx::new(c.value()));
+                    }
+                }
+            }
             CTA_TIMESTAMP => {
                 for t in attrs(v) {
                     let t = t?;
@@ -247,15 +256,6 @@ fn decode_tuple(v: &[u8], t: &mut Tuple) -> Result<Proto, Malformed> {
     Ok(proto)
 }
 
-/// Global table figures from `IPCTNL_MSG_CT_GET_STATS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TableStats {
-    /// Entries in this namespace (`nf_conntrack_count`).
-    pub count: u32,
-    /// The global `nf_conntrack_max`, compared with each namespace's own count.
-    pub max: u32,
-}
-
 pub(crate) fn decode_table_stats(payload: &[u8]) -> Result<TableStats, Malformed> {
     let mut s = TableStats::default();
     for a in attrs(payload.get(4..).ok_or(Malformed("short nfgenmsg"))?) {
@@ -267,65 +267,6 @@ pub(crate) fn decode_table_stats(payload: &[u8]) -> Result<TableStats, Malformed
         }
     }
     Ok(s)
-}
-
-/// Per-CPU counters from `IPCTNL_MSG_CT_GET_STATS_CPU` (what `conntrack -S` prints).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CpuStats {
-    /// CPU number (`nfgenmsg.res_id`).
-    pub cpu: u16,
-    /// Lookups that found an entry.
-    pub found: u32,
-    /// Packets that could not be tracked.
-    pub invalid: u32,
-    /// Entries inserted.
-    pub insert: u32,
-    /// Confirm-time clashes that could not be resolved.
-    pub insert_failed: u32,
-    /// Packets dropped because no entry could be allocated: the table-full signal.
-    pub drop: u32,
-    /// Non-assured entries evicted to make room.
-    pub early_drop: u32,
-    /// Errors.
-    pub error: u32,
-    /// Lookups restarted.
-    pub search_restart: u32,
-    /// Clashes resolved.
-    pub clash_resolve: u32,
-    /// Inserts refused for an over-long hash chain.
-    pub chaintoolong: u32,
-}
-
-impl CpuStats {
-    /// Field names in `conntrack -S` order with their values.
-    pub fn fields(&self) -> [(&'static str, u32); 10] {
-        [
-            ("found", self.found),
-            ("invalid", self.invalid),
-            ("insert", self.insert),
-            ("insert_failed", self.insert_failed),
-            ("drop", self.drop),
-            ("early_drop", self.early_drop),
-            ("error", self.error),
-            ("search_restart", self.search_restart),
-            ("clash_resolve", self.clash_resolve),
-            ("chaintoolong", self.chaintoolong),
-        ]
-    }
-
-    /// Adds another CPU's counters (wrapping, as the kernel's u32 counters do).
-    pub fn add(&mut self, o: &CpuStats) {
-        self.found = self.found.wrapping_add(o.found);
-        self.invalid = self.invalid.wrapping_add(o.invalid);
-        self.insert = self.insert.wrapping_add(o.insert);
-        self.insert_failed = self.insert_failed.wrapping_add(o.insert_failed);
-        self.drop = self.drop.wrapping_add(o.drop);
-        self.early_drop = self.early_drop.wrapping_add(o.early_drop);
-        self.error = self.error.wrapping_add(o.error);
-        self.search_restart = self.search_restart.wrapping_add(o.search_restart);
-        self.clash_resolve = self.clash_resolve.wrapping_add(o.clash_resolve);
-        self.chaintoolong = self.chaintoolong.wrapping_add(o.chaintoolong);
-    }
 }
 
 pub(crate) fn decode_cpu_stats(payload: &[u8]) -> Result<CpuStats, Malformed> {
@@ -375,6 +316,29 @@ mod tests {
         decode_flow(&bytes, &mut f).unwrap();
         assert_eq!(f.family, Family::Ipv6);
         assert_eq!(f.unknown, vec![RawAttr { kind: 99, value: vec![1, 2, 3, 4] }]);
+    }
+
+    /// `CTA_SECCTX` is a nest holding the context name (ctnetlink_dump_secctx); it is decoded
+    /// into the flow, not left for the output to walk.
+    #[test]
+    fn issue_11_5_secctx_is_decoded_into_the_flow() {
+        let name = b"system_u:object_r:unlabeled_t:s0\0";
+        let mut bytes = vec![2u8, 0, 0, 0];
+        let inner = 4 + name.len();
+        let outer = 4 + inner.next_multiple_of(4);
+        bytes.extend_from_slice(&(outer as u16).to_ne_bytes());
+        bytes.extend_from_slice(&(CTA_SECCTX | NLA_F_NESTED).to_ne_bytes());
+        bytes.extend_from_slice(&(inner as u16).to_ne_bytes());
+        bytes.extend_from_slice(&CTA_SECCTX_NAME.to_ne_bytes());
+        bytes.extend_from_slice(name);
+        bytes.resize(4 + outer, 0);
+        let mut f = Flow::default();
+        decode_flow(&bytes, &mut f).unwrap();
+        assert_eq!(
+            f.secctx.as_ref().map(SecCtx::as_bytes),
+            Some(&b"system_u:object_r:unlabeled_t:s0"[..])
+        );
+        assert!(f.unknown.is_empty(), "{:?}", f.unknown);
     }
 
     #[test]

@@ -13,69 +13,31 @@ use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 
 use super::uapi::*;
-use super::{Error, Malformed, decode, set_opt, set_rcvbuf};
+use super::{Error, Malformed, decode, set_rcvbuf};
+use crate::event::EventKind;
 use crate::flow::Flow;
 
-/// What happened to a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
-    /// The kernel confirmed a new flow (or a RELATED one).
-    New,
-    /// State, status, mark, timeout, labels, ... changed.
-    Update,
-    /// The flow ended: deleted, flushed, or reaped after its timeout.
-    Destroy,
+/// The kind of a ctnetlink message (ctnetlink_conntrack_event): DESTROY is sent as
+/// `IPCTNL_MSG_CT_DELETE`, NEW as `IPCTNL_MSG_CT_NEW` with `NLM_F_CREATE|NLM_F_EXCL`, and
+/// every other event as `IPCTNL_MSG_CT_NEW` without those flags.
+fn kind_of(message_type: u16, flags: u16) -> Option<EventKind> {
+    if message_type >> 8 != NFNL_SUBSYS_CTNETLINK {
+        return None;
+    }
+    match message_type & 0xff {
+        IPCTNL_MSG_CT_DELETE => Some(EventKind::Destroy),
+        IPCTNL_MSG_CT_NEW if flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => Some(EventKind::New),
+        IPCTNL_MSG_CT_NEW => Some(EventKind::Update),
+        _ => None,
+    }
 }
 
-impl EventKind {
-    /// Every kind, in kernel group order.
-    pub const ALL: [EventKind; 3] = [EventKind::New, EventKind::Update, EventKind::Destroy];
-
-    /// `new`, `update`, `destroy`: the `--event` values and the JSON `type`.
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::New => "new",
-            EventKind::Update => "update",
-            EventKind::Destroy => "destroy",
-        }
-    }
-
-    /// The tag `conntrack -E` prints: `[NEW]`, `[UPDATE]`, `[DESTROY]`.
-    pub fn tag(self) -> &'static str {
-        match self {
-            EventKind::New => "[NEW]",
-            EventKind::Update => "[UPDATE]",
-            EventKind::Destroy => "[DESTROY]",
-        }
-    }
-
-    /// Parses a name, case-insensitively.
-    pub fn parse(s: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(s))
-    }
-
-    /// The kind of a ctnetlink message (ctnetlink_conntrack_event): DESTROY is sent as
-    /// `IPCTNL_MSG_CT_DELETE`, NEW as `IPCTNL_MSG_CT_NEW` with `NLM_F_CREATE|NLM_F_EXCL`, and
-    /// every other event as `IPCTNL_MSG_CT_NEW` without those flags.
-    fn of_message(message_type: u16, flags: u16) -> Option<EventKind> {
-        if message_type >> 8 != NFNL_SUBSYS_CTNETLINK {
-            return None;
-        }
-        match message_type & 0xff {
-            IPCTNL_MSG_CT_DELETE => Some(EventKind::Destroy),
-            IPCTNL_MSG_CT_NEW if flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => Some(EventKind::New),
-            IPCTNL_MSG_CT_NEW => Some(EventKind::Update),
-            _ => None,
-        }
-    }
-
-    /// The multicast group (`NFNLGRP_CONNTRACK_*`) that carries this kind.
-    fn group(self) -> u32 {
-        match self {
-            EventKind::New => NFNLGRP_CONNTRACK_NEW,
-            EventKind::Update => NFNLGRP_CONNTRACK_UPDATE,
-            EventKind::Destroy => NFNLGRP_CONNTRACK_DESTROY,
-        }
+/// The multicast group (`NFNLGRP_CONNTRACK_*`) that carries `kind`.
+fn group_of(kind: EventKind) -> u32 {
+    match kind {
+        EventKind::New => NFNLGRP_CONNTRACK_NEW,
+        EventKind::Update => NFNLGRP_CONNTRACK_UPDATE,
+        EventKind::Destroy => NFNLGRP_CONNTRACK_DESTROY,
     }
 }
 
@@ -92,12 +54,12 @@ impl EventMask {
 
     /// This set plus `kind`.
     pub fn with(self, kind: EventKind) -> EventMask {
-        EventMask(self.0 | 1 << (kind.group() - 1))
+        EventMask(self.0 | 1 << (group_of(kind) - 1))
     }
 
     /// True when `kind` is in the set.
     pub fn contains(self, kind: EventKind) -> bool {
-        self.0 & 1 << (kind.group() - 1) != 0
+        self.0 & 1 << (group_of(kind) - 1) != 0
     }
 
     /// True when the set is empty.
@@ -155,7 +117,7 @@ impl Subscription {
             TokioSocket::new(NETLINK_NETFILTER).map_err(|source| Error::Io { op, source })?;
         set_rcvbuf(sock.socket_ref(), rcvbuf);
         // Error replies (we send nothing, but keep the socket's manners the same).
-        set_opt(sock.socket_ref(), SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        let _ = sock.socket_ref().set_cap_ack(true);
         sock.socket_mut()
             .bind(&SocketAddr::new(0, mask.groups()))
             .map_err(|source| Error::Io { op, source })?;
@@ -175,7 +137,9 @@ impl Subscription {
     }
 
     /// Events the kernel dropped on this socket so far (`sk_drops`, the Drops column of
-    /// `/proc/net/netlink`), when the kernel reports it (`SO_MEMINFO`, Linux 4.6+).
+    /// `/proc/net/netlink`), when the kernel reports it (`SO_MEMINFO`, Linux 4.6+: the socket's
+    /// memory counters as u32s, sk_drops at index `SK_MEMINFO_DROPS`; a netlink overrun raises
+    /// it once per lost message, af_netlink.c `netlink_overrun`).
     pub fn drops(&self) -> Option<u64> {
         use std::os::fd::AsRawFd;
         let mut info = [0u32; 16];
@@ -185,13 +149,14 @@ impl Subscription {
             libc::getsockopt(
                 self.sock.as_raw_fd(),
                 libc::SOL_SOCKET,
-                SO_MEMINFO,
+                libc::SO_MEMINFO,
                 info.as_mut_ptr().cast(),
                 &mut len,
             )
         };
         let have = len as usize / std::mem::size_of::<u32>();
-        (rc == 0 && have > SK_MEMINFO_DROPS).then(|| u64::from(info[SK_MEMINFO_DROPS]))
+        let drops = libc::SK_MEMINFO_DROPS as usize;
+        (rc == 0 && have > drops).then(|| u64::from(info[drops]))
     }
 
     /// Waits for events and hands each to `each` (a batch of up to a few hundred datagrams per
@@ -314,7 +279,7 @@ fn for_each_event(
     let mut n = 0;
     for msg in super::messages(datagram) {
         let msg = msg?;
-        if let Some(kind) = EventKind::of_message(msg.message_type(), msg.flags()) {
+        if let Some(kind) = kind_of(msg.message_type(), msg.flags()) {
             decode::decode_flow(msg.payload(), flow)?;
             each(kind, flow);
             n += 1;
@@ -327,7 +292,7 @@ fn for_each_event(
 /// it is; `None` for a message that is not a conntrack event.
 pub fn decode_event(msg: &[u8], flow: &mut Flow) -> Result<Option<EventKind>, Malformed> {
     let m = NetlinkBuffer::new_checked(msg).map_err(|_| Malformed("bad netlink header"))?;
-    match EventKind::of_message(m.message_type(), m.flags()) {
+    match kind_of(m.message_type(), m.flags()) {
         Some(kind) => decode::decode_flow(m.payload(), flow).map(|()| Some(kind)),
         None => Ok(None),
     }
@@ -341,12 +306,12 @@ mod tests {
     fn kinds_from_type_and_flags() {
         let t = |m: u16| (NFNL_SUBSYS_CTNETLINK << 8) | m;
         let create = NLM_F_CREATE | NLM_F_EXCL;
-        assert_eq!(EventKind::of_message(t(IPCTNL_MSG_CT_NEW), create), Some(EventKind::New));
-        assert_eq!(EventKind::of_message(t(IPCTNL_MSG_CT_NEW), 0), Some(EventKind::Update));
-        assert_eq!(EventKind::of_message(t(IPCTNL_MSG_CT_DELETE), 0), Some(EventKind::Destroy));
+        assert_eq!(kind_of(t(IPCTNL_MSG_CT_NEW), create), Some(EventKind::New));
+        assert_eq!(kind_of(t(IPCTNL_MSG_CT_NEW), 0), Some(EventKind::Update));
+        assert_eq!(kind_of(t(IPCTNL_MSG_CT_DELETE), 0), Some(EventKind::Destroy));
         // Expectation events (subsystem 2) and stats answers are not flow events.
-        assert_eq!(EventKind::of_message((2 << 8) | IPCTNL_MSG_CT_NEW, create), None);
-        assert_eq!(EventKind::of_message(t(IPCTNL_MSG_CT_GET_STATS), 0), None);
+        assert_eq!(kind_of((2 << 8) | IPCTNL_MSG_CT_NEW, create), None);
+        assert_eq!(kind_of(t(IPCTNL_MSG_CT_GET_STATS), 0), None);
     }
 
     #[test]

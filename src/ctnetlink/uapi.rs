@@ -1,25 +1,19 @@
-//! ctnetlink constants that netlink-packet-netfilter 0.4 does not define, each with its header.
+//! The uapi numbers ctnetlink speaks, each with its header.
+//!
+//! The netlink ones (include/uapi/linux/netlink.h) come from netlink-packet-core and
+//! netlink-sys, typed as the wire has them. Those defined here are the ones the netlink crates
+//! lack: netlink-packet-netfilter 0.4 keeps its few `IPCTNL_MSG_*` and `NFNL_SUBSYS_*` private
+//! (as `u8`) and models no `CTA_*` numbers we use; libc has some nfnetlink values, but as
+//! `c_int` and not the `CTA_*` attributes, so it would only add casts (the socket options
+//! come from libc and rustix, where they are used).
 
-// include/uapi/linux/netlink.h
-pub(crate) const NETLINK_NETFILTER: isize = 12;
+pub(crate) use netlink_packet_core::{
+    NLA_F_NESTED, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
+    NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+};
+pub(crate) use netlink_sys::protocols::NETLINK_NETFILTER;
+// netlink.h NLMSG_HDRLEN: netlink-packet-core has it (NETLINK_HEADER_LEN) but does not export it.
 pub(crate) const NLMSG_HDRLEN: usize = 16;
-pub(crate) const NLMSG_ERROR: u16 = 2;
-pub(crate) const NLMSG_DONE: u16 = 3;
-pub(crate) const NLM_F_REQUEST: u16 = 1;
-pub(crate) const NLM_F_ACK: u16 = 4;
-pub(crate) const NLM_F_DUMP_INTR: u16 = 16;
-pub(crate) const NLM_F_DUMP: u16 = 0x300;
-pub(crate) const NLM_F_EXCL: u16 = 0x200;
-pub(crate) const NLM_F_CREATE: u16 = 0x400;
-pub(crate) const NLA_F_NESTED: u16 = 0x8000;
-// include/uapi/linux/netlink.h, socket options at SOL_NETLINK (270).
-pub(crate) const SOL_NETLINK: libc::c_int = 270;
-pub(crate) const NETLINK_CAP_ACK: libc::c_int = 10;
-// include/uapi/asm-generic/socket.h and linux/sock_diag.h: SO_MEMINFO returns the socket's
-// memory counters as u32s; index SK_MEMINFO_DROPS is sk_drops, which a netlink overrun raises
-// once per lost message (af_netlink.c netlink_overrun).
-pub(crate) const SO_MEMINFO: libc::c_int = 55;
-pub(crate) const SK_MEMINFO_DROPS: usize = 8;
 
 // include/uapi/linux/netfilter/nfnetlink.h
 pub(crate) const NFNETLINK_V0: u8 = 0;
@@ -50,6 +44,7 @@ pub(crate) const CTA_USE: u16 = 11;
 pub(crate) const CTA_ID: u16 = 12;
 pub(crate) const CTA_SECMARK: u16 = 17;
 pub(crate) const CTA_ZONE: u16 = 18;
+pub(crate) const CTA_SECCTX: u16 = 19;
 pub(crate) const CTA_TIMESTAMP: u16 = 20;
 pub(crate) const CTA_MARK_MASK: u16 = 21;
 pub(crate) const CTA_LABELS: u16 = 22;
@@ -93,6 +88,8 @@ pub(crate) const CTA_COUNTERS32_BYTES: u16 = 4;
 pub(crate) const CTA_TIMESTAMP_START: u16 = 1;
 pub(crate) const CTA_TIMESTAMP_STOP: u16 = 2;
 pub(crate) const CTA_HELP_NAME: u16 = 1;
+// enum ctattr_secctx
+pub(crate) const CTA_SECCTX_NAME: u16 = 1;
 
 // enum ctattr_filter; the flag bits live in the kernel-private net/netfilter/nf_internals.h
 // (CTA_FILTER_FLAG_*), stable ABI since 5.8.

@@ -250,7 +250,7 @@ mod tests {
         let mut t = c.empty_table();
         for f in flows {
             if let Some(p) = c.place(f) {
-                t.seed(crate::live::flow_key(f), p);
+                t.seed(f.identity(), p);
             }
         }
         t

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval, interval_at};
 
 use super::resync::{Reason, Resynced, Resyncs};
-use super::{Classifier, Effect, LiveTable, flow_key};
+use super::{Classifier, Effect, LiveTable};
 use crate::ctnetlink::{self, Conntrack, EventKind, EventMask, Received, Subscription, TableStats};
 use crate::flow::Flow;
 
@@ -123,7 +123,7 @@ pub fn spawn_dump(classifier: &Classifier) -> Result<DumpTask, ctnetlink::Error>
             let mut fresh = c.empty_table();
             let r = ct.dump(&filter, |flow| {
                 if let Some(place) = c.place(flow) {
-                    fresh.seed(flow_key(flow), place);
+                    fresh.seed(flow.identity(), place);
                 }
                 ControlFlow::Continue(())
             });

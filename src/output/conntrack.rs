@@ -32,13 +32,6 @@ use crate::flow::{
     Counter, DccpState, Family, Flow, L4, Proto, ProtoState, SctpState, Status, TcpState, Tuple,
 };
 
-/// `CTA_SECCTX`: the security context, a nest holding `CTA_SECCTX_NAME`.
-const CTA_SECCTX: u16 = 19;
-/// `CTA_SECCTX_NAME`: the context as a NUL-terminated string.
-const CTA_SECCTX_NAME: u16 = 1;
-/// Netlink attribute type bits that are flags (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`).
-const NLA_TYPE_MASK: u16 = 0x3fff;
-
 /// Writes `flow` as one `conntrack -L` line, with the trailing newline.
 ///
 /// Writes many small pieces: give it a buffered writer. Allocates nothing (except for a helper
@@ -54,7 +47,7 @@ pub fn write_line(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
 /// Like [`write_line`], with the clock fixed: `now_unix_secs` is used for the `delta-time` of
 /// an entry that has a start time but no stop time.
 pub fn write_line_at(out: &mut impl Write, flow: &Flow, now_unix_secs: i64) -> io::Result<()> {
-    let name = proto_name(flow.proto).as_bytes();
+    let name = flow.proto.name().as_bytes();
     out.write_all(name)?;
     // "%-8s %u"
     for _ in name.len()..8 {
@@ -94,9 +87,9 @@ pub fn write_line_at(out: &mut impl Write, flow: &Flow, now_unix_secs: i64) -> i
         out.write_all(b" secmark=")?;
         write_u64(out, u64::from(secmark))?;
     }
-    if let Some(ctx) = secctx(flow) {
+    if let Some(ctx) = &flow.secctx {
         out.write_all(b" secctx=")?;
-        out.write_all(ctx)?;
+        out.write_all(ctx.as_bytes())?;
     }
     if let Some(zone) = flow.zone {
         out.write_all(b" zone=")?;
@@ -192,21 +185,6 @@ fn write_l4(out: &mut impl Write, proto: Proto, l4: L4) -> io::Result<()> {
     }
 }
 
-/// libnetfilter_conntrack's `proto2str[]`, `unknown` for the rest.
-fn proto_name(proto: Proto) -> &'static str {
-    match proto {
-        Proto::TCP => "tcp",
-        Proto::UDP => "udp",
-        Proto::UDPLITE => "udplite",
-        Proto::ICMP => "icmp",
-        Proto::ICMPV6 => "icmpv6",
-        Proto::SCTP => "sctp",
-        Proto::GRE => "gre",
-        Proto::DCCP => "dccp",
-        _ => "unknown",
-    }
-}
-
 /// The state name from the library's tables; numbers past them print as `NONE`.
 fn state_name(state: ProtoState) -> &'static str {
     // The names are libnetfilter_conntrack's; a number past its tables prints as NONE.
@@ -216,25 +194,6 @@ fn state_name(state: ProtoState) -> &'static str {
         | ProtoState::Dccp(DccpState::Other(_)) => "NONE",
         known => known.name(),
     }
-}
-
-/// The `CTA_SECCTX_NAME` string inside a kept `CTA_SECCTX` attribute, up to its NUL.
-fn secctx(flow: &Flow) -> Option<&[u8]> {
-    let nest = flow.unknown.iter().find(|a| a.kind & NLA_TYPE_MASK == CTA_SECCTX)?;
-    let mut rest = nest.value.as_slice();
-    while rest.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > rest.len() {
-            return None;
-        }
-        if kind == CTA_SECCTX_NAME {
-            let payload = &rest[4..len];
-            return Some(payload.split(|b| *b == 0).next().unwrap_or(payload));
-        }
-        rest = &rest[((len + 3) & !3).min(rest.len())..];
-    }
-    None
 }
 
 fn write_addr(out: &mut impl Write, addr: IpAddr) -> io::Result<()> {
@@ -371,7 +330,7 @@ mod tests {
     //! the test kernel could not produce (offload, secctx, secmark, unknown state numbers).
 
     use super::*;
-    use crate::flow::{DccpState, HelperName, RawAttr, SctpState, TcpState};
+    use crate::flow::{DccpState, HelperName, SctpState, SecCtx, TcpState};
 
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
@@ -420,17 +379,13 @@ mod tests {
     /// A flow as `conntrack -I` leaves it: reply is the inverse, mark 0, use 1.
     fn flow(proto: Proto, orig: Tuple, timeout: u32, state: Option<ProtoState>) -> Flow {
         Flow {
-            family: Family::of(orig.src),
-            proto,
-            orig,
-            reply: orig.inverse(),
             state,
             status: Status(Status::CONFIRMED),
             timeout: Some(timeout),
             mark: Some(0),
             use_count: Some(1),
             id: Some(12345),
-            ..Flow::default()
+            ..Flow::new(proto, orig)
         }
     }
 
@@ -747,13 +702,7 @@ mod tests {
         );
         f.status.0 |= Status::SEEN_REPLY | Status::ASSURED | Status::OFFLOAD;
         f.secmark = Some(7);
-        let name = b"system_u:object_r:unlabeled_t:s0\0";
-        let mut nest = Vec::new();
-        nest.extend_from_slice(&((4 + name.len()) as u16).to_ne_bytes());
-        nest.extend_from_slice(&CTA_SECCTX_NAME.to_ne_bytes());
-        nest.extend_from_slice(name);
-        nest.resize(nest.len().next_multiple_of(4), 0);
-        f.unknown.push(RawAttr { kind: CTA_SECCTX | 0x8000, value: nest });
+        f.secctx = Some(SecCtx::new(b"system_u:object_r:unlabeled_t:s0\0"));
         f.zone = Some(1);
         check(
             &f,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::flow::{
     Counter, DccpState, Family, Flow, HelperName, L4, Proto, ProtoState, RawAttr, SctpState,
-    Status, TcpState, Tuple,
+    SecCtx, Status, TcpState, Tuple,
 };
 
 /// One flow as a JSON object: the owned form of one line.
@@ -82,6 +82,9 @@ pub struct FlowRecord {
     /// Security mark (`CTA_SECMARK`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secmark: Option<u32>,
+    /// Security context (`CTA_SECCTX`), e.g. `system_u:object_r:unlabeled_t:s0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secctx: Option<String>,
     /// Attributes this build does not decode, kept as raw bytes; omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub raw_attrs: Vec<RawAttrRecord>,
@@ -430,6 +433,7 @@ impl From<&Flow> for FlowRecord {
             labels: flow.labels.map(|l| LabelsHex(l).to_string()),
             helper: flow.helper.map(|h| h.as_str().into_owned()),
             secmark: flow.secmark,
+            secctx: flow.secctx.as_ref().map(|c| c.as_str().into_owned()),
             raw_attrs: flow
                 .unknown
                 .iter()
@@ -473,6 +477,8 @@ struct FlowLine<'a> {
     helper: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     secmark: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secctx: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "RawAttrsOut::is_empty")]
     raw_attrs: RawAttrsOut<'a>,
 }
@@ -498,6 +504,7 @@ impl<'a> FlowLine<'a> {
             labels: flow.labels.map(|l| AsStr(LabelsHex(l))),
             helper: flow.helper.as_ref().map(HelperName::as_str),
             secmark: flow.secmark,
+            secctx: flow.secctx.as_ref().map(SecCtx::as_str),
             raw_attrs: RawAttrsOut(&flow.unknown),
         }
     }
@@ -715,6 +722,7 @@ impl TryFrom<FlowRecord> for Flow {
             labels,
             helper,
             secmark: r.secmark,
+            secctx: r.secctx.map(|c| SecCtx::new(c.as_bytes())),
             unknown,
         })
     }

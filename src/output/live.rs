@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ctnetlink::EventKind;
+use crate::event::EventKind;
 use crate::flow::Flow;
 use crate::live::Resynced;
 use crate::output::report::{Ranking, TallyReport};

@@ -374,3 +374,47 @@ fn corrupted_messages_never_panic() {
     // Both outcomes occur: the corruptions reach the decoder's error paths and its happy path.
     assert!(decoded > 1000 && rejected > 1000, "decoded {decoded}, rejected {rejected}");
 }
+
+/// A recorded entry with the `CTA_SECCTX` nest an SELinux host adds (`ctnetlink_dump_secctx`:
+/// a nest holding the NUL-terminated `CTA_SECCTX_NAME`): ctnetlink decodes it into the flow,
+/// the text output prints it where conntrack-tools does, and JSON carries it by name and
+/// reads it back, instead of a raw attribute.
+#[test]
+fn issue_11_5_secctx_is_decoded_printed_and_round_tripped() {
+    const CTA_SECCTX: u16 = 19;
+    const CTA_SECCTX_NAME: u16 = 1;
+    const NLA_F_NESTED: u16 = 0x8000;
+    let context = b"system_u:object_r:unlabeled_t:s0";
+    let mut msg = mixed_messages().swap_remove(0);
+    let mut name = context.to_vec();
+    name.push(0);
+    let inner = 4 + name.len();
+    let outer = 4 + inner.next_multiple_of(4);
+    msg.resize(msg.len().next_multiple_of(4), 0);
+    msg.extend_from_slice(&(outer as u16).to_ne_bytes());
+    msg.extend_from_slice(&(CTA_SECCTX | NLA_F_NESTED).to_ne_bytes());
+    msg.extend_from_slice(&(inner as u16).to_ne_bytes());
+    msg.extend_from_slice(&CTA_SECCTX_NAME.to_ne_bytes());
+    msg.extend_from_slice(&name);
+    msg.resize(msg.len().next_multiple_of(4), 0);
+    let len = msg.len() as u32;
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+
+    let mut flow = Flow::default();
+    decode_message(&msg, &mut flow).unwrap();
+    assert_eq!(flow.secctx.as_ref().map(|c| c.as_bytes()), Some(&context[..]));
+    assert!(flow.unknown.is_empty(), "secctx left as a raw attribute: {:?}", flow.unknown);
+
+    let mut text = Vec::new();
+    conntrack::write_line_at(&mut text, &flow, 1_700_000_000).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains(" secctx=system_u:object_r:unlabeled_t:s0 "), "{text}");
+
+    let mut line = Vec::new();
+    json::write_flow(&mut line, &flow).unwrap();
+    let line = String::from_utf8(line).unwrap();
+    assert!(line.contains(r#""secctx":"system_u:object_r:unlabeled_t:s0""#), "{line}");
+    assert!(!line.contains("raw_attrs"), "{line}");
+    let back: Vec<Flow> = json::read_flows(line.as_bytes()).map(Result::unwrap).collect();
+    assert_eq!(back[0].secctx, flow.secctx);
+}

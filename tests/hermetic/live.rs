@@ -175,7 +175,7 @@ mod engine {
     use ctguard::live::stream::{EventSink, Streamed, stream};
     use ctguard::live::watcher::{DumpTask, Events, Overrun};
     use ctguard::live::{
-        Classifier, Config, Kernel, Reason, Resynced, Shutdown, Sink, View, Watcher, flow_key,
+        Classifier, Config, Kernel, Reason, Resynced, Shutdown, Sink, View, Watcher,
     };
     use ctguard::select::Selector;
     use ctguard::tally::GroupBy;
@@ -231,7 +231,7 @@ mod engine {
                 let mut t = c.empty_table();
                 for f in &flows {
                     if let Some(p) = c.place(f) {
-                        t.seed(flow_key(f), p);
+                        t.seed(f.identity(), p);
                     }
                 }
                 Ok(t)

@@ -13,7 +13,7 @@ use ctguard::evict;
 use ctguard::select::{self, GuestFilter, Selector};
 
 use crate::checks::{Checks, equal};
-use crate::netns::{CTGUARD, Netns, Run};
+use crate::netns::{CTGUARD, Netns, OnTerminal, Run};
 use crate::oracle::{self, Entry};
 use crate::seed::{self, RUNAWAY_V4, RUNAWAY_V6, ip};
 
@@ -595,23 +595,10 @@ fn issue_3_terminal_preview_asks_before_deleting() {
             "{CTGUARD} --netns {} evict --audit-log {audit} --guest {RUNAWAY_V4} --state ESTABLISHED",
             ns.path()
         );
-        let mut child = Command::new("timeout")
-            .args(["20", "script", "-qec", &cmd, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("script: {e}"))?;
-        use std::io::Write as _;
+        let mut term = OnTerminal::spawn(&cmd, 20);
         std::thread::sleep(Duration::from_millis(700));
-        child
-            .stdin
-            .take()
-            .map(|mut i| i.write_all(answer.as_bytes()))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        term.type_in(answer);
+        Ok(term.finish(Duration::from_secs(20)))
     };
     let mut c = Checks::new();
     c.run("answer n: preview shown, nothing deleted", || {

@@ -2,7 +2,6 @@
 //! the selection and the delete (under `--rate`, `--save`, a prompt); conntrack-tools is the
 //! oracle of what is left.
 
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use serde_json::Value;
 
 use crate::checks::{Checks, equal};
 use crate::evict::{evict_json, load_lines};
-use crate::netns::{CTGUARD, Netns};
+use crate::netns::{CTGUARD, Netns, OnTerminal};
 use crate::oracle::{self, Entry};
 
 /// `-I` line of an ASSURED TCP flow `src:sport -> dst:443`.
@@ -80,13 +79,7 @@ fn issue_10_1_reused_id_on_a_recreated_tuple_is_left_alone() {
     let audit = ns.file("audit.jsonl").to_string_lossy().into_owned();
     let cmd =
         format!("{CTGUARD} --netns {} evict --audit-log {audit} -s 10.80.0.0/24 --json", ns.path());
-    let mut child = Command::new("timeout")
-        .args(["30", "script", "-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start script");
+    let mut term = OnTerminal::spawn(&cmd, 30);
     // The preview is on the screen (2,000 flows are dumped in milliseconds).
     std::thread::sleep(Duration::from_millis(1_500));
     let chosen: Vec<u16> = (0..100).map(|i| 10_000 + i * 20).collect();
@@ -113,11 +106,8 @@ fn issue_10_1_reused_id_on_a_recreated_tuple_is_left_alone() {
             break;
         }
     }
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(b"y\n");
-    }
-    let out = child.wait_with_output().expect("wait for script");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    term.type_in("y\n");
+    let text = term.finish(Duration::from_secs(30));
     let mut c = Checks::new();
     c.run("the kernel re-used ids (the case the CTA_ID guard cannot see)", || {
         if reused == 0 {
@@ -420,20 +410,11 @@ fn issue_10_7_elapsed_time_leaves_out_the_prompt() {
     load_lines(&ns, "seed.conntrack", &lines);
     let audit = ns.file("audit.jsonl").to_string_lossy().into_owned();
     let cmd = format!("{CTGUARD} --netns {} evict --audit-log {audit} -s {src} --json", ns.path());
-    let mut child = Command::new("timeout")
-        .args(["20", "script", "-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start script");
+    let mut term = OnTerminal::spawn(&cmd, 20);
     // The operator hesitates for 2.5 s.
     std::thread::sleep(Duration::from_millis(2_500));
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(b"y\n");
-    }
-    let out = child.wait_with_output().expect("wait for script");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    term.type_in("y\n");
+    let text = term.finish(Duration::from_secs(30));
     let mut c = Checks::new();
     c.run("deleted all 50, elapsed_s well under the 2.5 s at the prompt", || {
         let line = text

@@ -5,10 +5,12 @@
 //! through `ip netns exec NAME`, and `ctguard` gets `--netns NAME`.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The binary under test.
 pub const CTGUARD: &str = env!("CARGO_BIN_EXE_ctguard");
@@ -227,5 +229,53 @@ impl Drop for Netns {
             eprintln!("warning: could not remove namespace {}: {}", self.name, del.describe());
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A command on a terminal of its own (`script(1)`), for prompts: type into it, then collect
+/// what it printed. Its input stays open until it exits: `script` hangs the terminal up when
+/// its input ends, and a reply typed just before could be lost to that hang-up.
+pub struct OnTerminal {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl OnTerminal {
+    /// Starts `cmd` (a shell command line) on a terminal, killed after `limit_s` seconds.
+    pub fn spawn(cmd: &str, limit_s: u32) -> OnTerminal {
+        let mut child = Command::new("timeout")
+            .args([&limit_s.to_string(), "script", "-qec", cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start script for `{cmd}`: {e}"));
+        let stdin = child.stdin.take();
+        OnTerminal { child, stdin }
+    }
+
+    /// Types `text` at the terminal.
+    pub fn type_in(&mut self, text: &str) {
+        if let Some(i) = self.stdin.as_mut() {
+            let _ = i.write_all(text.as_bytes());
+            let _ = i.flush();
+        }
+    }
+
+    /// Waits (at most `within`) for the command to end, its input still open, and returns
+    /// everything the terminal showed.
+    pub fn finish(mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        self.child
+            .wait_with_output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 }
