@@ -1,4 +1,4 @@
-# Usage: source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" — the helpers of scripts/test, scripts/bench and scripts/demo (not run directly).
+# Usage: source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" — the helpers of scripts/check, scripts/test, scripts/bench and scripts/demo (not run directly).
 # shellcheck shell=bash
 #
 # Sourcing this file installs an EXIT trap that runs the cleanups registered with ctg_at_exit
@@ -45,6 +45,35 @@ trap ctg_run_cleanups EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# --- gate steps (scripts/check, scripts/test) ------------------------------------------------
+
+CTG_GATE_STARTED=$SECONDS
+CTG_STEP=setup
+CTG_PASSED=()
+
+# ctg_step NAME COMMAND...: one gate step under a header; the first failure ends the run.
+ctg_step() {
+  CTG_STEP=$1
+  shift
+  ctg_header "$CTG_STEP"
+  printf '+ %s\n' "$*"
+  "$@"
+  CTG_PASSED+=("$CTG_STEP")
+}
+
+# ctg_gate_summary: the last line of a gate run, PASS with the steps that ran, or FAIL with the
+# step that failed. Registered with ctg_at_exit by the gate scripts.
+ctg_gate_summary() {
+  local took=$((SECONDS - CTG_GATE_STARTED)) passed
+  passed=$(IFS=,; printf '%s' "${CTG_PASSED[*]-}")
+  if ((CTG_EXIT_STATUS == 0)); then
+    printf '\nscripts/%s: PASS (%s) in %d s\n' "$CTG_PROG" "$passed" "$took"
+  else
+    printf '\nscripts/%s: FAIL at step "%s" (exit %d) after %d s; passed: %s\n' \
+      "$CTG_PROG" "$CTG_STEP" "$CTG_EXIT_STATUS" "$took" "${passed:-none}" >&2
+  fi
+}
 
 # --- environment -----------------------------------------------------------------------------
 

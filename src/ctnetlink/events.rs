@@ -225,6 +225,7 @@ impl Subscription {
         use std::os::fd::AsRawFd;
         // SAFETY: zeroed iovec and mmsghdr are valid (null pointers, zero lengths).
         let mut iov: [libc::iovec; VLEN] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: an all-zero mmsghdr is a valid value.
         let mut hdrs: [libc::mmsghdr; VLEN] = unsafe { std::mem::zeroed() };
         for (i, (v, h)) in iov.iter_mut().zip(hdrs.iter_mut()).enumerate() {
             v.iov_base = self.slots[i * SLOT..].as_mut_ptr().cast();

@@ -174,7 +174,7 @@ const STATUS_KEYS: [&str; 6] = ["rates", "events", "overruns", "resyncs", "synce
 /// One `watch --json` snapshot: `type` and `time`, then the fields of a [`TallyReport`] and
 /// those of a [`LiveStatus`], flat in one object. Not `#[serde(flatten)]`: serde refuses
 /// `deny_unknown_fields` with it, and the schema tests need unknown fields refused. Written
-/// field by field ([`write_snapshot`]), read by splitting the object's keys between the two.
+/// field by field (`write_snapshot`), read by splitting the object's keys between the two.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// When it was taken.

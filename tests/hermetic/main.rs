@@ -3,6 +3,9 @@
 //! The fixtures under `tests/fixtures` were recorded by `scripts/capture-fixture` in a throwaway
 //! namespace (provenance in `tests/fixtures/README.md`). Nothing here opens a netlink socket.
 
+// A test crate: a panic on unwrap or expect is a failed test (the crate denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 // Usage errors exit 2 with one line, before anything is touched; --help and --version.
 mod cli;
 // Recorded ctnetlink bytes → Flow → `conntrack -L` text; a second decoder agrees; no panics.
@@ -17,6 +20,8 @@ mod live;
 mod evict;
 // The proven flush: its report and its scratch tables.
 mod flushproof;
+// The gate: its lints, and that scripts/check needs no root.
+mod gate;
 // Bounded input, guest files (time, shadowing, escaping), load from any readable path.
 mod inputs;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
