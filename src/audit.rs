@@ -39,6 +39,7 @@ const LOGINUID_UNSET: u32 = u32::MAX;
 
 /// Why the audit log cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Creating, opening, writing or syncing failed.
     #[error("audit log {path}: {source}")]

@@ -2,6 +2,7 @@
 
 /// What happened to a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum EventKind {
     /// The kernel confirmed a new flow (or a RELATED one).
     New,

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// Address family of a flow (`nfgen_family`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Family {
     /// AF_INET.
     Ipv4,
@@ -210,6 +211,7 @@ macro_rules! state_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident = $num:literal => $text:literal,)* }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
         pub enum $name {
             $(#[doc = $text] $variant,)*
             /// A value this build does not know.
@@ -302,6 +304,7 @@ state_enum! {
 
 /// The protocol state of a stateful protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum ProtoState {
     /// TCP.
     Tcp(TcpState),

@@ -17,6 +17,7 @@ pub type GuestId = u32;
 
 /// A guest file could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GuestError {
     /// The file could not be read.
     #[error("{path}: {source}")]

@@ -6,6 +6,7 @@ use super::Malformed;
 
 /// What went wrong talking to the kernel, with the operation that failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A socket call failed.
     #[error("{op}: {}", describe(.source))]

@@ -41,6 +41,7 @@ pub type DumpTask = JoinHandle<Result<LiveTable, ctnetlink::Error>>;
 
 /// What the engine fails on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The kernel (the subscription, a dump).
     #[error(transparent)]

@@ -155,6 +155,7 @@ pub struct RawAttrRecord {
 
 /// Why a [`FlowRecord`] is not a valid [`Flow`]. Each message starts with the field's path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// `family` is not `ipv4`, `ipv6` or `unknown(N)`.
     #[error("family: unknown family {0:?} (expected \"ipv4\" or \"ipv6\")")]
@@ -223,6 +224,7 @@ pub enum RecordError {
 
 /// Why [`read_flows`] could not produce a flow; every variant carries the 1-based line number.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// Reading the input failed; the iterator ends after this.
     #[error("line {line}: read error: {error}")]

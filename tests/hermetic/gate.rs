@@ -1,5 +1,5 @@
-//! The gate itself (issue 11.11): the lints it enforces, and that its unprivileged half needs no
-//! root.
+//! The gate itself (issue 11.11, 11.7): the lints it enforces, and that its unprivileged half
+//! needs no root.
 
 use std::path::Path;
 
@@ -29,6 +29,20 @@ fn issue_11_11_clippy_denies_unwrap_expect_and_undocumented_unsafe() {
     for key in ["allow-unwrap-in-tests", "allow-expect-in-tests"] {
         assert_eq!(config.get(key).and_then(|v| v.as_bool()), Some(true), "{key} in clippy.toml");
     }
+}
+
+#[test]
+fn issue_11_7_the_library_denies_missing_docs() {
+    let lib = repo_file("src/lib.rs");
+    let inner: Vec<&str> = lib
+        .lines()
+        .map(str::trim)
+        .take_while(|l| l.starts_with("//!") || l.starts_with("#![") || l.is_empty())
+        .collect();
+    assert!(
+        inner.contains(&"#![deny(missing_docs)]"),
+        "src/lib.rs opens with #![deny(missing_docs)]"
+    );
 }
 
 /// The unprivileged gate runs the checks that need no kernel, and nothing that needs root.
