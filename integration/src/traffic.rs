@@ -243,8 +243,8 @@ pub async fn ping(dst: Ipv4Addr, id: u16, timeout: Duration) -> io::Result<Ping>
         let mut buf = [0u8; 1500];
         loop {
             let mut guard = sock.readable().await?;
-            // SAFETY: buf outlives the call and its length is passed.
             let n = match guard.try_io(|fd| {
+                // SAFETY: buf outlives the call and its length is passed.
                 let n =
                     unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }

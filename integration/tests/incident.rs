@@ -3,6 +3,9 @@
 //! Needs root; run by `scripts/test` after building the ctguard binary
 //! (`cargo test -p ctguard-lab --features lab-tests`).
 
+// A test crate: a panic on unwrap or expect is a failed test (the workspace denies them elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use ctguard_lab::replay::{self, Options};

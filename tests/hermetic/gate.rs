@@ -16,13 +16,22 @@ fn toml_table(path: &str) -> toml::Table {
 fn issue_11_11_clippy_denies_unwrap_expect_and_undocumented_unsafe() {
     let manifest = toml_table("Cargo.toml");
     let clippy = manifest
-        .get("lints")
+        .get("workspace")
+        .and_then(|w| w.get("lints"))
         .and_then(|l| l.get("clippy"))
         .and_then(|c| c.as_table())
-        .expect("Cargo.toml has a [lints.clippy] table");
+        .expect("Cargo.toml has a [workspace.lints.clippy] table");
+    // Both packages, ctguard and the lab, take the workspace's lints.
+    for package in ["Cargo.toml", "integration/Cargo.toml"] {
+        let inherits = toml_table(package)
+            .get("lints")
+            .and_then(|l| l.get("workspace"))
+            .and_then(|w| w.as_bool());
+        assert_eq!(inherits, Some(true), "{package}: [lints] workspace = true");
+    }
     for lint in ["unwrap_used", "expect_used", "undocumented_unsafe_blocks"] {
         let level = clippy.get(lint).and_then(|v| v.as_str().or_else(|| v.get("level")?.as_str()));
-        assert_eq!(level, Some("deny"), "clippy::{lint} in Cargo.toml's [lints.clippy]");
+        assert_eq!(level, Some("deny"), "clippy::{lint} in Cargo.toml's [workspace.lints.clippy]");
     }
     // Tests may unwrap: a panic there is a failed test.
     let config = toml_table("clippy.toml");
