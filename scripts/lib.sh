@@ -118,6 +118,28 @@ CTG_NETNS_OWNED=()
 ctg_netns_exists() { ip netns list | awk -v ns="$1" '$1 == ns {found = 1} END {exit !found}'; }
 ctg_netns_list_ctg() { ip netns list | awk '$1 ~ /^ctg-/ {print $1}'; }
 
+# ctg_netns_new_leftovers BEFORE NOW: the names in NOW (ctg-* names, one a line) that are not in
+# BEFORE, i.e. the namespaces a run left behind. Every creator puts its pid in the name
+# (ctg-kt-<pid>-<n>, ctg-lab-<pid>-<role>, ctg-bench-<pid>, ctg-test-preflight-<pid>); on a
+# machine shared with other runs, a new namespace whose creator is still running, and is not
+# this script, belongs to that other run and is named on stderr but not counted. (/proc, not
+# kill -0: an unprivileged caller cannot signal root's processes.)
+ctg_netns_new_leftovers() {
+  local before=$1 now=$2 ns pid
+  while read -r ns; do
+    [[ -n $ns ]] || continue
+    grep -qxF -- "$ns" <<<"$before" && continue
+    if [[ $ns =~ ^ctg-[a-z-]+-([0-9]+)(-|$) ]]; then
+      pid=${BASH_REMATCH[1]}
+      if [[ $pid != "$$" && -d /proc/$pid ]]; then
+        ctg_log "not counted: $ns, whose creator (pid $pid) is still running: another run's"
+        continue
+      fi
+    fi
+    printf '%s\n' "$ns"
+  done <<<"$now"
+}
+
 # ctg_netns_create NAME: create a namespace named ctg-*, deleted again when the script exits.
 ctg_netns_create() {
   local ns=$1

@@ -95,3 +95,35 @@ fn issue_11_11_check_is_unprivileged_and_test_runs_it_first() {
     );
     assert!(repo_file(".ci/run").contains("exec scripts/test"), ".ci/run still runs scripts/test");
 }
+
+/// On a machine where other runs (other checkouts, other helpers) create their own ctg-*
+/// namespaces meanwhile, scripts/test's last step must count only what this run left behind:
+/// the namespaces of a creator still running elsewhere are not a leftover.
+#[test]
+fn issue_11_11_leftover_check_skips_namespaces_of_another_running_run() {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib.sh");
+    let alive = std::process::id(); // this test: running, and not the script
+    let dead = 4_194_305u32; // above PID_MAX_LIMIT (2^22): never a process
+    let script = r#"source "$1"
+before=ctg-kt-1-1
+now=$(printf '%s\n' ctg-kt-1-1 "ctg-kt-$2-3" "ctg-lab-$3-host" "ctg-test-preflight-$$" ctg-manual)
+ctg_netns_new_leftovers "$before" "$now" | sed "s/-$$\$/-SELF/""#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script, "gate-test"])
+        .arg(&lib)
+        .args([alive.to_string(), dead.to_string()])
+        .output()
+        .expect("run bash");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bash failed: {stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ctg-lab-{dead}-host\nctg-test-preflight-SELF\nctg-manual\n"),
+        "new namespaces: a dead creator's, this script's own and an unnamed one count; \
+         the one in BEFORE and the running creator's do not"
+    );
+    assert!(
+        stderr.contains(&format!("not counted: ctg-kt-{alive}-3")),
+        "the skipped one is named: {stderr}"
+    );
+}
