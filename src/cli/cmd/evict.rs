@@ -20,10 +20,11 @@ use ctguard::select::Selector;
 use ctguard::sysctl::StateTimeouts;
 use ctguard::tally::{GroupBy, Tally};
 
-use super::SelectArgs;
-use super::run::{Failure, Outcome};
-use super::save::{self, SaveFile};
-use super::signals;
+use crate::cli::exit::{Failure, Outcome};
+use crate::cli::parse;
+use crate::cli::save::{self, SaveFile};
+use crate::cli::select_args::SelectArgs;
+use crate::cli::signals;
 
 const EVICT_EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -55,11 +56,11 @@ pub struct EvictArgs {
     #[arg(long)]
     pub list: bool,
     /// Delete at most N flows, the most idle first.
-    #[arg(long, value_name = "N")]
-    pub limit: Option<String>,
+    #[arg(long, value_name = "N", value_parser = limit)]
+    pub limit: Option<u64>,
     /// Delete at most N flows a second (N or N/s).
-    #[arg(long, value_name = "N/s")]
-    pub rate: Option<String>,
+    #[arg(long, value_name = "N/s", value_parser = parse::rate)]
+    pub rate: Option<u32>,
     /// Write the flows about to be deleted to FILE first (JSON Lines, as `list --json`;
     /// `ctguard load FILE` puts them back).
     #[arg(long, value_name = "FILE")]
@@ -76,6 +77,11 @@ pub struct EvictArgs {
     pub json: bool,
     #[command(flatten)]
     pub select: SelectArgs,
+}
+
+/// `--limit N`: a positive number of flows.
+fn limit(s: &str) -> Result<u64, String> {
+    parse::positive_of("--limit", " of flows", s)
 }
 
 /// A validated `evict`.
@@ -97,7 +103,7 @@ pub struct EvictPlan {
 
 /// Checks every flag before anything is touched; a bad one is a one-line reason.
 pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
-    let (sel, guests) = super::plan::selector(&a.select)?;
+    let (sel, guests) = a.select.selector()?;
     if a.all && !sel.is_empty() {
         return Err("--all takes every flow; leave out the selecting flags, or --all".into());
     }
@@ -106,17 +112,7 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
                     or --all for every flow"
             .into());
     }
-    let limit = a
-        .limit
-        .as_deref()
-        .map(|s| {
-            s.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("invalid --limit '{s}' (a positive number of flows)"))
-        })
-        .transpose()?;
-    let rate = a.rate.as_deref().map(parse_rate).transpose()?;
+    let (limit, rate) = (a.limit, a.rate);
     if a.list && !a.dry_run {
         return Err("--list prints what --dry-run would delete; add --dry-run".into());
     }
@@ -133,7 +129,7 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
             .into());
     }
     Ok(EvictPlan {
-        selector_text: if a.all { "--all".into() } else { describe_selection(&a.select) },
+        selector_text: if a.all { "--all".into() } else { a.select.describe() },
         sel,
         guests,
         yes: a.yes,
@@ -145,48 +141,6 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
         audit_log: (!a.no_audit && !a.audit_log.is_empty()).then(|| PathBuf::from(a.audit_log)),
         json: a.json,
     })
-}
-
-/// `N` or `N/s`, a positive number of deletes a second.
-pub fn parse_rate(s: &str) -> Result<u32, String> {
-    let n = s.strip_suffix("/s").unwrap_or(s);
-    n.parse::<u32>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("invalid --rate '{s}' (deletes per second: N or N/s, N > 0)"))
-}
-
-/// The selecting flags as given, for the audit line.
-fn describe_selection(a: &SelectArgs) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut add = |flag: &str, values: &[String]| {
-        for v in values {
-            parts.push(format!("{flag} {v}"));
-        }
-    };
-    add("-s", &a.src);
-    add("-d", &a.dst);
-    add("--reply-src", &a.reply_src);
-    add("--reply-dst", &a.reply_dst);
-    add("--guest", &a.guest);
-    add("-p", &a.proto);
-    add("--sport", &a.sport);
-    add("--dport", &a.dport);
-    add("--state", &a.state);
-    for (flag, v) in [
-        ("--guests", &a.guests),
-        ("--status", &a.status),
-        ("--mark", &a.mark),
-        ("--zone", &a.zone),
-        ("-f", &a.family),
-        ("--idle", &a.idle),
-        ("--timeout-below", &a.timeout_below),
-    ] {
-        if let Some(v) = v {
-            parts.push(format!("{flag} {v}"));
-        }
-    }
-    parts.join(" ")
 }
 
 /// What the preview shows.
@@ -625,16 +579,6 @@ fn status_of(report: &Report) -> Result<Outcome, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(parse_rate("50000/s"), Ok(50_000));
-        assert_eq!(parse_rate("10"), Ok(10));
-        for bad in ["0", "-5", "fast", "10/m", ""] {
-            let e = parse_rate(bad).unwrap_err();
-            assert!(e.contains("--rate") && !e.contains('\n'), "{e}");
-        }
-    }
 
     #[test]
     fn issue_9_15_the_question_names_the_namespace() {
