@@ -1,5 +1,5 @@
-//! The exit status, documented API (README and `--help`): what a run ends with, how a failure
-//! is said in one line, and the code each becomes. The only place the binary's fate is printed.
+//! The exit status, documented API (README and `--help`): what a run ends with, how a refusal
+//! or a failure is said in one line on stderr, and the code each becomes.
 
 use std::error::Error as _;
 use std::io;

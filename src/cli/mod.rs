@@ -2,8 +2,10 @@
 //! arguments, its plan, its run), over leaf modules that never use a command: `exit` (the
 //! exit status), `parse` (typed value parsers), `select_args` (the selecting flags), `dump`
 //! (the shared dump passes), `live` (what `events` and `watch` share), `host`, `save` and
-//! `signals`. Parsing touches nothing; a plan reads only its input files (`--guests`, `load`'s
-//! file) and checks paths; only a run enters the namespace and opens the socket.
+//! `signals`. Parsing reads only the command line and `CTGUARD_*` variables. A plan reads its
+//! input files (`--guests`, `load`'s file), looks at the paths it will write (`--save`,
+//! `--persist`) and whether stdin is a terminal (`evict`), and touches nothing; only a run
+//! enters the namespace, opens the socket and writes.
 
 pub mod cmd;
 pub mod dump;
