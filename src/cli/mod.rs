@@ -74,3 +74,22 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
     out.flush()?;
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_11_10_parsing_reads_no_file_the_plan_reads_the_inputs() {
+        for argv in [
+            &["ctguard", "top", "--guests", "/nonexistent/guests.toml"][..],
+            &["ctguard", "doctor", "--guests", "/nonexistent/guests.toml"],
+            &["ctguard", "load", "/nonexistent/flows.jsonl"],
+            &["ctguard", "tune", "--persist", "/nonexistent/dir/ct.conf"],
+        ] {
+            let cli = Cli::try_parse_from(argv).expect("parsing opens nothing");
+            let reason = plan(cli).expect_err("the plan reads the input or checks the path");
+            assert!(reason.contains("/nonexistent/"), "{argv:?}: {reason}");
+        }
+    }
+}
