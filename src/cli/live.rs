@@ -4,20 +4,16 @@
 
 use std::future::Future;
 use std::io::{self, IsTerminal};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use ctguard::guests::GuestMap;
 use ctguard::live::Shutdown;
-use ctguard::select::Selector;
 use ctguard::sysctl;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::sleep;
 
 use super::exit::Failure;
-use super::parse;
-use super::select_args::SelectArgs;
+use super::parse::{self, Given};
 
 /// Default receive buffer: the kernel doubles it, and charges ~1.3 KiB per queued event, so
 /// 64 MiB holds about 100,000 events (a second of `conntrack -D` at full speed) before it
@@ -43,22 +39,21 @@ pub struct LiveArgs {
     pub duration: Option<Duration>,
 }
 
-/// `--idle` and `--timeout-below` change with the clock, not with events: `events` and `watch`
-/// refuse them (with that reason), so their help leaves them out. They still parse, so the
-/// refusal keeps its reason.
+/// `--idle` and `--timeout-below` change with the clock, not with events, so they cannot hold
+/// for a live count: `events` and `watch` refuse them, whatever their value, with that reason,
+/// and their help leaves them out. They are still flags, so the refusal keeps its reason.
 pub fn hide_clock_flags(a: clap::Arg) -> clap::Arg {
-    if matches!(a.get_id().as_str(), "idle" | "timeout_below") { a.hide(true) } else { a }
+    match a.get_id().as_str() {
+        "idle" | "timeout_below" => a.hide(true).value_parser(clock_flag),
+        _ => a,
+    }
 }
 
-/// The selector for live commands: `--idle` and `--timeout-below` change with the clock, not
-/// with events, so they cannot hold for a live count.
-pub fn live_selector(a: &SelectArgs) -> Result<(Selector, Arc<GuestMap>), String> {
-    if a.idle.is_some() || a.timeout_below.is_some() {
-        return Err("--idle and --timeout-below do not apply to live events (they change with \
-                    time, not with events); use them with list or count"
-            .into());
-    }
-    a.selector()
+/// The parser of `--idle` and `--timeout-below` in a live command: a refusal.
+fn clock_flag(_: &str) -> Result<Given<u32>, String> {
+    Err("--idle and --timeout-below do not apply to live events (they change with time, not \
+         with events); use them with list or count"
+        .into())
 }
 
 /// The event loop of a live command: one thread, IO and timers.

@@ -340,6 +340,12 @@ fn issue_11_3_a_typed_parser_keeps_todays_exact_line() {
             &["evict", "--all", "--limit", "0"],
             "ctguard: invalid --limit '0' (a positive number of flows)",
         ),
+        // A live command refuses the clock flags whatever their value.
+        (
+            &["events", "--idle", "bogus"],
+            "ctguard: --idle and --timeout-below do not apply to live events (they change with \
+             time, not with events); use them with list or count",
+        ),
     ];
     for (args, want) in cases {
         assert_eq!(refused(args), *want, "{args:?}");

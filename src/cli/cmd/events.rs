@@ -61,7 +61,7 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    let (sel, _) = live::live_selector(&a.select)?;
+    let (sel, _) = a.select.selector()?;
     Ok(Plan { sel, mask: a.event.unwrap_or(EventMask::ALL), json: a.json, live: a.live })
 }
 

@@ -98,7 +98,7 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args, netns: Option<&str>) -> Result<Plan, String> {
-    let (sel, guests) = live::live_selector(&a.select)?;
+    let (sel, guests) = a.select.selector()?;
     let by = select_args::group_by(a.by, &guests)?;
     Ok(Plan {
         sel,
