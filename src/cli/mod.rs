@@ -3,7 +3,7 @@
 //! exit status), `parse` (typed value parsers), `select_args` (the selecting flags), `dump`
 //! (the shared dump passes), `live` (what `events` and `watch` share), `host`, `save` and
 //! `signals`. Parsing reads only the command line and `CTGUARD_*` variables. A plan reads its
-//! input files (`--guests`, `load`'s file), looks at the paths it will write (`--save`,
+//! input (`--guests`, `load`'s file or stdin), looks at the paths it will write (`--save`,
 //! `--persist`) and whether stdin is a terminal (`evict`), and touches nothing; only a run
 //! enters the namespace, opens the socket and writes.
 
