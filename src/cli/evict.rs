@@ -12,8 +12,8 @@ use clap::Args;
 
 use ctguard::GuestMap;
 use ctguard::audit::{self, Actor, AuditLog, RunInfo, Trail};
-use ctguard::ctnetlink::{Conntrack, Deleter};
-use ctguard::evict::{self, ProvenFlush, Report, Seen};
+use ctguard::ctnetlink::Conntrack;
+use ctguard::evict::{self, Ask, ProvenFlush, Report, Seen, Strategy};
 use ctguard::flow::Flow;
 use ctguard::output::{conntrack as ct_text, json, jsonl};
 use ctguard::select::Selector;
@@ -200,11 +200,11 @@ const SAMPLES: usize = 5;
 const PREVIEW_GROUPS: usize = 5;
 
 impl Preview {
-    fn new(guests: &GuestMap) -> Preview {
+    fn new(guests: &Arc<GuestMap>) -> Preview {
         let by = if guests.is_empty() { GroupBy::Src } else { GroupBy::Guest };
         Preview {
             by_state: Tally::new(GroupBy::State, GuestMap::new()),
-            by_owner: Tally::new(by, guests.clone()),
+            by_owner: Tally::new(by, Arc::clone(guests)),
             samples: Vec::new(),
         }
     }
@@ -369,18 +369,19 @@ fn evict(
     if p.sel.idle_min.is_some() || p.limit.is_some() {
         p.sel.timeouts = Some(StateTimeouts::read());
     }
-    let kernel = ctguard::kernel::release();
-    let flush = evict::flush_filter(&p.sel, kernel, p.limit.is_some() || p.rate.is_some());
+    let ask = Ask {
+        yes: p.yes,
+        dry_run: p.dry_run,
+        limit: p.limit,
+        rate: p.rate,
+        save: p.save.is_some(),
+        kernel: ctguard::kernel::release(),
+    };
+    let strategy = Strategy::choose(&p.sel, &ask);
 
     // Scripted relief the kernel can flush: prove the flush request in a scratch namespace,
     // then send the same bytes here; no dump of this table at all.
-    if p.yes
-        && !p.dry_run
-        && p.limit.is_none()
-        && p.save.is_none()
-        && p.rate.is_none()
-        && let Ok(filter) = &flush
-    {
+    if let Strategy::ProvenFlush(filter) = &strategy {
         if signals::stopped() {
             return Err(interrupted_before_deleting(&p, "before the flush"));
         }
@@ -390,9 +391,7 @@ fn evict(
                 if removed == 0 && !stop.load(Ordering::Relaxed) {
                     return nothing_matched(out, &p);
                 }
-                let mut report =
-                    Report::nothing(removed, removed, false).with_flush(removed, removed);
-                report.proof = Some(proof);
+                let mut report = Report::proven(proof, removed);
                 // A signal after the flush went: it is done whole, but the run says it came.
                 report.interrupted = stop.load(Ordering::Relaxed);
                 report.elapsed_s = started.elapsed().as_secs_f64();
@@ -408,31 +407,14 @@ fn evict(
         }
     }
 
-    // Every delete is decided on what the kernel said of the flow at most FRESH_FOR before;
-    // an older answer is looked up again and the flow deleted only if it still matches.
-    let sel = p.sel.clone();
-    let still_selected = move |f: &Flow| sel.matches(f);
-
     // Scripted relief: dump and delete at once, each flow deleted moments after the dump read
-    // it. For a selection the kernel can flush, the dump is the flush's dry run, and the flush
-    // removes what is left once it is proven.
-    if p.yes && !p.dry_run && p.limit.is_none() && p.save.is_none() {
+    // it, or re-checked if its answer is older than FRESH_FOR by then.
+    if strategy != Strategy::SelectFirst {
         intent(trail, None)?;
-        let deleter = Deleter::open()?
-            .with_rate(p.rate)
-            .with_stop(stop)
-            .with_recheck(&still_selected, evict::FRESH_FOR);
-        let s = evict::select_and_delete(ct, &p.sel, deleter, stop, flush.as_ref().ok())?;
-        if s.matched == 0 && s.complete && !stop.load(Ordering::Relaxed) {
+        let mut report = evict::streamed(ct, &p.sel, p.rate, stop)?;
+        if report.matched == 0 && report.complete && !stop.load(Ordering::Relaxed) {
             return nothing_matched(out, &p);
         }
-        let mut report =
-            Report::nothing(s.matched, s.matched, false).with_tally(&s.tally, s.without_id);
-        if let Some((handed, removed)) = s.flushed {
-            report = report.with_flush(handed, removed);
-        }
-        report.interrupted = stop.load(Ordering::Relaxed);
-        report.complete = s.complete;
         report.elapsed_s = started.elapsed().as_secs_f64();
         return finish(out, &p, trail, report);
     }
@@ -529,19 +511,8 @@ fn evict(
     }
     intent(trail, Some(selected))?;
 
-    // The selection is re-established flow by flow: what the preview (or the dump a --limit
-    // needed whole) showed is older than FRESH_FOR by now, so each flow is looked up again
-    // right before its delete and deleted only if it is still the entry shown and still
-    // matches. No kernel flush here: it would also take flows that appeared after the preview.
-    let mut report = Report::nothing(selection.matched, selected, false);
-    let deleter = Deleter::open()?
-        .with_rate(p.rate)
-        .with_stop(stop)
-        .with_recheck(&still_selected, evict::FRESH_FOR);
-    let tally = evict::delete_selected(&selection.keys, deleter)?;
-    report = report.with_tally(&tally, selection.without_id);
-    report.interrupted = stop.load(Ordering::Relaxed);
-    report.complete = selection.complete;
+    // Re-established flow by flow: each answer older than FRESH_FOR is looked up again.
+    let mut report = evict::delete_chosen(&selection, &p.sel, p.rate, stop)?;
     report.elapsed_s = started.elapsed().as_secs_f64();
     finish(out, &p, trail, report)
 }
@@ -649,7 +620,7 @@ mod tests {
     fn issue_9_15_the_preview_says_by_source_unless_grouping_by_guest() {
         let text = |guests: &GuestMap| {
             let mut v = Vec::new();
-            Preview::new(guests).write(&mut v, None, None).expect("write");
+            Preview::new(&Arc::new(guests.clone())).write(&mut v, None, None).expect("write");
             String::from_utf8(v).expect("utf8")
         };
         let by_src = text(&GuestMap::new());
