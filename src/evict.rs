@@ -497,10 +497,8 @@ pub fn streamed(
     stop: &AtomicBool,
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let deleter = Deleter::open()?
-        .with_rate(rate)
-        .with_stop(stop)
-        .with_recheck(&still_selected, FRESH_FOR);
+    let deleter =
+        Deleter::open()?.with_rate(rate).with_stop(stop).with_recheck(&still_selected, FRESH_FOR);
     let s = select_and_delete(ct, sel, deleter, stop)?;
     let mut report =
         Report::nothing(s.matched, s.matched, false).with_tally(&s.tally, s.without_id);
@@ -521,10 +519,8 @@ pub fn delete_chosen(
     stop: &AtomicBool,
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let deleter = Deleter::open()?
-        .with_rate(rate)
-        .with_stop(stop)
-        .with_recheck(&still_selected, FRESH_FOR);
+    let deleter =
+        Deleter::open()?.with_rate(rate).with_stop(stop).with_recheck(&still_selected, FRESH_FOR);
     let tally = delete_selected(&selection.keys, deleter)?;
     let selected = selection.keys.len() as u64;
     let mut report = Report::nothing(selection.matched, selected, false)
@@ -898,6 +894,66 @@ mod tests {
                 .removed_until(&Census { entries: 18_540, inserted: 0 }),
             240_000
         );
+    }
+
+    #[test]
+    fn issue_11_2_the_strategy_over_a_table_of_cases() {
+        use Strategy::{ProvenFlush as Flush, SelectFirst, Streamed};
+        let host = src("172.16.3.5");
+        let filter = flush_filter(&host, K, false).unwrap();
+        let not_flushable =
+            Selector { states: parse_states("ESTABLISHED").unwrap(), ..host.clone() };
+        let yes = Ask { yes: true, kernel: K, ..Ask::default() };
+        let cases: [(&str, &Selector, Ask, Strategy); 14] = [
+            ("--yes, flushable", &host, yes, Flush(filter)),
+            ("--yes, a state is not a kernel filter", &not_flushable, yes, Streamed),
+            ("the prompt shows the selection first", &host, Ask { yes: false, ..yes }, SelectFirst),
+            ("the prompt, not flushable", &not_flushable, Ask { yes: false, ..yes }, SelectFirst),
+            ("--dry-run", &host, Ask { dry_run: true, ..yes }, SelectFirst),
+            (
+                "--dry-run without --yes",
+                &host,
+                Ask { yes: false, dry_run: true, ..yes },
+                SelectFirst,
+            ),
+            (
+                "--limit needs the whole selection",
+                &host,
+                Ask { limit: Some(5), ..yes },
+                SelectFirst,
+            ),
+            ("--save keeps the flows first", &host, Ask { save: true, ..yes }, SelectFirst),
+            ("--rate paces: never a flush", &host, Ask { rate: Some(100), ..yes }, Streamed),
+            ("--rate, not flushable", &not_flushable, Ask { rate: Some(100), ..yes }, Streamed),
+            (
+                "kernel 6.11 ignores the filter",
+                &host,
+                Ask { kernel: Some((6, 11)), ..yes },
+                Streamed,
+            ),
+            ("kernel 6.12 honours it", &host, Ask { kernel: Some((6, 12)), ..yes }, Flush(filter)),
+            ("kernel unknown", &host, Ask { kernel: None, ..yes }, Streamed),
+            ("--all", &Selector::default(), yes, Streamed),
+        ];
+        for (what, sel, ask, want) in cases {
+            assert_eq!(Strategy::choose(sel, &ask), want, "{what}: {ask:?}");
+        }
+    }
+
+    #[test]
+    fn issue_11_2_a_flush_filter_selects_what_it_was_made_from() {
+        let sel = Selector {
+            dst: vec![parse_cidr("10.0.0.1").unwrap()],
+            mark: Some((7, 0xff)),
+            zone: Some(3),
+            status_set: 4,
+            status_clear: 8,
+            ..src("172.16.3.5")
+        };
+        let filter = flush_filter(&sel, K, false).unwrap();
+        let back = selector_of(&filter);
+        assert_eq!(back.kernel_filter(), filter);
+        assert_eq!(flush_filter(&back, K, false), Ok(filter));
     }
 
     #[test]

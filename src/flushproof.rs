@@ -254,11 +254,9 @@ pub fn prove(
             };
             Ok((proof, [d.hold, f.hold].into_iter().flatten().collect()))
         }
-        (Ok(_), Ok(_)) => Err(Refusal {
-            scratch_netns,
-            why: "the two scratch tables differ".into(),
-            errno: None,
-        }),
+        (Ok(_), Ok(_)) => {
+            Err(Refusal { scratch_netns, why: "the two scratch tables differ".into(), errno: None })
+        }
         (d, f) => {
             let failed: Vec<(&str, Failed)> = [("dump", d), ("flush", f)]
                 .into_iter()
