@@ -686,10 +686,11 @@ pub enum Method {
     None,
     /// Pipelined deletes, each guarded by the flow's tuple, zone and id.
     PerFlow,
-    /// The kernel's filtered flush, after its dry run.
+    /// The kernel's filtered flush, after its scratch-namespace proof.
     KernelFlush,
-    /// Per-flow deletes while the dry-run dump was still running, then the kernel flush for
-    /// the rest.
+    /// Per-flow deletes, then the kernel flush for the rest ([`Report::with_flush`] after
+    /// [`Report::with_tally`]). `ctguard evict` no longer sends it (the flush is proven
+    /// without a dump); kept in the wire format.
     PerFlowAndFlush,
 }
 
