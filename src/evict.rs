@@ -497,14 +497,9 @@ pub fn streamed(
     stop: &AtomicBool,
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let deleter =
-        Deleter::open()?.with_rate(rate).with_stop(stop).with_recheck(&still_selected, FRESH_FOR);
-    let s = select_and_delete(ct, sel, deleter, stop)?;
-    let mut report =
-        Report::nothing(s.matched, s.matched, false).with_tally(&s.tally, s.without_id);
-    report.interrupted = stop.load(Ordering::Relaxed);
-    report.complete = s.complete;
-    Ok(report)
+    let s = select_and_delete(ct, sel, deleter(&still_selected, rate, stop)?, stop)?;
+    let report = Report::nothing(s.matched, s.matched, false).with_tally(&s.tally, s.without_id);
+    Ok(report.ended(s.complete, stop))
 }
 
 /// [`Strategy::SelectFirst`], once confirmed: deletes `selection`'s keys flow by flow, paced to
@@ -519,15 +514,21 @@ pub fn delete_chosen(
     stop: &AtomicBool,
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let deleter =
-        Deleter::open()?.with_rate(rate).with_stop(stop).with_recheck(&still_selected, FRESH_FOR);
-    let tally = delete_selected(&selection.keys, deleter)?;
+    let tally = delete_selected(&selection.keys, deleter(&still_selected, rate, stop)?)?;
     let selected = selection.keys.len() as u64;
-    let mut report = Report::nothing(selection.matched, selected, false)
+    let report = Report::nothing(selection.matched, selected, false)
         .with_tally(&tally, selection.without_id);
-    report.interrupted = stop.load(Ordering::Relaxed);
-    report.complete = selection.complete;
-    Ok(report)
+    Ok(report.ended(selection.complete, stop))
+}
+
+/// The per-flow deleter of both strategies: paced to `rate`, ended by `stop`, and each answer
+/// older than [`FRESH_FOR`] looked up again and deleted only if `still_selected`.
+fn deleter<'a>(
+    still_selected: &'a (dyn Fn(&Flow) -> bool + Sync),
+    rate: Option<u32>,
+    stop: &'a AtomicBool,
+) -> Result<Deleter<'a>, ctnetlink::Error> {
+    Ok(Deleter::open()?.with_rate(rate).with_stop(stop).with_recheck(still_selected, FRESH_FOR))
 }
 
 /// The kernel flush for a selection dump's dry run: sent only when [`dry_run_confirms`] it
@@ -779,6 +780,14 @@ impl Report {
         let mut report = Report::nothing(removed, removed, false).with_flush(removed, removed);
         report.proof = Some(proof);
         report
+    }
+
+    /// Says how the run ended: whether the selection dump was complete, and whether `stop`
+    /// interrupted it.
+    fn ended(mut self, complete: bool, stop: &AtomicBool) -> Report {
+        self.interrupted = stop.load(Ordering::Relaxed);
+        self.complete = complete;
+        self
     }
 
     /// Fills in the outcome of per-flow deletes.
