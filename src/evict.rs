@@ -12,10 +12,17 @@
 //! - **Select first** ([`Strategy::SelectFirst`], [`select`], [`delete_chosen`]): one dump to
 //!   preview, list, save or limit; then, once confirmed, per-flow deletes.
 //!
+//! [`run`] carries out a chosen strategy from start to report, the caller's part (preview,
+//! question, `--save`, audit trail) injected as [`Edges`].
+//!
 //! Every per-flow delete carries the original tuple, the zone and the `CTA_ID` read in the
 //! dump, so an entry that vanished, or whose tuple a new connection re-used meanwhile, is
 //! answered ENOENT and left alone; an answer older than [`FRESH_FOR`] (by the time its batch
 //! was received, not decoded) is looked up again and deleted only if still selected.
+
+mod run;
+
+pub use run::{Before, Decision, Edges, Ran, run};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
