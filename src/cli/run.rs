@@ -4,7 +4,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use ctguard::ctnetlink::{self, Conntrack, DumpSummary};
+use ctguard::ctnetlink::{self, Conntrack, DumpSummary, Dumped};
 use ctguard::flow::Flow;
 use ctguard::output::report::{Ranking, StatsReport};
 use ctguard::output::{conntrack as ct_text, json, jsonl};
@@ -47,9 +47,6 @@ impl From<io::Error> for Failure {
         Failure::Output(e)
     }
 }
-
-/// How often a dump that overran our buffer is tried again before giving up.
-const DUMP_ATTEMPTS: usize = 3;
 
 /// Runs the plan.
 pub fn run(plan: Plan) -> Result<Outcome, Failure> {
@@ -178,23 +175,15 @@ pub(super) fn tally(
     let sel = with_timeouts(sel);
     let filter = sel.kernel_filter();
     let mut tally = Tally::new(by, guests);
-    for attempt in 1..=DUMP_ATTEMPTS {
-        tally.clear();
-        let r = ct.dump(&filter, |flow: &Flow| {
-            if sel.matches(flow) {
-                tally.add(flow);
-            }
-            ControlFlow::Continue(())
-        });
-        match r {
-            Ok(summary) => {
-                warn_inconsistent(&summary);
-                return Ok(tally);
-            }
-            Err(ctnetlink::Error::Overrun { .. }) if attempt < DUMP_ATTEMPTS => continue,
-            Err(e) => return Err(e.into()),
+    let summary = ct.dump_retrying(&filter, |seen| {
+        match seen {
+            Dumped::Flow(flow, _) if sel.matches(flow) => tally.add(flow),
+            Dumped::Flow(..) => {}
+            Dumped::Restart => tally.clear(),
         }
-    }
+        ControlFlow::Continue(())
+    })?;
+    warn_inconsistent(&summary);
     Ok(tally)
 }
 
