@@ -4,17 +4,13 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use ctguard::GuestMap;
-use ctguard::ctnetlink::{self, Conntrack, DumpSummary};
-use ctguard::flow::Flow;
+use ctguard::ctnetlink::{Conntrack, DumpSummary, Dumped};
 use ctguard::select::Selector;
 use ctguard::stats::Fill;
 use ctguard::sysctl::{self, StateTimeouts};
 use ctguard::tally::{GroupBy, Tally};
 
 use super::exit::Failure;
-
-/// How often a dump that overran our buffer is tried again before giving up.
-const DUMP_ATTEMPTS: usize = 3;
 
 /// The selector, with the namespace's state timeouts when `--idle` needs them.
 pub fn with_timeouts(mut sel: Selector) -> Selector {
@@ -48,22 +44,14 @@ pub fn tally(
     let sel = with_timeouts(sel);
     let filter = sel.kernel_filter();
     let mut tally = Tally::new(by, guests);
-    for attempt in 1..=DUMP_ATTEMPTS {
-        tally.clear();
-        let r = ct.dump(&filter, |flow: &Flow| {
-            if sel.matches(flow) {
-                tally.add(flow);
-            }
-            ControlFlow::Continue(())
-        });
-        match r {
-            Ok(summary) => {
-                warn_inconsistent(&summary);
-                return Ok(tally);
-            }
-            Err(ctnetlink::Error::Overrun { .. }) if attempt < DUMP_ATTEMPTS => continue,
-            Err(e) => return Err(e.into()),
+    let summary = ct.dump_retrying(&filter, |seen| {
+        match seen {
+            Dumped::Flow(flow, _) if sel.matches(flow) => tally.add(flow),
+            Dumped::Flow(..) => {}
+            Dumped::Restart => tally.clear(),
         }
-    }
+        ControlFlow::Continue(())
+    })?;
+    warn_inconsistent(&summary);
     Ok(tally)
 }
