@@ -23,7 +23,7 @@ use ctguard::tally::{GroupBy, Tally};
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::parse;
 use crate::cli::save::{self, SaveFile};
-use crate::cli::select_args::SelectArgs;
+use crate::cli::select_args::{self, SelectArgs};
 use crate::cli::signals;
 
 const EVICT_EXIT_STATUS: &str = "\
@@ -155,7 +155,7 @@ const PREVIEW_GROUPS: usize = 5;
 
 impl Preview {
     fn new(guests: &Arc<GuestMap>) -> Preview {
-        let by = if guests.is_empty() { GroupBy::Src } else { GroupBy::Guest };
+        let by = select_args::default_group_by(guests);
         Preview {
             by_state: Tally::new(GroupBy::State, GuestMap::new()),
             by_owner: Tally::new(by, Arc::clone(guests)),
