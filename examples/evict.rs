@@ -1,6 +1,7 @@
-//! The eviction engine as a library: select the flows of one source with a dump, then delete
-//! exactly those, each delete guarded by the flow's tuple, zone and id (`conntrack -D -s IP`,
-//! without its round trip per flow and without its tuple-reuse race).
+//! The eviction engine as a library: the strategy `ctguard evict --yes` would choose for one
+//! source, then the select-first way: select its flows with a dump, and delete exactly those,
+//! each delete guarded by the flow's tuple, zone and id and re-checked when its answer is old
+//! (`conntrack -D -s IP`, without its round trip per flow and without its tuple-reuse race).
 //!
 //! Run it inside a namespace you made for it, never on a host's own table:
 //! `ip netns exec NS cargo run --example evict -- 172.16.3.5` (add `delete` to delete; without
@@ -9,7 +10,7 @@
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
-use ctguard::ctnetlink::Deleter;
+use ctguard::evict::{Ask, Strategy};
 use ctguard::select::{Selector, parse_cidr};
 use ctguard::{Conntrack, evict};
 
@@ -28,14 +29,17 @@ fn run() -> Result<(), String> {
     let src = args.next().ok_or("usage: evict SRC-CIDR [delete]")?;
     let delete = args.next().as_deref() == Some("delete");
     let sel = Selector { src: vec![parse_cidr(&src)?], ..Selector::default() };
+    let ask = Ask { yes: true, kernel: ctguard::kernel::release(), ..Ask::default() };
+    println!("ctguard evict --yes would take: {:?}", Strategy::choose(&sel, &ask));
+    let stop = AtomicBool::new(false);
     let mut ct = Conntrack::open().map_err(|e| e.to_string())?;
-    let selection = evict::select(&mut ct, &sel, None, false, &AtomicBool::new(false), |_| {})
-        .map_err(|e| e.to_string())?;
+    let selection =
+        evict::select(&mut ct, &sel, None, false, &stop, |_| {}).map_err(|e| e.to_string())?;
     println!("{} flows from {src}", selection.matched);
     if delete {
-        let deleter = Deleter::open().map_err(|e| e.to_string())?;
-        let t = evict::delete_selected(&selection.keys, deleter).map_err(|e| e.to_string())?;
-        println!("deleted {}, vanished {}, failed {}", t.deleted, t.vanished, t.failed);
+        let report =
+            evict::delete_chosen(&selection, &sel, None, &stop).map_err(|e| e.to_string())?;
+        report.write_text(&mut std::io::stdout()).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -1,18 +1,28 @@
-//! The eviction engine: select flows with one dump, then delete exactly those, each delete
-//! guarded by the flow's identity; and the guard that decides when the kernel's filtered
-//! flush may stand in for the per-flow deletes.
+//! The eviction engine: which way to delete ([`Strategy::choose`], pure), and the three ways,
+//! each exact.
 //!
-//! Two ways to delete, both exact:
-//! - **Per flow** ([`delete_selected`], [`select_and_delete`]): every delete carries the
-//!   original tuple, the zone and the `CTA_ID` read in the dump, so an entry that vanished, or
-//!   whose tuple a new connection re-used meanwhile, is answered ENOENT and left alone.
-//!   [`select_and_delete`] overlaps the dump with the deletes on a second socket.
-//! - **Kernel flush** ([`flush_filter`], [`dry_run_confirms`], [`flush`]): one request, for
-//!   selections the kernel's filter expresses exactly, on kernels that honour it, and only after
-//!   a dump with the very same attributes returned nothing but selected flows.
-//! - **Proven kernel flush** ([`proven_flush`]): the same flush without any dump of the real
-//!   table; the request's bytes are first proven in a scratch namespace
-//!   ([`crate::flushproof`]), then sent unchanged.
+//! - **Proven kernel flush** ([`Strategy::ProvenFlush`], [`proven_flush`]): for selections the
+//!   kernel's filter expresses exactly ([`flush_filter`]), on kernels that honour it, scripted
+//!   (`--yes`, nothing kept or paced). No dump of the real table: the request's bytes are
+//!   first proven in a scratch namespace ([`crate::flushproof`]), then sent unchanged. This
+//!   proof guards every kernel flush ctguard sends; [`FlushRequest`] builds the only bytes and
+//!   [`Conntrack::send_flush`] is their only sender.
+//! - **Streamed** ([`Strategy::Streamed`], [`streamed`], [`select_and_delete`]): one dump, each
+//!   matched flow deleted moments after the dump read it, on a second socket.
+//! - **Select first** ([`Strategy::SelectFirst`], [`select`], [`delete_chosen`]): one dump to
+//!   preview, list, save or limit; then, once confirmed, per-flow deletes.
+//!
+//! [`run`] carries out a chosen strategy from start to report, the caller's part (preview,
+//! question, `--save`, audit trail) injected as [`Edges`].
+//!
+//! Every per-flow delete carries the original tuple, the zone and the `CTA_ID` read in the
+//! dump, so an entry that vanished, or whose tuple a new connection re-used meanwhile, is
+//! answered ENOENT and left alone; an answer older than [`FRESH_FOR`] (by the time its batch
+//! was received, not decoded) is looked up again and deleted only if still selected.
+
+mod run;
+
+pub use run::{Before, Decision, Edges, Ran, run};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -20,15 +30,15 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
 use crate::ctnetlink::{
-    self, Conntrack, DeleteTally, Deleter, DumpFilter, FlowKey, FlushRequest, Marked,
+    self, Conntrack, DeleteTally, Deleter, DumpFilter, Dumped, FlowKey, FlushRequest, Marked,
 };
 use crate::flow::{Family, Flow};
-use crate::flushproof::{self, Proof};
+use crate::flushproof::{self, Proof, Refusal};
 use crate::select::Selector;
 use crate::sysctl::StateTimeouts;
 
@@ -118,6 +128,53 @@ pub fn flush_filter(
     Ok(filter)
 }
 
+/// What a run of `ctguard evict` asks for besides the selection: the inputs of
+/// [`Strategy::choose`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// No question: delete at once (`--yes`).
+    pub yes: bool,
+    /// Delete nothing (`--dry-run`).
+    pub dry_run: bool,
+    /// At most this many flows, the most idle first (`--limit`).
+    pub limit: Option<u64>,
+    /// At most this many deletes a second (`--rate`).
+    pub rate: Option<u32>,
+    /// The flows are written to a file before the first delete (`--save`).
+    pub save: bool,
+    /// The running kernel's release, `None` when unknown.
+    pub kernel: Option<(u32, u32)>,
+}
+
+/// How a selection is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The kernel's filtered flush with this filter, proven in a scratch namespace first
+    /// ([`proven_flush`]); no dump of the real table. A refused proof sends nothing, and the
+    /// run goes on as [`Strategy::Streamed`].
+    ProvenFlush(DumpFilter),
+    /// One dump, each matched flow deleted moments after it was read ([`streamed`]).
+    Streamed,
+    /// One dump to select, preview, list, save or limit ([`select`]); then the question or
+    /// the dry run; then per-flow deletes, each older answer re-checked ([`delete_chosen`]).
+    SelectFirst,
+}
+
+impl Strategy {
+    /// The strategy for `sel` and `ask`, pure. Anything shown, kept or limited needs the whole
+    /// selection first; otherwise a scripted run flushes when the kernel's filter is exact
+    /// (never for a part or a pace of the selection) and streams the deletes when it is not.
+    pub fn choose(sel: &Selector, ask: &Ask) -> Strategy {
+        if !ask.yes || ask.dry_run || ask.limit.is_some() || ask.save {
+            return Strategy::SelectFirst;
+        }
+        match flush_filter(sel, ask.kernel, ask.rate.is_some()) {
+            Ok(filter) => Strategy::ProvenFlush(filter),
+            Err(_) => Strategy::Streamed,
+        }
+    }
+}
+
 /// What a dump sent with some filter returned: the dry run of a flush with that filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DryRun {
@@ -188,9 +245,6 @@ pub struct Selection {
     pub complete: bool,
 }
 
-/// Dump attempts when our receive buffer overflowed (the selection restarts from scratch).
-const DUMP_ATTEMPTS: usize = 3;
-
 /// What [`select`] hands its observer.
 #[derive(Debug)]
 pub enum Seen<'a> {
@@ -200,11 +254,23 @@ pub enum Seen<'a> {
     Restart,
 }
 
+/// What [`select`] keeps while the dump runs.
+#[derive(Default)]
+struct Chooser {
+    s: Selection,
+    heap: BinaryHeap<Reverse<(Candidate, usize)>>,
+    slots: Vec<Option<Flow>>,
+    free: Vec<usize>,
+    returned: u64,
+    cut: bool,
+}
+
 /// Dumps once with `sel`'s kernel filter and collects the flows to delete. `each` sees every
 /// matched flow (for previews, tallies and `--save`; with a limit, all of them, not only the
 /// chosen), and [`Seen::Restart`] if the dump has to be repeated. With `limit`, only the
 /// `limit` most idle are kept (memory grows with the limit, not the table), and `keep_flows`
 /// keeps their whole flows too. Once `stop` is set the dump ends early (`complete` false).
+/// Each key is stamped with the moment its answer was received ([`Dumped::Flow`]).
 pub fn select(
     ct: &mut Conntrack,
     sel: &Selector,
@@ -215,76 +281,68 @@ pub fn select(
 ) -> Result<Selection, ctnetlink::Error> {
     let filter = sel.kernel_filter();
     let timeouts = sel.timeouts.clone().unwrap_or_else(StateTimeouts::defaults);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut s = Selection::default();
-        let mut heap: BinaryHeap<Reverse<(Candidate, usize)>> = BinaryHeap::new();
-        let mut slots: Vec<Option<Flow>> = Vec::new();
-        let mut free: Vec<usize> = Vec::new();
-        let mut returned = 0u64;
-        let mut cut = false;
-        let r = ct.dump(&filter, |flow| {
-            if stop.load(Ordering::Relaxed) {
-                cut = true;
-                return ControlFlow::Break(());
-            }
-            returned += 1;
-            if !sel.matches(flow) {
+    let mut c = Chooser::default();
+    let summary = ct.dump_retrying(&filter, |seen| {
+        let (flow, received) = match seen {
+            Dumped::Flow(flow, received) => (flow, received),
+            Dumped::Restart => {
+                c = Chooser::default();
+                each(Seen::Restart);
                 return ControlFlow::Continue(());
             }
-            s.matched += 1;
-            each(Seen::Flow(flow));
-            let Some(marked) = Marked::of(flow, Instant::now()) else {
-                s.without_id += 1;
-                return ControlFlow::Continue(());
-            };
-            match limit {
-                None => s.keys.push(marked),
-                Some(n) => {
-                    let c = Candidate {
-                        idle: timeouts.idle(flow).unwrap_or(0),
-                        order: Reverse(s.matched),
-                        marked,
-                    };
-                    if (heap.len() as u64) < n {
-                        let slot = store(&mut slots, &mut free, keep_flows.then(|| flow.clone()));
-                        heap.push(Reverse((c, slot)));
-                    } else if heap.peek().is_some_and(|Reverse((least, _))| c > *least) {
-                        if let Some(Reverse((_, slot))) = heap.pop() {
-                            slots[slot] = None;
-                            free.push(slot);
-                        }
-                        let slot = store(&mut slots, &mut free, keep_flows.then(|| flow.clone()));
-                        heap.push(Reverse((c, slot)));
-                    }
-                }
+        };
+        if stop.load(Ordering::Relaxed) {
+            c.cut = true;
+            return ControlFlow::Break(());
+        }
+        c.returned += 1;
+        if !sel.matches(flow) {
+            return ControlFlow::Continue(());
+        }
+        c.s.matched += 1;
+        each(Seen::Flow(flow));
+        let Some(marked) = Marked::of(flow, received) else {
+            c.s.without_id += 1;
+            return ControlFlow::Continue(());
+        };
+        let Some(n) = limit else {
+            c.s.keys.push(marked);
+            return ControlFlow::Continue(());
+        };
+        let cand = Candidate {
+            idle: timeouts.idle(flow).unwrap_or(0),
+            order: Reverse(c.s.matched),
+            marked,
+        };
+        if (c.heap.len() as u64) < n {
+            let slot = store(&mut c.slots, &mut c.free, keep_flows.then(|| flow.clone()));
+            c.heap.push(Reverse((cand, slot)));
+        } else if c.heap.peek().is_some_and(|Reverse((least, _))| cand > *least) {
+            if let Some(Reverse((_, slot))) = c.heap.pop() {
+                c.slots[slot] = None;
+                c.free.push(slot);
             }
-            ControlFlow::Continue(())
-        });
-        match r {
-            Ok(summary) => {
-                let mut chosen = heap.into_sorted_vec();
-                // into_sorted_vec of Reverse is descending by candidate: most idle first.
-                for Reverse((c, slot)) in chosen.drain(..) {
-                    s.keys.push(c.marked);
-                    if let Some(f) = slots.get_mut(slot).and_then(Option::take) {
-                        s.flows.push(f);
-                    }
-                }
-                s.complete = !cut;
-                s.dry_run = DryRun {
-                    filter,
-                    returned,
-                    matched: s.matched,
-                    incomplete: summary.interrupted || !s.complete,
-                };
-                return Ok(s);
-            }
-            Err(ctnetlink::Error::Overrun { .. }) if attempt < DUMP_ATTEMPTS => each(Seen::Restart),
-            Err(e) => return Err(e),
+            let slot = store(&mut c.slots, &mut c.free, keep_flows.then(|| flow.clone()));
+            c.heap.push(Reverse((cand, slot)));
+        }
+        ControlFlow::Continue(())
+    })?;
+    let Chooser { mut s, heap, mut slots, returned, cut, .. } = c;
+    // into_sorted_vec of Reverse is descending by candidate: most idle first.
+    for Reverse((c, slot)) in heap.into_sorted_vec() {
+        s.keys.push(c.marked);
+        if let Some(f) = slots.get_mut(slot).and_then(Option::take) {
+            s.flows.push(f);
         }
     }
+    s.complete = !cut;
+    s.dry_run = DryRun {
+        filter,
+        returned,
+        matched: s.matched,
+        incomplete: summary.interrupted || !s.complete,
+    };
+    Ok(s)
 }
 
 fn store(slots: &mut Vec<Option<Flow>>, free: &mut Vec<usize>, flow: Option<Flow>) -> usize {
@@ -346,117 +404,82 @@ pub struct Streamed {
     pub without_id: u64,
     /// The per-flow deletes.
     pub tally: DeleteTally,
-    /// Selected flows left to the kernel flush, and what the table lost in it (see [`flush`]);
-    /// `None` when no flush was sent.
-    pub flushed: Option<(u64, u64)>,
     /// False when `stop` cut the dump short: more flows may match than `matched`.
     pub complete: bool,
 }
 
 /// The dump and the deletes at once: while this thread decodes and matches the dump, a second
 /// thread deletes the flows already matched on its own socket. Exact all the same: each delete
-/// is guarded by the identity the dump just read, and the dump never re-sends an entry it has
-/// sent (a resume that finds its entry gone re-walks the bucket; the repeats are dropped by id).
+/// is guarded by the identity the dump just read (stamped with the time it was received, so a
+/// stall behind the dump makes it re-checked), and the dump never re-sends an entry it has
+/// sent (a resume that finds its entry gone re-walks the bucket; the repeats are dropped by
+/// id). A dump that overflowed our buffer is run again for what is left, at most
+/// [`ctnetlink::DUMP_ATTEMPTS`] times in all.
 ///
-/// With `flush` (a filter [`flush_filter`] accepted for `sel`), the dump is also the flush's
-/// dry run: if, once complete, [`dry_run_confirms`] it, the deletes not yet sent are dropped
-/// and one kernel flush removes the rest. Otherwise the per-flow deletes finish the job.
-/// A dump that overflowed our buffer is run again for what is left, at most three times
-/// (and proves nothing for a flush).
+/// No kernel flush here: a flush is sent only after its scratch-namespace proof
+/// ([`proven_flush`]), which [`Strategy::choose`] tries before this for any selection the
+/// kernel's filter expresses.
 pub fn select_and_delete(
     ct: &mut Conntrack,
     sel: &Selector,
     deleter: Deleter<'_>,
     stop: &AtomicBool,
-    flush_with: Option<&DumpFilter>,
 ) -> Result<Streamed, ctnetlink::Error> {
     let filter = sel.kernel_filter();
-    let takeover = AtomicBool::new(false);
     let (tx, rx) = mpsc::sync_channel::<Vec<Marked>>(BATCHES_IN_FLIGHT);
     std::thread::scope(|scope| {
-        let takeover = &takeover;
-        let worker = scope.spawn(move || -> Result<(DeleteTally, u64), ctnetlink::Error> {
+        let worker = scope.spawn(move || -> Result<DeleteTally, ctnetlink::Error> {
             let mut deleter = deleter;
-            let (mut extra, mut handed) = (0u64, 0u64);
+            let mut extra = 0u64;
             let mut stopped = false;
             for batch in rx.iter() {
                 for key in &batch {
-                    if takeover.load(Ordering::Relaxed) {
-                        handed += 1;
-                    } else if stopped {
+                    if stopped {
                         extra += 1;
                     } else if deleter.push(key)?.is_break() {
                         stopped = true;
                     }
                 }
             }
-            if takeover.load(Ordering::Relaxed) {
-                let (t, unsent) = deleter.finish_unsent();
-                return Ok((t, handed + unsent));
-            }
             let mut t = deleter.finish()?;
             t.not_attempted += extra;
-            Ok((t, 0))
+            Ok(t)
         });
         let mut out = Streamed::default();
-        let mut result = Ok(());
-        let mut dry = None;
+        let mut batch = Vec::with_capacity(BATCH);
         let mut cut = false;
-        for attempt in 1..=DUMP_ATTEMPTS {
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut returned = 0u64;
-            let r = ct.dump(&filter, |flow| {
-                if stop.load(Ordering::Relaxed) {
-                    cut = true;
+        // On a restart the entries of the lost part of the dump are still there: they come
+        // again. The ones already deleted are gone, the others match again.
+        let result = ct.dump_retrying(&filter, |seen| {
+            let Dumped::Flow(flow, received) = seen else {
+                return ControlFlow::Continue(());
+            };
+            if stop.load(Ordering::Relaxed) {
+                cut = true;
+                return ControlFlow::Break(());
+            }
+            if !sel.matches(flow) {
+                return ControlFlow::Continue(());
+            }
+            out.matched += 1;
+            match Marked::of(flow, received) {
+                Some(marked) => batch.push(marked),
+                None => out.without_id += 1,
+            }
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if tx.send(full).is_err() {
+                    // The deleting thread ended (an error); it reports why.
                     return ControlFlow::Break(());
                 }
-                returned += 1;
-                if !sel.matches(flow) {
-                    return ControlFlow::Continue(());
-                }
-                out.matched += 1;
-                match Marked::of(flow, Instant::now()) {
-                    Some(marked) => batch.push(marked),
-                    None => out.without_id += 1,
-                }
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if tx.send(full).is_err() {
-                        // The deleting thread ended (an error); it reports why.
-                        return ControlFlow::Break(());
-                    }
-                }
-                ControlFlow::Continue(())
-            });
-            if let (Ok(summary), 1, Some(f)) = (&r, attempt, flush_with) {
-                let d = DryRun {
-                    filter,
-                    returned,
-                    matched: out.matched,
-                    incomplete: summary.interrupted || cut,
-                };
-                if dry_run_confirms(f, &d) {
-                    // From here on the worker drops what it has not sent: the flush takes it.
-                    takeover.store(true, Ordering::Relaxed);
-                    dry = Some(d);
-                }
             }
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
-            match r {
-                Ok(_) => break,
-                // Entries of the lost part of the dump are still there: dump again. The ones
-                // already deleted are gone, the others match again.
-                Err(ctnetlink::Error::Overrun { .. }) if attempt < DUMP_ATTEMPTS => continue,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
+            ControlFlow::Continue(())
+        });
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
         }
         drop(tx);
-        let (tally, handed) = match worker.join() {
+        let tally = match worker.join() {
             Ok(t) => t?,
             Err(_) => {
                 return Err(ctnetlink::Error::Malformed {
@@ -468,21 +491,58 @@ pub fn select_and_delete(
         result?;
         out.tally = tally;
         out.complete = !cut;
-        if let (Some(f), Some(d)) = (flush_with, dry) {
-            // The per-flow deletes have all been answered: the table count moves only with
-            // the flush now (and with whatever else the kernel does meanwhile).
-            if let Some(removed) = flush(ct, f, &d)? {
-                out.flushed = Some((handed, removed));
-            }
-        }
         Ok(out)
     })
 }
 
-/// The kernel flush, for a selection [`flush_filter`] accepted and whose selection dump
-/// [`dry_run_confirms`] (checked again here: without both, nothing is sent). Returns how many
-/// entries the table lost meanwhile (its count before minus after), which is the number
-/// deleted unless other flows came or went at the same moment.
+/// [`Strategy::Streamed`]: [`select_and_delete`] with a deleter that paces to `rate` and
+/// re-checks an answer older than [`FRESH_FOR`] against `sel`, and its report.
+pub fn streamed(
+    ct: &mut Conntrack,
+    sel: &Selector,
+    rate: Option<u32>,
+    stop: &AtomicBool,
+) -> Result<Report, ctnetlink::Error> {
+    let still_selected = |f: &Flow| sel.matches(f);
+    let s = select_and_delete(ct, sel, deleter(&still_selected, rate, stop)?, stop)?;
+    let report = Report::nothing(s.matched, s.matched, false).with_tally(&s.tally, s.without_id);
+    Ok(report.ended(s.complete, stop))
+}
+
+/// [`Strategy::SelectFirst`], once confirmed: deletes `selection`'s keys flow by flow, paced to
+/// `rate`. What the preview (or the dump a `--limit` needed whole) showed is older than
+/// [`FRESH_FOR`] by now, so each flow is looked up again right before its delete and deleted
+/// only if it is still the entry shown and still matches `sel`. No kernel flush here: it
+/// would also take flows that appeared after the preview.
+pub fn delete_chosen(
+    selection: &Selection,
+    sel: &Selector,
+    rate: Option<u32>,
+    stop: &AtomicBool,
+) -> Result<Report, ctnetlink::Error> {
+    let still_selected = |f: &Flow| sel.matches(f);
+    let tally = delete_selected(&selection.keys, deleter(&still_selected, rate, stop)?)?;
+    let selected = selection.keys.len() as u64;
+    let report = Report::nothing(selection.matched, selected, false)
+        .with_tally(&tally, selection.without_id);
+    Ok(report.ended(selection.complete, stop))
+}
+
+/// The per-flow deleter of both strategies: paced to `rate`, ended by `stop`, and each answer
+/// older than [`FRESH_FOR`] looked up again and deleted only if `still_selected`.
+fn deleter<'a>(
+    still_selected: &'a (dyn Fn(&Flow) -> bool + Sync),
+    rate: Option<u32>,
+    stop: &'a AtomicBool,
+) -> Result<Deleter<'a>, ctnetlink::Error> {
+    Ok(Deleter::open()?.with_rate(rate).with_stop(stop).with_recheck(still_selected, FRESH_FOR))
+}
+
+/// The kernel flush for a selection dump's dry run: sent only when [`dry_run_confirms`] it
+/// and then its scratch-namespace proof holds ([`proven_flush`], against the selection the
+/// filter expresses). Returns how many entries the table lost meanwhile (its count before
+/// minus after), which is the number deleted unless other flows came or went at the same
+/// moment; `None` when nothing was sent.
 pub fn flush(
     ct: &mut Conntrack,
     filter: &DumpFilter,
@@ -491,10 +551,28 @@ pub fn flush(
     if !dry_run_confirms(filter, dry) {
         return Ok(None);
     }
-    let before = Census::before(ct)?;
-    ct.flush_filtered(filter)?;
-    let after = Census::after(ct)?;
-    Ok(Some(before.removed_until(&after)))
+    match proven_flush(ct, &selector_of(filter), filter, &AtomicBool::new(false))? {
+        ProvenFlush::Flushed { removed, .. } => Ok(Some(removed)),
+        ProvenFlush::Refused(_) | ProvenFlush::Stopped => Ok(None),
+    }
+}
+
+/// The selection a flush filter expresses: its exact hosts, mark, status bits and zone.
+fn selector_of(f: &DumpFilter) -> Selector {
+    let host = |a: Option<std::net::Ipv4Addr>| {
+        a.map(|a| IpNetwork::V4(ipnetwork::Ipv4Network::from(a))).into_iter().collect()
+    };
+    let (set, mask) = f.status.unwrap_or((0, 0));
+    Selector {
+        src: host(f.orig_src_v4),
+        dst: host(f.orig_dst_v4),
+        mark: f.mark,
+        zone: f.zone,
+        status_set: set & mask,
+        status_clear: mask & !set,
+        family: f.family,
+        ..Selector::default()
+    }
 }
 
 /// The table's entry count and the kernel's insert counter (summed over CPUs) at one moment:
@@ -548,7 +626,7 @@ pub enum ProvenFlush {
         removed: u64,
     },
     /// Nothing was sent to the real table; why the proof did not hold.
-    Refused(flushproof::Refusal),
+    Refused(Refusal),
     /// The stop flag was set by the time the proof held: nothing was sent to the real table.
     Stopped,
 }
@@ -556,7 +634,9 @@ pub enum ProvenFlush {
 /// The kernel flush without a dump of the real table: the filtered-flush request for
 /// `filter` (one [`flush_filter`] accepted for `sel`) is built once, proven in a scratch
 /// namespace against `sel`'s exact check ([`flushproof::prove`]), and only then sent, the same
-/// bytes, through `ct`. A refused proof sends nothing (the caller deletes flow by flow).
+/// bytes, through `ct`. A refused proof sends nothing (the caller deletes flow by flow); a
+/// proof the kernel refused for want of `CAP_NET_ADMIN` is that error (no delete here could
+/// do better).
 pub fn proven_flush(
     ct: &mut Conntrack,
     sel: &Selector,
@@ -565,9 +645,10 @@ pub fn proven_flush(
 ) -> Result<ProvenFlush, ctnetlink::Error> {
     match FlushRequest::new(filter) {
         Some(req) => proven_flush_with(ct, sel, filter, &req, stop),
-        None => Ok(ProvenFlush::Refused(flushproof::Refusal {
+        None => Ok(ProvenFlush::Refused(Refusal {
             scratch_netns: Vec::new(),
             why: "the filter has no CTA_FILTER address".into(),
+            errno: None,
         })),
     }
 }
@@ -585,6 +666,12 @@ pub fn proven_flush_with(
     let selects = |f: &Flow| sel.matches(f);
     let (proof, scratch) = match flushproof::prove(req, filter, &selects) {
         Ok(p) => p,
+        Err(Refusal { errno: Some(errno @ (libc::EPERM | libc::EACCES)), .. }) => {
+            return Err(ctnetlink::Error::Kernel {
+                op: "prove the filtered flush in a scratch namespace",
+                errno,
+            });
+        }
         Err(why) => return Ok(ProvenFlush::Refused(why)),
     };
     // A signal during the proof (it takes a walk of the hash): the real flush is not sent.
@@ -607,10 +694,11 @@ pub enum Method {
     None,
     /// Pipelined deletes, each guarded by the flow's tuple, zone and id.
     PerFlow,
-    /// The kernel's filtered flush, after its dry run.
+    /// The kernel's filtered flush, after its scratch-namespace proof.
     KernelFlush,
-    /// Per-flow deletes while the dry-run dump was still running, then the kernel flush for
-    /// the rest.
+    /// Per-flow deletes, then the kernel flush for the rest ([`Report::with_flush`] after
+    /// [`Report::with_tally`]). `ctguard evict` no longer sends it (the flush is proven
+    /// without a dump); kept in the wire format.
     PerFlowAndFlush,
 }
 
@@ -692,6 +780,21 @@ impl Report {
             failures: Vec::new(),
             proof: None,
         }
+    }
+
+    /// The report of a proven kernel flush: `removed` is what the table lost during it.
+    pub fn proven(proof: Proof, removed: u64) -> Report {
+        let mut report = Report::nothing(removed, removed, false).with_flush(removed, removed);
+        report.proof = Some(proof);
+        report
+    }
+
+    /// Says how the run ended: whether the selection dump was complete, and whether `stop`
+    /// interrupted it.
+    fn ended(mut self, complete: bool, stop: &AtomicBool) -> Report {
+        self.interrupted = stop.load(Ordering::Relaxed);
+        self.complete = complete;
+        self
     }
 
     /// Fills in the outcome of per-flow deletes.
@@ -784,6 +887,8 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
     use crate::select::{GuestFilter, parse_cidr, parse_states};
 
@@ -806,6 +911,66 @@ mod tests {
                 .removed_until(&Census { entries: 18_540, inserted: 0 }),
             240_000
         );
+    }
+
+    #[test]
+    fn issue_11_2_the_strategy_over_a_table_of_cases() {
+        use Strategy::{ProvenFlush as Flush, SelectFirst, Streamed};
+        let host = src("172.16.3.5");
+        let filter = flush_filter(&host, K, false).unwrap();
+        let not_flushable =
+            Selector { states: parse_states("ESTABLISHED").unwrap(), ..host.clone() };
+        let yes = Ask { yes: true, kernel: K, ..Ask::default() };
+        let cases: [(&str, &Selector, Ask, Strategy); 14] = [
+            ("--yes, flushable", &host, yes, Flush(filter)),
+            ("--yes, a state is not a kernel filter", &not_flushable, yes, Streamed),
+            ("the prompt shows the selection first", &host, Ask { yes: false, ..yes }, SelectFirst),
+            ("the prompt, not flushable", &not_flushable, Ask { yes: false, ..yes }, SelectFirst),
+            ("--dry-run", &host, Ask { dry_run: true, ..yes }, SelectFirst),
+            (
+                "--dry-run without --yes",
+                &host,
+                Ask { yes: false, dry_run: true, ..yes },
+                SelectFirst,
+            ),
+            (
+                "--limit needs the whole selection",
+                &host,
+                Ask { limit: Some(5), ..yes },
+                SelectFirst,
+            ),
+            ("--save keeps the flows first", &host, Ask { save: true, ..yes }, SelectFirst),
+            ("--rate paces: never a flush", &host, Ask { rate: Some(100), ..yes }, Streamed),
+            ("--rate, not flushable", &not_flushable, Ask { rate: Some(100), ..yes }, Streamed),
+            (
+                "kernel 6.11 ignores the filter",
+                &host,
+                Ask { kernel: Some((6, 11)), ..yes },
+                Streamed,
+            ),
+            ("kernel 6.12 honours it", &host, Ask { kernel: Some((6, 12)), ..yes }, Flush(filter)),
+            ("kernel unknown", &host, Ask { kernel: None, ..yes }, Streamed),
+            ("--all", &Selector::default(), yes, Streamed),
+        ];
+        for (what, sel, ask, want) in cases {
+            assert_eq!(Strategy::choose(sel, &ask), want, "{what}: {ask:?}");
+        }
+    }
+
+    #[test]
+    fn issue_11_2_a_flush_filter_selects_what_it_was_made_from() {
+        let sel = Selector {
+            dst: vec![parse_cidr("10.0.0.1").unwrap()],
+            mark: Some((7, 0xff)),
+            zone: Some(3),
+            status_set: 4,
+            status_clear: 8,
+            ..src("172.16.3.5")
+        };
+        let filter = flush_filter(&sel, K, false).unwrap();
+        let back = selector_of(&filter);
+        assert_eq!(back.kernel_filter(), filter);
+        assert_eq!(flush_filter(&back, K, false), Ok(filter));
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct Refusal {
     pub scratch_netns: Vec<u64>,
     /// What went wrong, in words.
     pub why: String,
+    /// The errno the kernel answered a scratch request with, when that is why (EPERM: the
+    /// process lacks `CAP_NET_ADMIN`, which the real namespace needs as much).
+    pub errno: Option<i32>,
 }
 
 impl std::fmt::Display for Refusal {
@@ -221,7 +224,7 @@ pub fn prove(
     selects: &(dyn Fn(&Flow) -> bool + Sync),
 ) -> Result<(Proof, Vec<OwnedFd>), Refusal> {
     let started = Instant::now();
-    let refuse = |why| Refusal { scratch_netns: Vec::new(), why };
+    let refuse = |why| Refusal { scratch_netns: Vec::new(), why, errno: None };
     let process = ns_inode("/proc/self/ns/net").map_err(refuse)?;
     let caller = ns_inode("/proc/thread-self/ns/net").map_err(refuse)?;
     let not_these = [process, caller, INIT_NET_INODE];
@@ -234,7 +237,7 @@ pub fn prove(
         };
         let dump = run(Check::Dump, &mut ns_dump);
         let flush = run(Check::Flush, &mut ns_flush);
-        let panicked = |_| Err("a scratch thread panicked".to_string());
+        let panicked = |_| Err(Failed::from("a scratch thread panicked".to_string()));
         (dump.join().unwrap_or_else(panicked), flush.join().unwrap_or_else(panicked))
     });
     let scratch_netns: Vec<u64> = ns_dump.into_iter().chain(ns_flush).collect();
@@ -252,15 +255,38 @@ pub fn prove(
             Ok((proof, [d.hold, f.hold].into_iter().flatten().collect()))
         }
         (Ok(_), Ok(_)) => {
-            Err(Refusal { scratch_netns, why: "the two scratch tables differ".into() })
+            Err(Refusal { scratch_netns, why: "the two scratch tables differ".into(), errno: None })
         }
         (d, f) => {
-            let why: Vec<String> = [("dump", d), ("flush", f)]
+            let failed: Vec<(&str, Failed)> = [("dump", d), ("flush", f)]
                 .into_iter()
-                .filter_map(|(what, r)| r.err().map(|e| format!("{what} check: {e}")))
+                .filter_map(|(what, r)| r.err().map(|e| (what, e)))
                 .collect();
-            Err(Refusal { scratch_netns, why: why.join("; ") })
+            let why: Vec<String> =
+                failed.iter().map(|(what, e)| format!("{what} check: {}", e.why)).collect();
+            let errno = failed.iter().find_map(|(_, e)| e.errno);
+            Err(Refusal { scratch_netns, why: why.join("; "), errno })
         }
+    }
+}
+
+/// Why one scratch thread's check failed: in words, and the kernel's errno when it answered
+/// with one.
+#[derive(Debug)]
+struct Failed {
+    why: String,
+    errno: Option<i32>,
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Failed {
+        Failed { why, errno: None }
+    }
+}
+
+impl From<crate::ctnetlink::Error> for Failed {
+    fn from(e: crate::ctnetlink::Error) -> Failed {
+        Failed { why: e.to_string(), errno: e.errno() }
     }
 }
 
@@ -294,41 +320,42 @@ fn in_scratch(
     check: Check,
     not_these: &[u64],
     made: &mut Option<u64>,
-) -> Result<Half, String> {
+) -> Result<Half, Failed> {
     // SAFETY: unshare takes flags only; CLONE_NEWNET moves just this thread.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+        // EPERM here is CAP_SYS_ADMIN's, not the table's: a refusal, not the run's error.
+        let e = std::io::Error::last_os_error();
+        return Err(format!("unshare(CLONE_NEWNET): {e}").into());
     }
     let scratch = ns_inode("/proc/thread-self/ns/net")?;
     *made = Some(scratch);
     if not_these.contains(&scratch) {
-        return Err(format!("namespace {scratch} is not a fresh one; nothing sent"));
+        return Err(format!("namespace {scratch} is not a fresh one; nothing sent").into());
     }
     let hold = std::fs::File::open("/proc/thread-self/ns/net")
         .map(OwnedFd::from)
         .map_err(|e| format!("/proc/thread-self/ns/net: {e}"))?;
-    let err = |e: crate::ctnetlink::Error| e.to_string();
-    let mut ct = Conntrack::open().map_err(err)?;
+    let mut ct = Conntrack::open()?;
     let mut refused = None;
     ct.create(table, |i, errno| {
         refused.get_or_insert((i, errno));
-    })
-    .map_err(err)?;
+    })?;
     if let Some((i, errno)) = refused {
         let e = std::io::Error::from_raw_os_error(errno);
-        return Err(format!("scratch flow {i} could not be created: {e}"));
+        let why = format!("scratch flow {i} could not be created: {e}");
+        return Err(Failed { why, errno: Some(errno) });
     }
     // The table as the kernel holds it, and which of it the selection selects. Entries are
     // looked up one by one (a hash lookup each): a dump would walk the whole global conntrack
     // hash, every namespace's entries.
     let mut held: Vec<(Flow, bool)> = Vec::with_capacity(table.len());
     for t in table {
-        match ct.get(t).map_err(err)? {
+        match ct.get(t)? {
             Some(f) if same_flow(t, &f) => {
                 let s = selects(&f);
                 held.push((f, s));
             }
-            _ => return Err(format!("scratch flow {} is not in the table", describe(t))),
+            _ => return Err(format!("scratch flow {} is not in the table", describe(t)).into()),
         }
     }
     let selected = held.iter().filter(|(_, s)| *s).count();
@@ -336,7 +363,8 @@ fn in_scratch(
         return Err(format!(
             "the scratch table has {selected} of {} flows selected: it proves nothing",
             held.len()
-        ));
+        )
+        .into());
     }
     let mut half = Half {
         hold: Some(hold),
@@ -347,7 +375,7 @@ fn in_scratch(
     match check {
         Check::Dump => {
             let mut returned: Vec<Flow> = Vec::new();
-            ct.dump_as_flush(req, |f| returned.push(f.clone())).map_err(err)?;
+            ct.dump_as_flush(req, |f| returned.push(f.clone()))?;
             let exact = returned.len() == selected
                 && returned.iter().all(|g| held.iter().any(|(h, s)| *s && same_flow(g, h)));
             if !exact {
@@ -355,17 +383,18 @@ fn in_scratch(
                     "the dump with the flush's attributes returned {} flows for {selected} \
                      selected",
                     returned.len()
-                ));
+                )
+                .into());
             }
             half.dump_returned = returned.len() as u64;
         }
         Check::Flush => {
-            ct.send_flush(req).map_err(err)?;
+            ct.send_flush(req)?;
             for (f, s) in &held {
-                let there = ct.get(f).map_err(err)?.is_some_and(|g| g.id == f.id);
+                let there = ct.get(f)?.is_some_and(|g| g.id == f.id);
                 if there == *s {
                     let what = if *s { "left the selected" } else { "deleted the unselected" };
-                    return Err(format!("the flush {what} scratch flow {}", describe(f)));
+                    return Err(format!("the flush {what} scratch flow {}", describe(f)).into());
                 }
                 half.kept += u64::from(there);
             }

@@ -12,7 +12,7 @@ use ctguard::flow::Flow;
 use ctguard::output::json;
 use tempfile::NamedTempFile;
 
-use super::run::Failure;
+use super::exit::Failure;
 
 /// Checks `--save FILE` before anything is touched: FILE must not exist, not even as a
 /// (dangling) symlink, and its directory must.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 
-use super::run::Failure;
+use super::exit::Failure;
 
 /// The signals that stop an eviction cleanly.
 const STOPPING: [(libc::c_int, &str); 3] =

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use netlink_sys::Socket;
 
 use super::uapi::*;
-use super::{DumpFilter, Error, decode, encode, error_code, messages, open_socket, recv_error};
+use super::{Error, decode, encode, error_code, messages, open_socket, recv_error};
 use crate::flow::{Family, Flow, Proto, Tuple};
 
 /// What an identity-guarded delete needs of a flow: the original tuple, the zone and the
@@ -291,13 +291,6 @@ impl<'a> Deleter<'a> {
         Ok(self.tally)
     }
 
-    /// Sends nothing more: returns the tally and how many queued deletes were never sent
-    /// (another way of deleting, the kernel flush, takes them over).
-    pub fn finish_unsent(self) -> (DeleteTally, u64) {
-        let unsent = self.chunk.len() as u64;
-        (self.tally, unsent)
-    }
-
     fn pace(&mut self) {
         let Some(rate) = self.rate else { return };
         let mut started = *self.started.get_or_insert_with(Instant::now);
@@ -538,24 +531,6 @@ fn last_message(buf: &[u8]) -> usize {
 fn set_ack(msg: &mut [u8]) {
     let flags = u16::from_ne_bytes([msg[6], msg[7]]) | NLM_F_ACK;
     msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-}
-
-impl super::Conntrack {
-    /// The kernel's filtered flush (Linux 6.12+, `CTA_FILTER` in `IPCTNL_MSG_CT_DELETE`):
-    /// deletes every entry a dump with `filter` returns, in one request. Refuses (an error,
-    /// nothing sent) unless `filter` carries an IPv4 `CTA_FILTER` address. On a kernel that
-    /// ignores any of the attributes this empties the whole table: callers must first prove
-    /// the filter with a dump of the same `filter` on this kernel (see `crate::evict`).
-    pub fn flush_filtered(&mut self, filter: &DumpFilter) -> Result<(), Error> {
-        let op = "flush conntrack entries (filtered)";
-        let seq = self.next_seq();
-        self.req.clear();
-        if !encode::flush(&mut self.req, seq, filter) {
-            return Err(Error::Kernel { op, errno: libc::EINVAL });
-        }
-        self.send_req(op)?;
-        self.read_replies(op, seq, false, |_| {})
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::io;
 use std::ops::ControlFlow;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use netlink_sys::Socket;
 use rustc_hash::FxHashSet;
@@ -32,6 +33,19 @@ const DUMP_BATCH: usize = 256 << 10;
 const DUMP_SKB_MAX: usize = 32 << 10;
 /// Receive buffers in flight between the receiving and the decoding thread.
 const PIPELINE: usize = 4;
+/// Dump attempts when our receive buffer overflowed ([`Conntrack::dump_retrying`]).
+pub const DUMP_ATTEMPTS: usize = 3;
+
+/// What [`Conntrack::dump_retrying`] hands its callback.
+#[derive(Debug)]
+pub enum Dumped<'a> {
+    /// One entry, and when the kernel's answer about it was received: the start of the
+    /// receive batch that held it (the oldest moment of that batch), not when it was decoded.
+    Flow(&'a Flow, Instant),
+    /// The dump overflowed our receive buffer and starts again from scratch: forget every
+    /// flow seen so far (they all come again, but those that vanished meanwhile).
+    Restart,
+}
 
 impl Conntrack {
     /// Streams the table to `each`, one decoded flow at a time (`conntrack -L`; the filter's
@@ -43,6 +57,19 @@ impl Conntrack {
         filter: &DumpFilter,
         mut each: impl FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<DumpSummary, Error> {
+        self.dump_stamped(filter, |flow, _| each(flow))
+    }
+
+    /// [`Conntrack::dump`], each flow handed on with the moment its answer was received. The
+    /// receiving thread reads up to a few batches ahead of the decoding, so a stall between
+    /// the two (a slow callback, SIGSTOP) makes an answer older than its decode time says:
+    /// the stamp is taken before the first `recv` of the batch that held the entry (one
+    /// `Instant` a batch, none per entry), so it errs old, never young.
+    pub fn dump_stamped(
+        &mut self,
+        filter: &DumpFilter,
+        mut each: impl FnMut(&Flow, Instant) -> ControlFlow<()>,
+    ) -> Result<DumpSummary, Error> {
         let op = "dump conntrack table";
         let mut flow = std::mem::take(&mut self.flow);
         // A resume whose last entry vanished re-walks that hash bucket from its head, so a
@@ -50,8 +77,10 @@ impl Conntrack {
         // shorter than the ~130 entries of a 32 KiB chunk).
         let mut window = IdWindow::default();
         let mut duplicates = 0;
+        let mut received = Instant::now();
         let r = self.stream(op, filter, |item| match item {
-            Item::Chunk => {
+            Item::Chunk(at) => {
+                received = at;
                 window.rotate();
                 Ok(ControlFlow::Continue(false))
             }
@@ -66,11 +95,32 @@ impl Conntrack {
                     duplicates += 1;
                     return Ok(ControlFlow::Continue(false));
                 }
-                Ok(each(&flow).map_continue(|()| true))
+                Ok(each(&flow, received).map_continue(|()| true))
             }
         });
         self.flow = flow;
         r.map(|s| DumpSummary { duplicates, ..s })
+    }
+
+    /// [`Conntrack::dump_stamped`], run again from scratch when our receive buffer overflowed
+    /// (ENOBUFS: the kernel dropped part of the dump), at most [`DUMP_ATTEMPTS`] times in
+    /// all. Before each new attempt `each` gets [`Dumped::Restart`] (its answer is ignored):
+    /// what it saw so far is to be forgotten. The last attempt's overrun is the error.
+    pub fn dump_retrying(
+        &mut self,
+        filter: &DumpFilter,
+        mut each: impl FnMut(Dumped<'_>) -> ControlFlow<()>,
+    ) -> Result<DumpSummary, Error> {
+        let mut attempt = 1;
+        loop {
+            match self.dump_stamped(filter, |flow, at| each(Dumped::Flow(flow, at))) {
+                Err(Error::Overrun { .. }) if attempt < DUMP_ATTEMPTS => {
+                    attempt += 1;
+                    let _ = each(Dumped::Restart);
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Streams the raw netlink messages of a dump, header included, as the kernel sent them:
@@ -106,7 +156,7 @@ impl Conntrack {
         encode::dump(&mut self.req, seq, filter);
         self.send_req(op)?;
         let sock = &self.sock;
-        let (full_tx, full_rx) = mpsc::sync_channel::<Result<Vec<u8>, Error>>(PIPELINE);
+        let (full_tx, full_rx) = mpsc::sync_channel::<Result<Batch, Error>>(PIPELINE);
         let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
         for _ in 0..PIPELINE {
             let _ = empty_tx.send(Vec::with_capacity(DUMP_BATCH));
@@ -117,15 +167,16 @@ impl Conntrack {
             let mut stopped = false;
             let mut outcome: Option<Result<DumpSummary, Error>> = None;
             for chunk in full_rx.iter() {
-                let buf = match chunk {
-                    Ok(buf) => buf,
+                let (buf, received) = match chunk {
+                    Ok(batch) => batch,
                     Err(e) => {
                         outcome.get_or_insert(Err(e));
                         continue;
                     }
                 };
                 if outcome.is_none() {
-                    match process_chunk(&buf, seq, op, &mut summary, &mut stopped, &mut each) {
+                    let chunk = Chunk { buf: &buf, received };
+                    match process_chunk(chunk, seq, op, &mut summary, &mut stopped, &mut each) {
                         Ok(true) => outcome = Some(Ok(summary)),
                         Ok(false) => {}
                         Err(e) => outcome = Some(Err(e)),
@@ -141,17 +192,29 @@ impl Conntrack {
     }
 }
 
-/// Receives a dump's chunks into recycled buffers until the chunk holding its end.
+/// One receive batch, and the moment before its first `recv`.
+type Batch = (Vec<u8>, Instant);
+
+/// One receive batch as the decoding thread reads it.
+struct Chunk<'a> {
+    buf: &'a [u8],
+    received: Instant,
+}
+
+/// Receives a dump's chunks into recycled buffers until the chunk holding its end, each
+/// batch stamped with the moment before its first `recv` (the kernel builds an skb inside
+/// the `recv` that takes it, so nothing in the batch is older than that).
 fn receive_dump(
     sock: &Socket,
     op: &'static str,
     seq: u32,
     empty: &mpsc::Receiver<Vec<u8>>,
-    full: &mpsc::SyncSender<Result<Vec<u8>, Error>>,
+    full: &mpsc::SyncSender<Result<Batch, Error>>,
 ) {
     loop {
         let mut buf = empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(DUMP_BATCH));
         buf.clear();
+        let received = Instant::now();
         // Each `recv` appends one skb (the kernel builds the next inside it); the batch goes
         // across once it cannot take another whole skb, or at the end of the dump.
         let last = loop {
@@ -162,7 +225,7 @@ fn receive_dump(
                 }
                 let err = recv_error(op, e);
                 if !buf.is_empty() {
-                    let _ = full.send(Ok(buf));
+                    let _ = full.send(Ok((buf, received)));
                 }
                 let _ = full.send(Err(err));
                 return;
@@ -175,7 +238,7 @@ fn receive_dump(
             }
         };
         // A consumer that stopped listening still lets us drain to the end.
-        let _ = full.send(Ok(buf));
+        let _ = full.send(Ok((buf, received)));
         if last {
             return;
         }
@@ -193,16 +256,16 @@ fn ends_dump(buf: &[u8], seq: u32) -> bool {
 
 /// Hands one chunk's entry messages on; Ok(true) once the dump's DONE is seen.
 fn process_chunk(
-    buf: &[u8],
+    chunk: Chunk<'_>,
     seq: u32,
     op: &'static str,
     summary: &mut DumpSummary,
     stopped: &mut bool,
     each: &mut impl FnMut(Item<'_>) -> Result<ControlFlow<(), bool>, Error>,
 ) -> Result<bool, Error> {
-    // A chunk start only moves the dedupe window; it counts nothing.
-    let _ = each(Item::Chunk)?;
-    for msg in messages(buf) {
+    // A chunk start only moves the dedupe window and the stamp; it counts nothing.
+    let _ = each(Item::Chunk(chunk.received))?;
+    for msg in messages(chunk.buf) {
         let msg = msg.map_err(|source| Error::Malformed { op, source })?;
         if msg.sequence_number() != seq {
             continue;
@@ -234,9 +297,10 @@ fn process_chunk(
     Ok(false)
 }
 
-/// What a dump stream hands on: the start of a receive chunk, or one entry message.
+/// What a dump stream hands on: the start of a receive chunk (when it was received), or one
+/// entry message.
 enum Item<'a> {
-    Chunk,
+    Chunk(Instant),
     Message(&'a [u8]),
 }
 

@@ -22,7 +22,7 @@ mod uapi;
 
 pub use decode::Malformed;
 pub use delete::{DeleteTally, Deleter, FlowKey, Marked};
-pub use dump::{DumpSummary, decode_message};
+pub use dump::{DUMP_ATTEMPTS, DumpSummary, Dumped, decode_message};
 pub use encode::DumpFilter;
 pub use error::{Error, NEEDS_CAP_NET_ADMIN};
 pub use events::{EventMask, Received, Subscription, decode_event};

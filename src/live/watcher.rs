@@ -16,7 +16,9 @@ use tokio::time::{MissedTickBehavior, interval, interval_at};
 
 use super::resync::{Reason, Resynced, Resyncs};
 use super::{Classifier, Effect, LiveTable};
-use crate::ctnetlink::{self, Conntrack, EventKind, EventMask, Received, Subscription, TableStats};
+use crate::ctnetlink::{
+    self, Conntrack, Dumped, EventKind, EventMask, Received, Subscription, TableStats,
+};
 use crate::flow::Flow;
 
 /// After a read that emptied the socket, events gather this long before the next read: at
@@ -32,9 +34,6 @@ const GATHER: Duration = Duration::from_millis(2);
 pub fn gather() {
     std::thread::sleep(GATHER);
 }
-
-/// How often a dump that overran its own socket is tried again.
-const DUMP_ATTEMPTS: usize = 3;
 
 /// A dump running for a resync, on a blocking thread.
 pub type DumpTask = JoinHandle<Result<LiveTable, ctnetlink::Error>>;
@@ -118,22 +117,19 @@ pub fn spawn_dump(classifier: &Classifier) -> Result<DumpTask, ctnetlink::Error>
     let c = classifier.clone();
     Ok(tokio::task::spawn_blocking(move || {
         let filter = c.selector().kernel_filter();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut fresh = c.empty_table();
-            let r = ct.dump(&filter, |flow| {
-                if let Some(place) = c.place(flow) {
-                    fresh.seed(flow.identity(), place);
+        let mut fresh = c.empty_table();
+        ct.dump_retrying(&filter, |seen| {
+            match seen {
+                Dumped::Flow(flow, _) => {
+                    if let Some(place) = c.place(flow) {
+                        fresh.seed(flow.identity(), place);
+                    }
                 }
-                ControlFlow::Continue(())
-            });
-            match r {
-                Ok(_) => return Ok(fresh),
-                Err(ctnetlink::Error::Overrun { .. }) if attempt < DUMP_ATTEMPTS => continue,
-                Err(e) => return Err(e),
+                Dumped::Restart => fresh = c.empty_table(),
             }
-        }
+            ControlFlow::Continue(())
+        })?;
+        Ok(fresh)
     }))
 }
 

@@ -1,9 +1,10 @@
 //! JSON Lines wire format for flows: one JSON object per line, written by `list --json` and
 //! `--save`, read back by `load`.
 //!
-//! The schema is documented in `docs/json-schema.md`. In short: [`FlowRecord`] is the owned
-//! form of one line (what [`read_flows`] parses), [`write_flow`] writes the same object from a
-//! borrowed [`Flow`] without building the owned record first.
+//! The schema is documented in `docs/json-schema.md`. In short: [`FlowRecord`] is one line,
+//! both ways: [`read_flows`] parses it (owning what it read), and [`write_flow`] writes it
+//! from a borrowed [`Flow`] (`FlowRecord::from(&flow)` borrows the names and the raw
+//! attributes and keeps the status as bits, so a line costs no allocation).
 //!
 //! Values this build does not name keep their number so that they round-trip:
 //! an unknown family is written `unknown(N)`, an unknown protocol state `UNKNOWN(N)`,
@@ -21,17 +22,17 @@ use crate::flow::{
     SecCtx, Status, TcpState, Tuple,
 };
 
-/// One flow as a JSON object: the owned form of one line.
+/// One flow as a JSON object: one line, read or written.
 ///
 /// Optional fields are omitted when absent and accepted as missing or `null` when read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FlowRecord {
+pub struct FlowRecord<'a> {
     /// `ipv4`, `ipv6`, or `unknown(N)` for another `AF_*` number.
-    pub family: String,
+    pub family: Cow<'a, str>,
     /// Protocol name (`tcp`, `udp`, `icmp`, `icmpv6`, `sctp`, `dccp`, `gre`, `udplite`) or
     /// `unknown`. On input a number (`"6"`) and `ipv6-icmp` are accepted too.
-    pub proto: String,
+    pub proto: Cow<'a, str>,
     /// IP protocol number. Always written; on input it may be left out when `proto` is a name
     /// this build knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,7 +40,7 @@ pub struct FlowRecord {
     /// TCP, SCTP or DCCP state name (`ESTABLISHED`), or `UNKNOWN(N)` for a state number this
     /// build does not name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<Cow<'a, str>>,
     /// Original direction.
     pub orig: TupleRecord,
     /// Reply direction.
@@ -47,7 +48,7 @@ pub struct FlowRecord {
     /// Names of the set status bits in bit order (`SEEN_REPLY`, `ASSURED`, …; `BIT<n>` for bits
     /// without a name). Always written, may be left out on input.
     #[serde(default)]
-    pub status: Vec<String>,
+    pub status: StatusField,
     /// Seconds left before the entry expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u32>,
@@ -75,19 +76,141 @@ pub struct FlowRecord {
     /// Connection labels as `0x`-prefixed lowercase hex without leading zeros (`0x5`); bit 0 is
     /// the lowest bit. A string because 128 bits do not fit a JSON number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<String>,
+    pub labels: Option<Cow<'a, str>>,
     /// Helper name, at most 16 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub helper: Option<String>,
+    pub helper: Option<Cow<'a, str>>,
     /// Security mark (`CTA_SECMARK`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secmark: Option<u32>,
     /// Security context (`CTA_SECCTX`), e.g. `system_u:object_r:unlabeled_t:s0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secctx: Option<String>,
+    pub secctx: Option<Cow<'a, str>>,
     /// Attributes this build does not decode, kept as raw bytes; omitted when empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub raw_attrs: Vec<RawAttrRecord>,
+    #[serde(default, skip_serializing_if = "RawAttrs::is_empty")]
+    pub raw_attrs: RawAttrs<'a>,
+}
+
+/// `status`: the names as read, or the bits of a flow being written.
+#[derive(Debug, Clone, Eq)]
+pub enum StatusField {
+    /// Names as read, checked when the record becomes a [`Flow`].
+    Names(Vec<String>),
+    /// A flow's status word, written as the names of its set bits.
+    Bits(Status),
+}
+
+impl Default for StatusField {
+    fn default() -> Self {
+        StatusField::Names(Vec::new())
+    }
+}
+
+impl StatusField {
+    fn names(&self) -> Vec<String> {
+        match self {
+            StatusField::Names(n) => n.clone(),
+            StatusField::Bits(b) => bit_indices(b.0).map(|i| StatusBit(i).to_string()).collect(),
+        }
+    }
+}
+
+/// Equal when they write the same names.
+impl PartialEq for StatusField {
+    fn eq(&self, other: &Self) -> bool {
+        self.names() == other.names()
+    }
+}
+
+fn bit_indices(bits: u32) -> impl Iterator<Item = usize> {
+    (0..32).filter(move |i| bits & (1 << i) != 0)
+}
+
+impl Serialize for StatusField {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StatusField::Names(names) => s.collect_seq(names),
+            StatusField::Bits(b) => s.collect_seq(bit_indices(b.0).map(|i| AsStr(StatusBit(i)))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(d).map(StatusField::Names)
+    }
+}
+
+/// `raw_attrs`: the records as read, or a flow's undecoded attributes being written.
+#[derive(Debug, Clone, Eq)]
+pub enum RawAttrs<'a> {
+    /// Records as read, checked when the record becomes a [`Flow`].
+    Read(Vec<RawAttrRecord>),
+    /// A flow's attributes, written as `{"kind":N,"hex":"…"}`.
+    Flow(&'a [RawAttr]),
+}
+
+impl Default for RawAttrs<'_> {
+    fn default() -> Self {
+        RawAttrs::Read(Vec::new())
+    }
+}
+
+impl RawAttrs<'_> {
+    /// How many attributes.
+    pub fn len(&self) -> usize {
+        match self {
+            RawAttrs::Read(r) => r.len(),
+            RawAttrs::Flow(f) => f.len(),
+        }
+    }
+
+    /// No attributes.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            RawAttrs::Read(r) => r.is_empty(),
+            RawAttrs::Flow(f) => f.is_empty(),
+        }
+    }
+
+    fn into_records(self) -> Vec<RawAttrRecord> {
+        match self {
+            RawAttrs::Read(r) => r,
+            RawAttrs::Flow(f) => f
+                .iter()
+                .map(|a| RawAttrRecord { kind: a.kind, hex: Hex(&a.value).to_string() })
+                .collect(),
+        }
+    }
+}
+
+/// Equal when they write the same records.
+impl PartialEq for RawAttrs<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.clone().into_records() == other.clone().into_records()
+    }
+}
+
+impl Serialize for RawAttrs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Item<'a> {
+            kind: u16,
+            hex: AsStr<Hex<'a>>,
+        }
+        match self {
+            RawAttrs::Read(r) => s.collect_seq(r),
+            RawAttrs::Flow(f) => {
+                s.collect_seq(f.iter().map(|a| Item { kind: a.kind, hex: AsStr(Hex(&a.value)) }))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawAttrs<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<RawAttrRecord>::deserialize(d).map(RawAttrs::Read)
+    }
 }
 
 /// One direction of a flow.
@@ -341,36 +464,6 @@ impl<T: fmt::Display> Serialize for AsStr<T> {
     }
 }
 
-/// The set bits of a status word as an array of names.
-struct StatusNames(Status);
-
-impl Serialize for StatusNames {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let bits = self.0.0;
-        s.collect_seq((0..32).filter(|i| bits & (1 << i) != 0).map(|i| AsStr(StatusBit(i))))
-    }
-}
-
-/// Undecoded attributes as `[{"kind":N,"hex":"…"}]`.
-struct RawAttrsOut<'a>(&'a [RawAttr]);
-
-impl RawAttrsOut<'_> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Serialize for RawAttrsOut<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Item<'a> {
-            kind: u16,
-            hex: AsStr<Hex<'a>>,
-        }
-        s.collect_seq(self.0.iter().map(|a| Item { kind: a.kind, hex: AsStr(Hex(&a.value)) }))
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Flow → record.
 
@@ -414,16 +507,36 @@ fn counters_of(flow: &Flow) -> Option<CountersRecord> {
     })
 }
 
-impl From<&Flow> for FlowRecord {
-    fn from(flow: &Flow) -> Self {
+impl<'a> From<&'a Flow> for FlowRecord<'a> {
+    /// The record of `flow`, borrowing from it: nothing is allocated for a known family,
+    /// protocol and state, a UTF-8 helper and security context (the names of unknown values
+    /// and the labels are formatted).
+    fn from(flow: &'a Flow) -> Self {
+        let shown = |known: Option<&'static str>, show: &dyn fmt::Display| match known {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(show.to_string()),
+        };
+        let family = match flow.family {
+            Family::Other(_) => None,
+            f => Some(f.name()),
+        };
+        let state = flow.state.map(|st| {
+            let known = match st {
+                ProtoState::Tcp(TcpState::Other(_))
+                | ProtoState::Sctp(SctpState::Other(_))
+                | ProtoState::Dccp(DccpState::Other(_)) => None,
+                st => Some(st.name()),
+            };
+            shown(known, &StateName(st))
+        });
         FlowRecord {
-            family: FamilyName(flow.family).to_string(),
-            proto: flow.proto.name().to_string(),
+            family: shown(family, &FamilyName(flow.family)),
+            proto: Cow::Borrowed(flow.proto.name()),
             proto_num: Some(flow.proto.0),
-            state: flow.state.map(|s| StateName(s).to_string()),
+            state,
             orig: TupleRecord::from(&flow.orig),
             reply: TupleRecord::from(&flow.reply),
-            status: flow.status.names().collect(),
+            status: StatusField::Bits(flow.status),
             timeout: flow.timeout,
             mark: flow.mark,
             zone: flow.zone,
@@ -432,82 +545,11 @@ impl From<&Flow> for FlowRecord {
             counters: counters_of(flow),
             start_ns: flow.start_ns,
             stop_ns: flow.stop_ns,
-            labels: flow.labels.map(|l| LabelsHex(l).to_string()),
-            helper: flow.helper.map(|h| h.as_str().into_owned()),
-            secmark: flow.secmark,
-            secctx: flow.secctx.as_ref().map(|c| c.as_str().into_owned()),
-            raw_attrs: flow
-                .unknown
-                .iter()
-                .map(|a| RawAttrRecord { kind: a.kind, hex: Hex(&a.value).to_string() })
-                .collect(),
-        }
-    }
-}
-
-/// The borrowed twin of [`FlowRecord`], used by [`write_flow`]: same keys, same order, same
-/// values, but no owned strings. A test checks both serialise identically.
-#[derive(Serialize)]
-struct FlowLine<'a> {
-    family: AsStr<FamilyName>,
-    proto: &'static str,
-    proto_num: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<AsStr<StateName>>,
-    orig: TupleRecord,
-    reply: TupleRecord,
-    status: StatusNames,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mark: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    zone: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<u32>,
-    #[serde(rename = "use", skip_serializing_if = "Option::is_none")]
-    use_count: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    counters: Option<CountersRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    start_ns: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop_ns: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    labels: Option<AsStr<LabelsHex>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    helper: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secmark: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secctx: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "RawAttrsOut::is_empty")]
-    raw_attrs: RawAttrsOut<'a>,
-}
-
-impl<'a> FlowLine<'a> {
-    fn new(flow: &'a Flow) -> Self {
-        FlowLine {
-            family: AsStr(FamilyName(flow.family)),
-            proto: flow.proto.name(),
-            proto_num: flow.proto.0,
-            state: flow.state.map(|s| AsStr(StateName(s))),
-            orig: TupleRecord::from(&flow.orig),
-            reply: TupleRecord::from(&flow.reply),
-            status: StatusNames(flow.status),
-            timeout: flow.timeout,
-            mark: flow.mark,
-            zone: flow.zone,
-            id: flow.id,
-            use_count: flow.use_count,
-            counters: counters_of(flow),
-            start_ns: flow.start_ns,
-            stop_ns: flow.stop_ns,
-            labels: flow.labels.map(|l| AsStr(LabelsHex(l))),
+            labels: flow.labels.map(|l| Cow::Owned(LabelsHex(l).to_string())),
             helper: flow.helper.as_ref().map(HelperName::as_str),
             secmark: flow.secmark,
             secctx: flow.secctx.as_ref().map(SecCtx::as_str),
-            raw_attrs: RawAttrsOut(&flow.unknown),
+            raw_attrs: RawAttrs::Flow(&flow.unknown),
         }
     }
 }
@@ -517,7 +559,7 @@ impl<'a> FlowLine<'a> {
 /// Builds nothing owned beyond a helper name that is not UTF-8; pass a buffered writer
 /// (`BufWriter`, `StdoutLock` wrapped in one) when writing many flows.
 pub fn write_flow(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
-    super::jsonl::write_line(out, &FlowLine::new(flow))
+    super::jsonl::write_line(out, &FlowRecord::from(flow))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,24 +721,30 @@ fn parse_tuple(
     Ok(Tuple { src: t.src, dst: t.dst, l4, zone: t.zone })
 }
 
-impl TryFrom<FlowRecord> for Flow {
+impl TryFrom<FlowRecord<'_>> for Flow {
     type Error = RecordError;
 
-    fn try_from(r: FlowRecord) -> Result<Flow, RecordError> {
+    fn try_from(r: FlowRecord<'_>) -> Result<Flow, RecordError> {
         let family = parse_family(&r.family)?;
         let proto = parse_proto(&r.proto, r.proto_num)?;
         let state = r.state.as_deref().map(|s| parse_state(proto, s)).transpose()?;
         let orig = parse_tuple(&r.orig, "orig", ["orig.src", "orig.dst"], family, proto)?;
         let reply = parse_tuple(&r.reply, "reply", ["reply.src", "reply.dst"], family, proto)?;
-        let status = parse_status(&r.status)?;
+        let status = match &r.status {
+            StatusField::Names(names) => parse_status(names)?,
+            StatusField::Bits(bits) => *bits,
+        };
         let labels = r.labels.as_deref().map(parse_labels).transpose()?;
         let helper = match r.helper {
-            Some(h) if h.len() > 16 || h.contains('\0') => return Err(RecordError::BadHelper(h)),
+            Some(h) if h.len() > 16 || h.contains('\0') => {
+                return Err(RecordError::BadHelper(h.into_owned()));
+            }
             Some(h) => Some(HelperName::new(h.as_bytes())),
             None => None,
         };
         let unknown = r
             .raw_attrs
+            .into_records()
             .into_iter()
             .enumerate()
             .map(|(index, a)| match parse_hex_bytes(&a.hex) {
@@ -1058,9 +1106,14 @@ mod tests {
 
     #[test]
     fn borrowed_and_owned_serialisations_agree() {
+        // One record both ways: a line read back (owned names and attributes) writes the
+        // same bytes as the flow it came from (borrowed names, status bits).
         for flow in all_flows() {
-            let owned = serde_json::to_string(&FlowRecord::from(&flow)).unwrap();
-            assert_eq!(format!("{owned}\n"), line_of(&flow));
+            let line = line_of(&flow);
+            let read: FlowRecord = serde_json::from_str(&line).unwrap();
+            assert!(matches!(read.status, StatusField::Names(_)), "{line}");
+            let owned = serde_json::to_string(&read).unwrap();
+            assert_eq!(format!("{owned}\n"), line);
         }
     }
 
@@ -1224,7 +1277,8 @@ mod tests {
 
     #[test]
     fn l4_must_fit_the_protocol() {
-        let mut r = FlowRecord::from(&icmp_flow());
+        let (icmp, udp) = (icmp_flow(), udp_flow());
+        let mut r = FlowRecord::from(&icmp);
         r.orig.sport = Some(1);
         r.orig.dport = Some(2);
         r.orig.icmp_type = None;
@@ -1234,17 +1288,20 @@ mod tests {
             Flow::try_from(r).unwrap_err().to_string(),
             "orig.sport: this protocol has no ports"
         );
-        let mut r = FlowRecord::from(&icmp_flow());
+        let mut r = FlowRecord::from(&icmp);
         r.reply.icmp_id = None;
         assert_eq!(
             Flow::try_from(r).unwrap_err().to_string(),
             "reply.icmp_id: missing (other icmp fields present)"
         );
-        let mut r = FlowRecord::from(&udp_flow());
+        let mut r = FlowRecord::from(&udp);
         r.state = Some("ESTABLISHED".into());
         assert_eq!(Flow::try_from(r).unwrap_err().to_string(), "state: protocol udp has no state");
-        let mut r = FlowRecord::from(&odd_flow());
-        r.raw_attrs[0].hex = "abc".into();
+        let odd = odd_flow();
+        let mut r = FlowRecord::from(&odd);
+        let mut attrs = r.raw_attrs.into_records();
+        attrs[0].hex = "abc".into();
+        r.raw_attrs = RawAttrs::Read(attrs);
         assert!(matches!(Flow::try_from(r), Err(RecordError::BadRawAttr { index: 0, .. })));
     }
 

@@ -464,3 +464,65 @@ fn issue_10_8_flush_count_is_labelled_a_table_delta() {
     });
     c.finish();
 }
+
+/// Issue 10 (an attacker's find): the dump's receiving thread reads a few batches ahead of
+/// the decoding, so a stall between receive and decode (here a slow observer at the first
+/// flow; in the wild SIGSTOP/SIGCONT) makes the answers older than their decode time. The
+/// keys must carry the time their batch was received, so the deleter sees them as stale and
+/// looks each up again before its delete. The re-check here says "no longer selected" of
+/// every flow (as if all had changed during the stall): none may be deleted. Stamped at
+/// decode, the keys decoded after the stall looked fresh and were deleted unchecked.
+#[test]
+fn issue_10_attack_answers_are_as_old_as_their_receive() {
+    use std::sync::atomic::AtomicBool;
+
+    use ctguard::ctnetlink::{Conntrack, Deleter};
+    use ctguard::evict::{self, Seen};
+    use ctguard::flow::Flow;
+    use ctguard::select::{self, Selector};
+
+    let ns = Netns::new();
+    let src = "10.82.0.7";
+    // Few enough that the whole dump is received during the stall (the receiving thread
+    // holds up to six 256 KiB batches ahead), enough for more than one batch.
+    let n = 2_000u64;
+    let lines: Vec<String> =
+        (0..n).map(|i| flow_line(src, "10.83.0.1", 10_000 + i as u16, "ESTABLISHED")).collect();
+    load_lines(&ns, "seed.conntrack", &lines);
+    let seeded = ns.conntrack_count();
+    let sel = Selector { src: vec![select::parse_cidr(src).expect("cidr")], ..Selector::default() };
+    let stall = evict::FRESH_FOR + Duration::from_millis(300);
+    let (selection, stalled_at, tally) = ns.inside(|| {
+        let mut ct = Conntrack::open().expect("open ctnetlink");
+        let mut stalled_at = None;
+        let selection = evict::select(&mut ct, &sel, None, false, &AtomicBool::new(false), |s| {
+            if let Seen::Flow(_) = s
+                && stalled_at.is_none()
+            {
+                stalled_at = Some(Instant::now());
+                std::thread::sleep(stall);
+            }
+        })
+        .expect("select");
+        let changed_meanwhile = |_: &Flow| false;
+        let deleter =
+            Deleter::open().expect("deleter").with_recheck(&changed_meanwhile, evict::FRESH_FOR);
+        let tally = evict::delete_selected(&selection.keys, deleter).expect("delete");
+        (selection, stalled_at.expect("a flow was seen"), tally)
+    });
+    let mut c = Checks::new();
+    c.run("all selected; the flows read ahead of the stall are stamped before it", || {
+        equal("selected", selection.keys.len() as u64, n)?;
+        let before = selection.keys.iter().filter(|k| k.seen <= stalled_at).count();
+        // A receive batch is 256 KiB: hundreds of entries came in before the first decode.
+        if before < 300 {
+            return Err(format!("{before} of {n} keys stamped before the stall"));
+        }
+        Ok(())
+    });
+    c.run("none was deleted: each stale answer was looked up again", || {
+        equal("(deleted, changed)", (tally.deleted, tally.changed), (0, n))
+    });
+    c.run("the table is as seeded", || equal("entries", ns.conntrack_count(), seeded));
+    c.finish();
+}

@@ -268,3 +268,27 @@ fn flushproof_refuses_a_request_the_kernel_misreads() {
     });
     c.finish();
 }
+
+/// Issue 10 (an attacker's find): without CAP_NET_ADMIN the scratch proof's own requests are
+/// refused with EPERM. That is the run's error, one line naming CAP_NET_ADMIN, exit 2: not a
+/// note that the flush "was not proven" before the same error from the per-flow path.
+#[test]
+fn issue_10_attack_eperm_in_the_proof_is_the_error() {
+    let ns = Netns::new();
+    seed(&ns);
+    let before = ns.conntrack_list(&[]);
+    let cmd = format!("{} evict -s {RUNAWAY_V4} --yes --no-audit", crate::netns::CTGUARD);
+    let r = ns.exec("timeout", &["20", "capsh", "--drop=cap_net_admin", "--", "-c", &cmd]);
+    let mut c = Checks::new();
+    c.run("exit 2, one stderr line naming CAP_NET_ADMIN, no note", || {
+        equal("exit code", r.code, Some(2)).map_err(|e| format!("{e}; {}", r.describe()))?;
+        let lines = r.stderr_lines();
+        equal("stderr lines", lines.len(), 1).map_err(|e| format!("{e}: {:?}", r.stderr))?;
+        if !lines[0].starts_with("ctguard: ") || !lines[0].contains("CAP_NET_ADMIN") {
+            return Err(format!("the line does not name CAP_NET_ADMIN: {:?}", r.stderr));
+        }
+        equal("stdout", r.stdout.as_str(), "")
+    });
+    c.run("the table is as it was", || oracle::same_lines(&ns.conntrack_list(&[]), &before));
+    c.finish();
+}

@@ -1,0 +1,147 @@
+//! `ctguard events`: conntrack events like `conntrack -E` (with timestamps), or JSON Lines,
+//! printed by a sink for the library's event stream (`ctguard::live::stream`).
+
+use std::io::{self, IsTerminal, Write};
+use std::time::SystemTime;
+
+use clap::Args as ClapArgs;
+use ctguard::ctnetlink::{EventKind, EventMask, Subscription};
+use ctguard::flow::Flow;
+use ctguard::live::Shutdown;
+use ctguard::live::stream::{EventSink, stream};
+use ctguard::live::watcher::Overrun;
+use ctguard::output::jsonl;
+use ctguard::output::live::{self as view, End, Lost};
+use ctguard::select::Selector;
+
+use crate::cli::exit::{Failure, Outcome};
+use crate::cli::live::{self, LiveArgs};
+use crate::cli::select_args::SelectArgs;
+
+/// `ctguard events`.
+#[derive(Debug, ClapArgs)]
+#[command(mut_args(live::hide_clock_flags))]
+pub struct Args {
+    /// Event kinds, comma separated: new, update, destroy (default: all three). Only these
+    /// groups are subscribed.
+    #[arg(short = 'e', long = "event", value_name = "LIST", value_parser = event_mask)]
+    pub event: Option<EventMask>,
+    /// Print JSON Lines: {"type":"new","time":...,"flow":{...}}, and {"type":"lost"} records.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// `--event new,destroy`: the kinds to subscribe to.
+fn event_mask(list: &str) -> Result<EventMask, String> {
+    let mut m = EventMask::NONE;
+    for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let kind = EventKind::parse(word).ok_or_else(|| {
+            format!("invalid --event '{word}' (new, update, destroy, comma separated)")
+        })?;
+        m = m.with(kind);
+    }
+    if m.is_empty() {
+        return Err("--event needs at least one of new, update, destroy".into());
+    }
+    Ok(m)
+}
+
+/// `ctguard events`, validated.
+#[derive(Debug)]
+pub struct Plan {
+    sel: Selector,
+    mask: EventMask,
+    json: bool,
+    live: LiveArgs,
+}
+
+/// Checks the flags; reads the guest file.
+pub fn plan(a: Args) -> Result<Plan, String> {
+    let (sel, _) = a.select.selector()?;
+    Ok(Plan { sel, mask: a.event.unwrap_or(EventMask::ALL), json: a.json, live: a.live })
+}
+
+/// Runs `ctguard events`.
+pub fn run(job: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let rt = live::runtime()?;
+    let r = rt.block_on(events_loop(job, out));
+    rt.shutdown_background();
+    r.map(|()| Outcome::Ok)
+}
+
+async fn events_loop(job: Plan, out: &mut impl Write) -> Result<(), Failure> {
+    if let (_, Some(warning)) =
+        live::events_setting(job.live.enable_events, |_| "they are not shown".into())?
+    {
+        eprintln!("ctguard: {warning}");
+    }
+    let mut sub = Subscription::open(job.mask, job.live.buffer)?;
+    let stop = live::stopping(job.live.duration)?;
+    let mut print = EventPrinter { out: &mut *out, json: job.json, scratch: Vec::new() };
+    let done = stream(&mut sub, job.mask, &job.sel, job.live.count, &mut print, stop).await?;
+    if done.how == Shutdown::Quiet {
+        // Nobody reads what is left to say: quietly done (the broken pipe rule).
+        return Ok(());
+    }
+    // The last word: every drop, read from the socket's counter now. The kernel raises
+    // ENOBUFS once per congestion (netlink_overrun), so events dropped after the last one
+    // were never reported by a `lost` record.
+    let end = End::new(done.events, done.overruns, done.lost_events);
+    if job.json {
+        jsonl::write_line(out, &end)?;
+    } else if end.lost_events.is_some_and(|n| n > 0) || end.overruns > 0 {
+        eprintln!(
+            "ctguard: {} events shown; {} lost in {} receive buffer overruns (raise --buffer)",
+            end.events,
+            end.lost_events.map_or("some".into(), |n| n.to_string()),
+            end.overruns
+        );
+    } else if io::stderr().is_terminal() {
+        eprintln!("ctguard: {} events shown", end.events);
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Where `events` prints: `conntrack -E` lines or JSON Lines; losses on stderr, or as `lost`
+/// records in JSON.
+struct EventPrinter<'a, W: Write> {
+    out: &'a mut W,
+    json: bool,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> EventSink for EventPrinter<'_, W> {
+    type Error = Failure;
+
+    fn event(&mut self, kind: EventKind, flow: &Flow) -> Result<(), Failure> {
+        let now = SystemTime::now();
+        match self.json {
+            true => view::write_event_json(self.out, &mut self.scratch, now, kind, flow)?,
+            false => view::write_event_line(self.out, now, kind, flow)?,
+        }
+        Ok(())
+    }
+
+    fn overrun(&mut self, o: &Overrun) -> Result<(), Failure> {
+        let lost = Lost::new(o.overruns, o.lost_events);
+        if self.json {
+            jsonl::write_line(self.out, &lost)?;
+        } else {
+            eprintln!(
+                "ctguard: receive buffer overrun at {}: {} events lost so far (raise --buffer)",
+                lost.time,
+                lost.lost_events.map_or("some".into(), |n| n.to_string())
+            );
+        }
+        Ok(())
+    }
+
+    fn batch_done(&mut self) -> Result<(), Failure> {
+        Ok(self.out.flush()?)
+    }
+}

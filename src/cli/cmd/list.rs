@@ -1,0 +1,64 @@
+//! `ctguard list`: the selected flows as `conntrack -L` lines, or as JSON Lines.
+
+use std::io::{self, IsTerminal, Write};
+use std::ops::ControlFlow;
+
+use clap::Args as ClapArgs;
+use ctguard::ctnetlink::Conntrack;
+use ctguard::output::{conntrack as ct_text, json};
+use ctguard::select::Selector;
+
+use crate::cli::dump;
+use crate::cli::exit::{Failure, Outcome};
+use crate::cli::select_args::SelectArgs;
+
+/// `ctguard list`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Print JSON Lines, one flow per line (schema in docs/json-schema.md).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// A validated `list`.
+#[derive(Debug)]
+pub struct Plan {
+    sel: Selector,
+    json: bool,
+}
+
+/// Checks the flags; reads the guest file.
+pub fn plan(a: Args) -> Result<Plan, String> {
+    Ok(Plan { sel: a.select.selector()?.0, json: a.json })
+}
+
+/// Runs `list`: streams the dump to `out`; exit 1 when nothing matched.
+pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let sel = dump::with_timeouts(p.sel);
+    let mut shown = 0u64;
+    let mut err = None;
+    let summary = ct.dump(&sel.kernel_filter(), |flow| {
+        if !sel.matches(flow) {
+            return ControlFlow::Continue(());
+        }
+        shown += 1;
+        let r = if p.json { json::write_flow(out, flow) } else { ct_text::write_line(out, flow) };
+        match r {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                err = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(Failure::Output(e));
+    }
+    dump::warn_inconsistent(&summary);
+    if io::stderr().is_terminal() {
+        eprintln!("ctguard: {shown} flow entries shown");
+    }
+    Ok(if shown == 0 { Outcome::NothingMatched } else { Outcome::Ok })
+}

@@ -1,0 +1,164 @@
+//! `ctguard load`: create the flows of a JSON Lines file written by `list --json` or `--save`.
+
+use std::io::BufReader;
+
+use clap::Args as ClapArgs;
+use ctguard::ctnetlink::Conntrack;
+use ctguard::flow::{Flow, L4, Tuple};
+use ctguard::output::json;
+
+use crate::cli::exit::{self, Failure, Outcome};
+
+/// `ctguard load`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// JSON Lines file of flows (`list --json` output), or `-` for stdin.
+    pub file: String,
+}
+
+/// A validated `load`: every line already parsed, each flow with its line number.
+#[derive(Debug)]
+pub struct Plan {
+    path: String,
+    flows: Vec<(usize, Flow)>,
+}
+
+/// Reads and parses the file whole, so a bad line means nothing is created. Any readable path
+/// is taken as it is (a FIFO, `<(cat f)`, a file), or `-` for stdin; nothing is stat-ed
+/// first. The error is one line: the first bad line, and how many more there are.
+pub fn plan(a: Args) -> Result<Plan, String> {
+    let path = a.file;
+    let input: Box<dyn std::io::BufRead> = if path == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        Box::new(BufReader::new(f))
+    };
+    let mut flows = Vec::new();
+    let (mut first_bad, mut bad_lines) = (None, 0usize);
+    for r in json::read_numbered_flows(input) {
+        match r {
+            Ok(f) => flows.push(f),
+            Err(e) => {
+                first_bad.get_or_insert_with(|| e.to_string());
+                bad_lines += 1;
+            }
+        }
+    }
+    match first_bad {
+        None => Ok(Plan { path, flows }),
+        Some(first) => {
+            let more = if bad_lines > 1 {
+                format!(" (and {} more bad lines)", bad_lines - 1)
+            } else {
+                String::new()
+            };
+            Err(format!("{path}: {first}{more}; nothing was created"))
+        }
+    }
+}
+
+/// Flows per kernel request batch while loading.
+const LOAD_CHUNK: usize = 4096;
+/// Refused flows named one by one on stderr; the rest are counted.
+const LOAD_ERRORS_SHOWN: u64 = 10;
+
+/// Creates the parsed flows. EEXIST means either that an entry with this original tuple is
+/// there (`ctnetlink_new_conntrack` with `NLM_F_EXCL` finds it), or that the new entry's reply
+/// tuple clashes with another entry's (`nf_conntrack_hash_check_insert`); a lookup of the
+/// original tuple tells which. Only the first is "already present", a clash is a failure.
+pub fn run(p: Plan, ct: &mut Conntrack) -> Result<Outcome, Failure> {
+    let (path, flows) = (&p.path, &p.flows);
+    let (mut created, mut existed, mut failed) = (0u64, 0u64, 0u64);
+    let mut report = |line: usize, flow: &Flow, why: &str| {
+        if failed < LOAD_ERRORS_SHOWN {
+            eprintln!("ctguard: load: {path}:{line}: {}: {why}", brief(flow));
+        } else if failed == LOAD_ERRORS_SHOWN {
+            eprintln!(
+                "ctguard: load: more flows refused; only the first {LOAD_ERRORS_SHOWN} are shown"
+            );
+        }
+        failed += 1;
+    };
+    let mut refused: Vec<(usize, i32)> = Vec::new();
+    let mut chunk_flows: Vec<Flow> = Vec::with_capacity(LOAD_CHUNK);
+    for chunk in flows.chunks(LOAD_CHUNK) {
+        chunk_flows.clear();
+        chunk_flows.extend(chunk.iter().map(|(_, f)| f.clone()));
+        refused.clear();
+        ct.create(&chunk_flows, |i, errno| refused.push((i, errno)))?;
+        created += (chunk.len() - refused.len()) as u64;
+        for &(i, errno) in &refused {
+            let (line, flow) = &chunk[i];
+            if errno != libc::EEXIST {
+                report(*line, flow, &exit::errno_text(errno));
+                continue;
+            }
+            match ct.get(flow)? {
+                Some(there) if there.proto == flow.proto && same_tuple(&there.orig, &flow.orig) => {
+                    existed += 1
+                }
+                _ => report(
+                    *line,
+                    flow,
+                    "its reply tuple clashes with another entry's (EEXIST), nothing created",
+                ),
+            }
+        }
+    }
+    // After the creates: a load refused as a whole (EPERM) says only that.
+    warn_not_restorable(flows);
+    eprintln!("ctguard: load: {created} created, {existed} already present, {failed} failed");
+    if failed > 0 {
+        return Err(Failure::Message(format!("load: {failed} flows could not be created")));
+    }
+    Ok(Outcome::Ok)
+}
+
+/// The same tuple, whatever its directional zone field says (the kernel's lookup is by zone).
+fn same_tuple(a: &Tuple, b: &Tuple) -> bool {
+    (a.src, a.dst, a.l4) == (b.src, b.dst, b.l4)
+}
+
+/// Says once what the saved flows carry that a create cannot restore: the kernel sets these
+/// itself (helper assignment, secmark from the ruleset, counters and timestamps from zero) or
+/// they are attributes this build does not know.
+fn warn_not_restorable(flows: &[(usize, Flow)]) {
+    let count = |has: fn(&Flow) -> bool| flows.iter().filter(|(_, f)| has(f)).count();
+    let lost: Vec<String> = [
+        ("a helper", count(|f| f.helper.is_some())),
+        ("a secmark", count(|f| f.secmark.is_some())),
+        ("counters", count(|f| f.counters_orig.is_some() || f.counters_reply.is_some())),
+        ("timestamps", count(|f| f.start_ns.is_some() || f.stop_ns.is_some())),
+        ("unknown attributes", count(|f| !f.unknown.is_empty())),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{n} with {what}"))
+    .collect();
+    if !lost.is_empty() {
+        eprintln!(
+            "ctguard: load: not restorable, created without: {} (the kernel sets these itself)",
+            lost.join(", ")
+        );
+    }
+}
+
+/// A flow in a few words for messages: `tcp 10.0.0.1:40000 -> 10.0.0.2:443 zone 3`.
+fn brief(f: &Flow) -> String {
+    let end = |a: std::net::IpAddr, port: Option<u16>| match (a, port) {
+        (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    };
+    let (sp, dp) = match f.orig.l4 {
+        L4::Ports { src, dst } => (Some(src), Some(dst)),
+        _ => (None, None),
+    };
+    let icmp = match f.orig.l4 {
+        L4::Icmp { kind, code, id } => format!(" type {kind} code {code} id {id}"),
+        _ => String::new(),
+    };
+    let zone = f.zone.map(|z| format!(" zone {z}")).unwrap_or_default();
+    format!("{} {} -> {}{icmp}{zone}", f.proto, end(f.orig.src, sp), end(f.orig.dst, dp))
+}

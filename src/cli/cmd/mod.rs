@@ -1,0 +1,117 @@
+//! One file per command, each with its clap arguments, its plan (every value and cross-flag
+//! rule checked, before any socket opens) and its run. Here only the list of them, and the
+//! dispatch; the commands never use each other, what two share is a leaf of `cli` or the
+//! library.
+
+pub mod count;
+pub mod create;
+pub mod doctor;
+pub mod events;
+pub mod evict;
+pub mod list;
+pub mod load;
+pub mod stats;
+pub mod top;
+pub mod tune;
+pub mod watch;
+
+use std::io::Write;
+
+use clap::Subcommand;
+use ctguard::ctnetlink::Conntrack;
+
+use super::exit::{Failure, Outcome};
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Who fills the table: fill %, the top owners by entries, per-state columns.
+    Top(top::Args),
+    /// Count the selected flows, optionally grouped (`--by state` is the procfs awk one-liner).
+    Count(count::Args),
+    /// Print the selected flows like `conntrack -L`, or as JSON Lines.
+    List(list::Args),
+    /// Table count, max, fill %, buckets, and the per-CPU counters summed.
+    Stats(stats::Args),
+    /// Create one flow (`conntrack -I`).
+    Create(create::Args),
+    /// Create the flows of a JSON Lines file written by `list --json` (or `-` for stdin).
+    Load(load::Args),
+    /// Is the table full, who filled it, what to run now (exit 0 healthy, 1 at risk or full).
+    Doctor(doctor::Args),
+    /// Recommended conntrack sysctls for this host, each with its reason.
+    Tune(tune::Args),
+    /// Print conntrack events like `conntrack -E` (with timestamps), or as JSON Lines.
+    Events(events::Args),
+    /// Live counts per group and state from events: a top-like view, or JSON Lines snapshots.
+    #[command(after_help = watch::HELP)]
+    Watch(watch::Args),
+    /// Delete exactly the selected flows: preview and confirm, or --yes; --dry-run to see.
+    Evict(evict::EvictArgs),
+}
+
+/// A command, validated: what its run needs.
+#[derive(Debug)]
+pub enum Plan {
+    /// `top`.
+    Top(top::Plan),
+    /// `count`.
+    Count(count::Plan),
+    /// `list`.
+    List(list::Plan),
+    /// `stats`.
+    Stats(stats::Plan),
+    /// `create`.
+    Create(create::Plan),
+    /// `load`.
+    Load(load::Plan),
+    /// `doctor`.
+    Doctor(doctor::Plan),
+    /// `tune`.
+    Tune(tune::Plan),
+    /// `events`.
+    Events(events::Plan),
+    /// `watch`.
+    Watch(watch::Plan),
+    /// `evict`.
+    Evict(Box<evict::EvictPlan>),
+}
+
+/// The command's plan, or in one line what is wrong with the input.
+pub fn plan(command: Command, netns: Option<&str>) -> Result<Plan, String> {
+    Ok(match command {
+        Command::Top(a) => Plan::Top(top::plan(a)?),
+        Command::Count(a) => Plan::Count(count::plan(a)?),
+        Command::List(a) => Plan::List(list::plan(a)?),
+        Command::Stats(a) => Plan::Stats(a),
+        Command::Create(a) => Plan::Create(create::plan(a)?),
+        Command::Load(a) => Plan::Load(load::plan(a)?),
+        Command::Doctor(a) => Plan::Doctor(doctor::plan(a)?),
+        Command::Tune(a) => Plan::Tune(tune::plan(a)?),
+        Command::Events(a) => Plan::Events(events::plan(a)?),
+        Command::Watch(a) => Plan::Watch(watch::plan(a, netns)?),
+        Command::Evict(a) => Plan::Evict(Box::new(evict::plan(a)?)),
+    })
+}
+
+/// Runs the command's plan on the open socket, printing to `out`.
+pub fn run(
+    plan: Plan,
+    ct: &mut Conntrack,
+    netns: Option<&str>,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
+    match plan {
+        Plan::Top(p) => top::run(p, ct, out),
+        Plan::Count(p) => count::run(p, ct, out),
+        Plan::List(p) => list::run(p, ct, out),
+        Plan::Stats(p) => stats::run(p, ct, out),
+        Plan::Create(p) => create::run(p, ct),
+        Plan::Load(p) => load::run(p, ct),
+        Plan::Doctor(p) => doctor::run(p, ct, netns, out),
+        Plan::Tune(p) => tune::run(p, ct, out),
+        Plan::Events(p) => events::run(p, out),
+        Plan::Watch(p) => watch::run(p, ct, out),
+        Plan::Evict(p) => evict::run(ct, *p, netns, out),
+    }
+}

@@ -1,0 +1,63 @@
+//! `ctguard top`: who fills the table, the top owners by entries, per-state columns.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use clap::Args as ClapArgs;
+use ctguard::ctnetlink::Conntrack;
+use ctguard::guests::GuestMap;
+use ctguard::output::report::Ranking;
+use ctguard::select::Selector;
+use ctguard::tally::GroupBy;
+
+use crate::cli::dump;
+use crate::cli::exit::{Failure, Outcome};
+use crate::cli::parse;
+use crate::cli::select_args::{self, SelectArgs};
+
+/// `ctguard top`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark
+    /// (default: guest with --guests, else src).
+    #[arg(long, value_name = "KEY", value_parser = GroupBy::parse)]
+    pub by: Option<GroupBy>,
+    /// How many groups to show.
+    #[arg(short = 'n', long, default_value = "10", value_name = "N", value_parser = parse::positive_usize("-n"))]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// A validated `top`.
+#[derive(Debug)]
+pub struct Plan {
+    sel: Selector,
+    by: GroupBy,
+    guests: Arc<GuestMap>,
+    limit: usize,
+    json: bool,
+}
+
+/// Checks the flags; reads the guest file.
+pub fn plan(a: Args) -> Result<Plan, String> {
+    let (sel, guests) = a.select.selector()?;
+    let by = select_args::group_by(a.by, &guests)?;
+    Ok(Plan { sel, by, guests, limit: a.limit, json: a.json })
+}
+
+/// Runs `top`.
+pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let fill = dump::fill(ct)?;
+    let tally = dump::tally(ct, p.sel, p.by, p.guests)?;
+    let ranking = Ranking::new(&tally, Some(fill), Some(p.limit));
+    if p.json {
+        ranking.write_json(out)?;
+    } else {
+        ranking.write_text(out, true)?;
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,104 @@
+//! The exit status, documented API (README and `--help`): what a run ends with, how a refusal
+//! or a failure is said in one line on stderr, and the code each becomes.
+
+use std::error::Error as _;
+use std::io;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use ctguard::ctnetlink;
+use ctguard::live::watcher;
+
+/// Exit status, documented in the README and `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 0.
+    Ok,
+    /// 1: nothing matched.
+    NothingMatched,
+    /// 1: trouble found (doctor: at risk or full).
+    Trouble,
+}
+
+/// A failure: printed as `ctguard: <message>`, exit 2.
+#[derive(Debug)]
+pub enum Failure {
+    /// Something the operator must fix.
+    Message(String),
+    /// Writing our output failed (a closed pipe is not an error).
+    Output(io::Error),
+}
+
+impl From<ctnetlink::Error> for Failure {
+    fn from(e: ctnetlink::Error) -> Self {
+        Failure::Message(e.to_string())
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Output(e)
+    }
+}
+
+impl From<watcher::Error> for Failure {
+    fn from(e: watcher::Error) -> Self {
+        Failure::Message(e.to_string())
+    }
+}
+
+/// What a kernel refusal of a create means, for the operator.
+pub fn errno_text(errno: i32) -> String {
+    match errno {
+        libc::EEXIST => "the flow already exists (EEXIST)".into(),
+        libc::ENOMEM => "the table is full (ENOMEM)".into(),
+        libc::EPERM => ctnetlink::NEEDS_CAP_NET_ADMIN.into(),
+        e => io::Error::from_raw_os_error(e).to_string(),
+    }
+}
+
+/// A command line clap refused, or help and version (exit 0, before any socket).
+pub fn usage(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        // A value our typed parser refused: its reason already names the flag and the value.
+        ErrorKind::ValueValidation if e.source().is_some() => {
+            let reason = e.source().map(ToString::to_string).unwrap_or_default();
+            refused(&reason)
+        }
+        _ => {
+            // clap's message spans several lines; an operator under pressure gets one: the
+            // first paragraph (which names the flag, e.g. a missing --timeout), joined.
+            let text = e.to_string();
+            let reason: Vec<&str> =
+                text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            let reason = reason.join(" ");
+            eprintln!("ctguard: {} (see --help)", reason.trim_start_matches("error: "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Bad input, refused before anything is touched: one line, exit 2.
+pub fn refused(reason: &str) -> ExitCode {
+    eprintln!("ctguard: {reason}");
+    ExitCode::from(2)
+}
+
+/// The exit code a run ends with; a broken pipe exits 0 quietly.
+pub fn status(r: Result<Outcome, Failure>) -> ExitCode {
+    match r {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::NothingMatched | Outcome::Trouble) => ExitCode::from(1),
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) => refused(&format!("writing output: {e}")),
+        Err(Failure::Message(m)) => refused(&m),
+    }
+}
