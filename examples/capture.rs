@@ -27,9 +27,9 @@ fn filter(args: impl Iterator<Item = String>) -> Result<DumpFilter, String> {
     for arg in args {
         let bad = || format!("bad argument '{arg}'");
         match arg.split_once('=').ok_or(format!("expected KEY=VALUE, got '{arg}'"))? {
-            ("family", v) => f.family = Some(parse_family(v)?),
-            ("mark", v) => f.mark = Some(parse_mark(v)?),
-            ("status", v) => f.status = Some(parse_mark(v)?),
+            ("family", v) => f.family = Some(parse_family(v).map_err(|e| e.to_string())?),
+            ("mark", v) => f.mark = Some(parse_mark(v).map_err(|e| e.to_string())?),
+            ("status", v) => f.status = Some(parse_mark(v).map_err(|e| e.to_string())?),
             ("zone", v) => f.zone = Some(v.parse().map_err(|_| bad())?),
             ("src", v) => f.orig_src_v4 = Some(v.parse().map_err(|_| bad())?),
             ("dst", v) => f.orig_dst_v4 = Some(v.parse().map_err(|_| bad())?),

@@ -28,7 +28,8 @@ fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let src = args.next().ok_or("usage: evict SRC-CIDR [delete]")?;
     let delete = args.next().as_deref() == Some("delete");
-    let sel = Selector { src: vec![parse_cidr(&src)?], ..Selector::default() };
+    let sel =
+        Selector { src: vec![parse_cidr(&src).map_err(|e| e.to_string())?], ..Selector::default() };
     let ask = Ask { yes: true, kernel: ctguard::kernel::release(), ..Ask::default() };
     println!("ctguard evict --yes would take: {:?}", Strategy::choose(&sel, &ask));
     let stop = AtomicBool::new(false);

@@ -644,7 +644,7 @@ pub fn proven_flush(
     stop: &AtomicBool,
 ) -> Result<ProvenFlush, ctnetlink::Error> {
     match FlushRequest::new(filter) {
-        Some(req) => proven_flush_with(ct, sel, filter, &req, stop),
+        Some(req) => prove_and_flush(ct, sel, filter, &req, stop),
         None => Ok(ProvenFlush::Refused(Refusal {
             scratch_netns: Vec::new(),
             why: "the filter has no CTA_FILTER address".into(),
@@ -653,10 +653,21 @@ pub fn proven_flush(
     }
 }
 
-/// [`proven_flush`] with a request given: for tests that show a request the kernel misreads
-/// is refused and only the scratch namespace sees it.
-#[doc(hidden)]
+/// [`proven_flush`] with a request given: for the kernel tests that show a request the kernel
+/// misreads is refused and only the scratch namespace sees it. Only in builds with the
+/// `kernel-tests` feature.
+#[cfg(feature = "kernel-tests")]
 pub fn proven_flush_with(
+    ct: &mut Conntrack,
+    sel: &Selector,
+    filter: &DumpFilter,
+    req: &FlushRequest,
+    stop: &AtomicBool,
+) -> Result<ProvenFlush, ctnetlink::Error> {
+    prove_and_flush(ct, sel, filter, req, stop)
+}
+
+fn prove_and_flush(
     ct: &mut Conntrack,
     sel: &Selector,
     filter: &DumpFilter,

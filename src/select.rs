@@ -165,14 +165,74 @@ impl Selector {
 
 // Parsers for command-line values; each error is a one-line reason.
 
+/// A selector value that does not parse. Each says, in one line, what was given and what a
+/// valid one looks like (the binary prints it after `ctguard: ` and exits 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// Not an address or CIDR.
+    #[error("invalid IP address or CIDR '{0}'")]
+    Cidr(String),
+    /// Not a port or a `LOW-HIGH` range.
+    #[error("invalid port or range '{0}' (expected PORT or LOW-HIGH, 0-65535)")]
+    Port(String),
+    /// A range whose low end is above its high end.
+    #[error("invalid port range '{input}': {lo} is above {hi}")]
+    PortRange {
+        /// What was given.
+        input: String,
+        /// Its low end.
+        lo: u16,
+        /// Its high end.
+        hi: u16,
+    },
+    /// No protocol of that name or number.
+    #[error("unknown protocol '{0}' (a name like tcp, or a number)")]
+    Proto(String),
+    /// No state of that name.
+    #[error("unknown state '{name}' (TCP states: {known})")]
+    State {
+        /// The name given.
+        name: String,
+        /// The TCP state names, comma-separated.
+        known: String,
+    },
+    /// No status bit of that name.
+    #[error("unknown status '{name}' (one of: {known})")]
+    Status {
+        /// The name given.
+        name: String,
+        /// The status names, comma-separated.
+        known: String,
+    },
+    /// A status list that requires and excludes one bit.
+    #[error("status '{0}' both requires and excludes the same bit")]
+    StatusConflict(String),
+    /// A list (of states, of status bits) with nothing in it.
+    #[error("empty {0} list")]
+    Empty(&'static str),
+    /// Not `VALUE[/MASK]`.
+    #[error("invalid mark '{0}' (expected VALUE or VALUE/MASK, decimal or 0x-hex)")]
+    Mark(String),
+    /// A mask of zero.
+    #[error("invalid mark '{0}': a zero mask matches everything")]
+    ZeroMask(String),
+    /// Not a duration.
+    #[error("invalid duration '{0}' (e.g. 90s, 10m, 1h30m)")]
+    Duration(String),
+    /// Neither IPv4 nor IPv6.
+    #[error("invalid family '{0}' (ipv4 or ipv6)")]
+    Family(String),
+}
+
 /// An IP address or CIDR (`172.16.3.5`, `172.16.3.0/24`, `fd00::/64`).
-pub fn parse_cidr(s: &str) -> Result<IpNetwork, String> {
-    s.parse::<IpNetwork>().map_err(|_| format!("invalid IP address or CIDR '{s}'"))
+pub fn parse_cidr(s: &str) -> Result<IpNetwork, ValueError> {
+    s.parse::<IpNetwork>().map_err(|_| ValueError::Cidr(s.into()))
 }
 
 /// A port (`80`) or an inclusive range (`1000-2000`).
-pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
-    let bad = || format!("invalid port or range '{s}' (expected PORT or LOW-HIGH, 0-65535)");
+pub fn parse_port_range(s: &str) -> Result<PortRange, ValueError> {
+    let bad = || ValueError::Port(s.into());
     let (lo, hi) = match s.split_once(['-', ':']) {
         Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
         None => {
@@ -181,19 +241,19 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
         }
     };
     if lo > hi {
-        return Err(format!("invalid port range '{s}': {lo} is above {hi}"));
+        return Err(ValueError::PortRange { input: s.into(), lo, hi });
     }
     Ok(PortRange { lo, hi })
 }
 
 /// A protocol name or number.
-pub fn parse_proto(s: &str) -> Result<Proto, String> {
-    Proto::parse(s).ok_or_else(|| format!("unknown protocol '{s}' (a name like tcp, or a number)"))
+pub fn parse_proto(s: &str) -> Result<Proto, ValueError> {
+    Proto::parse(s).ok_or_else(|| ValueError::Proto(s.into()))
 }
 
 /// State names as `conntrack -L` prints them; a comma list, case-insensitive. A name shared
 /// by several protocols (ESTABLISHED: TCP and SCTP) selects it in each.
-pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, String> {
+pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, ValueError> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let before = out.len();
@@ -202,26 +262,27 @@ pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, String> {
         out.extend(DccpState::parse(name).map(ProtoState::Dccp));
         if out.len() == before {
             let known: Vec<&str> = TcpState::ALL.iter().map(|s| s.name()).collect();
-            return Err(format!("unknown state '{name}' (TCP states: {})", known.join(", ")));
+            return Err(ValueError::State { name: name.into(), known: known.join(", ") });
         }
     }
     if out.is_empty() {
-        return Err("empty state list".into());
+        return Err(ValueError::Empty("state"));
     }
     Ok(out)
 }
 
 /// Status bits: a comma list of names, each optionally negated with `!`
 /// (`ASSURED,!SEEN_REPLY`). Returns (bits that must be set, bits that must be clear).
-pub fn parse_status(s: &str) -> Result<(u32, u32), String> {
+pub fn parse_status(s: &str) -> Result<(u32, u32), ValueError> {
     let (mut set, mut clear) = (0, 0);
     for item in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let (negated, name) = match item.strip_prefix(['!', '~']) {
             Some(n) => (true, n),
             None => (false, item),
         };
-        let bit = Status::bit_of(name).ok_or_else(|| {
-            format!("unknown status '{name}' (one of: {})", Status::NAMES.join(", "))
+        let bit = Status::bit_of(name).ok_or_else(|| ValueError::Status {
+            name: name.into(),
+            known: Status::NAMES.join(", "),
         })?;
         if negated {
             clear |= bit;
@@ -230,10 +291,10 @@ pub fn parse_status(s: &str) -> Result<(u32, u32), String> {
         }
     }
     if set & clear != 0 {
-        return Err(format!("status '{s}' both requires and excludes the same bit"));
+        return Err(ValueError::StatusConflict(s.into()));
     }
     if set | clear == 0 {
-        return Err("empty status list".into());
+        return Err(ValueError::Empty("status"));
     }
     Ok((set, clear))
 }
@@ -246,33 +307,32 @@ fn parse_u32(s: &str) -> Option<u32> {
 }
 
 /// `VALUE[/MASK]`, decimal or 0x-hex; the mask defaults to all ones.
-pub fn parse_mark(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("invalid mark '{s}' (expected VALUE or VALUE/MASK, decimal or 0x-hex)");
+pub fn parse_mark(s: &str) -> Result<(u32, u32), ValueError> {
+    let bad = || ValueError::Mark(s.into());
     let (v, m) = match s.split_once('/') {
         Some((v, m)) => (parse_u32(v).ok_or_else(bad)?, parse_u32(m).ok_or_else(bad)?),
         None => (parse_u32(s).ok_or_else(bad)?, u32::MAX),
     };
     if m == 0 {
-        return Err(format!("invalid mark '{s}': a zero mask matches everything"));
+        return Err(ValueError::ZeroMask(s.into()));
     }
     Ok((v, m))
 }
 
 /// A duration: `90` (seconds), `90s`, `10m`, `1h30m`, `2d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(s)
-        .map_err(|_| format!("invalid duration '{s}' (e.g. 90s, 10m, 1h30m)"))
+    humantime::parse_duration(s).map_err(|_| ValueError::Duration(s.into()))
 }
 
 /// `ipv4` or `ipv6`.
-pub fn parse_family(s: &str) -> Result<Family, String> {
+pub fn parse_family(s: &str) -> Result<Family, ValueError> {
     match s.to_ascii_lowercase().as_str() {
         "ipv4" | "inet" | "4" => Ok(Family::Ipv4),
         "ipv6" | "inet6" | "6" => Ok(Family::Ipv6),
-        _ => Err(format!("invalid family '{s}' (ipv4 or ipv6)")),
+        _ => Err(ValueError::Family(s.into())),
     }
 }
 
@@ -375,7 +435,7 @@ mod tests {
             (parse_duration("10 parsecs").map(|_| ()), "invalid duration"),
             (parse_proto("tcpp").map(|_| ()), "unknown protocol"),
         ] {
-            let e = r.unwrap_err();
+            let e = r.unwrap_err().to_string();
             assert!(e.contains(needle) && !e.contains('\n'), "{e}");
         }
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));

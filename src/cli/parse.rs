@@ -24,10 +24,10 @@ impl<T> fmt::Display for Given<T> {
 }
 
 /// A parser that keeps the text next to what `parse` makes of it.
-pub fn given<T: 'static>(
-    parse: fn(&str) -> Result<T, String>,
+pub fn given<T: 'static, E: std::fmt::Display + 'static>(
+    parse: fn(&str) -> Result<T, E>,
 ) -> impl Fn(&str) -> Result<Given<T>, String> + Clone + Send + Sync + 'static {
-    move |s| Ok(Given { value: parse(s)?, text: s.to_string() })
+    move |s| Ok(Given { value: parse(s).map_err(|e| e.to_string())?, text: s.to_string() })
 }
 
 /// A count flag's value: a positive whole number (`what` names the unit, e.g. " of flows").

@@ -28,14 +28,19 @@ impl FlushRequest {
     /// an IPv4 `CTA_FILTER` address (a flush by mark, status or zone alone is never built).
     pub fn new(filter: &DumpFilter) -> Option<FlushRequest> {
         let mut flush = Vec::new();
-        encode::flush(&mut flush, FLUSH_SEQ, filter).then(|| FlushRequest::from_raw(flush, None))
+        encode::flush(&mut flush, FLUSH_SEQ, filter).then(|| FlushRequest::with_dump(flush, None))
     }
 
-    /// A request as given, for tests that must show a request the kernel misreads is caught
-    /// (one without `CTA_FILTER`, or with attributes it ignores). Its dump is derived from it,
-    /// or, with `dump`, given too: a kernel whose dump honours what its flush ignores.
-    #[doc(hidden)]
+    /// A request as given, for the kernel tests that must show a request the kernel misreads
+    /// is caught (one without `CTA_FILTER`, or with attributes it ignores). Its dump is derived
+    /// from it, or, with `dump`, given too: a kernel whose dump honours what its flush ignores.
+    /// Only in builds with the `kernel-tests` feature: no program should send such bytes.
+    #[cfg(feature = "kernel-tests")]
     pub fn from_raw(flush: Vec<u8>, dump: Option<Vec<u8>>) -> FlushRequest {
+        FlushRequest::with_dump(flush, dump)
+    }
+
+    fn with_dump(flush: Vec<u8>, dump: Option<Vec<u8>>) -> FlushRequest {
         let dump = dump.unwrap_or_else(|| {
             let mut dump = flush.clone();
             if dump.len() >= NLMSG_HDRLEN {

@@ -35,24 +35,27 @@ fn seconds(s: &str) -> u32 {
 /// repeated flags are alternatives, `--guest` is a name of `guests` or a CIDR, and `--idle`
 /// judges with the kernel's default state timeouts.
 fn selector(flags: &[&str], guests: &GuestMap) -> Result<Selector, String> {
+    let e = |e: select::ValueError| e.to_string();
     let mut sel = Selector::default();
     let mut guest_filter: Option<GuestFilter> = None;
     for pair in flags.chunks(2) {
         let [flag, value] = pair else { panic!("flag without a value in {flags:?}") };
         let value = *value;
         match *flag {
-            "-s" | "--src" => sel.src.push(select::parse_cidr(value)?),
-            "-d" | "--dst" => sel.dst.push(select::parse_cidr(value)?),
-            "--reply-src" => sel.reply_src.push(select::parse_cidr(value)?),
-            "--reply-dst" => sel.reply_dst.push(select::parse_cidr(value)?),
-            "-p" | "--proto" => sel.protos.push(select::parse_proto(value)?),
-            "--sport" => sel.sport.push(select::parse_port_range(value)?),
-            "--dport" => sel.dport.push(select::parse_port_range(value)?),
-            "--state" => sel.states.extend(select::parse_states(value)?),
-            "--status" => (sel.status_set, sel.status_clear) = select::parse_status(value)?,
-            "--mark" => sel.mark = Some(select::parse_mark(value)?),
+            "-s" | "--src" => sel.src.push(select::parse_cidr(value).map_err(e)?),
+            "-d" | "--dst" => sel.dst.push(select::parse_cidr(value).map_err(e)?),
+            "--reply-src" => sel.reply_src.push(select::parse_cidr(value).map_err(e)?),
+            "--reply-dst" => sel.reply_dst.push(select::parse_cidr(value).map_err(e)?),
+            "-p" | "--proto" => sel.protos.push(select::parse_proto(value).map_err(e)?),
+            "--sport" => sel.sport.push(select::parse_port_range(value).map_err(e)?),
+            "--dport" => sel.dport.push(select::parse_port_range(value).map_err(e)?),
+            "--state" => sel.states.extend(select::parse_states(value).map_err(e)?),
+            "--status" => {
+                (sel.status_set, sel.status_clear) = select::parse_status(value).map_err(e)?
+            }
+            "--mark" => sel.mark = Some(select::parse_mark(value).map_err(e)?),
             "--zone" => sel.zone = Some(value.parse().map_err(|_| format!("bad zone {value}"))?),
-            "-f" | "--family" => sel.family = Some(select::parse_family(value)?),
+            "-f" | "--family" => sel.family = Some(select::parse_family(value).map_err(e)?),
             "--idle" => {
                 sel.idle_min = Some(seconds(value));
                 sel.timeouts = Some(StateTimeouts::defaults());
@@ -65,7 +68,7 @@ fn selector(flags: &[&str], guests: &GuestMap) -> Result<Selector, String> {
                 });
                 match guests.find(value) {
                     Some(id) => g.ids.push(id),
-                    None => g.cidrs.push(select::parse_cidr(value)?),
+                    None => g.cidrs.push(select::parse_cidr(value).map_err(e)?),
                 }
             }
             other => panic!("the corpus uses an unknown flag {other}"),
@@ -575,7 +578,7 @@ fn bad_values_are_refused_with_one_line_reasons() {
         assert!(!e.contains('\n'), "{flags:?}: one line: {e}");
     }
     for bad in ["10 parsecs", "1h30", "-5s", ""] {
-        let e = select::parse_duration(bad).unwrap_err();
+        let e = select::parse_duration(bad).unwrap_err().to_string();
         assert!(e.contains("invalid duration") && !e.contains('\n'), "{bad:?}: {e}");
     }
 }
