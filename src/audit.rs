@@ -80,8 +80,7 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dirs(dir).map_err(io_err)?;
         }
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = rustix::process::getuid().as_raw();
         let refuse = |why: String| Error::Refused { path: path.to_path_buf(), why };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::trusted_dir::check(dir, uid).map_err(refuse)?;
@@ -194,8 +193,7 @@ pub struct Actor {
 impl Actor {
     /// The running process's actor.
     pub fn current() -> Actor {
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = rustix::process::getuid().as_raw();
         let login_uid = fs::read_to_string("/proc/self/loginuid")
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
@@ -492,7 +490,7 @@ mod tests {
     fn issue_10_11_actor_is_the_real_uid_not_the_environment() {
         let a = Actor::current();
         // SAFETY: getuid cannot fail.
-        assert_eq!(a.uid, unsafe { libc::getuid() });
+        assert_eq!(a.uid, rustix::process::getuid().as_raw());
         if a.uid == 0 {
             assert_eq!(a.user.as_deref(), Some("root"));
         }

@@ -22,8 +22,9 @@
 //!
 //! Only then does the caller send the same bytes to the real namespace. Any error (EPERM,
 //! EOPNOTSUPP on an older kernel, a create refused) or any mismatch refuses the flush. The
-//! threads' sockets are closed and the threads end before `prove` returns: the namespaces
-//! have no reference left and the kernel frees them. They always end: without
+//! threads' sockets are closed and the threads end before `prove` returns; one handle to each
+//! scratch namespace is returned with the proof and held until the real flush is done (their
+//! teardown walks the hash too), then dropped, and the kernel frees them. The threads always end: without
 //! CAP_NET_ADMIN (which `unshare` does not need; CAP_SYS_ADMIN is enough) the scratch
 //! creates end on the kernel's one EPERM, and every other wait for the kernel is bounded by
 //! the sockets' receive timeout (`ctnetlink::REPLY_TIMEOUT`). Nothing is cached: each run

@@ -11,14 +11,8 @@ pub fn parse_release(release: &str) -> Option<(u32, u32)> {
 
 /// The running kernel's `(major, minor)`, if `uname` can tell.
 pub fn release() -> Option<(u32, u32)> {
-    // SAFETY: utsname is plain bytes; uname fills it and NUL-terminates each field.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: `u` is a valid, writable utsname.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return None;
-    }
-    let bytes: Vec<u8> = u.release.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
-    parse_release(&String::from_utf8_lossy(&bytes))
+    let u = rustix::system::uname();
+    parse_release(&u.release().to_string_lossy())
 }
 
 #[cfg(test)]

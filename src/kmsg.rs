@@ -123,12 +123,7 @@ pub fn read_table_full(mut each: impl FnMut(TableFullLine)) -> io::Result<()> {
 
 /// Microseconds since boot on the printk clock's base (`CLOCK_MONOTONIC`), to age lines.
 pub fn now_usec() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec into the valid, live `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (ts.tv_sec as u64).saturating_mul(1_000_000) + (ts.tv_nsec as u64) / 1000
 }
 

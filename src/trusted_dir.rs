@@ -50,8 +50,7 @@ mod tests {
 
     #[test]
     fn issue_10_attack_only_directories_no_one_else_controls() {
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = rustix::process::getuid().as_raw();
         let d = scratch("ok");
         assert_eq!(check(&d, uid), Ok(()), "own 0755 directory under sticky /tmp");
         fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).expect("chmod");

@@ -25,8 +25,7 @@ pub fn check(s: &str) -> Result<PathBuf, String> {
         return Err(format!("--save {s}: no directory {}", dir_of(&path).display()));
     }
     // Someone who may write to the directory could swap the file for theirs before `load`.
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     ctguard::trusted_dir::check(dir_of(&path), uid).map_err(|why| format!("--save {s}: {why}"))?;
     Ok(path)
 }
