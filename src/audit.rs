@@ -83,7 +83,7 @@ impl AuditLog {
         let uid = rustix::process::getuid().as_raw();
         let refuse = |why: String| Error::Refused { path: path.to_path_buf(), why };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::trusted_dir::check(dir, uid).map_err(refuse)?;
+            crate::trusted_dir::check(dir, uid).map_err(|e| refuse(e.to_string()))?;
         }
         // Never open a FIFO or a device to find out what it is: the open itself can block (a
         // FIFO without a reader) or act (a tape). What is there is looked at first; O_NONBLOCK

@@ -4,6 +4,14 @@
 //! tally / evict / print. Nothing outside `ctnetlink` sees a netlink attribute; nothing inside
 //! it knows about guests, tables or terminals.
 //!
+//! The engines another program would use: [`ctnetlink`] (the kernel interface: dumps,
+//! identity-guarded deletes, events, stats), [`flow`], [`select`], [`guests`], [`tally`],
+//! [`live`] (the live table and its engine, `live::Watcher`), and [`evict`] (the strategy, the
+//! re-checked deletes, the proven flush). The capability rooms the `ctguard` binary runs —
+//! [`doctor`], [`tune`], [`audit`], [`output`] and their helpers ([`kmsg`], [`sysctl`],
+//! [`netns`], [`kernel`], [`trusted_dir`], [`stats`], [`event`], [`flushproof`]) — are
+//! public because the binary is a separate crate that calls them, and the guard will too.
+//!
 //! Enums the kernel or a later version may extend (`Family`, `ProtoState` and the protocol
 //! states, `EventKind`, the error types) are `#[non_exhaustive]`: match them with a `_` arm.
 

@@ -43,13 +43,23 @@ pub enum GroupBy {
     Mark,
 }
 
+/// A `--by` key that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ByError {
+    /// Not one of the keys.
+    #[error("invalid --by '{0}' (guest, src, dst, src/N, dst/N, state, proto, zone, mark)")]
+    Unknown(String),
+    /// A prefix longer than the address (`src/33`).
+    #[error("invalid --by '{0}': prefix too long")]
+    PrefixTooLong(String),
+}
+
 impl GroupBy {
     /// Parses `guest`, `src`, `dst`, `src/N`, `src/N,M` (IPv4 /N, IPv6 /M; M defaults to 64),
     /// `dst/N`, `state`, `proto`, `zone`, `mark`.
-    pub fn parse(s: &str) -> Result<GroupBy, String> {
-        let bad = || {
-            format!("invalid --by '{s}' (guest, src, dst, src/N, dst/N, state, proto, zone, mark)")
-        };
+    pub fn parse(s: &str) -> Result<GroupBy, ByError> {
+        let bad = || ByError::Unknown(s.into());
         let lower = s.to_ascii_lowercase();
         if let Some((what, prefix)) = lower.split_once('/') {
             let (v4, v6) = match prefix.split_once(',') {
@@ -57,7 +67,7 @@ impl GroupBy {
                 None => (prefix.parse().map_err(|_| bad())?, 64),
             };
             if v4 > 32 || v6 > 128 {
-                return Err(format!("invalid --by '{s}': prefix too long"));
+                return Err(ByError::PrefixTooLong(s.into()));
             }
             return match what {
                 "src" => Ok(GroupBy::SrcNet(v4, v6)),

@@ -70,7 +70,7 @@ impl Place {
                 // setns moves only this thread, which is why each namespace gets a thread of
                 // its own.
                 if let Err(e) = ctguard::netns::enter(&path) {
-                    let _ = ready_tx.send(Err(e));
+                    let _ = ready_tx.send(Err(e.to_string()));
                     return;
                 }
                 let runtime =

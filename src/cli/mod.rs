@@ -65,7 +65,7 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
 /// Runs the plan: enter the namespace, open the socket, run the command, flush its output.
 pub fn run(plan: Plan) -> Result<Outcome, Failure> {
     if let Some(ns) = &plan.netns {
-        netns::enter(ns).map_err(Failure::Message)?;
+        netns::enter(ns).map_err(|e| Failure::Message(e.to_string()))?;
     }
     let mut ct = Conntrack::open()?;
     let stdout = io::stdout();
