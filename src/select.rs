@@ -5,13 +5,12 @@
 //! they all must hold. The kernel's filters are exact-match only and differ by version, so
 //! they only narrow the dump; [`Selector::matches`] is always the judge.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
-use crate::ctnetlink::DumpFilter;
 use crate::flow::{DccpState, Family, Flow, Proto, ProtoState, SctpState, Status, TcpState};
 use crate::guests::{GuestId, GuestMap};
 use crate::sysctl::StateTimeouts;
@@ -159,6 +158,40 @@ impl Selector {
             // IPv4 only: the kernel's IPv6 CTA_FILTER address match is inverted (6.18).
             orig_src_v4: single_v4_host(&self.src),
             orig_dst_v4: single_v4_host(&self.dst),
+        }
+    }
+}
+
+/// What the kernel can filter during a dump itself. Every field is exact-match; see
+/// `ctnetlink_filter_match` in net/netfilter/nf_conntrack_netlink.c.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DumpFilter {
+    /// `nfgen_family`, honoured by every kernel.
+    pub family: Option<Family>,
+    /// `CTA_MARK` + `CTA_MARK_MASK`: entries with `mark & mask == value`.
+    pub mark: Option<(u32, u32)>,
+    /// `CTA_STATUS` + `CTA_STATUS_MASK` (Linux 5.15+; older kernels ignore it in dumps).
+    pub status: Option<(u32, u32)>,
+    /// `CTA_ZONE` (Linux 6.8+; older kernels ignore it in dumps).
+    pub zone: Option<u16>,
+    /// Exact original IPv4 source through `CTA_FILTER` (Linux 5.8+). Never IPv6: the kernel's
+    /// IPv6 address match is inverted (it keeps entries whose address differs) up to 6.18.
+    pub orig_src_v4: Option<Ipv4Addr>,
+    /// Exact original IPv4 destination through `CTA_FILTER`.
+    pub orig_dst_v4: Option<Ipv4Addr>,
+}
+
+impl DumpFilter {
+    pub(crate) fn uses_cta_filter(&self) -> bool {
+        self.orig_src_v4.is_some() || self.orig_dst_v4.is_some()
+    }
+
+    /// The family the request must carry: `CTA_FILTER` only works with AF_INET/AF_INET6.
+    pub(crate) fn family_number(&self) -> u8 {
+        if self.uses_cta_filter() {
+            Family::Ipv4.number()
+        } else {
+            self.family.map_or(0, Family::number)
         }
     }
 }

@@ -350,15 +350,10 @@ impl<'a> Deleter<'a> {
         let (mut vanished, mut failed) = (0u64, 0u64);
         let mut done = false;
         while !done {
-            self.rbuf.clear();
-            match self.sock.recv(&mut self.rbuf, 0) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ENOBUFS cannot happen with one chunk in flight (its failures fit our buffer
-                // many times over); if it does, or if the barrier's ACK never comes (the
-                // REPLY_TIMEOUT wait), the chunk's outcome is unknown.
-                Err(e) => return Err(recv_error(op, e)),
-            }
+            // ENOBUFS cannot happen with one chunk in flight (its failures fit our buffer many
+            // times over); if it does, or if the barrier's ACK never comes (the REPLY_TIMEOUT
+            // wait), the chunk's outcome is unknown: an error.
+            recv_answers(&self.sock, &mut self.rbuf, op)?;
             for msg in messages(&self.rbuf) {
                 let msg = msg.map_err(|source| Error::Malformed { op, source })?;
                 let idx = msg.sequence_number().wrapping_sub(self.first_seq) as usize;
@@ -481,13 +476,8 @@ impl<'a> Deleter<'a> {
         let mut pending = n;
         let Some(rc) = self.recheck.as_mut() else { return Ok(()) };
         while pending > 0 {
-            self.rbuf.clear();
-            match self.sock.recv(&mut self.rbuf, 0) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // An overrun, or an answer that never came (the REPLY_TIMEOUT wait).
-                Err(e) => return Err(recv_error(op, e)),
-            }
+            // An overrun, or an answer that never came (the REPLY_TIMEOUT wait), is an error.
+            recv_answers(&self.sock, &mut self.rbuf, op)?;
             for msg in messages(&self.rbuf) {
                 let msg = msg.map_err(|source| Error::Malformed { op, source })?;
                 let idx = msg.sequence_number().wrapping_sub(first) as usize;
@@ -517,6 +507,18 @@ impl<'a> Deleter<'a> {
         verdicts.extend(answers.into_iter().map(|a| a.unwrap_or(Verdict::Gone)));
         debug_assert_eq!(verdicts.len(), base + n);
         Ok(())
+    }
+}
+
+/// Receives the next batch of answers into `rbuf`, again after a signal interrupted the wait.
+fn recv_answers(sock: &Socket, rbuf: &mut Vec<u8>, op: &'static str) -> Result<(), Error> {
+    loop {
+        rbuf.clear();
+        match sock.recv(rbuf, 0) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(recv_error(op, e)),
+        }
     }
 }
 

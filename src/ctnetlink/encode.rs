@@ -4,48 +4,14 @@
 //! `NetfilterHeader`; the attributes those crates do not model (ids, zones, filters, ICMP
 //! tuples) are laid out here, following include/uapi/linux/netfilter/nfnetlink_conntrack.h.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use netlink_packet_core::{Emitable, NetlinkHeader};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 
-use super::FlowKey;
 use super::uapi::*;
+use super::{DumpFilter, FlowKey};
 use crate::flow::{Family, Flow, L4, Proto, ProtoState, Tuple};
-
-/// What the kernel can filter during a dump itself. Every field is exact-match; see
-/// `ctnetlink_filter_match` in net/netfilter/nf_conntrack_netlink.c.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DumpFilter {
-    /// `nfgen_family`, honoured by every kernel.
-    pub family: Option<Family>,
-    /// `CTA_MARK` + `CTA_MARK_MASK`: entries with `mark & mask == value`.
-    pub mark: Option<(u32, u32)>,
-    /// `CTA_STATUS` + `CTA_STATUS_MASK` (Linux 5.15+; older kernels ignore it in dumps).
-    pub status: Option<(u32, u32)>,
-    /// `CTA_ZONE` (Linux 6.8+; older kernels ignore it in dumps).
-    pub zone: Option<u16>,
-    /// Exact original IPv4 source through `CTA_FILTER` (Linux 5.8+). Never IPv6: the kernel's
-    /// IPv6 address match is inverted (it keeps entries whose address differs) up to 6.18.
-    pub orig_src_v4: Option<Ipv4Addr>,
-    /// Exact original IPv4 destination through `CTA_FILTER`.
-    pub orig_dst_v4: Option<Ipv4Addr>,
-}
-
-impl DumpFilter {
-    pub(crate) fn uses_cta_filter(&self) -> bool {
-        self.orig_src_v4.is_some() || self.orig_dst_v4.is_some()
-    }
-
-    /// The family the request must carry: `CTA_FILTER` only works with AF_INET/AF_INET6.
-    fn family_number(&self) -> u8 {
-        if self.uses_cta_filter() {
-            Family::Ipv4.number()
-        } else {
-            self.family.map_or(0, Family::number)
-        }
-    }
-}
 
 /// Appends one netlink message to a buffer; lengths are fixed up by `finish`.
 pub(crate) struct MsgWriter<'a> {

@@ -23,7 +23,7 @@ mod uapi;
 pub use decode::Malformed;
 pub use delete::{DeleteTally, Deleter, FlowKey, Marked};
 pub use dump::{DUMP_ATTEMPTS, DumpSummary, Dumped, decode_message};
-pub use encode::DumpFilter;
+
 pub use error::{Error, NEEDS_CAP_NET_ADMIN};
 pub use events::{EventMask, Received, Subscription, decode_event};
 pub use flushreq::FlushRequest;
@@ -32,4 +32,5 @@ pub(crate) use socket::{error_code, messages, open_socket, recv_error, set_rcvbu
 
 // Domain types the socket returns, re-exported for callers that came here first.
 pub use crate::event::EventKind;
+pub use crate::select::DumpFilter;
 pub use crate::stats::{CpuStats, TableStats};

@@ -228,7 +228,7 @@ impl Resyncs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctnetlink::EventKind::{Destroy, New};
+    use crate::event::EventKind::{Destroy, New};
     use crate::flow::{Flow, TcpState, test_tcp};
     use crate::guests::GuestMap;
     use crate::live::Classifier;
