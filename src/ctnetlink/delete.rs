@@ -431,7 +431,6 @@ impl<'a> Deleter<'a> {
         self.chunk.push(m);
     }
 
-    /// Takes out of the chunk, as not attempted, every flow whose answer is past the bound.
     /// How old an answer may be in re-check round `round`: the caller's bound for the answers
     /// it marked, and at least [`RECHECK_STALL`] for our own lookups (so a bound of zero, "look
     /// every flow up", settles after one round). `None` without a re-check.
@@ -440,6 +439,7 @@ impl<'a> Deleter<'a> {
         Some(if round == 0 { fresh_for } else { fresh_for.max(RECHECK_STALL) })
     }
 
+    /// Takes out of the chunk, as not attempted, every flow whose answer is past the bound.
     fn drop_stale(&mut self, round: usize) {
         let Some(fresh_for) = self.bound(round) else { return };
         let marked = std::mem::take(&mut self.chunk);
