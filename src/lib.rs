@@ -27,6 +27,7 @@ pub mod doctor;
 pub mod event;
 pub mod evict;
 pub mod flushproof;
+pub mod guard;
 pub mod guests;
 pub mod kernel;
 pub mod kmsg;
