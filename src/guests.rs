@@ -210,6 +210,11 @@ impl GuestMap {
         self.names.is_empty()
     }
 
+    /// How many guests are defined; their ids are `0..len`.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
     /// A guest's name.
     pub fn name(&self, id: GuestId) -> &str {
         self.names.get(id as usize).map_or("?", String::as_str)

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::event::EventKind;
 use crate::flow::Flow;
@@ -244,6 +245,18 @@ impl LiveTable {
             None => Effect::Ignored,
         }
     }
+}
+
+/// Reconciliation period while events can be missing (`nf_conntrack_events` is not 1).
+const RECONCILE_SILENT: Duration = Duration::from_secs(30);
+/// Reconciliation period when every flow reports events: a safety net only.
+const RECONCILE_SAFETY: Duration = Duration::from_secs(300);
+
+/// How often a live count is checked against a dump, for the namespace's
+/// `nf_conntrack_events` setting: under 1 every flow reports its events and a dump is only a
+/// safety net; under 0 or 2 (or unknown) flows can end silently, and the dump corrects them.
+pub fn reconcile_period(events_setting: Option<u64>) -> Duration {
+    if events_setting == Some(1) { RECONCILE_SAFETY } else { RECONCILE_SILENT }
 }
 
 /// How far the live count may stray from the kernel's entry count (GET_STATS) before it is

@@ -76,11 +76,6 @@ fn reconcile(s: &str) -> Result<Reconcile, String> {
     }
 }
 
-/// Reconciliation period while events can be missing (`nf_conntrack_events` is not 1).
-const RECONCILE_SILENT: Duration = Duration::from_secs(30);
-/// Reconciliation period when every flow reports events: a safety net only.
-const RECONCILE_SAFETY: Duration = Duration::from_secs(300);
-
 /// `ctguard watch`, validated.
 #[derive(Debug)]
 pub struct Plan {
@@ -261,12 +256,8 @@ async fn watch_loop(
     let enable = job.live.enable_events;
     // The reconciliation period: asked for, or the default for the namespace's setting.
     let period_for = |mode: Option<u64>| {
-        let every_flow_reports = mode == Some(1) || enable;
-        job.reconcile.unwrap_or(Some(if every_flow_reports {
-            RECONCILE_SAFETY
-        } else {
-            RECONCILE_SILENT
-        }))
+        let mode = if enable { Some(1) } else { mode };
+        job.reconcile.unwrap_or(Some(ctguard::live::reconcile_period(mode)))
     };
     let (mode, warning) = live::events_setting(enable, |mode| match period_for(mode) {
         Some(d) => format!(
