@@ -8,6 +8,8 @@
 //! table), `metrics` (the exposition), `http` (`/metrics`), `query` (the socket `top --live`
 //! asks), `daemon` (the loop that ties them to the live engine and the evict engine).
 
+pub mod caps;
+
 use std::sync::{Arc, RwLock};
 
 use crate::guests::GuestId;
