@@ -451,7 +451,7 @@ fn cap_of(rule: &Rule<'_>) -> Option<Installed> {
         && matches!(&new.right, Expression::String(s) if s == "new");
     let Expression::Number(limit) = count.val else { return None };
     (family_ok && is_new && count.inv == Some(true))
-        .then(|| Installed { handle, cap: Cap { guest, net, limit } })
+        .then_some(Installed { handle, cap: Cap { guest, net, limit } })
 }
 
 /// `nft` on this machine: the first of [`NFT_PATHS`] that exists, else `nft` on `$PATH`.
