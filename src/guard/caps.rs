@@ -8,10 +8,10 @@
 //! `Table`/`Chain`/`Rule` objects and statements, `ct count` (`CTCount`) and rule comments
 //! included, serialised to the documented schema that `nft -j -f -` applies as ONE netlink
 //! batch, i.e. one transaction the kernel commits whole or not at all. The alternatives:
-//! `rustables` (libnftnl-style netlink expressions) has no `connlimit` expression and is far
-//! less used; binding libnftnl/libnftables in C needs `unsafe` and a C build for what the JSON
-//! API already gives; building `nft` text means quoting free-form guest names into a language
-//! we do not parse back. Reading back also goes through the JSON API (`nft -j list chain`), so
+//! `rustables` (0.9: netlink expressions built by hand) has no `connlimit` expression at all,
+//! and its GPL-3.0 would bind this MIT binary; binding libnftnl/libnftables in C needs
+//! `unsafe` and a C build for what the JSON API already gives; building `nft` text means
+//! quoting free-form guest names into a language we do not parse back. Reading back also goes through the JSON API (`nft -j list chain`), so
 //! the caps a guard finds after a restart are parsed from typed objects, not scraped text.
 //!
 //! We use the crate's types but not its `helper` runner: that one waits for `nft` without a
