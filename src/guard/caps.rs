@@ -11,8 +11,9 @@
 //! `rustables` (0.9: netlink expressions built by hand) has no `connlimit` expression at all,
 //! and its GPL-3.0 would bind this MIT binary; binding libnftnl/libnftables in C needs
 //! `unsafe` and a C build for what the JSON API already gives; building `nft` text means
-//! quoting free-form guest names into a language we do not parse back. Reading back also goes through the JSON API (`nft -j list chain`), so
-//! the caps a guard finds after a restart are parsed from typed objects, not scraped text.
+//! quoting free-form guest names into a language we do not parse back. Reading back also goes
+//! through the JSON API (`nft -j list chain`), so the caps a guard finds after a restart are
+//! parsed from typed objects, not scraped text.
 //!
 //! We use the crate's types but not its `helper` runner: that one waits for `nft` without a
 //! time limit and panics on a closed pipe. [`Caps`] runs `nft` itself, kills it after
@@ -130,7 +131,7 @@ pub enum CapError {
     },
     /// `nft` exited with an error; `stderr` is its own explanation (EPERM: the guard needs
     /// CAP_NET_ADMIN).
-    #[error("{} failed {op} (exit {}): {stderr}", program.display(), code.map_or("by signal".into(), |c| c.to_string()))]
+    #[error("{} failed {op} ({}): {stderr}", program.display(), exit_text(*code))]
     Failed {
         /// The program.
         program: PathBuf,
@@ -218,6 +219,11 @@ impl Caps {
         }
         Ok(())
     }
+}
+
+/// How `nft` ended, for [`CapError::Failed`].
+fn exit_text(code: Option<i32>) -> String {
+    code.map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"))
 }
 
 /// A cap rule as read back, with the handle that deletes it.
@@ -447,8 +453,9 @@ fn cap_of(rule: &Rule<'_>) -> Option<Installed> {
         matches!((field.protocol.as_ref(), addr.is_ipv4()), ("ip", true) | ("ip6", false));
     let len = u8::try_from(len.unwrap_or(full)).ok()?;
     let net = IpNetwork::new(addr, len).ok()?;
-    let is_new = matches!(&new.left, Expression::Named(NamedExpression::CT(ct)) if ct.key == "state")
-        && matches!(&new.right, Expression::String(s) if s == "new");
+    let ct_state =
+        matches!(&new.left, Expression::Named(NamedExpression::CT(ct)) if ct.key == "state");
+    let is_new = ct_state && matches!(&new.right, Expression::String(s) if s == "new");
     let Expression::Number(limit) = count.val else { return None };
     (family_ok && is_new && count.inv == Some(true))
         .then_some(Installed { handle, cap: Cap { guest, net, limit } })

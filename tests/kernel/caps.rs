@@ -62,7 +62,8 @@ fn issue_13_caps_only_in_inet_ctguard() {
     // Someone else's tables, one of them also called ctguard in another family.
     let theirs = ns.write_file(
         "theirs.nft",
-        "table inet other {\n chain c {\n  type filter hook prerouting priority -150; policy accept;\n  \
+        "table inet other {\n chain c {\n  \
+         type filter hook prerouting priority -150; policy accept;\n  \
          ip saddr 10.0.0.0/24 ct state new counter accept comment \"ctguard:web%201\"\n }\n}\n\
          table ip ctguard {\n chain caps {\n  type filter hook input priority 0;\n  \
          ip saddr 10.0.0.5 drop\n }\n}\n",
