@@ -8,6 +8,10 @@
 //! table), `metrics` (the exposition), `http` (`/metrics`), `query` (the socket `top --live`
 //! asks), `daemon` (the loop that ties them to the live engine and the evict engine).
 
+pub mod http;
+pub mod metrics;
+pub mod query;
+
 use std::sync::{Arc, RwLock};
 
 use crate::guests::GuestId;
