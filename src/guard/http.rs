@@ -23,8 +23,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::metrics::Metrics;
 
@@ -74,15 +72,6 @@ pub fn bind(addr: &str) -> Result<std::net::TcpListener, HttpError> {
     Ok(listener)
 }
 
-/// Accept errors that say nothing about the listener (a client gone before accept, descriptors
-/// or memory short for a moment): back off and go on.
-fn transient(e: &io::Error) -> bool {
-    !matches!(
-        e.raw_os_error(),
-        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP)
-    )
-}
-
 /// Serves `GET /metrics` until `shutdown` resolves; then stops accepting and drops the open
 /// connections. Must run on a tokio runtime with IO and time enabled (the guard's
 /// current-thread runtime).
@@ -91,42 +80,22 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => return Ok(()),
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) if transient(&e) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                // Full: the newcomer is closed at once rather than queued behind the others.
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
+    super::serve::each(listener, MAX_CONNECTIONS, shutdown, move |stream| {
+        let metrics = Arc::clone(&metrics);
+        async move {
+            let service = service_fn(move |req| {
                 let metrics = Arc::clone(&metrics);
-                conns.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let metrics = Arc::clone(&metrics);
-                        async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .max_buf_size(MAX_HEADER_BYTES)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
-                    drop(slot);
-                });
-            }
+                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
         }
-    }
+    })
+    .await
 }
 
 /// The media type to answer with: OpenMetrics when the client's `Accept` prefers it (what

@@ -11,6 +11,7 @@
 pub mod http;
 pub mod metrics;
 pub mod query;
+mod serve;
 
 use std::sync::{Arc, RwLock};
 

@@ -28,8 +28,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::{Board, Seen};
 use crate::guests::GuestId;
@@ -356,32 +354,13 @@ async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let listener = tokio::net::UnixListener::from_std(listener)?;
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => return Ok(()),
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK)) => return Err(e),
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
-                let board = Arc::clone(&board);
-                conns.spawn(async move {
-                    let _ = answer(stream, &board).await;
-                    drop(slot);
-                });
-            }
+    super::serve::each(listener, MAX_CONNECTIONS, shutdown, move |stream| {
+        let board = Arc::clone(&board);
+        async move {
+            let _ = answer(stream, &board).await;
         }
-    }
+    })
+    .await
 }
 
 async fn answer(stream: tokio::net::UnixStream, board: &Board) -> io::Result<()> {
