@@ -12,7 +12,8 @@ use ctguard::tally::GroupBy;
 
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
-use crate::cli::select_args::{self, SelectArgs};
+use crate::cli::report_args::ReportArgs;
+use crate::cli::select_args;
 
 /// `ctguard count`.
 #[derive(Debug, ClapArgs)]
@@ -20,11 +21,8 @@ pub struct Args {
     /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark.
     #[arg(long, value_name = "KEY", value_parser = GroupBy::parse)]
     pub by: Option<GroupBy>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub select: SelectArgs,
+    pub report: ReportArgs,
 }
 
 /// A validated `count`.
@@ -38,11 +36,11 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    let (sel, guests) = a.select.selector()?;
+    let (sel, guests) = a.report.select.selector()?;
     if let Some(by) = a.by {
         select_args::check_guest_grouping(by, &guests)?;
     }
-    Ok(Plan { sel, by: a.by, guests, json: a.json })
+    Ok(Plan { sel, by: a.by, guests, json: a.report.json })
 }
 
 /// Runs `count`: exit 1 when nothing matched.

@@ -13,7 +13,8 @@ use ctguard::tally::GroupBy;
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::parse;
-use crate::cli::select_args::{self, SelectArgs};
+use crate::cli::report_args::ReportArgs;
+use crate::cli::select_args;
 
 /// `ctguard top`.
 #[derive(Debug, ClapArgs)]
@@ -25,11 +26,8 @@ pub struct Args {
     /// How many groups to show.
     #[arg(short = 'n', long, default_value = "10", value_name = "N", value_parser = parse::positive_usize("-n"))]
     pub limit: usize,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub select: SelectArgs,
+    pub report: ReportArgs,
 }
 
 /// A validated `top`.
@@ -44,9 +42,9 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    let (sel, guests) = a.select.selector()?;
+    let (sel, guests) = a.report.select.selector()?;
     let by = select_args::group_by(a.by, &guests)?;
-    Ok(Plan { sel, by, guests, limit: a.limit, json: a.json })
+    Ok(Plan { sel, by, guests, limit: a.limit, json: a.report.json })
 }
 
 /// Runs `top`.
