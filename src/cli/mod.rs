@@ -1,7 +1,8 @@
 //! The command line. `Cli` is the clap definition; each command is one file under `cmd/` (its
 //! arguments, its plan, its run), over leaf modules that never use a command: `exit` (the
-//! exit status), `parse` (typed value parsers), `select_args` (the selecting flags), `dump`
-//! (the shared dump passes), `live` (what `events` and `watch` share), `ask` (`--live`: the
+//! exit status), `parse` (typed value parsers), `select_args` (the selecting flags),
+//! `report_args` (the `--json` and selection tail of `count`, `top` and `list`), `dump` (the
+//! shared dump passes), `live` (what `events` and `watch` share), `ask` (`--live`: the
 //! guard's answers as tallies), `host`, `save` and
 //! `signals`. Parsing reads only the command line and `CTGUARD_*` variables. A plan reads its
 //! input (`--guests`, `load`'s file or stdin), looks at the paths it will write (`--save`,
@@ -15,6 +16,7 @@ pub mod exit;
 pub mod host;
 pub mod live;
 pub mod parse;
+pub mod report_args;
 pub mod save;
 pub mod select_args;
 pub mod signals;

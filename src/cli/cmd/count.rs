@@ -13,7 +13,8 @@ use ctguard::tally::{GroupBy, Tally};
 use crate::cli::ask::{self, Ask, LiveArgs};
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
-use crate::cli::select_args::{self, SelectArgs};
+use crate::cli::report_args::ReportArgs;
+use crate::cli::select_args;
 
 /// `ctguard count`.
 #[derive(Debug, ClapArgs)]
@@ -21,11 +22,8 @@ pub struct Args {
     /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark.
     #[arg(long, value_name = "KEY", value_parser = GroupBy::parse)]
     pub by: Option<GroupBy>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub select: SelectArgs,
+    pub report: ReportArgs,
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -45,15 +43,15 @@ pub struct Plan {
 pub fn plan(a: Args) -> Result<Plan, String> {
     if a.live.live {
         // Checked before the guest file is read: the guard's names are the ones that count.
-        let live = ask::plan(&a.live, a.by, GroupBy::All, &a.select)?;
+        let live = ask::plan(&a.live, a.by, GroupBy::All, &a.report.select)?;
         let (sel, guests) = (Selector::default(), Arc::new(GuestMap::new()));
-        return Ok(Plan { sel, by: a.by, guests, json: a.json, live: Some(live) });
+        return Ok(Plan { sel, by: a.by, guests, json: a.report.json, live: Some(live) });
     }
-    let (sel, guests) = a.select.selector()?;
+    let (sel, guests) = a.report.select.selector()?;
     if let Some(by) = a.by {
         select_args::check_guest_grouping(by, &guests)?;
     }
-    Ok(Plan { sel, by: a.by, guests, json: a.json, live: None })
+    Ok(Plan { sel, by: a.by, guests, json: a.report.json, live: None })
 }
 
 impl Plan {

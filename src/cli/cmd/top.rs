@@ -14,7 +14,8 @@ use crate::cli::ask::{self, Ask, LiveArgs};
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::parse;
-use crate::cli::select_args::{self, SelectArgs};
+use crate::cli::report_args::ReportArgs;
+use crate::cli::select_args;
 
 /// `ctguard top`.
 #[derive(Debug, ClapArgs)]
@@ -26,11 +27,8 @@ pub struct Args {
     /// How many groups to show.
     #[arg(short = 'n', long, default_value = "10", value_name = "N", value_parser = parse::positive_usize("-n"))]
     pub limit: usize,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub select: SelectArgs,
+    pub report: ReportArgs,
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -51,14 +49,14 @@ pub struct Plan {
 pub fn plan(a: Args) -> Result<Plan, String> {
     if a.live.live {
         // Checked before the guest file is read: the guard's names are the ones that count.
-        let live = ask::plan(&a.live, a.by, GroupBy::Guest, &a.select)?;
+        let live = ask::plan(&a.live, a.by, GroupBy::Guest, &a.report.select)?;
         let (sel, guests) = (Selector::default(), Arc::new(GuestMap::new()));
-        let (by, limit, json) = (GroupBy::Guest, a.limit, a.json);
+        let (by, limit, json) = (GroupBy::Guest, a.limit, a.report.json);
         return Ok(Plan { sel, by, guests, limit, json, live: Some(live) });
     }
-    let (sel, guests) = a.select.selector()?;
+    let (sel, guests) = a.report.select.selector()?;
     let by = select_args::group_by(a.by, &guests)?;
-    Ok(Plan { sel, by, guests, limit: a.limit, json: a.json, live: None })
+    Ok(Plan { sel, by, guests, limit: a.limit, json: a.report.json, live: None })
 }
 
 impl Plan {
