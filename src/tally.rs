@@ -429,7 +429,7 @@ impl fmt::Display for Label<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Family, L4, Tuple};
+    use crate::flow::{L4, Tuple};
 
     fn flow(src: &str, state: Option<TcpState>, proto: Proto) -> Flow {
         let orig = Tuple {
@@ -438,14 +438,7 @@ mod tests {
             l4: L4::Ports { src: 1, dst: 2 },
             zone: None,
         };
-        Flow {
-            family: Family::of(orig.src),
-            proto,
-            orig,
-            reply: orig.inverse(),
-            state: state.map(ProtoState::Tcp),
-            ..Flow::default()
-        }
+        Flow { state: state.map(ProtoState::Tcp), ..Flow::new(proto, orig) }
     }
 
     #[test]

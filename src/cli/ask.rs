@@ -14,7 +14,7 @@ use clap::Args;
 use ctguard::flow::{Proto, ProtoState, TcpState};
 use ctguard::guard::query::{self, Answer, DEFAULT_SOCKET};
 use ctguard::guests::{GuestId, GuestMap};
-use ctguard::select;
+use ctguard::select::{self, Selector};
 use ctguard::stats::Fill;
 use ctguard::tally::{COLUMNS, GroupBy, GroupKey, Tally};
 
@@ -36,6 +36,32 @@ pub struct LiveArgs {
     /// The guard's query socket (with --live).
     #[arg(long, value_name = "PATH", env = "CTGUARD_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+}
+
+/// Where the counts of `top` or `count` come from.
+#[derive(Debug)]
+pub enum Source {
+    /// The running guard (`--live`).
+    Live(Ask),
+    /// A dump of the table: the selection and the guest map naming the owners.
+    Dump(Selector, Arc<GuestMap>),
+}
+
+impl Source {
+    /// `--live`: the guard's answer (checked before any guest file is read: the guard's names
+    /// are the ones that count); else the selection, with its guest file read.
+    pub fn of(
+        live: &LiveArgs,
+        by: Option<GroupBy>,
+        default: GroupBy,
+        sel: &SelectArgs,
+    ) -> Result<Source, String> {
+        if live.live {
+            return Ok(Source::Live(plan(live, by, default, sel)?));
+        }
+        let (sel, guests) = sel.selector()?;
+        Ok(Source::Dump(sel, guests))
+    }
 }
 
 /// What a `--live` command asks for, checked.

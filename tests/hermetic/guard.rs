@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ctguard::flow::{Family, Flow, L4, Proto, ProtoState, TcpState, Tuple};
+use ctguard::flow::{Flow, L4, Proto, ProtoState, TcpState, Tuple};
 use ctguard::guard::metrics::{Action, Metrics};
 use ctguard::guard::query::{self, BindError, QueryError};
 use ctguard::guard::{Board, Seen, http};
@@ -75,14 +75,7 @@ fn flow(src: &str, state: Option<TcpState>, proto: Proto) -> Flow {
         l4: L4::Ports { src: 1000, dst: 80 },
         zone: None,
     };
-    Flow {
-        family: Family::of(orig.src),
-        proto,
-        orig,
-        reply: orig.inverse(),
-        state: state.map(ProtoState::Tcp),
-        ..Flow::default()
-    }
+    Flow { state: state.map(ProtoState::Tcp), ..Flow::new(proto, orig) }
 }
 
 /// The flows of a small table, the guests owning them, and the snapshot a guard would publish

@@ -1,16 +1,13 @@
 //! `ctguard count`: count the selected flows, optionally grouped.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use clap::Args as ClapArgs;
 use ctguard::ctnetlink::Conntrack;
-use ctguard::guests::GuestMap;
 use ctguard::output::report::Ranking;
-use ctguard::select::Selector;
 use ctguard::tally::{GroupBy, Tally};
 
-use crate::cli::ask::{self, Ask, LiveArgs};
+use crate::cli::ask::{self, LiveArgs, Source};
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::report_args::ReportArgs;
@@ -31,46 +28,40 @@ pub struct Args {
 /// A validated `count`.
 #[derive(Debug)]
 pub struct Plan {
-    sel: Selector,
+    source: Source,
     by: Option<GroupBy>,
-    guests: Arc<GuestMap>,
     json: bool,
-    /// `--live`: what to ask the guard.
-    live: Option<Ask>,
 }
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    if a.live.live {
-        // Checked before the guest file is read: the guard's names are the ones that count.
-        let live = ask::plan(&a.live, a.by, GroupBy::All, &a.report.select)?;
-        let (sel, guests) = (Selector::default(), Arc::new(GuestMap::new()));
-        return Ok(Plan { sel, by: a.by, guests, json: a.report.json, live: Some(live) });
+    let source = Source::of(&a.live, a.by, GroupBy::All, &a.report.select)?;
+    if let (Source::Dump(_, guests), Some(by)) = (&source, a.by) {
+        select_args::check_guest_grouping(by, guests)?;
     }
-    let (sel, guests) = a.report.select.selector()?;
-    if let Some(by) = a.by {
-        select_args::check_guest_grouping(by, &guests)?;
-    }
-    Ok(Plan { sel, by: a.by, guests, json: a.report.json, live: None })
+    Ok(Plan { source, by: a.by, json: a.report.json })
 }
 
 impl Plan {
     /// With `--live`: answered by the guard, no namespace, no netlink socket.
     pub fn live(&self) -> bool {
-        self.live.is_some()
+        matches!(self.source, Source::Live(_))
     }
 }
 
 /// Runs `count --live`: the guard's counts, printed as a dump's would be.
 pub fn run_live(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
-    let Some(live) = &p.live else { return Err(Failure::Message("count: not --live".into())) };
+    let Source::Live(live) = &p.source else {
+        return Err(Failure::Message("count: not --live".into()));
+    };
     let (tally, _) = ask::counts(live)?;
     print(&tally, p.by, p.json, out)
 }
 
 /// Runs `count`: exit 1 when nothing matched.
 pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
-    let tally = dump::tally(ct, p.sel, p.by.unwrap_or(GroupBy::All), p.guests)?;
+    let Source::Dump(sel, guests) = p.source else { return run_live(p, out) };
+    let tally = dump::tally(ct, sel, p.by.unwrap_or(GroupBy::All), guests)?;
     print(&tally, p.by, p.json, out)
 }
 

@@ -1,16 +1,13 @@
 //! `ctguard top`: who fills the table, the top owners by entries, per-state columns.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use clap::Args as ClapArgs;
 use ctguard::ctnetlink::Conntrack;
-use ctguard::guests::GuestMap;
 use ctguard::output::report::Ranking;
-use ctguard::select::Selector;
 use ctguard::tally::GroupBy;
 
-use crate::cli::ask::{self, Ask, LiveArgs};
+use crate::cli::ask::{self, LiveArgs, Source};
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::parse;
@@ -36,39 +33,34 @@ pub struct Args {
 /// A validated `top`.
 #[derive(Debug)]
 pub struct Plan {
-    sel: Selector,
+    source: Source,
     by: GroupBy,
-    guests: Arc<GuestMap>,
     limit: usize,
     json: bool,
-    /// `--live`: what to ask the guard.
-    live: Option<Ask>,
 }
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    if a.live.live {
-        // Checked before the guest file is read: the guard's names are the ones that count.
-        let live = ask::plan(&a.live, a.by, GroupBy::Guest, &a.report.select)?;
-        let (sel, guests) = (Selector::default(), Arc::new(GuestMap::new()));
-        let (by, limit, json) = (GroupBy::Guest, a.limit, a.report.json);
-        return Ok(Plan { sel, by, guests, limit, json, live: Some(live) });
-    }
-    let (sel, guests) = a.report.select.selector()?;
-    let by = select_args::group_by(a.by, &guests)?;
-    Ok(Plan { sel, by, guests, limit: a.limit, json: a.report.json, live: None })
+    let source = Source::of(&a.live, a.by, GroupBy::Guest, &a.report.select)?;
+    let by = match &source {
+        Source::Live(_) => GroupBy::Guest,
+        Source::Dump(_, guests) => select_args::group_by(a.by, guests)?,
+    };
+    Ok(Plan { source, by, limit: a.limit, json: a.report.json })
 }
 
 impl Plan {
     /// With `--live`: answered by the guard, no namespace, no netlink socket.
     pub fn live(&self) -> bool {
-        self.live.is_some()
+        matches!(self.source, Source::Live(_))
     }
 }
 
 /// Runs `top --live`: the guard's counts, printed as a dump's would be.
 pub fn run_live(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
-    let Some(live) = &p.live else { return Err(Failure::Message("top: not --live".into())) };
+    let Source::Live(live) = &p.source else {
+        return Err(Failure::Message("top: not --live".into()));
+    };
     let (tally, fill) = ask::counts(live)?;
     print(&Ranking::new(&tally, fill, Some(p.limit)), p.json, out)
 }
@@ -84,7 +76,8 @@ fn print(ranking: &Ranking<'_>, json: bool, out: &mut impl Write) -> Result<Outc
 
 /// Runs `top`.
 pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let Source::Dump(sel, guests) = p.source else { return run_live(p, out) };
     let fill = dump::fill(ct)?;
-    let tally = dump::tally(ct, p.sel, p.by, p.guests)?;
+    let tally = dump::tally(ct, sel, p.by, guests)?;
     print(&Ranking::new(&tally, Some(fill), Some(p.limit)), p.json, out)
 }
