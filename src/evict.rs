@@ -61,6 +61,9 @@ pub enum NoFlush {
     NotExact(&'static str),
     /// `--limit` or `--rate` asks for a part of the selection, or a pace.
     Partial,
+    /// The selection leaves addresses out (`--except`, the guard's `protect`): the kernel's
+    /// filter has no exclusion, so its flush would take the protected flows too.
+    Except,
 }
 
 impl fmt::Display for NoFlush {
@@ -72,6 +75,7 @@ impl fmt::Display for NoFlush {
             NoFlush::Ipv6 => f.write_str("IPv6 (the kernel's IPv6 filter is inverted)"),
             NoFlush::NotExact(what) => write!(f, "{what} is not a kernel filter"),
             NoFlush::Partial => f.write_str("--limit/--rate"),
+            NoFlush::Except => f.write_str("--except cannot be applied by the kernel"),
         }
     }
 }
@@ -89,6 +93,9 @@ pub fn flush_filter(
 ) -> Result<DumpFilter, NoFlush> {
     if partial {
         return Err(NoFlush::Partial);
+    }
+    if !sel.except.is_empty() {
+        return Err(NoFlush::Except);
     }
     if kernel.is_none_or(|k| k < FLUSH_FILTER_SINCE) {
         return Err(NoFlush::Kernel(kernel));
