@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
+use ctguard::Flow;
 use ctguard::ctnetlink::Conntrack;
 use ctguard::evict::{self, Spooled};
 use ctguard::output::json;
@@ -30,22 +31,48 @@ fn key_of(e: &Entry) -> Key {
     (e.proto.clone(), e.orig.src, e.orig.dst, e.orig.sport, e.orig.dport, e.zone)
 }
 
+fn flow_key(f: &Flow) -> Key {
+    (f.proto.to_string(), f.orig.src, f.orig.dst, f.orig.sport(), f.orig.dport(), f.zone_id())
+}
+
 /// The flows of a spool file, as keys.
 fn spooled_keys(path: &Path) -> Result<Vec<Key>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     json::read_flows(BufReader::new(file))
-        .map(|f| {
-            let f = f.map_err(|e| e.to_string())?;
-            Ok((
-                f.proto.to_string(),
-                f.orig.src,
-                f.orig.dst,
-                f.orig.sport(),
-                f.orig.dport(),
-                f.zone_id(),
-            ))
-        })
+        .map(|f| f.map(|f| flow_key(&f)).map_err(|e| e.to_string()))
         .collect()
+}
+
+/// 2,000 ESTABLISHED TCP flows of the runaway guest to `10.NET.0.1` ... `10.NET.9.200`, all
+/// selected by [`guest_established`]; their keys.
+fn seed_guest(ns: &Netns, net: u8) -> Vec<Key> {
+    let dst = |i: usize| format!("10.{net}.{}.{}", i / 200, 1 + i % 200);
+    let lines: Vec<String> = (0..2_000)
+        .map(|i| {
+            format!(
+                "-I -p tcp -s {RUNAWAY_V4} -d {} --sport 30000 --dport 443 --state ESTABLISHED \
+                 -t 3600 -u ASSURED",
+                dst(i)
+            )
+        })
+        .collect();
+    load_lines(ns, "seed.conntrack", &lines);
+    (0..2_000)
+        .map(|i| ("tcp".to_string(), ip(RUNAWAY_V4), ip(&dst(i)), Some(30_000), Some(443), 0))
+        .collect()
+}
+
+/// `evict::streamed_spooled` of [`guest_established`] inside the namespace, with `hook`.
+fn streamed_with(
+    ns: &Netns,
+    mut hook: &mut (dyn FnMut(&Flow) -> std::io::Result<()> + Send),
+) -> Result<Spooled, String> {
+    let sel = guest_established(RUNAWAY_V4);
+    ns.inside(|| {
+        let mut ct = Conntrack::open().map_err(|e| e.to_string())?;
+        let stop = AtomicBool::new(false);
+        evict::streamed_spooled(&mut ct, &sel, None, &stop, &mut hook).map_err(|e| e.to_string())
+    })
 }
 
 fn set(keys: &[Key]) -> BTreeSet<Key> {
@@ -180,43 +207,20 @@ fn issue_13_unattended_evict_spools_what_it_deleted() {
 #[test]
 fn issue_13_unattended_race_flows_that_changed_are_not_deleted() {
     let ns = Netns::new();
-    let lines: Vec<String> = (0..2_000)
-        .map(|i| {
-            format!(
-                "-I -p tcp -s {RUNAWAY_V4} -d 10.62.{}.{} --sport 30000 --dport 443 \
-                 --state ESTABLISHED -t 3600 -u ASSURED",
-                i / 200,
-                1 + i % 200
-            )
-        })
-        .collect();
-    load_lines(&ns, "seed.conntrack", &lines);
+    seed_guest(&ns, 62);
     // The dump's order: the kernel walks its hash the same way for conntrack and for us.
     let order = oracle::parse_all(&ns.conntrack_list(&[]));
     let moved: Vec<Entry> = order.iter().skip(1).take(5).cloned().collect();
-    let sel = guest_established(RUNAWAY_V4);
     let mut first = true;
     let mut spooled: Vec<Key> = Vec::new();
     let mut moved_ok: Result<(), String> = Ok(());
-    let done = ns.inside(|| {
-        let mut ct = Conntrack::open().map_err(|e| e.to_string())?;
-        let stop = AtomicBool::new(false);
-        let mut hook = |f: &ctguard::Flow| -> std::io::Result<()> {
-            spooled.push((
-                f.proto.to_string(),
-                f.orig.src,
-                f.orig.dst,
-                f.orig.sport(),
-                f.orig.dport(),
-                f.zone_id(),
-            ));
-            if std::mem::take(&mut first) {
-                moved_ok = moved.iter().try_for_each(|e| set_tcp_state(e, TCP_TIME_WAIT));
-                std::thread::sleep(evict::FRESH_FOR + Duration::from_millis(200));
-            }
-            Ok(())
-        };
-        evict::streamed_spooled(&mut ct, &sel, None, &stop, &mut hook).map_err(|e| e.to_string())
+    let done = streamed_with(&ns, &mut |f: &Flow| {
+        spooled.push(flow_key(f));
+        if std::mem::take(&mut first) {
+            moved_ok = moved.iter().try_for_each(|e| set_tcp_state(e, TCP_TIME_WAIT));
+            std::thread::sleep(evict::FRESH_FOR + Duration::from_millis(200));
+        }
+        Ok(())
     });
     let mut c = Checks::new();
     c.run("the five flows were moved to TIME_WAIT mid-run", || moved_ok.clone());
@@ -263,38 +267,14 @@ fn issue_13_unattended_race_flows_that_changed_are_not_deleted() {
 #[test]
 fn issue_13_a_failing_hook_stops_before_the_delete() {
     let ns = Netns::new();
-    let lines: Vec<String> = (0..2_000)
-        .map(|i| {
-            format!(
-                "-I -p tcp -s {RUNAWAY_V4} -d 10.63.{}.{} --sport 30000 --dport 443 \
-                 --state ESTABLISHED -t 3600 -u ASSURED",
-                i / 200,
-                1 + i % 200
-            )
-        })
-        .collect();
-    load_lines(&ns, "seed.conntrack", &lines);
-    let sel = guest_established(RUNAWAY_V4);
+    let all = seed_guest(&ns, 63);
     let mut hooked: Vec<Key> = Vec::new();
-    let done = ns.inside(|| {
-        let mut ct = Conntrack::open().map_err(|e| e.to_string())?;
-        let stop = AtomicBool::new(false);
-        let mut hook = |f: &ctguard::Flow| -> std::io::Result<()> {
-            if hooked.len() == 1_500 {
-                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
-            }
-            let k = (
-                f.proto.to_string(),
-                f.orig.src,
-                f.orig.dst,
-                f.orig.sport(),
-                f.orig.dport(),
-                f.zone_id(),
-            );
-            hooked.push(k);
-            Ok(())
-        };
-        evict::streamed_spooled(&mut ct, &sel, None, &stop, &mut hook).map_err(|e| e.to_string())
+    let done = streamed_with(&ns, &mut |f: &Flow| {
+        if hooked.len() == 1_500 {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        hooked.push(flow_key(f));
+        Ok(())
     });
     let mut c = Checks::new();
     c.run("the report: the first batch deleted, the rest not attempted, the error kept", || {
@@ -313,14 +293,6 @@ fn issue_13_a_failing_hook_stops_before_the_delete() {
             oracle::parse_all(&ns.conntrack_list(&[])).iter().map(key_of).collect();
         equal("left", left.len(), 976)?;
         let hooked = set(&hooked);
-        let all: Vec<Key> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, _)| {
-                let dst = ip(&format!("10.63.{}.{}", i / 200, 1 + i % 200));
-                ("tcp".to_string(), ip(RUNAWAY_V4), dst, Some(30_000), Some(443), 0)
-            })
-            .collect();
         match all.iter().find(|k| !left.contains(*k) && !hooked.contains(*k)) {
             Some(k) => Err(format!("deleted without the hook: {k:?}")),
             None => Ok(()),
