@@ -29,7 +29,6 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
@@ -61,6 +60,9 @@ pub enum NoFlush {
     NotExact(&'static str),
     /// `--limit` or `--rate` asks for a part of the selection, or a pace.
     Partial,
+    /// The selection leaves addresses out (`--except`, the guard's `protect`): the kernel's
+    /// filter has no exclusion, so its flush would take the protected flows too.
+    Except,
 }
 
 impl fmt::Display for NoFlush {
@@ -72,6 +74,7 @@ impl fmt::Display for NoFlush {
             NoFlush::Ipv6 => f.write_str("IPv6 (the kernel's IPv6 filter is inverted)"),
             NoFlush::NotExact(what) => write!(f, "{what} is not a kernel filter"),
             NoFlush::Partial => f.write_str("--limit/--rate"),
+            NoFlush::Except => f.write_str("--except cannot be applied by the kernel"),
         }
     }
 }
@@ -89,6 +92,9 @@ pub fn flush_filter(
 ) -> Result<DumpFilter, NoFlush> {
     if partial {
         return Err(NoFlush::Partial);
+    }
+    if !sel.except.is_empty() {
+        return Err(NoFlush::Except);
     }
     if kernel.is_none_or(|k| k < FLUSH_FILTER_SINCE) {
         return Err(NoFlush::Kernel(kernel));
@@ -394,74 +400,9 @@ pub fn select_and_delete(
     deleter: Deleter<'_>,
     stop: &AtomicBool,
 ) -> Result<Streamed, ctnetlink::Error> {
-    let filter = sel.kernel_filter();
-    let (tx, rx) = mpsc::sync_channel::<Vec<Marked>>(BATCHES_IN_FLIGHT);
-    std::thread::scope(|scope| {
-        let worker = scope.spawn(move || -> Result<DeleteTally, ctnetlink::Error> {
-            let mut deleter = deleter;
-            let mut extra = 0u64;
-            let mut stopped = false;
-            for batch in rx.iter() {
-                for key in &batch {
-                    if stopped {
-                        extra += 1;
-                    } else if deleter.push(key)?.is_break() {
-                        stopped = true;
-                    }
-                }
-            }
-            let mut t = deleter.finish()?;
-            t.not_attempted += extra;
-            Ok(t)
-        });
-        let mut out = Streamed::default();
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut cut = false;
-        // On a restart the entries of the lost part of the dump are still there: they come
-        // again. The ones already deleted are gone, the others match again.
-        let result = ct.dump_retrying(&filter, |seen| {
-            let Dumped::Flow(flow, received) = seen else {
-                return ControlFlow::Continue(());
-            };
-            if stop.load(Ordering::Relaxed) {
-                cut = true;
-                return ControlFlow::Break(());
-            }
-            if !sel.matches(flow) {
-                return ControlFlow::Continue(());
-            }
-            out.matched += 1;
-            match Marked::of(flow, received) {
-                Some(marked) => batch.push(marked),
-                None => out.without_id += 1,
-            }
-            if batch.len() == BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if tx.send(full).is_err() {
-                    // The deleting thread ended (an error); it reports why.
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        });
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
-        }
-        drop(tx);
-        let tally = match worker.join() {
-            Ok(t) => t?,
-            Err(_) => {
-                return Err(ctnetlink::Error::Malformed {
-                    op: "delete conntrack entries",
-                    source: ctnetlink::Malformed("the deleting thread panicked"),
-                });
-            }
-        };
-        result?;
-        out.tally = tally;
-        out.complete = !cut;
-        Ok(out)
-    })
+    let (out, _) =
+        spooled::select_and_delete_before(ct, sel, deleter, stop, &mut |_: &Flow| Ok(()))?;
+    Ok(out)
 }
 
 /// [`Strategy::Streamed`]: [`select_and_delete`] with a deleter that paces to `rate` and
@@ -810,6 +751,11 @@ impl Report {
         writeln!(out)
     }
 }
+
+// The streamed deletes with a hook before each (the guard's spool), and the unattended run.
+mod spooled;
+
+pub use spooled::{BeforeDelete, Spooled, streamed_spooled, unattended};
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,8 @@ mod fixtures;
 mod doctor;
 // Recorded conntrack events → conntrack -E lines and the live table; live JSON records.
 mod live;
+// `--except` / `protect`: never selected, never a kernel flush.
+mod except;
 // `evict`: refusals before anything is touched; its report's wire format.
 mod evict;
 // The proven flush: its report and its scratch tables.

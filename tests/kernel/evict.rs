@@ -659,3 +659,58 @@ fn issue_3_streamed_deletes_hand_over_to_the_proven_flush() {
     });
     c.finish();
 }
+
+/// Issue 13, `protect`: `--except` keeps every flow of the guest that touches a protected
+/// address (as original destination, the DNAT VIP, or the SNAT address in the reply), and the
+/// rest of the guest's selection goes.
+#[test]
+fn issue_13_except_never_deleted() {
+    let ns = Netns::new();
+    seed::with_conntrack(&ns, &seed::mixed_table(4_000), "seed.conntrack");
+    let runaway4 = ip(RUNAWAY_V4);
+    let protected: Vec<ipnetwork::IpNetwork> = ["10.1.0.0/16", "203.0.113.10/32", "192.168.100.1"]
+        .iter()
+        .map(|n| n.parse().expect("net"))
+        .collect();
+    let touches =
+        |e: &Entry| e.addresses().iter().any(|a| protected.iter().any(|n| n.contains(*a)));
+    let before = oracle::parse_all(&ns.conntrack_list(&[]));
+    let guests_protected =
+        before.iter().filter(|e| e.addresses().contains(&runaway4) && touches(e));
+    let kinds = |f: &dyn Fn(&&Entry) -> bool| guests_protected.clone().filter(f).count();
+    let mut c = Checks::new();
+    c.run("the table has protected flows of the guest of each kind", || {
+        let orig_dst = kinds(&|e| protected[0].contains(e.orig.dst));
+        let vip = kinds(&|e| e.orig.dst == ip("203.0.113.10"));
+        let snat = kinds(&|e| e.reply.dst == ip("192.168.100.1"));
+        if orig_dst == 0 || vip == 0 || snat == 0 {
+            return Err(format!("orig dst {orig_dst}, VIP {vip}, SNAT {snat}: it tests nothing"));
+        }
+        Ok(())
+    });
+    c.run("--guest 172.16.3.5 --except ... --yes: the protected flows stay", || {
+        evict_exactly(
+            &ns,
+            &[
+                "--guest",
+                RUNAWAY_V4,
+                "--except",
+                "10.1.0.0/16",
+                "--except",
+                "203.0.113.10",
+                "--except",
+                "192.168.100.1",
+            ],
+            &|e| e.addresses().contains(&runaway4) && !touches(e),
+            "per-flow",
+        )
+    });
+    c.run("every flow touching a protected address is intact", || {
+        let want: Vec<&str> =
+            before.iter().filter(|e| touches(e)).map(|e| e.line.as_str()).collect();
+        let now = oracle::parse_all(&ns.conntrack_list(&[]));
+        let got: Vec<&str> = now.iter().filter(|e| touches(e)).map(|e| e.line.as_str()).collect();
+        oracle::same_lines(&got, &want)
+    });
+    c.finish();
+}

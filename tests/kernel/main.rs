@@ -26,6 +26,7 @@ mod netns_path;
 mod oracle;
 mod permissions;
 mod seed;
+mod unattended;
 
 /// Root, `ip`, `conntrack` and the conntrack module are present; else every test fails.
 #[test]
