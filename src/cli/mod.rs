@@ -59,11 +59,15 @@ pub struct Plan {
 /// Builds the plan, or says in one line what is wrong with the input.
 pub fn plan(cli: Cli) -> Result<Plan, String> {
     let command = cmd::plan(cli.command, cli.netns.as_deref())?;
-    Ok(Plan { netns: cli.netns, command })
+    let netns = cli.netns.or_else(|| command.netns().map(str::to_string));
+    Ok(Plan { netns, command })
 }
 
 /// Runs the plan: enter the namespace, open the socket, run the command, flush its output.
 pub fn run(plan: Plan) -> Result<Outcome, Failure> {
+    if let Some(done) = plan.command.offline(&mut io::stdout().lock()) {
+        return done;
+    }
     if let Some(ns) = &plan.netns {
         netns::enter(ns).map_err(|e| Failure::Message(e.to_string()))?;
     }

@@ -9,6 +9,7 @@
 //! asks), `daemon` (the loop that ties them to the live engine and the evict engine).
 
 pub mod config;
+pub mod daemon;
 pub mod decide;
 
 use std::sync::{Arc, RwLock};
