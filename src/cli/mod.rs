@@ -68,15 +68,16 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
                     at its query socket instead"
             .into());
     }
-    Ok(Plan { netns: cli.netns, command })
+    let netns = cli.netns.or_else(|| command.netns().map(str::to_string));
+    Ok(Plan { netns, command })
 }
 
 /// Runs the plan: enter the namespace, open the socket, run the command, flush its output.
 pub fn run(plan: Plan) -> Result<Outcome, Failure> {
-    if cmd::asks_the_guard(&plan.command) {
+    if cmd::offline(&plan.command) {
         let stdout = io::stdout();
         let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-        let outcome = cmd::run_live(plan.command, &mut out)?;
+        let outcome = cmd::run_offline(plan.command, &mut out)?;
         out.flush()?;
         return Ok(outcome);
     }

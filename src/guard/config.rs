@@ -329,7 +329,7 @@ pub fn defaults() -> Config {
         protect: Vec::new(),
         metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9731))),
         socket: Some(PathBuf::from("/run/ctguard/guard.sock")),
-        audit_log: None,
+        audit_log: Some(PathBuf::from(crate::audit::DEFAULT_LOG)),
         state_dir: PathBuf::from("/var/lib/ctguard"),
         netns: None,
         dry_run: false,

@@ -10,6 +10,7 @@
 
 pub mod caps;
 pub mod config;
+pub mod daemon;
 pub mod decide;
 pub mod http;
 pub mod metrics;
