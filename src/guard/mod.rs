@@ -11,6 +11,10 @@
 pub mod caps;
 pub mod config;
 pub mod decide;
+pub mod http;
+pub mod metrics;
+pub mod query;
+mod serve;
 
 use std::sync::{Arc, RwLock};
 

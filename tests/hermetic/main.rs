@@ -22,6 +22,8 @@ mod live;
 mod evict;
 // The proven flush: its report and its scratch tables.
 mod flushproof;
+// Issue 13: the guard's query socket (top --live) and /metrics, served from a made-up snapshot.
+mod guard;
 // The gate: its lints, and that scripts/check needs no root.
 mod gate;
 // `guard --check`: no kernel, no privileges; a bad config names its line.

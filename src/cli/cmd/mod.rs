@@ -94,6 +94,25 @@ pub fn plan(command: Command, netns: Option<&str>) -> Result<Plan, String> {
     })
 }
 
+/// True when the plan is answered by the running guard (`--live`): no namespace is entered
+/// and no netlink socket opened for it.
+pub fn asks_the_guard(plan: &Plan) -> bool {
+    match plan {
+        Plan::Top(p) => p.live(),
+        Plan::Count(p) => p.live(),
+        _ => false,
+    }
+}
+
+/// Runs a plan [`asks_the_guard`] says the guard answers.
+pub fn run_live(plan: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+    match plan {
+        Plan::Top(p) => top::run_live(p, out),
+        Plan::Count(p) => count::run_live(p, out),
+        _ => Err(Failure::Message("only top and count have --live".into())),
+    }
+}
+
 /// Runs the command's plan on the open socket, printing to `out`.
 pub fn run(
     plan: Plan,
