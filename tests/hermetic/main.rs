@@ -28,6 +28,8 @@ mod flushproof;
 mod guard;
 // The gate: its lints, and that scripts/check needs no root.
 mod gate;
+// `guard --check`: no kernel, no privileges; a bad config names its line.
+mod guard_check;
 // Bounded input, guest files (time, shadowing, escaping), load from any readable path.
 mod inputs;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.

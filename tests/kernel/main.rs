@@ -16,6 +16,7 @@ mod evict;
 mod evict_races;
 mod exit_status;
 mod flushproof;
+mod guard;
 mod idle;
 mod inputs;
 mod lifecycle;
