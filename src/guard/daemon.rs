@@ -314,7 +314,8 @@ pub async fn run(
         let mut next: Option<Loaded> = None;
         let ended = {
             let mut kernel_ct = Conntrack::open()?;
-            let mut kernel = Netns { ct: &mut kernel_ct, rcvbuf: RCVBUF };
+            let rcvbuf = loaded.cfg.event_buffer.unwrap_or(RCVBUF);
+            let mut kernel = Netns { ct: &mut kernel_ct, rcvbuf };
             let mut sink = GuardSink { st: &mut st, loaded: &loaded, notify };
             let next = &mut next;
             // The signals' own handle on the audit log: a refused reload is recorded too.

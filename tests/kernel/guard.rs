@@ -822,8 +822,14 @@ fn issue_13_top_live_answers_what_a_dump_counts() {
             equal("stdout", asked.stdout, dump.stdout)
         });
     }
-    checks.run("count --live prints what count --by guest prints", || {
+    checks.run("count --live --by guest prints what count --by guest prints", || {
         let dump = s.ns.ctguard(&["count", "--by", "guest", "--guests", &s.gfile]).check_ok()?;
+        let argv = ["count", "--live", "--by", "guest", "--socket", &socket];
+        let asked = crate::netns::run(CTGUARD, &argv).check_ok()?;
+        equal("stdout", asked.stdout, dump.stdout)
+    });
+    checks.run("count --live prints what count prints", || {
+        let dump = s.ns.ctguard(&["count"]).check_ok()?;
         let asked =
             crate::netns::run(CTGUARD, &["count", "--live", "--socket", &socket]).check_ok()?;
         equal("stdout", asked.stdout, dump.stdout)
