@@ -44,7 +44,7 @@ pub enum Source {
     /// The running guard (`--live`).
     Live(Ask),
     /// A dump of the table: the selection and the guest map naming the owners.
-    Dump(Selector, Arc<GuestMap>),
+    Dump(Box<Selector>, Arc<GuestMap>),
 }
 
 impl Source {
@@ -60,7 +60,7 @@ impl Source {
             return Ok(Source::Live(plan(live, by, default, sel)?));
         }
         let (sel, guests) = sel.selector()?;
-        Ok(Source::Dump(sel, guests))
+        Ok(Source::Dump(Box::new(sel), guests))
     }
 }
 

@@ -42,6 +42,9 @@ const KERNEL_EVERY: Duration = Duration::from_secs(1);
 /// The event socket's receive buffer: the kernel charges ~1.3 KiB per queued event, so this
 /// holds ~200,000 events, most of a 240k eviction's DESTROYs. Only used while events wait.
 const RCVBUF: usize = 128 << 20;
+/// ctguard's nftables table is read back this often: a `flush ruleset` (an nftables reload)
+/// takes the caps with it, and the guard must know they are gone.
+const CAPS_EVERY: Duration = Duration::from_secs(10);
 /// At a stop, running actions get this long to finish (they stop at their next flow).
 const STOP_GRACE: Duration = Duration::from_millis(800);
 /// Spool files kept, in bytes over all of them; the oldest go first.
@@ -142,6 +145,12 @@ struct Step {
     last: bool,
 }
 
+/// When a read of the caps' table began, and the guests it found capped.
+type CapsRead = (Instant, Vec<String>);
+
+/// One step of a guest's job, run on its blocking thread.
+type StepFn = Box<dyn FnOnce() -> Done + Send>;
+
 /// What a blocking action did.
 #[derive(Debug)]
 enum Done {
@@ -166,6 +175,11 @@ struct State {
     ct: Conntrack,
     kernel: Option<CpuStats>,
     kernel_read: Option<Instant>,
+    /// The guests with a cap rule in the table, read back on a blocking thread.
+    caps_seen: (Sender<CapsRead>, Receiver<CapsRead>),
+    /// When each cap the decider holds was known to be in place.
+    capped_at: std::collections::HashMap<GuestId, Instant>,
+    caps_read: Option<Instant>,
     ready: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -271,6 +285,9 @@ pub async fn run(
         ct: Conntrack::open()?,
         kernel: None,
         kernel_read: None,
+        caps_seen: channel(),
+        capped_at: std::collections::HashMap::new(),
+        caps_read: None,
         ready: false,
         tasks: Vec::new(),
     };
@@ -283,6 +300,7 @@ pub async fn run(
             match loaded.guests.find(&cap.guest) {
                 Some(id) if !st.decider.is_capped(id) => {
                     st.decider.capped(id);
+                    st.capped_at.insert(id, Instant::now());
                     st.metrics.capped(&cap.guest, true);
                     st.record(json!({"event": "adopted", "guest": cap.guest, "action": "cap",
                         "nets": [cap.net.to_string()], "cap": cap.limit}));
@@ -440,6 +458,7 @@ impl Sink for GuardSink<'_> {
             at_unix_ms: unix_ms(),
         });
         drain(st, self.loaded);
+        check_caps(st, self.loaded, now);
         let Some(table) = v.stats else { return Ok(()) };
         let guests: Vec<(GuestId, Row)> =
             rows.iter().filter_map(|(g, r)| g.map(|g| (g, *r))).collect();
@@ -477,7 +496,7 @@ fn carry_out(st: &mut State, loaded: &Loaded, round: &Round, table: crate::stats
     if round.ended {
         st.record(json!({"event": "relief_ended", "table": table_seen(table)}));
     }
-    let mut jobs: Vec<(GuestId, Vec<Box<dyn FnOnce() -> Done + Send>>)> = Vec::new();
+    let mut jobs: Vec<(GuestId, Vec<StepFn>)> = Vec::new();
     for d in &round.decisions {
         let name = loaded.guests.name(d.guest).to_string();
         let action = act_name(&d.act);
@@ -526,7 +545,7 @@ fn metrics_action(a: &Act) -> metrics::Action {
 }
 
 /// One step of a guest's job.
-fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<Box<dyn FnOnce() -> Done + Send>> {
+fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<StepFn> {
     let guest = d.guest;
     let name = loaded.guests.name(guest).to_string();
     let caps = st.caps.clone();
@@ -566,7 +585,7 @@ fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<Box<dyn FnOnce() ->
 /// Starts one guest's steps of a round, in order, on one blocking thread (which inherits the
 /// namespace this one entered): a cap is in place before its eviction begins, so the slots
 /// the eviction frees are not taken back.
-fn start(st: &mut State, guest: GuestId, steps: Vec<Box<dyn FnOnce() -> Done + Send>>) {
+fn start(st: &mut State, guest: GuestId, steps: Vec<StepFn>) {
     if steps.is_empty() {
         return;
     }
@@ -686,6 +705,45 @@ fn states_text(sel: &Selector) -> String {
     names.join(",")
 }
 
+/// Compares the caps the decider holds with the rules in the table (read every
+/// [`CAPS_EVERY`] on a blocking thread, the answer taken in at the next snapshot): a cap whose
+/// rule is gone is recorded and forgotten, so the next round that finds the guest an
+/// offender caps it again.
+fn check_caps(st: &mut State, loaded: &Loaded, now: Instant) {
+    while let Ok((read_at, present)) = st.caps_seen.1.try_recv() {
+        for id in 0..loaded.guests.len() as GuestId {
+            let name = loaded.guests.name(id);
+            // A cap confirmed after the read began may not be in what it read.
+            let known_before = st.capped_at.get(&id).is_some_and(|t| *t < read_at);
+            if st.decider.is_capped(id)
+                && known_before
+                && !st.busy.contains(&id)
+                && !present.iter().any(|p| p == name)
+            {
+                st.decider.uncapped(id);
+                st.metrics.capped(name, false);
+                st.record(json!({"event": "cap_lost", "guest": name, "action": "cap",
+                    "detail": "the rule is no longer in table inet ctguard (an nftables reload?); \
+                    the guest is capped again if it is still an offender"}));
+            }
+        }
+    }
+    let Some(caps) = st.caps.clone() else { return };
+    if st.caps_read.is_some_and(|t| now.duration_since(t) < CAPS_EVERY) {
+        return;
+    }
+    st.caps_read = Some(now);
+    let tx = st.caps_seen.0.clone();
+    st.tasks.retain(|t| !t.is_finished());
+    st.tasks.push(tokio::task::spawn_blocking(move || {
+        let read_at = Instant::now();
+        let listed = caps.lock().ok().and_then(|c| c.list().ok());
+        if let Some(list) = listed {
+            let _ = tx.send((read_at, list.into_iter().map(|c| c.guest).collect()));
+        }
+    }));
+}
+
 /// Takes in what finished actions reported.
 fn drain(st: &mut State, loaded: &Loaded) {
     while let Ok(Step { done, last }) = st.done.try_recv() {
@@ -702,6 +760,7 @@ fn drain(st: &mut State, loaded: &Loaded) {
         let line = match done {
             Done::Capped { nets, limit, .. } => {
                 st.decider.capped(guest);
+                st.capped_at.insert(guest, Instant::now());
                 st.metrics.capped(&name, true);
                 json!({"event": "done", "guest": name, "action": "cap", "nets": nets, "cap": limit})
             }

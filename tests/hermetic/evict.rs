@@ -39,6 +39,8 @@ fn issue_3_evict_refuses_before_touching_anything() {
         (&["evict", "-s", "172.16.3.5", "--idle", "ages", "--yes"], "invalid duration 'ages'"),
         (&["evict", "-s", "172.16.3.5", "--except", "10.0.0.0/40", "--yes"], "'10.0.0.0/40'"),
         (&["evict", "-s", "172.16.3.5", "--except", "host", "--yes"], "invalid IP address"),
+        // issue 13: an exclusion alone is every other flow: --all must say so.
+        (&["evict", "--except", "172.16.0.1", "--yes"], "--except alone would take every other"),
         (&["evict", "-s", "172.16.3.5", "--rate", "lots", "--yes"], "invalid --rate 'lots'"),
         (&["evict", "-s", "172.16.3.5", "--rate", "0", "--yes"], "invalid --rate '0'"),
         (&["evict", "-s", "172.16.3.5", "--limit", "none", "--yes"], "invalid --limit 'none'"),

@@ -61,7 +61,7 @@ pub fn run_live(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
 /// Runs `count`: exit 1 when nothing matched.
 pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
     let Source::Dump(sel, guests) = p.source else { return run_live(p, out) };
-    let tally = dump::tally(ct, sel, p.by.unwrap_or(GroupBy::All), guests)?;
+    let tally = dump::tally(ct, *sel, p.by.unwrap_or(GroupBy::All), guests)?;
     print(&tally, p.by, p.json, out)
 }
 

@@ -104,10 +104,19 @@ pub struct EvictPlan {
 /// Checks every flag before anything is touched; a bad one is a one-line reason.
 pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
     let (sel, guests) = a.select.selector()?;
-    if a.all && !sel.is_empty() {
-        return Err("--all takes every flow; leave out the selecting flags, or --all".into());
+    // An exclusion alone selects everything else: that is --all with an exception, and says so.
+    let only_except = Selector { except: Vec::new(), ..sel.clone() }.is_empty();
+    if a.all && !only_except {
+        return Err("--all takes every flow (but --except); leave out the selecting flags, or \
+                    --all"
+            .into());
     }
-    if sel.is_empty() && !a.all {
+    if only_except && !a.all && !sel.except.is_empty() {
+        return Err("--except alone would take every other flow; add --all to mean that, or a \
+                    selection"
+            .into());
+    }
+    if only_except && !a.all {
         return Err("evict needs a selection (e.g. --guest 172.16.3.5 --state ESTABLISHED), \
                     or --all for every flow"
             .into());

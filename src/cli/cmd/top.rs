@@ -78,6 +78,6 @@ fn print(ranking: &Ranking<'_>, json: bool, out: &mut impl Write) -> Result<Outc
 pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
     let Source::Dump(sel, guests) = p.source else { return run_live(p, out) };
     let fill = dump::fill(ct)?;
-    let tally = dump::tally(ct, sel, p.by, guests)?;
+    let tally = dump::tally(ct, *sel, p.by, guests)?;
     print(&Ranking::new(&tally, Some(fill), Some(p.limit)), p.json, out)
 }
