@@ -8,6 +8,7 @@
 //! table), `metrics` (the exposition), `http` (`/metrics`), `query` (the socket `top --live`
 //! asks), `daemon` (the loop that ties them to the live engine and the evict engine).
 
+pub mod caps;
 pub mod config;
 pub mod decide;
 

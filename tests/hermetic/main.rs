@@ -10,6 +10,8 @@
 mod cli;
 // Recorded ctnetlink bytes → Flow → `conntrack -L` text; a second decoder agrees; no panics.
 mod decode;
+// deploy/: the example configs, the Prometheus rules (promtool), the dashboard, the unit.
+mod deploy;
 // The recorded fixtures as bytes and flows.
 mod fixtures;
 // doctor and tune: JSON pinned key by key, bad input.

@@ -9,6 +9,7 @@
 
 mod attack;
 mod bad_input;
+mod caps;
 mod checks;
 mod doctor;
 mod evict;

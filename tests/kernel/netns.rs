@@ -147,6 +147,11 @@ impl Netns {
         ns
     }
 
+    /// The namespace's name, for `ip ... netns NAME`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The namespace's file, `/run/netns/NAME`.
     pub fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
