@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -604,6 +605,12 @@ impl GuardFiles {
             stderr: lab.scratch("guard.stderr"),
             state_dir: lab.scratch("state"),
         };
+        // The state directory exists before the guard starts, as systemd's StateDirectory=
+        // makes it; only root may write in it (the spool refuses a directory others can).
+        std::fs::DirBuilder::new()
+            .mode(0o750)
+            .create(&files.state_dir)
+            .map_err(|e| format!("{}: {e}", files.state_dir.display()))?;
         let guests_file = lab.scratch("guests.toml");
         std::fs::write(&guests_file, guests_toml(&GUESTS))
             .map_err(|e| format!("{}: {e}", guests_file.display()))?;
