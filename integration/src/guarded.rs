@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -67,11 +69,11 @@ pub const COOLDOWN: Duration = Duration::from_secs(3);
 /// Where the guard's `/metrics` listens, on the host namespace's loopback (nothing else
 /// listens there).
 pub const METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9731);
-/// New TCP connections the healthy guests open during the flood, one every
-/// [`PROBE_EVERY`], over IPv4 and IPv6 in turn; every one must succeed.
+/// The fewest new TCP connections the healthy guests open during the flood (they go on until
+/// the eviction is done), one every [`PROBE_EVERY`], over IPv4 and IPv6 in turn; every one
+/// must succeed.
 pub const HEALTHY_PROBES: usize = 120;
-/// Between two healthy probes' starts: 120 of them span about 5 s, the flood's crossing of
-/// `high` and the relief with it.
+/// Between two healthy probes' starts: 25 a second.
 pub const PROBE_EVERY: Duration = Duration::from_millis(40);
 /// How long the guard may take to seed its live counts from the table.
 const READY_LIMIT: Duration = Duration::from_secs(60);
@@ -281,15 +283,20 @@ async fn guarded(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, S
     out.healthy_established = healthy_before.len();
 
     say.step(&format!(
-        "The runaway guest {} floods; the healthy guests open {HEALTHY_PROBES} new connections meanwhile",
+        "The runaway guest {} floods; the healthy guests keep opening new connections",
         RUNAWAY.v4
     ));
     let sampler = Sampler::start(lab.host.netns(), out.high)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let flood = lab.guest(RUNAWAY.role)?.spawn(traffic::flood(topology::sink(), FLOOD, stop_rx));
     let flood_started = SystemTime::now();
-    let (probes, relief) =
-        futures::future::join(probe(&healthy), watch_relief(lab, &files, &mut guard)).await;
+    let (over_tx, over) = watch::channel(false);
+    let relief = async {
+        let r = watch_relief(lab, &files, &mut guard).await;
+        let _ = over_tx.send(true);
+        r
+    };
+    let (probes, relief) = futures::future::join(probe(&healthy, over), relief).await;
     let relief = match relief {
         Ok(r) => r,
         Err(e) => {
@@ -489,11 +496,13 @@ pub fn figures(out: &Outcome) -> String {
         ms_text(out.cross_to_cap_ms),
         ms_text(out.relief_to_cap_ms)
     );
+    let started = out.cap_to_evicted_ms.zip(out.evict_secs).map(|(done, took)| done - took * 1e3);
     let _ = writeln!(
         s,
-        "eviction: {} flows in {} s, done {} ms after the cap",
+        "eviction: {} flows in {} s, started {} ms and done {} ms after the cap",
         out.evicted,
         out.evict_secs.map_or("?".into(), |v| format!("{v:.2}")),
+        ms_text(started),
         ms_text(out.cap_to_evicted_ms)
     );
     let _ = write!(s, "healthy probes: {} ok of {}", out.probes_ok, out.probes);
@@ -566,15 +575,20 @@ async fn watch_relief(
     }
 }
 
-/// The healthy guests' new connections during the flood: [`HEALTHY_PROBES`] of them, one
-/// every [`PROBE_EVERY`], each opened and echoed within [`PROBE_TIMEOUT`] and then closed,
-/// over IPv4 and IPv6 in turn, round the healthy guests.
-async fn probe(healthy: &[(GuestSpec, &Place)]) -> Vec<Result<(), String>> {
-    let attempts = (0..HEALTHY_PROBES).filter_map(|i| {
-        let (g, place) = healthy.get(i % healthy.len().max(1))?;
+/// The healthy guests' new connections during the flood: one every [`PROBE_EVERY`], round
+/// the healthy guests over IPv4 and IPv6 in turn, each opened and echoed within
+/// [`PROBE_TIMEOUT`] and then closed. They go on until the relief is over (`over` turns true)
+/// and at least [`HEALTHY_PROBES`] were made, so they span the crossing, the cap and the
+/// eviction; at most [`RELIEF_LIMIT`] / [`PROBE_EVERY`] of them.
+async fn probe(
+    healthy: &[(GuestSpec, &Place)],
+    over: watch::Receiver<bool>,
+) -> Vec<Result<(), String>> {
+    let most = (RELIEF_LIMIT.as_millis() / PROBE_EVERY.as_millis()) as usize;
+    let one = |i: usize| {
+        let (g, place) = healthy[i % healthy.len()];
         let dst = topology::upstream(i % 2 == 1);
-        Some(async move {
-            tokio::time::sleep(PROBE_EVERY * i as u32).await;
+        async move {
             // Closed at once, on the guest's thread, where its socket lives.
             let echoed =
                 async move { traffic::connect_and_echo(dst, PROBE_TIMEOUT).await.map(drop) };
@@ -582,9 +596,25 @@ async fn probe(healthy: &[(GuestSpec, &Place)]) -> Vec<Result<(), String>> {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) | Err(e) => Err(format!("guest {}: {e}", g.role)),
             }
-        })
-    });
-    futures::future::join_all(attempts).await
+        }
+    };
+    let mut running = FuturesUnordered::new();
+    let mut results = Vec::new();
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    let mut started = 0;
+    while !healthy.is_empty() && started < most && (started < HEALTHY_PROBES || !*over.borrow()) {
+        tokio::select! {
+            _ = tick.tick() => {
+                running.push(one(started));
+                started += 1;
+            }
+            Some(r) = running.next(), if !running.is_empty() => results.push(r),
+        }
+    }
+    while let Some(r) = running.next().await {
+        results.push(r);
+    }
+    results
 }
 
 /// The guard's files in the lab's scratch directory.
