@@ -74,6 +74,11 @@ pub struct Selector {
     pub timeout_below: Option<u32>,
     /// State timeouts for `idle_min`, read from the target namespace.
     pub timeouts: Option<StateTimeouts>,
+    /// Never a flow with any of its four addresses (original and reply, source and
+    /// destination) in one of these (`--except`, the guard's `protect`): the host, the
+    /// management networks. The kernel has no exclusion, so this is never pushed into a dump
+    /// filter and never lets a kernel flush stand in for the per-flow deletes.
+    pub except: Vec<IpNetwork>,
 }
 
 fn in_any(nets: &[IpNetwork], addr: IpAddr) -> bool {
@@ -103,6 +108,7 @@ impl Selector {
             && self.family.is_none()
             && self.idle_min.is_none()
             && self.timeout_below.is_none()
+            && self.except.is_empty()
     }
 
     /// The exact check: does `flow` belong to the selection?
@@ -123,6 +129,15 @@ impl Selector {
             && self.timeout_below.is_none_or(|t| flow.timeout.is_some_and(|left| left < t))
             && self.idle_ok(flow)
             && self.guest_ok(flow)
+            && !self.excepted(flow)
+    }
+
+    /// True when one of `flow`'s four addresses is in an `except` network.
+    fn excepted(&self, flow: &Flow) -> bool {
+        !self.except.is_empty()
+            && [flow.orig.src, flow.orig.dst, flow.reply.src, flow.reply.dst]
+                .into_iter()
+                .any(|a| self.except.iter().any(|n| n.contains(a)))
     }
 
     fn idle_ok(&self, flow: &Flow) -> bool {
@@ -143,7 +158,8 @@ impl Selector {
     }
 
     /// The part of the selection the kernel can apply during the dump. Only exact criteria
-    /// with a single value are pushed; the result never selects fewer flows than `matches`.
+    /// with a single value are pushed; the result never selects fewer flows than `matches`
+    /// (`except` is not in it: the kernel's filters have no negation).
     pub fn kernel_filter(&self) -> DumpFilter {
         let single_v4_host = |nets: &[IpNetwork]| match nets {
             [IpNetwork::V4(n)] if n.prefix() == 32 => Some(n.ip()),

@@ -123,6 +123,9 @@ pub enum GroupKey {
     Zone(u16),
     /// A mark.
     Mark(u32),
+    /// A state column ([`column_of`]) as a whole: what a count kept by column, not by flow,
+    /// can group by (the guard's `--by state` answer, where non-TCP flows are one `NON_TCP`).
+    Column(u8),
 }
 
 /// Per-state columns: the ten TCP states by number, then other TCP values, then non-TCP.
@@ -202,6 +205,12 @@ impl Counts {
     fn remove(&mut self, col: usize) {
         self.total = self.total.saturating_sub(1);
         self.by_state[col] = self.by_state[col].saturating_sub(1);
+    }
+
+    fn add_n(&mut self, col: usize, n: u64) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.total = self.total.saturating_add(n);
+        self.by_state[col] = self.by_state[col].saturating_add(n);
     }
 }
 
@@ -287,6 +296,17 @@ impl Tally {
     pub fn add_placed(&mut self, key: GroupKey, col: usize) {
         self.groups.entry(key).or_default().add(col);
         self.total.add(col);
+    }
+
+    /// Counts `n` flows of one group and column at once: counts another tally made (the
+    /// guard's answer to `top --live`). A column out of range counts nothing.
+    pub fn add_count(&mut self, key: GroupKey, col: usize, n: u64) {
+        if col >= COLUMNS || n == 0 {
+            return;
+        }
+        self.groups.entry(key).or_default().add_n(col, n);
+        self.total.total = self.total.total.saturating_add(n);
+        self.total.by_state[col] = self.total.by_state[col].saturating_add(n);
     }
 
     /// Uncounts a flow counted with [`Tally::add_placed`]; a group left empty disappears, and
@@ -401,6 +421,7 @@ impl fmt::Display for Label<'_> {
             GroupKey::Proto(p) => f.write_str(p.name()),
             GroupKey::Zone(z) => write!(f, "{z}"),
             GroupKey::Mark(m) => write!(f, "{m}"),
+            GroupKey::Column(c) => f.write_str(column_name(usize::from(*c))),
         }
     }
 }
@@ -408,7 +429,7 @@ impl fmt::Display for Label<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Family, L4, Tuple};
+    use crate::flow::{L4, Tuple};
 
     fn flow(src: &str, state: Option<TcpState>, proto: Proto) -> Flow {
         let orig = Tuple {
@@ -417,14 +438,7 @@ mod tests {
             l4: L4::Ports { src: 1, dst: 2 },
             zone: None,
         };
-        Flow {
-            family: Family::of(orig.src),
-            proto,
-            orig,
-            reply: orig.inverse(),
-            state: state.map(ProtoState::Tcp),
-            ..Flow::default()
-        }
+        Flow { state: state.map(ProtoState::Tcp), ..Flow::new(proto, orig) }
     }
 
     #[test]

@@ -44,20 +44,6 @@ fn other_guests() -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// A fixed-seed SplitMix64: the same spread of entries over the other guests on every run and
-/// every machine, without a dependency for it.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// One entry of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -94,7 +80,9 @@ impl Entry {
 /// The table's entries, in load order: [`ENTRIES`] of them, computed as they are taken.
 pub fn entries() -> impl Iterator<Item = Entry> {
     let guests = other_guests();
-    let mut rng = SplitMix(7);
+    // A fixed seed: the same spread of entries over the other guests on every run and every
+    // machine.
+    let mut rng = fastrand::Rng::with_seed(7);
     let mut n: u32 = 0;
     STATES.into_iter().flat_map(|(state, count)| (0..count).map(move |i| (state, i))).map(
         move |(state, i)| {
@@ -102,8 +90,7 @@ pub fn entries() -> impl Iterator<Item = Entry> {
             let src = if state == "ESTABLISHED" && i < RUNAWAY_ESTABLISHED {
                 RUNAWAY.v4
             } else {
-                // 303 guests: the modulo's bias over a 64-bit draw is far below one entry.
-                guests[(rng.next() % guests.len() as u64) as usize]
+                guests[rng.usize(..guests.len())]
             };
             let [_, b, c, d] = n.to_be_bytes();
             Entry {

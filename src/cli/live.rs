@@ -14,6 +14,7 @@ use tokio::time::sleep;
 
 use super::exit::Failure;
 use super::parse::{self, Given};
+use super::select_args::SelectArgs;
 
 /// Default receive buffer: the kernel doubles it, and charges ~1.3 KiB per queued event, so
 /// 64 MiB holds about 100,000 events (a second of `conntrack -D` at full speed) before it
@@ -39,10 +40,21 @@ pub struct LiveArgs {
     pub duration: Option<Duration>,
 }
 
+/// The tail `events` and `watch` share: the event flags, then the selecting flags without the
+/// clock ones ([`hide_clock_flags`]).
+#[derive(Debug, Args)]
+#[command(mut_args(hide_clock_flags))]
+pub struct LiveSelectArgs {
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
 /// `--idle` and `--timeout-below` change with the clock, not with events, so they cannot hold
 /// for a live count: `events` and `watch` refuse them, whatever their value, with that reason,
 /// and their help leaves them out. They are still flags, so the refusal keeps its reason.
-pub fn hide_clock_flags(a: clap::Arg) -> clap::Arg {
+fn hide_clock_flags(a: clap::Arg) -> clap::Arg {
     match a.get_id().as_str() {
         "idle" | "timeout_below" => a.hide(true).value_parser(clock_flag),
         _ => a,

@@ -1,18 +1,22 @@
 //! The command line. `Cli` is the clap definition; each command is one file under `cmd/` (its
 //! arguments, its plan, its run), over leaf modules that never use a command: `exit` (the
-//! exit status), `parse` (typed value parsers), `select_args` (the selecting flags), `dump`
-//! (the shared dump passes), `live` (what `events` and `watch` share), `host`, `save` and
+//! exit status), `parse` (typed value parsers), `select_args` (the selecting flags),
+//! `report_args` (the `--json` and selection tail of `count`, `top` and `list`), `dump` (the
+//! shared dump passes), `live` (what `events` and `watch` share), `ask` (`--live`: the
+//! guard's answers as tallies), `host`, `save` and
 //! `signals`. Parsing reads only the command line and `CTGUARD_*` variables. A plan reads its
 //! input (`--guests`, `load`'s file or stdin), looks at the paths it will write (`--save`,
 //! `--persist`) and whether stdin is a terminal (`evict`), and touches nothing; only a run
 //! enters the namespace, opens the socket and writes.
 
+pub mod ask;
 pub mod cmd;
 pub mod dump;
 pub mod exit;
 pub mod host;
 pub mod live;
 pub mod parse;
+pub mod report_args;
 pub mod save;
 pub mod select_args;
 pub mod signals;
@@ -59,11 +63,24 @@ pub struct Plan {
 /// Builds the plan, or says in one line what is wrong with the input.
 pub fn plan(cli: Cli) -> Result<Plan, String> {
     let command = cmd::plan(cli.command, cli.netns.as_deref())?;
-    Ok(Plan { netns: cli.netns, command })
+    if cli.netns.is_some() && cmd::asks_the_guard(&command) {
+        return Err("--netns with --live: the guard guards its own namespace; point --socket \
+                    at its query socket instead"
+            .into());
+    }
+    let netns = cli.netns.or_else(|| command.netns().map(str::to_string));
+    Ok(Plan { netns, command })
 }
 
 /// Runs the plan: enter the namespace, open the socket, run the command, flush its output.
 pub fn run(plan: Plan) -> Result<Outcome, Failure> {
+    if cmd::offline(&plan.command) {
+        let stdout = io::stdout();
+        let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+        let outcome = cmd::run_offline(plan.command, &mut out)?;
+        out.flush()?;
+        return Ok(outcome);
+    }
     if let Some(ns) = &plan.netns {
         netns::enter(ns).map_err(|e| Failure::Message(e.to_string()))?;
     }

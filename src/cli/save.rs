@@ -4,13 +4,11 @@
 //! replaces anything (`renameat2(RENAME_NOREPLACE)`); until then, any end (an error, a no at
 //! the question, a signal) removes the temporary, and FILE never exists half-written.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use ctguard::flow::Flow;
-use ctguard::output::json;
-use tempfile::NamedTempFile;
+use ctguard::spool::{Spool, SpoolError, dir_of};
 
 use super::exit::Failure;
 
@@ -30,30 +28,30 @@ pub fn check(s: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn dir_of(path: &Path) -> &Path {
-    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
-}
-
-fn not_written(path: &Path, e: io::Error) -> Failure {
+fn not_written(path: &Path, e: impl std::fmt::Display) -> Failure {
     let p = path.display();
     Failure::Message(format!("--save {p}: {e}; nothing was deleted, {p} was not written"))
 }
 
-/// The save file being written.
+/// The cause of a spool error, without the path the messages here name themselves.
+fn cause(e: SpoolError) -> String {
+    match e {
+        SpoolError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The save file being written: the library's [`Spool`], with `--save`'s words for failures.
 pub struct SaveFile {
-    path: PathBuf,
-    out: BufWriter<NamedTempFile>,
+    spool: Spool,
 }
 
 impl SaveFile {
     /// Creates the temporary beside `path`.
     pub fn create(path: &Path) -> Result<SaveFile, Failure> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".ctguard-save-")
-            .suffix(".partial")
-            .tempfile_in(dir_of(path))
-            .map_err(|e| Failure::Message(format!("--save {}: {e}", path.display())))?;
-        Ok(SaveFile { path: path.to_path_buf(), out: BufWriter::new(tmp) })
+        let spool = Spool::create(path)
+            .map_err(|e| Failure::Message(format!("--save {}: {}", path.display(), cause(e))))?;
+        Ok(SaveFile { spool })
     }
 
     /// Writes every flow of `flows`, then commits: for a selection kept in memory.
@@ -67,31 +65,24 @@ impl SaveFile {
 
     /// Appends one flow.
     pub fn write(&mut self, flow: &Flow) -> io::Result<()> {
-        json::write_flow(&mut self.out, flow)
+        self.spool.write(flow)
     }
 
     /// The failure for `e`: nothing was deleted, FILE was not written.
     pub fn fail(&self, e: io::Error) -> Failure {
-        not_written(&self.path, e)
+        not_written(self.spool.path(), e)
     }
 
     /// The selection starts again: forget what was written.
     pub fn restart(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        let f = self.out.get_mut().as_file_mut();
-        f.set_len(0)?;
-        io::Seek::rewind(f)
+        self.spool.restart()
     }
 
     /// Flushes, syncs and gives the file its name (never replacing one that appeared since),
     /// then syncs the directory: after this the flows are safe on disk under FILE.
     pub fn commit(self) -> Result<(), Failure> {
-        let path = self.path.clone();
-        let fail = |e: io::Error| not_written(&path, e);
-        let tmp = self.out.into_inner().map_err(|e| fail(e.into_error()))?;
-        tmp.as_file().sync_all().map_err(fail)?;
-        tmp.persist_noclobber(&path).map_err(|e| fail(e.error))?;
-        File::open(dir_of(&path)).and_then(|d| d.sync_all()).map_err(fail)
+        let path = self.spool.path().to_path_buf();
+        self.spool.commit().map(drop).map_err(|e| not_written(&path, cause(e)))
     }
 }
 

@@ -63,6 +63,9 @@ pub struct SelectArgs {
     /// Less than this long left before the entry expires.
     #[arg(long, value_name = "DURATION", value_parser = parse::given(timeout_below))]
     pub timeout_below: Option<Given<u32>>,
+    /// Never select flows with an address in CIDR (repeatable; any of their four addresses).
+    #[arg(long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
+    pub except: Vec<Given<IpNetwork>>,
 }
 
 fn idle(s: &str) -> Result<u32, String> {
@@ -120,6 +123,7 @@ impl SelectArgs {
             idle_min: self.idle.as_ref().map(|g| g.value),
             timeout_below: self.timeout_below.as_ref().map(|g| g.value),
             timeouts: None,
+            except: values(&self.except),
         };
         Ok((sel, guests))
     }
@@ -146,6 +150,7 @@ impl SelectArgs {
         add(&mut parts, "-f", self.family.as_slice());
         add(&mut parts, "--idle", self.idle.as_slice());
         add(&mut parts, "--timeout-below", self.timeout_below.as_slice());
+        add(&mut parts, "--except", &self.except);
         parts.join(" ")
     }
 }

@@ -6,7 +6,6 @@
 //! answers the others only when they fail, so our receive buffer holds at most one chunk's
 //! failures, and that ACK tells when the whole chunk has been processed.
 
-use std::io;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use netlink_sys::Socket;
 
 use super::uapi::*;
-use super::{Error, decode, encode, error_code, messages, open_socket, recv_error};
+use super::{Error, decode, encode, error_code, messages, open_socket, recv_into, send_all};
 use crate::flow::{Family, Flow, Proto, Tuple};
 
 /// What an identity-guarded delete needs of a flow: the original tuple, the zone and the
@@ -340,11 +339,7 @@ impl<'a> Deleter<'a> {
         // The last request becomes the chunk's ACK barrier.
         let last = last_message(&self.buf);
         set_ack(&mut self.buf[last..]);
-        let mut off = 0;
-        while off < self.buf.len() {
-            off +=
-                self.sock.send(&self.buf[off..], 0).map_err(|source| Error::Io { op, source })?;
-        }
+        send_all(&self.sock, &self.buf, op)?;
         self.sent += self.chunk.len() as u64;
         let barrier = self.first_seq.wrapping_add(self.chunk.len() as u32 - 1);
         let (mut vanished, mut failed) = (0u64, 0u64);
@@ -353,7 +348,7 @@ impl<'a> Deleter<'a> {
             // ENOBUFS cannot happen with one chunk in flight (its failures fit our buffer many
             // times over); if it does, or if the barrier's ACK never comes (the REPLY_TIMEOUT
             // wait), the chunk's outcome is unknown: an error.
-            recv_answers(&self.sock, &mut self.rbuf, op)?;
+            recv_into(&self.sock, &mut self.rbuf, op)?;
             for msg in messages(&self.rbuf) {
                 let msg = msg.map_err(|source| Error::Malformed { op, source })?;
                 let idx = msg.sequence_number().wrapping_sub(self.first_seq) as usize;
@@ -460,24 +455,21 @@ impl<'a> Deleter<'a> {
         verdicts: &mut Vec<Verdict>,
     ) -> Result<(), Error> {
         let op = "re-check conntrack entries before deleting";
+        // Only a deleter with a re-check looks up (`bound` is `None` without one).
+        let Some(rc) = self.recheck.as_mut() else { return Ok(()) };
         let mut req = Vec::with_capacity(range.len() * 96);
         let first = self.seq.wrapping_add(1);
         for m in &self.chunk[range.clone()] {
             self.seq = self.seq.wrapping_add(1);
             encode::get_key(&mut req, self.seq, &m.key);
         }
-        let mut off = 0;
-        while off < req.len() {
-            off += self.sock.send(&req[off..], 0).map_err(|source| Error::Io { op, source })?;
-        }
-        let base = verdicts.len();
+        send_all(&self.sock, &req, op)?;
         let n = range.len();
         let mut answers: Vec<Option<Verdict>> = vec![None; n];
         let mut pending = n;
-        let Some(rc) = self.recheck.as_mut() else { return Ok(()) };
         while pending > 0 {
             // An overrun, or an answer that never came (the REPLY_TIMEOUT wait), is an error.
-            recv_answers(&self.sock, &mut self.rbuf, op)?;
+            recv_into(&self.sock, &mut self.rbuf, op)?;
             for msg in messages(&self.rbuf) {
                 let msg = msg.map_err(|source| Error::Malformed { op, source })?;
                 let idx = msg.sequence_number().wrapping_sub(first) as usize;
@@ -504,21 +496,9 @@ impl<'a> Deleter<'a> {
                 pending -= 1;
             }
         }
-        verdicts.extend(answers.into_iter().map(|a| a.unwrap_or(Verdict::Gone)));
-        debug_assert_eq!(verdicts.len(), base + n);
+        // No answer is pending: every slot holds its verdict.
+        verdicts.extend(answers.into_iter().flatten());
         Ok(())
-    }
-}
-
-/// Receives the next batch of answers into `rbuf`, again after a signal interrupted the wait.
-fn recv_answers(sock: &Socket, rbuf: &mut Vec<u8>, op: &'static str) -> Result<(), Error> {
-    loop {
-        rbuf.clear();
-        match sock.recv(rbuf, 0) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(recv_error(op, e)),
-        }
     }
 }
 

@@ -28,7 +28,9 @@ pub use error::{Error, NEEDS_CAP_NET_ADMIN};
 pub use events::{EventMask, Received, Subscription, decode_event};
 pub use flushreq::FlushRequest;
 pub use socket::{Conntrack, REPLY_TIMEOUT};
-pub(crate) use socket::{error_code, messages, open_socket, recv_error, set_rcvbuf};
+pub(crate) use socket::{
+    error_code, messages, open_socket, recv_error, recv_into, send_all, set_rcvbuf,
+};
 
 // Domain types the socket returns, re-exported for callers that came here first.
 pub use crate::event::EventKind;

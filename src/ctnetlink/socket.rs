@@ -53,6 +53,31 @@ fn set_recv_timeout(sock: &Socket, after: std::time::Duration) -> io::Result<()>
 
 /// The error of a failed `recv` on a socket opened by [`open_socket`]: ENOBUFS is an overrun,
 /// EAGAIN the end of the [`REPLY_TIMEOUT`] wait.
+/// Sends all of `bytes` (whole netlink messages) on `sock`.
+pub(crate) fn send_all(sock: &Socket, bytes: &[u8], op: &'static str) -> Result<(), Error> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match sock.send(&bytes[sent..], 0).map_err(|source| Error::Io { op, source })? {
+            // Not a netlink answer; without this arm a zero would repeat the send for ever.
+            0 => return Err(Error::Io { op, source: io::ErrorKind::WriteZero.into() }),
+            n => sent += n,
+        }
+    }
+    Ok(())
+}
+
+/// Receives the next batch of messages into `rbuf`, again after a signal interrupted the wait.
+pub(crate) fn recv_into(sock: &Socket, rbuf: &mut Vec<u8>, op: &'static str) -> Result<(), Error> {
+    loop {
+        rbuf.clear();
+        match sock.recv(rbuf, 0) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(recv_error(op, e)),
+        }
+    }
+}
+
 pub(crate) fn recv_error(op: &'static str, e: io::Error) -> Error {
     match e.raw_os_error() {
         Some(libc::ENOBUFS) => Error::Overrun { op },
@@ -79,23 +104,11 @@ impl Conntrack {
     }
 
     pub(super) fn send_req(&mut self, op: &'static str) -> Result<(), Error> {
-        let mut sent = 0;
-        while sent < self.req.len() {
-            sent +=
-                self.sock.send(&self.req[sent..], 0).map_err(|source| Error::Io { op, source })?;
-        }
-        Ok(())
+        send_all(&self.sock, &self.req, op)
     }
 
     pub(super) fn recv(&mut self, op: &'static str) -> Result<(), Error> {
-        self.rbuf.clear();
-        loop {
-            match self.sock.recv(&mut self.rbuf, 0) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(recv_error(op, e)),
-            }
-        }
+        recv_into(&self.sock, &mut self.rbuf, op)
     }
 
     /// Count and max (`conntrack -C`; O(1), no dump).

@@ -124,6 +124,9 @@ pub struct Config {
     pub netns: Option<String>,
     /// Decide and log, never act.
     pub dry_run: bool,
+    /// The event socket's receive buffer in bytes, `None`: the daemon's default. Not
+    /// documented for operators: the kernel tests make it tiny to force an overrun.
+    pub event_buffer: Option<usize>,
 }
 
 impl Config {
@@ -329,10 +332,11 @@ pub fn defaults() -> Config {
         protect: Vec::new(),
         metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9731))),
         socket: Some(PathBuf::from("/run/ctguard/guard.sock")),
-        audit_log: None,
+        audit_log: Some(PathBuf::from(crate::audit::DEFAULT_LOG)),
         state_dir: PathBuf::from("/var/lib/ctguard"),
         netns: None,
         dry_run: false,
+        event_buffer: None,
     }
 }
 
@@ -386,6 +390,9 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             }
             "netns" => cfg.netns = Some(c.string(key, v)?.to_string()),
             "dry_run" => cfg.dry_run = c.boolean(key, v)?,
+            "event_buffer" => {
+                cfg.event_buffer = Some(usize::try_from(c.count(key, v)?).unwrap_or(usize::MAX));
+            }
             "guest" => guest_tables = Some(v),
             _ => {
                 return Err(c.fail(

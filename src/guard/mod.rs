@@ -10,7 +10,12 @@
 
 pub mod caps;
 pub mod config;
+pub mod daemon;
 pub mod decide;
+pub mod http;
+pub mod metrics;
+pub mod query;
+mod serve;
 
 use std::sync::{Arc, RwLock};
 

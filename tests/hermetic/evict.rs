@@ -6,6 +6,8 @@ use std::process::Command;
 
 use ctguard::evict::{FailedDelete, Method, Report};
 
+use crate::flushproof::proof;
+
 /// Runs ctguard with stdin closed (no terminal): exit 2, one line naming `needle`.
 fn refused(args: &[&str], needle: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_ctguard"))
@@ -35,6 +37,8 @@ fn issue_3_evict_refuses_before_touching_anything() {
         (&["evict", "-s", "172.16.3.0/33", "--yes"], "'172.16.3.0/33'"),
         (&["evict", "-s", "172.16.3.5", "--state", "STALE", "--yes"], "unknown state 'STALE'"),
         (&["evict", "-s", "172.16.3.5", "--idle", "ages", "--yes"], "invalid duration 'ages'"),
+        (&["evict", "-s", "172.16.3.5", "--except", "10.0.0.0/40", "--yes"], "'10.0.0.0/40'"),
+        (&["evict", "-s", "172.16.3.5", "--except", "host", "--yes"], "invalid IP address"),
         (&["evict", "-s", "172.16.3.5", "--rate", "lots", "--yes"], "invalid --rate 'lots'"),
         (&["evict", "-s", "172.16.3.5", "--rate", "0", "--yes"], "invalid --rate '0'"),
         (&["evict", "-s", "172.16.3.5", "--limit", "none", "--yes"], "invalid --limit 'none'"),
@@ -104,11 +108,7 @@ fn issue_3_report_json_is_pinned() {
     r.failures.push(FailedDelete { flow: "tcp src=1.1.1.1".into(), errno: 1, error: "x".into() });
     let v = serde_json::to_value(&r).expect("serialise");
     assert_eq!(v["failures"][0]["errno"], 1);
-    for (m, s) in [
-        (Method::None, "none"),
-        (Method::KernelFlush, "kernel-flush"),
-        (Method::PerFlowAndFlush, "per-flow-and-flush"),
-    ] {
+    for (m, s) in [(Method::None, "none"), (Method::KernelFlush, "kernel-flush")] {
         assert_eq!(serde_json::to_value(m).expect("serialise"), s);
     }
     let gone = Report { failed: 0, vanished: 2, ..r.clone() };
@@ -120,16 +120,11 @@ fn issue_3_report_json_is_pinned() {
 
 #[test]
 fn issue_3_flush_accounting() {
-    // 100 selected: 30 deleted per flow, 70 handed to the flush, which removed 69 entries.
-    let mut r = Report::nothing(100, 100, false);
-    r.method = Method::PerFlow;
-    r.deleted = 30;
-    let r = r.with_flush(70, 69);
-    assert_eq!((r.method, r.deleted, r.vanished), (Method::PerFlowAndFlush, 99, 1));
+    // The proven flush: what the table lost is what was matched, selected and deleted.
+    let r = Report::proven(proof(), 50);
+    assert_eq!((r.method, r.matched, r.selected), (Method::KernelFlush, 50, 50));
+    assert_eq!((r.deleted, r.vanished), (50, 0));
     assert!(r.all_gone());
-    // Everything to the flush; the table lost more than was selected (others expired too).
-    let r = Report::nothing(50, 50, false).with_flush(50, 80);
-    assert_eq!((r.method, r.deleted, r.vanished), (Method::KernelFlush, 50, 0));
     assert!(r.count_is_table_delta, "issue 10.8: a flush's count is a table delta");
 }
 
@@ -161,7 +156,7 @@ fn issue_10_report_text_says_cut_short_left_alone_and_delta() {
         "{text}"
     );
 
-    let r = Report::nothing(10, 10, false).with_flush(10, 10);
+    let r = Report::proven(proof(), 10);
     let mut text = Vec::new();
     r.write_text(&mut text).expect("write");
     let text = String::from_utf8(text).expect("UTF-8");

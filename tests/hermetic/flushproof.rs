@@ -7,12 +7,9 @@ use ctguard::flushproof::{Proof, scratch_table};
 use ctguard::select::{Selector, parse_cidr};
 use ctguard::{DumpFilter, evict};
 
-#[test]
-fn proof_json_is_pinned() {
-    let plain = serde_json::to_value(Report::nothing(3, 3, false)).expect("serialise");
-    assert!(plain.get("proof").is_none(), "no proof key without a proof");
-    let mut r = Report::nothing(240_000, 240_000, false).with_flush(240_000, 240_000);
-    r.proof = Some(Proof {
+/// What a proof showed, for the reports of proven flushes.
+pub fn proof() -> Proof {
+    Proof {
         scratch_netns: vec![4_026_532_454, 4_026_532_455],
         scratch_flows: 11,
         selected: 6,
@@ -20,7 +17,14 @@ fn proof_json_is_pinned() {
         flushed: 6,
         kept: 5,
         elapsed_ms: 4.1,
-    });
+    }
+}
+
+#[test]
+fn proof_json_is_pinned() {
+    let plain = serde_json::to_value(Report::nothing(3, 3, false)).expect("serialise");
+    assert!(plain.get("proof").is_none(), "no proof key without a proof");
+    let r = Report::proven(proof(), 240_000);
     let v = serde_json::to_value(&r).expect("serialise");
     assert_eq!(v["method"], "kernel-flush");
     let mut keys: Vec<&str> =

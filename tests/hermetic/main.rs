@@ -18,12 +18,18 @@ mod fixtures;
 mod doctor;
 // Recorded conntrack events → conntrack -E lines and the live table; live JSON records.
 mod live;
+// `--except` / `protect`: never selected, never a kernel flush.
+mod except;
 // `evict`: refusals before anything is touched; its report's wire format.
 mod evict;
 // The proven flush: its report and its scratch tables.
 mod flushproof;
+// Issue 13: the guard's query socket (top --live) and /metrics, served from a made-up snapshot.
+mod guard;
 // The gate: its lints, and that scripts/check needs no root.
 mod gate;
+// `guard --check`: no kernel, no privileges; a bad config names its line.
+mod guard_check;
 // Bounded input, guest files (time, shadowing, escaping), load from any readable path.
 mod inputs;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.

@@ -270,11 +270,11 @@ fn issue_10_2_flows_that_stopped_matching_are_not_deleted() {
     c.finish();
 }
 
-const TCP_TIME_WAIT: u8 = 7; // enum tcp_conntrack, include/uapi/linux/netfilter/nf_conntrack_tcp.h
+pub(crate) const TCP_TIME_WAIT: u8 = 7; // enum tcp_conntrack, include/uapi/linux/netfilter/nf_conntrack_tcp.h
 
 /// Sends `IPCTNL_MSG_CT_NEW` without `NLM_F_CREATE`: an update in place of the TCP state of
 /// the entry with `e`'s original tuple (IPv4), acknowledged. Run inside the namespace.
-fn set_tcp_state(e: &Entry, state: u8) -> Result<(), String> {
+pub(crate) fn set_tcp_state(e: &Entry, state: u8) -> Result<(), String> {
     fn attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
         let len = 4 + value.len();
         buf.extend_from_slice(&(len as u16).to_ne_bytes());

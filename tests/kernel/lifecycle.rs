@@ -47,6 +47,14 @@ fn spawn(ns: &Netns, args: &[&str], stdout: Stdio, env: &[(&str, Option<&str>)])
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped()).spawn().expect("spawn ctguard")
 }
 
+/// `evict --yes -s SRC EXTRA --audit-log AUDIT`: the run every test here starts from.
+fn evict_argv<'a>(audit: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["evict", "--yes", "-s", SRC];
+    argv.extend_from_slice(extra);
+    argv.extend(["--audit-log", audit]);
+    argv
+}
+
 fn signal(child: &Child, sig: libc::c_int) {
     // SAFETY: kill with the pid of a child we spawned and have not reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, sig) };
@@ -109,12 +117,7 @@ fn issue_10_4_a_closed_stdout_never_turns_an_interrupted_evict_into_success() {
     let ns = Netns::new();
     seed(&ns, 600);
     let audit = ns.file("audit.jsonl").to_string_lossy().into_owned();
-    let mut child = spawn(
-        &ns,
-        &["evict", "--yes", "-s", SRC, "--rate", "100/s", "--audit-log", &audit],
-        Stdio::piped(),
-        &[],
-    );
+    let mut child = spawn(&ns, &evict_argv(&audit, &["--rate", "100/s"]), Stdio::piped(), &[]);
     // `| true`: the reader is gone before anything is written.
     drop(child.stdout.take());
     std::thread::sleep(Duration::from_millis(800));
@@ -139,17 +142,7 @@ fn issue_10_5_sigterm_and_sighup_stop_with_report_audit_and_exit_2() {
             let audit_s = audit.to_string_lossy().into_owned();
             let child = spawn(
                 &ns,
-                &[
-                    "evict",
-                    "--yes",
-                    "--json",
-                    "-s",
-                    SRC,
-                    "--rate",
-                    "100/s",
-                    "--audit-log",
-                    &audit_s,
-                ],
+                &evict_argv(&audit_s, &["--json", "--rate", "100/s"]),
                 Stdio::piped(),
                 &[],
             );
@@ -191,18 +184,10 @@ fn issue_10_9_ctrl_c_during_the_save_dump_cleans_up_and_exits_2() {
     let audit = ns.file("audit.jsonl");
     let child = spawn(
         &ns,
-        &[
-            "evict",
-            "--yes",
-            "-s",
-            SRC,
-            "--rate",
-            "1/s",
-            "--save",
-            &saved.to_string_lossy(),
-            "--audit-log",
+        &evict_argv(
             &audit.to_string_lossy(),
-        ],
+            &["--rate", "1/s", "--save", &saved.to_string_lossy()],
+        ),
         Stdio::piped(),
         &[],
     );
@@ -232,18 +217,10 @@ fn issue_10_10_sigkill_mid_evict_leaves_the_intent_record() {
     let audit = ns.file("audit.jsonl");
     let child = spawn(
         &ns,
-        &[
-            "evict",
-            "--yes",
-            "-s",
-            SRC,
-            "--rate",
-            "50/s",
-            "--save",
-            &saved.to_string_lossy(),
-            "--audit-log",
+        &evict_argv(
             &audit.to_string_lossy(),
-        ],
+            &["--rate", "50/s", "--save", &saved.to_string_lossy()],
+        ),
         Stdio::null(),
         &[],
     );
@@ -286,16 +263,7 @@ fn issue_10_11_the_audit_names_the_real_uid_and_only_claims_the_environment() {
             let _ = std::fs::remove_file(&audit);
             let child = spawn(
                 &ns,
-                &[
-                    "evict",
-                    "--yes",
-                    "-s",
-                    SRC,
-                    "-p",
-                    "tcp",
-                    "--audit-log",
-                    &audit.to_string_lossy(),
-                ],
+                &evict_argv(&audit.to_string_lossy(), &["-p", "tcp"]),
                 Stdio::null(),
                 &env,
             );
@@ -322,7 +290,7 @@ fn issue_10_12_a_kernel_flush_says_whether_it_was_itemised() {
         seed(&ns, 50);
         let audit = ns.file("audit-flush.jsonl");
         let a = audit.to_string_lossy().into_owned();
-        let r = ns.ctguard(&["evict", "--yes", "--json", "--audit-log", &a, "-s", SRC]);
+        let r = ns.ctguard(&evict_argv(&a, &["--json"]));
         let json: Value = serde_json::from_str(r.stdout.trim())
             .map_err(|e| format!("no report ({e}): {}", r.describe()))?;
         equal("exit code", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))?;
@@ -342,17 +310,7 @@ fn issue_10_12_a_kernel_flush_says_whether_it_was_itemised() {
         seed(&ns, 50);
         let audit = ns.file("audit-saved.jsonl").to_string_lossy().into_owned();
         let saved = ns.file("flushed.jsonl").to_string_lossy().into_owned();
-        let r = ns.ctguard(&[
-            "evict",
-            "--yes",
-            "--json",
-            "--audit-log",
-            &audit,
-            "--save",
-            &saved,
-            "-s",
-            SRC,
-        ]);
+        let r = ns.ctguard(&evict_argv(&audit, &["--json", "--save", &saved]));
         equal("exit code", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))?;
         let (intent, outcome) = intent_and_outcome(Path::new(&audit))?;
         equal("outcome method", outcome["method"].as_str(), Some("per-flow"))?;
@@ -393,7 +351,7 @@ fn issue_9_4_the_audit_log_is_private_and_never_followed() {
         let link = ns.file("linked-audit.jsonl");
         std::os::unix::fs::symlink(&victim, &link).map_err(|e| e.to_string())?;
         let link_s = link.to_string_lossy().into_owned();
-        let r = ns.ctguard(&["evict", "--yes", "-s", SRC, "--audit-log", &link_s]);
+        let r = ns.ctguard(&evict_argv(&link_s, &[]));
         equal("exit code", r.code, Some(2)).map_err(|e| format!("{e}; {}", r.describe()))?;
         if !r.stderr.contains("symbolic link") || !r.stderr.contains("nothing was deleted") {
             return Err(format!("unclear refusal: {}", r.stderr));
@@ -401,7 +359,7 @@ fn issue_9_4_the_audit_log_is_private_and_never_followed() {
         equal("victim", std::fs::read_to_string(&victim).ok().as_deref(), Some("precious\n"))?;
         equal("flows", ns.conntrack_count(), 5)?;
         // The operator may opt out explicitly; the link is still not followed.
-        let r = ns.ctguard(&["evict", "--yes", "-s", SRC, "--no-audit", "--audit-log", &link_s]);
+        let r = ns.ctguard(&evict_argv(&link_s, &["--no-audit"]));
         equal("--no-audit exit", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))?;
         equal("victim", std::fs::read_to_string(&victim).ok().as_deref(), Some("precious\n"))?;
         equal("flows after --no-audit", ns.conntrack_count(), 0)
@@ -410,7 +368,7 @@ fn issue_9_4_the_audit_log_is_private_and_never_followed() {
         seed(&ns, 5);
         let other = ns.write_file("other-audit.jsonl", "");
         std::os::unix::fs::chown(&other, Some(65534), Some(65534)).map_err(|e| e.to_string())?;
-        let r = ns.ctguard(&["evict", "--yes", "-s", SRC, "--audit-log", &other]);
+        let r = ns.ctguard(&evict_argv(&other, &[]));
         equal("exit code", r.code, Some(2)).map_err(|e| format!("{e}; {}", r.describe()))?;
         if !r.stderr.contains("owned by uid 65534") {
             return Err(format!("unclear refusal: {}", r.stderr));
@@ -422,7 +380,7 @@ fn issue_9_4_the_audit_log_is_private_and_never_followed() {
         let loose = ns.write_file("loose-audit.jsonl", "");
         std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| e.to_string())?;
-        let r = ns.ctguard(&["evict", "--yes", "-s", SRC, "--audit-log", &loose]);
+        let r = ns.ctguard(&evict_argv(&loose, &[]));
         equal("exit code", r.code, Some(0)).map_err(|e| format!("{e}; {}", r.describe()))?;
         let m = std::fs::metadata(&loose).map_err(|e| e.to_string())?;
         equal("mode", m.mode() & 0o7777, 0o640)
@@ -438,16 +396,7 @@ fn issue_9_5_save_onto_a_dangling_symlink_is_refused() {
     let link = ns.file("saved.jsonl");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
     let audit = ns.file("audit.jsonl").to_string_lossy().into_owned();
-    let r = ns.ctguard(&[
-        "evict",
-        "--yes",
-        "-s",
-        SRC,
-        "--save",
-        &link.to_string_lossy(),
-        "--audit-log",
-        &audit,
-    ]);
+    let r = ns.ctguard(&evict_argv(&audit, &["--save", &link.to_string_lossy()]));
     assert_eq!(r.code, Some(2), "{}", r.describe());
     assert!(r.stderr.contains("exists"), "{}", r.stderr);
     assert!(!target.exists(), "the link's target was created");
@@ -461,16 +410,7 @@ fn issue_10_10_an_intent_without_a_match_still_gets_its_outcome() {
     seed(&ns, 5);
     let audit = ns.file("audit.jsonl");
     // Streamed (--yes, no --save): the intent precedes the dump, which then matches nothing.
-    let r = ns.ctguard(&[
-        "evict",
-        "--yes",
-        "-s",
-        SRC,
-        "--dport",
-        "9",
-        "--audit-log",
-        &audit.to_string_lossy(),
-    ]);
+    let r = ns.ctguard(&evict_argv(&audit.to_string_lossy(), &["--dport", "9"]));
     assert_eq!(r.code, Some(1), "{}", r.describe());
     let (intent, outcome) = intent_and_outcome(&audit).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(intent["selected"], Value::Null, "{intent}");

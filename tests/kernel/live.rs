@@ -16,18 +16,18 @@ use crate::oracle::{self, Entry, Guests};
 use crate::seed::{self, Spec};
 
 /// One line a live command printed, and when the test received it.
-struct Line {
-    at: Instant,
-    json: Value,
-    text: String,
+pub struct Line {
+    pub at: Instant,
+    pub json: Value,
+    pub text: String,
 }
 
 /// A `ctguard` live command running in the background, its stdout read line by line. Ended
-/// with SIGTERM on drop (a test that fails leaves nothing running).
-struct Live {
-    child: Child,
+/// with SIGKILL on drop (a test that fails leaves nothing running).
+pub struct Live {
+    pub child: Child,
     lines: mpsc::Receiver<Line>,
-    seen: Vec<Line>,
+    pub seen: Vec<Line>,
     stderr: std::thread::JoinHandle<String>,
 }
 
@@ -39,7 +39,7 @@ impl Live {
     }
 
     /// Any program, its stdout read line by line (lines that are not JSON keep their text).
-    fn spawn(mut cmd: Command) -> Live {
+    pub fn spawn(mut cmd: Command) -> Live {
         let args = format!("{cmd:?}");
         let mut child = cmd
             .stdin(Stdio::null())
@@ -49,25 +49,64 @@ impl Live {
             .unwrap_or_else(|e| panic!("cannot start {args}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        Live::reading(child, stdout, stderr)
+    }
+
+    /// Any program, its stdout and stderr read as one stream of lines, in the order written
+    /// (a daemon that logs JSON lines on stderr, as the guard does).
+    pub fn spawn_merged(mut cmd: Command) -> Live {
+        let args = format!("{cmd:?}");
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        cmd.stdin(Stdio::null())
+            .stdout(writer.try_clone().expect("a second end of the pipe"))
+            .stderr(writer);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {args}: {e}"));
+        // The pipe's write ends held by `cmd` close here: the reader sees EOF when the child ends.
+        drop(cmd);
+        Live::reading(child, reader, std::thread::spawn(String::new))
+    }
+
+    fn reading(
+        child: Child,
+        out: impl std::io::Read + Send + 'static,
+        stderr: std::thread::JoinHandle<String>,
+    ) -> Live {
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for text in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for text in BufReader::new(out).lines().map_while(Result::ok) {
                 let json = serde_json::from_str(&text).unwrap_or(Value::Null);
                 if tx.send(Line { at: Instant::now(), json, text }).is_err() {
                     break;
                 }
             }
         });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-            s
-        });
         Live { child, lines, seen: Vec::new(), stderr }
     }
 
+    /// Sends `signal` to the program.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill sends a signal to the child this test started and still holds.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    /// Collects the lines printed so far, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+    }
+
     /// Waits up to `limit` for a line `want` accepts; returns its index in `seen`.
-    fn wait_for(&mut self, limit: Duration, want: impl Fn(&Line) -> bool) -> Result<usize, String> {
+    pub fn wait_for(
+        &mut self,
+        limit: Duration,
+        want: impl Fn(&Line) -> bool,
+    ) -> Result<usize, String> {
         if let Some(i) = self.seen.iter().position(&want) {
             return Ok(i);
         }
@@ -110,7 +149,7 @@ impl Live {
     }
 
     /// Collects lines until none came for `quiet` (or `limit` passed).
-    fn wait_quiet(&mut self, quiet: Duration, limit: Duration) {
+    pub fn wait_quiet(&mut self, quiet: Duration, limit: Duration) {
         let end = Instant::now() + limit;
         while Instant::now() < end {
             match self.lines.recv_timeout(quiet) {
@@ -126,7 +165,7 @@ impl Live {
     }
 
     /// SIGTERM, then the exit code and stderr; the rest of stdout is collected into `seen`.
-    fn stop(&mut self) -> (Option<i32>, String) {
+    pub fn stop(&mut self) -> (Option<i32>, String) {
         // SAFETY: kill sends a signal to the child this test started and still holds.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let status = self.child.wait().expect("wait for ctguard");
@@ -141,8 +180,7 @@ impl Live {
 impl Drop for Live {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            // SAFETY: as in `stop`.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+            self.signal(libc::SIGKILL);
             let _ = self.child.wait();
         }
     }
@@ -161,7 +199,7 @@ fn snapshot_cells(snap: &Value) -> BTreeMap<(String, String), u64> {
 }
 
 /// The per-state column ctguard counts a conntrack line in (`tally::column_of`).
-fn column(e: &Entry) -> String {
+pub fn column(e: &Entry) -> String {
     match (&e.state, e.proto.as_str()) {
         (Some(s), "tcp") => s.clone(),
         _ => "NON_TCP".into(),
@@ -169,7 +207,7 @@ fn column(e: &Entry) -> String {
 }
 
 /// (guest, state column) → entries, from a fresh `conntrack -L`.
-fn oracle_cells(ns: &Netns, guests: &Guests) -> BTreeMap<(String, String), u64> {
+pub fn oracle_cells(ns: &Netns, guests: &Guests) -> BTreeMap<(String, String), u64> {
     let entries = oracle::parse_all(&ns.conntrack_list(&[]));
     oracle::count_by(&entries, |e| (guests.owner(e).unwrap_or("(no guest)").to_string(), column(e)))
 }

@@ -16,6 +16,7 @@ mod evict;
 mod evict_races;
 mod exit_status;
 mod flushproof;
+mod guard;
 mod idle;
 mod inputs;
 mod lifecycle;
@@ -26,6 +27,7 @@ mod netns_path;
 mod oracle;
 mod permissions;
 mod seed;
+mod unattended;
 
 /// Root, `ip`, `conntrack` and the conntrack module are present; else every test fails.
 #[test]

@@ -9,6 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use fastrand::Rng;
+
 use crate::netns::Netns;
 use crate::oracle::Guests;
 
@@ -197,25 +199,9 @@ impl Spec {
     }
 }
 
-/// splitmix64: a small deterministic generator, so every run builds the same table.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
-    }
+/// One of `v`, drawn from `rng`.
+fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
+    v[rng.usize(..v.len())]
 }
 
 const TCP_STATES: [&str; 10] = [
@@ -239,11 +225,11 @@ const MARKS: [u32; 10] = [0, 0, 0, 0, 0, 0, 0x10, 0x11, 0x110, 42];
 const DPORTS: [u16; 8] = [443, 443, 443, 80, 53, 22, 8080, 5432];
 
 fn guest_host(rng: &mut Rng, ipv6: bool) -> IpAddr {
-    let host = 2 + rng.below(39) as u8;
+    let host = rng.u8(2..41);
     if ipv6 {
-        IpAddr::V6(Ipv6Addr::new(0xfd00, 1 + rng.below(4) as u16, 0, 0, 0, 0, 0, host.into()))
+        IpAddr::V6(Ipv6Addr::new(0xfd00, rng.u16(1..5), 0, 0, 0, 0, 0, host.into()))
     } else {
-        IpAddr::V4(Ipv4Addr::new(172, 16, 1 + rng.below(8) as u8, host))
+        IpAddr::V4(Ipv4Addr::new(172, 16, rng.u8(1..9), host))
     }
 }
 
@@ -268,22 +254,23 @@ fn external(i: usize, ipv6: bool, net: u8) -> IpAddr {
 
 /// The mixed table: `n` flows (n ≤ 262,144), a quarter of them IPv6.
 pub fn mixed_table(n: usize) -> Vec<Spec> {
-    let mut rng = Rng(0x2c7_9a4d);
+    // A fixed seed: every run builds the same table.
+    let mut rng = Rng::with_seed(0x2c7_9a4d);
     let runaway4: IpAddr = RUNAWAY_V4.parse().expect("runaway v4");
     let runaway6: IpAddr = RUNAWAY_V6.parse().expect("runaway v6");
     (0..n)
         .map(|i| {
             let ipv6 = i % 4 == 3;
-            let src = if rng.below(100) < 15 {
+            let src = if rng.u8(..100) < 15 {
                 if ipv6 { runaway6 } else { runaway4 }
             } else {
                 guest_host(&mut rng, ipv6)
             };
             let dst = external(i, ipv6, 10);
-            let sport = 1000 + rng.below(64000) as u16;
-            let dport = rng.pick(&DPORTS);
-            let kind = rng.below(100);
-            let mut timeout = 3000 + rng.below(6000) as u32;
+            let sport = rng.u16(1000..65000);
+            let dport = pick(&mut rng, &DPORTS);
+            let kind = rng.u8(..100);
+            let mut timeout = rng.u32(3000..9000);
             // Nothing within 1400 s above 4000: a loaded CI machine can take minutes.
             if (3600..5400).contains(&timeout) {
                 timeout += 1800;
@@ -295,10 +282,10 @@ pub fn mixed_table(n: usize) -> Vec<Spec> {
                 l4: L4::Ports(sport, dport),
                 reply: None,
                 state: None,
-                status: rng.pick(&STATUSES),
+                status: pick(&mut rng, &STATUSES),
                 timeout,
-                mark: rng.pick(&MARKS),
-                zone: match rng.below(20) {
+                mark: pick(&mut rng, &MARKS),
+                zone: match rng.u8(..20) {
                     0 => 7,
                     1 => 300,
                     _ => 0,
@@ -307,22 +294,22 @@ pub fn mixed_table(n: usize) -> Vec<Spec> {
             match kind {
                 0..62 => {
                     spec.state =
-                        Some(if rng.below(2) == 0 { "ESTABLISHED" } else { rng.pick(&TCP_STATES) });
+                        Some(if rng.bool() { "ESTABLISHED" } else { pick(&mut rng, &TCP_STATES) });
                 }
                 62..84 => spec.proto = "udp",
                 84..92 => {
                     spec.proto = if ipv6 { "icmpv6" } else { "icmp" };
                     spec.l4 = L4::Icmp(if ipv6 { 128 } else { 8 }, 0, i as u16);
-                    spec.status = if rng.below(2) == 0 { &[] } else { &["SEEN_REPLY"] };
+                    spec.status = if rng.bool() { &[] } else { &["SEEN_REPLY"] };
                 }
                 _ => {
                     spec.proto = "sctp";
-                    spec.state = Some(rng.pick(&SCTP_STATES));
+                    spec.state = Some(pick(&mut rng, &SCTP_STATES));
                 }
             }
             // NAT, TCP and UDP only: reply != inverse of the original.
             if matches!(spec.proto, "tcp" | "udp") {
-                match rng.below(100) {
+                match rng.u8(..100) {
                     0..4 => {
                         // DNAT: an outside client hits a VIP; the reply comes from the guest.
                         let client = external(i, ipv6, 100);

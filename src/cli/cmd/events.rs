@@ -15,12 +15,10 @@ use ctguard::output::live::{self as view, End, Lost};
 use ctguard::select::Selector;
 
 use crate::cli::exit::{Failure, Outcome};
-use crate::cli::live::{self, LiveArgs};
-use crate::cli::select_args::SelectArgs;
+use crate::cli::live::{self, LiveArgs, LiveSelectArgs};
 
 /// `ctguard events`.
 #[derive(Debug, ClapArgs)]
-#[command(mut_args(live::hide_clock_flags))]
 pub struct Args {
     /// Event kinds, comma separated: new, update, destroy (default: all three). Only these
     /// groups are subscribed.
@@ -30,9 +28,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub live: LiveArgs,
-    #[command(flatten)]
-    pub select: SelectArgs,
+    pub tail: LiveSelectArgs,
 }
 
 /// `--event new,destroy`: the kinds to subscribe to.
@@ -61,8 +57,8 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    let (sel, _) = a.select.selector()?;
-    Ok(Plan { sel, mask: a.event.unwrap_or(EventMask::ALL), json: a.json, live: a.live })
+    let (sel, _) = a.tail.select.selector()?;
+    Ok(Plan { sel, mask: a.event.unwrap_or(EventMask::ALL), json: a.json, live: a.tail.live })
 }
 
 /// Runs `ctguard events`.

@@ -10,17 +10,18 @@ use ctguard::select::Selector;
 
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
-use crate::cli::select_args::SelectArgs;
+use crate::cli::report_args::ReportArgs;
 
 /// `ctguard list`.
 #[derive(Debug, ClapArgs)]
+#[command(mut_arg("json", |a| a.help(JSON_HELP)))]
 pub struct Args {
-    /// Print JSON Lines, one flow per line (schema in docs/json-schema.md).
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub select: SelectArgs,
+    pub report: ReportArgs,
 }
+
+/// `list --json`'s help: one record per flow (no full stop, as clap shows a doc comment).
+const JSON_HELP: &str = "Print JSON Lines, one flow per line (schema in docs/json-schema.md)";
 
 /// A validated `list`.
 #[derive(Debug)]
@@ -31,7 +32,7 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    Ok(Plan { sel: a.select.selector()?.0, json: a.json })
+    Ok(Plan { sel: a.report.select.selector()?.0, json: a.report.json })
 }
 
 /// Runs `list`: streams the dump to `out`; exit 1 when nothing matched.

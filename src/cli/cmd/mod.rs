@@ -8,6 +8,7 @@ pub mod create;
 pub mod doctor;
 pub mod events;
 pub mod evict;
+pub mod guard;
 pub mod list;
 pub mod load;
 pub mod stats;
@@ -48,6 +49,9 @@ pub enum Command {
     Watch(watch::Args),
     /// Delete exactly the selected flows: preview and confirm, or --yes; --dry-run to see.
     Evict(evict::EvictArgs),
+    /// The always-on guard: live counts per guest, automatic relief, /metrics (see --help).
+    #[command(after_help = guard::HELP)]
+    Guard(guard::Args),
 }
 
 /// A command, validated: what its run needs.
@@ -75,6 +79,19 @@ pub enum Plan {
     Watch(watch::Plan),
     /// `evict`.
     Evict(Box<evict::EvictPlan>),
+    /// `guard`.
+    Guard(Box<guard::Plan>),
+}
+
+impl Plan {
+    /// The namespace the command's own input names (the guard's configuration), for a
+    /// command line without `--netns`.
+    pub fn netns(&self) -> Option<&str> {
+        match self {
+            Plan::Guard(p) => p.netns(),
+            _ => None,
+        }
+    }
 }
 
 /// The command's plan, or in one line what is wrong with the input.
@@ -91,7 +108,34 @@ pub fn plan(command: Command, netns: Option<&str>) -> Result<Plan, String> {
         Command::Events(a) => Plan::Events(events::plan(a)?),
         Command::Watch(a) => Plan::Watch(watch::plan(a, netns)?),
         Command::Evict(a) => Plan::Evict(Box::new(evict::plan(a)?)),
+        Command::Guard(a) => Plan::Guard(Box::new(guard::plan(a)?)),
     })
+}
+
+/// True when the plan is answered by the running guard (`--live`): no namespace is entered
+/// and no netlink socket opened for it.
+pub fn asks_the_guard(plan: &Plan) -> bool {
+    match plan {
+        Plan::Top(p) => p.live(),
+        Plan::Count(p) => p.live(),
+        _ => false,
+    }
+}
+
+/// True when the plan needs neither a namespace nor a netlink socket: `--live` (the guard
+/// answers) and `guard --check` (the configuration alone), which runs as any user.
+pub fn offline(plan: &Plan) -> bool {
+    asks_the_guard(plan) || matches!(plan, Plan::Guard(p) if p.is_check())
+}
+
+/// Runs a plan [`offline`] says needs no kernel.
+pub fn run_offline(plan: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+    match plan {
+        Plan::Top(p) => top::run_live(p, out),
+        Plan::Count(p) => count::run_live(p, out),
+        Plan::Guard(p) => guard::check(&p, out),
+        _ => Err(Failure::Message("this command needs the kernel".into())),
+    }
 }
 
 /// Runs the command's plan on the open socket, printing to `out`.
@@ -113,5 +157,6 @@ pub fn run(
         Plan::Events(p) => events::run(p, out),
         Plan::Watch(p) => watch::run(p, ct, out),
         Plan::Evict(p) => evict::run(ct, *p, netns, out),
+        Plan::Guard(p) => guard::run(*p, out),
     }
 }

@@ -1,19 +1,18 @@
 //! `ctguard top`: who fills the table, the top owners by entries, per-state columns.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use clap::Args as ClapArgs;
 use ctguard::ctnetlink::Conntrack;
-use ctguard::guests::GuestMap;
 use ctguard::output::report::Ranking;
-use ctguard::select::Selector;
 use ctguard::tally::GroupBy;
 
+use crate::cli::ask::{self, LiveArgs, Source};
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::parse;
-use crate::cli::select_args::{self, SelectArgs};
+use crate::cli::report_args::ReportArgs;
+use crate::cli::select_args;
 
 /// `ctguard top`.
 #[derive(Debug, ClapArgs)]
@@ -25,39 +24,60 @@ pub struct Args {
     /// How many groups to show.
     #[arg(short = 'n', long, default_value = "10", value_name = "N", value_parser = parse::positive_usize("-n"))]
     pub limit: usize,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub select: SelectArgs,
+    pub report: ReportArgs,
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 /// A validated `top`.
 #[derive(Debug)]
 pub struct Plan {
-    sel: Selector,
+    source: Source,
     by: GroupBy,
-    guests: Arc<GuestMap>,
     limit: usize,
     json: bool,
 }
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    let (sel, guests) = a.select.selector()?;
-    let by = select_args::group_by(a.by, &guests)?;
-    Ok(Plan { sel, by, guests, limit: a.limit, json: a.json })
+    let source = Source::of(&a.live, a.by, GroupBy::Guest, &a.report.select)?;
+    let by = match &source {
+        Source::Live(_) => GroupBy::Guest,
+        Source::Dump(_, guests) => select_args::group_by(a.by, guests)?,
+    };
+    Ok(Plan { source, by, limit: a.limit, json: a.report.json })
 }
 
-/// Runs `top`.
-pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
-    let fill = dump::fill(ct)?;
-    let tally = dump::tally(ct, p.sel, p.by, p.guests)?;
-    let ranking = Ranking::new(&tally, Some(fill), Some(p.limit));
-    if p.json {
+impl Plan {
+    /// With `--live`: answered by the guard, no namespace, no netlink socket.
+    pub fn live(&self) -> bool {
+        matches!(self.source, Source::Live(_))
+    }
+}
+
+/// Runs `top --live`: the guard's counts, printed as a dump's would be.
+pub fn run_live(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let Source::Live(live) = &p.source else {
+        return Err(Failure::Message("top: not --live".into()));
+    };
+    let (tally, fill) = ask::counts(live)?;
+    print(&Ranking::new(&tally, fill, Some(p.limit)), p.json, out)
+}
+
+fn print(ranking: &Ranking<'_>, json: bool, out: &mut impl Write) -> Result<Outcome, Failure> {
+    if json {
         ranking.write_json(out)?;
     } else {
         ranking.write_text(out, true)?;
     }
     Ok(Outcome::Ok)
+}
+
+/// Runs `top`.
+pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let Source::Dump(sel, guests) = p.source else { return run_live(p, out) };
+    let fill = dump::fill(ct)?;
+    let tally = dump::tally(ct, sel, p.by, guests)?;
+    print(&Ranking::new(&tally, Some(fill), Some(p.limit)), p.json, out)
 }

@@ -23,9 +23,9 @@ use ctguard::sysctl;
 use ctguard::tally::GroupBy;
 
 use crate::cli::exit::{Failure, Outcome};
-use crate::cli::live::{self, LiveArgs};
+use crate::cli::live::{self, LiveArgs, LiveSelectArgs};
 use crate::cli::parse;
-use crate::cli::select_args::{self, SelectArgs};
+use crate::cli::select_args;
 
 /// `watch --help`: how the counts stay exact.
 pub const HELP: &str = "\
@@ -40,7 +40,6 @@ rebuilt from a dump, a `lost` record per overrun, and a `snapshot` per --interva
 
 /// `ctguard watch`.
 #[derive(Debug, ClapArgs)]
-#[command(mut_args(live::hide_clock_flags))]
 pub struct Args {
     /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark
     /// (default: guest with --guests, else src).
@@ -60,9 +59,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub live: LiveArgs,
-    #[command(flatten)]
-    pub select: SelectArgs,
+    pub tail: LiveSelectArgs,
 }
 
 /// `--reconcile`: a period, or off.
@@ -93,7 +90,7 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args, netns: Option<&str>) -> Result<Plan, String> {
-    let (sel, guests) = a.select.selector()?;
+    let (sel, guests) = a.tail.select.selector()?;
     let by = select_args::group_by(a.by, &guests)?;
     Ok(Plan {
         sel,
@@ -103,7 +100,7 @@ pub fn plan(a: Args, netns: Option<&str>) -> Result<Plan, String> {
         reconcile: a.reconcile.map(|r| r.0),
         limit: a.limit,
         json: a.json,
-        live: a.live,
+        live: a.tail.live,
         netns: netns.map(str::to_string),
     })
 }

@@ -1,0 +1,739 @@
+//! The guard's loop: the live engine ([`crate::live::Watcher`]) keeps the counts per guest and
+//! state; every snapshot (four a second) is published for `/metrics` and `top --live`, handed
+//! to the pure [`Decider`], and its decisions are logged and carried out on blocking threads
+//! (nftables caps, the evict engine), one at a time per guest. Its edges are injected: the
+//! signals (stop, reload), the reload itself, and the readiness note for systemd.
+//!
+//! Every decision and every result is one JSON line on stderr (journald) and in the audit log;
+//! an eviction also writes the two records `ctguard evict` writes (intent, outcome) and a spool
+//! of the flows it deleted under `state_dir/spool/`, for `ctguard load`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::caps::{CapError, Caps};
+use super::config::{self, Config, ConfigError, Policy};
+use super::decide::{Act, Decider, Decision, Observation, Round, Trigger};
+use super::metrics::{self, Metrics};
+use super::{Board, Seen, http, query};
+use crate::audit::{self, Actor, AuditLog, RunInfo, Trail};
+use crate::ctnetlink::{self, Conntrack};
+use crate::evict;
+use crate::guests::{GuestError, GuestId, GuestMap};
+use crate::live::watcher::{self, Overrun, Sink, View};
+use crate::live::{Classifier, Netns, Resynced, Shutdown, Watcher};
+use crate::select::{GuestFilter, Selector};
+use crate::spool::{self, Spool};
+use crate::stats::CpuStats;
+use crate::sysctl::{self, StateTimeouts};
+use crate::tally::{self, GroupBy, GroupKey, Row};
+
+/// Between decisions: at least four a second.
+pub const DECIDE_EVERY: Duration = Duration::from_millis(250);
+/// The kernel's per-CPU counters are read this often.
+const KERNEL_EVERY: Duration = Duration::from_secs(1);
+/// The event socket's receive buffer: the kernel charges ~1.3 KiB per queued event, so this
+/// holds ~200,000 events, most of a 240k eviction's DESTROYs. Only used while events wait.
+const RCVBUF: usize = 128 << 20;
+/// At a stop, running actions get this long to finish (they stop at their next flow).
+const STOP_GRACE: Duration = Duration::from_millis(800);
+/// Spool files kept, in bytes over all of them; the oldest go first.
+const SPOOL_KEEP: u64 = 1 << 30;
+
+/// A configuration and the guest map it names, both checked.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration.
+    pub cfg: Arc<Config>,
+    /// Its guests.
+    pub guests: Arc<GuestMap>,
+}
+
+/// Why a configuration cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The guest file it names.
+    #[error(transparent)]
+    Guests(#[from] GuestError),
+}
+
+/// Reads the configuration at `path` and the guest file it names, and checks them together.
+pub fn load(path: &str) -> Result<Loaded, LoadError> {
+    let cfg = config::load(path)?;
+    let guests = match &cfg.guests {
+        Some(p) => GuestMap::load(&p.to_string_lossy())?,
+        None => GuestMap::new(),
+    };
+    cfg.check_guests(&guests)?;
+    Ok(Loaded { cfg: Arc::new(cfg), guests: Arc::new(guests) })
+}
+
+/// What the guard fails on (a configuration it cannot start with is a [`LoadError`] before).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The kernel.
+    #[error(transparent)]
+    Kernel(#[from] ctnetlink::Error),
+    /// The live engine.
+    #[error(transparent)]
+    Live(#[from] watcher::Error),
+    /// ctguard's nftables table.
+    #[error("caps: {0}")]
+    Caps(#[from] CapError),
+    /// `/metrics`.
+    #[error("metrics: {0}")]
+    Metrics(#[from] http::HttpError),
+    /// `/metrics` could not join the event loop.
+    #[error("metrics: {0}")]
+    Listen(std::io::Error),
+    /// The query socket.
+    #[error("query socket: {0}")]
+    Query(#[from] query::BindError),
+    /// The audit log.
+    #[error(transparent)]
+    Audit(#[from] audit::Error),
+}
+
+/// What the guard is told from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Stop (SIGTERM, SIGINT).
+    Stop,
+    /// Reload the configuration (SIGHUP).
+    Reload,
+}
+
+/// The guard's edges: where signals come from, and how a reload reads the configuration.
+/// Whom to tell how it goes (systemd's `sd_notify`) is a function beside them.
+pub trait Edges {
+    /// The next signal.
+    fn signal(&mut self) -> impl Future<Output = Signal>;
+    /// Reads the configuration again.
+    fn reload(&mut self) -> Result<Loaded, LoadError>;
+}
+
+/// What the guard tells its supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    /// Counting live.
+    Ready,
+    /// Reading the configuration again.
+    Reloading,
+    /// Stopping.
+    Stopping,
+}
+
+/// What a step of a guest's job reports back; `last`: the guest's job is over.
+#[derive(Debug)]
+struct Step {
+    done: Done,
+    last: bool,
+}
+
+/// What a blocking action did.
+#[derive(Debug)]
+enum Done {
+    Capped { guest: GuestId, nets: Vec<String>, limit: u32 },
+    Uncapped { guest: GuestId },
+    Evicted { guest: GuestId, report: evict::Report, spool: Option<PathBuf> },
+    Failed { guest: GuestId, action: &'static str, error: String },
+}
+
+/// The guard's state across reloads.
+struct State {
+    decider: Decider,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    caps: Option<Arc<Mutex<Caps>>>,
+    log: Option<AuditLog>,
+    stop: Arc<AtomicBool>,
+    done_tx: Sender<Step>,
+    done: Receiver<Step>,
+    /// Guests with an action running.
+    busy: HashSet<GuestId>,
+    ct: Conntrack,
+    kernel: Option<CpuStats>,
+    kernel_read: Option<Instant>,
+    ready: bool,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn act_name(a: &Act) -> &'static str {
+    match a {
+        Act::Alert => "alert",
+        Act::Cap { .. } | Act::CapProtected => "cap",
+        Act::Evict => "evict",
+        Act::Uncap => "uncap",
+    }
+}
+
+fn states_of(row: &Row) -> BTreeMap<&'static str, u64> {
+    (0..tally::COLUMNS)
+        .filter(|&c| row.by_state[c] > 0)
+        .map(|c| (tally::column_name(c), row.by_state[c]))
+        .collect()
+}
+
+impl State {
+    /// One JSON line on stderr and in the audit log.
+    fn record(&mut self, line: Value) {
+        record(self.log.as_mut(), line);
+    }
+}
+
+/// One JSON line on stderr and in `log`.
+fn record(log: Option<&mut AuditLog>, mut line: Value) {
+    {
+        if let Value::Object(m) = &mut line {
+            let mut head = serde_json::Map::new();
+            head.insert("record".into(), json!("guard"));
+            head.insert(
+                "time".into(),
+                json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+            );
+            head.append(m);
+            line = Value::Object(head);
+        }
+        eprintln!("{line}");
+        if let Some(log) = log
+            && let Err(e) = log.append(&line)
+        {
+            eprintln!("ctguard: guard: {e}");
+        }
+    }
+}
+
+/// Runs the guard until a stop signal: `loaded` is in force until a reload that checks.
+/// Call it inside the namespace to guard, on a tokio runtime with IO and time.
+pub async fn run(
+    mut loaded: Loaded,
+    edges: &mut impl Edges,
+    notify: &dyn Fn(Notify),
+) -> Result<(), Error> {
+    let cfg = loaded.cfg.clone();
+    let board = Arc::new(Board::default());
+    let metrics = Arc::new(Metrics::new(board.clone(), env!("CARGO_PKG_VERSION")));
+    let (servers_stop, servers_done) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = Vec::new();
+    if let Some(addr) = cfg.metrics {
+        let listener = http::bind(&addr.to_string())?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(Error::Listen)?;
+        let serving = http::serve(listener, metrics.clone(), stopped(servers_done.clone()));
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                eprintln!("ctguard: guard: /metrics: {e}");
+            }
+        }));
+    }
+    if let Some(path) = &cfg.socket {
+        let socket = query::bind(path)?;
+        let serving = query::serve(socket, board.clone(), stopped(servers_done.clone()));
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                eprintln!("ctguard: guard: query socket: {e}");
+            }
+        }));
+    }
+
+    let (done_tx, done) = channel();
+    let mut st = State {
+        decider: Decider::new(),
+        board,
+        metrics,
+        caps: None,
+        log: match &cfg.audit_log {
+            Some(p) => Some(AuditLog::open(p)?),
+            None => None,
+        },
+        stop: Arc::new(AtomicBool::new(false)),
+        done_tx,
+        done,
+        busy: HashSet::new(),
+        ct: Conntrack::open()?,
+        kernel: None,
+        kernel_read: None,
+        ready: false,
+        tasks: Vec::new(),
+    };
+    if !cfg.dry_run {
+        // Opening creates ctguard's own table if missing, and reads the caps a guard before
+        // this one left: they stay, and each is lifted after its own cooldown.
+        let caps =
+            tokio::task::spawn_blocking(Caps::open).await.map_err(watcher::Error::from)??;
+        for cap in caps.list()? {
+            match loaded.guests.find(&cap.guest) {
+                Some(id) if !st.decider.is_capped(id) => {
+                    st.decider.capped(id);
+                    st.metrics.capped(&cap.guest, true);
+                    st.record(json!({"event": "adopted", "guest": cap.guest, "action": "cap",
+                        "nets": [cap.net.to_string()], "cap": cap.limit}));
+                }
+                Some(_) => {}
+                None => st.record(json!({"event": "adopted", "guest": cap.guest,
+                    "action": "cap", "detail": "no such guest in the guest file: the cap stays \
+                    until `ctguard guard --uncap NAME`"})),
+            }
+        }
+        st.caps = Some(Arc::new(Mutex::new(caps)));
+    }
+    st.record(json!({"event": "start", "dry_run": cfg.dry_run, "guests": loaded.guests.len(),
+        "high": super::decide::level_text(cfg.high), "low": super::decide::level_text(cfg.low)}));
+
+    // The guard counts every flow, so each snapshot's comparison with the kernel's entry
+    // count catches flows that end silently (nf_conntrack_events=2) and resyncs at once; the
+    // periodic dump is a safety net, as under nf_conntrack_events=1, and at the full table a
+    // dump every 30 s would cost more CPU than the guard may use (a dump is ~0.7 s of a core).
+    let reconcile = crate::live::reconcile_period(Some(1));
+    loop {
+        publish_quotas(&st, &loaded);
+        let wcfg = crate::live::Config {
+            classifier: Classifier::new(Selector::default(), GroupBy::Guest, loaded.guests.clone()),
+            interval: DECIDE_EVERY,
+            reconcile: Some(reconcile),
+            snapshots: None,
+        };
+        let mut next: Option<Loaded> = None;
+        let ended = {
+            let mut kernel_ct = Conntrack::open()?;
+            let mut kernel = Netns { ct: &mut kernel_ct, rcvbuf: RCVBUF };
+            let mut sink = GuardSink { st: &mut st, loaded: &loaded, notify };
+            let next = &mut next;
+            // The signals' own handle on the audit log: a refused reload is recorded too.
+            let mut log = match &loaded.cfg.audit_log {
+                Some(p) => Some(AuditLog::open(p)?),
+                None => None,
+            };
+            let signals = async {
+                loop {
+                    match edges.signal().await {
+                        Signal::Stop => return Shutdown::Now,
+                        Signal::Reload => {
+                            notify(Notify::Reloading);
+                            match edges.reload() {
+                                Ok(l) => {
+                                    *next = Some(l);
+                                    return Shutdown::Now;
+                                }
+                                Err(e) => {
+                                    record(
+                                        log.as_mut(),
+                                        json!({"event": "reload_refused",
+                                        "error": e.to_string(),
+                                        "detail": "the configuration in force stays"}),
+                                    );
+                                    notify(Notify::Ready);
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            Watcher::new(&wcfg, &mut kernel, &mut sink).run(signals).await
+        };
+        ended?;
+        match next {
+            Some(l) => {
+                if l.cfg.metrics != loaded.cfg.metrics || l.cfg.socket != loaded.cfg.socket {
+                    st.record(json!({"event": "reload", "detail": "metrics and socket \
+                        addresses change only at a restart"}));
+                }
+                loaded = l;
+                st.record(json!({"event": "reload", "dry_run": loaded.cfg.dry_run,
+                    "guests": loaded.guests.len()}));
+                st.ready = false;
+            }
+            None => break,
+        }
+    }
+
+    notify(Notify::Stopping);
+    st.stop.store(true, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    for t in st.tasks.drain(..) {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    drain(&mut st, &loaded);
+    let _ = servers_stop.send(true);
+    for s in servers {
+        let _ = tokio::time::timeout_at(deadline + Duration::from_millis(100), s).await;
+    }
+    st.record(json!({"event": "stop", "caps": "left in place; a restarted guard adopts them"}));
+    Ok(())
+}
+
+fn publish_quotas(st: &State, loaded: &Loaded) {
+    let max = sysctl::read("nf_conntrack_max").unwrap_or(0);
+    for id in 0..loaded.guests.len() as GuestId {
+        let name = loaded.guests.name(id);
+        st.metrics.quota(name, loaded.cfg.policy(name).quota.entries(max));
+    }
+}
+
+struct GuardSink<'a> {
+    st: &'a mut State,
+    loaded: &'a Loaded,
+    notify: &'a dyn Fn(Notify),
+}
+
+impl Sink for GuardSink<'_> {
+    type Error = Error;
+
+    fn overrun(&mut self, o: &Overrun) -> Result<(), Error> {
+        self.st.record(json!({"event": "overrun", "overruns": o.overruns,
+            "lost_events": o.lost_events, "detail": "resyncing from a dump"}));
+        Ok(())
+    }
+
+    fn resynced(&mut self, _: &Resynced) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn snapshot(&mut self, v: &View<'_>) -> Result<(), Error> {
+        let now = Instant::now();
+        let st = &mut *self.st;
+        if st.kernel_read.is_none_or(|t| now.duration_since(t) >= KERNEL_EVERY) {
+            st.kernel = st.ct.cpu_stats().ok().map(|c| CpuStats::sum(&c));
+            st.kernel_read = Some(now);
+        }
+        let rows: Vec<(Option<GuestId>, Row)> = v
+            .table
+            .tally()
+            .sorted()
+            .into_iter()
+            .filter_map(|(k, r)| match k {
+                GroupKey::Guest(g) => Some((g, r)),
+                _ => None,
+            })
+            .collect();
+        let names: Vec<String> = (0..self.loaded.guests.len() as GuestId)
+            .map(|i| self.loaded.guests.name(i).into())
+            .collect();
+        st.board.publish(Seen {
+            guests: names,
+            rows: rows.clone(),
+            stats: v.stats,
+            kernel: st.kernel,
+            events: v.events,
+            overruns: v.overruns,
+            resyncs: v.resyncs,
+            synced: v.synced,
+            at_unix_ms: unix_ms(),
+        });
+        drain(st, self.loaded);
+        let Some(table) = v.stats else { return Ok(()) };
+        let guests: Vec<(GuestId, Row)> =
+            rows.iter().filter_map(|(g, r)| g.map(|g| (g, *r))).collect();
+        let obs =
+            Observation { now, table, drop: st.kernel.map(|k| u64::from(k.drop)), guests: &guests };
+        let round = st.decider.decide(&self.loaded.cfg, &self.loaded.guests, &obs);
+        carry_out(st, self.loaded, &round, table);
+        if !st.ready {
+            st.ready = true;
+            (self.notify)(Notify::Ready);
+        }
+        Ok(())
+    }
+
+    fn snapshot_at_seed(&self) -> bool {
+        true
+    }
+}
+
+/// The table as a record shows it.
+fn table_seen(t: crate::stats::TableStats) -> Value {
+    let fill = if t.max > 0 { f64::from(t.count) * 100.0 / f64::from(t.max) } else { 0.0 };
+    json!({"entries": t.count, "limit": t.max, "fill_percent": (fill * 10.0).round() / 10.0})
+}
+
+fn carry_out(st: &mut State, loaded: &Loaded, round: &Round, table: crate::stats::TableStats) {
+    let cfg = &loaded.cfg;
+    if let Some(t) = round.started {
+        let why = match t {
+            Trigger::High => "the table reached high",
+            Trigger::Drop => "the kernel is dropping packets (drop rose)",
+        };
+        st.record(json!({"event": "relief_started", "trigger": why, "table": table_seen(table)}));
+    }
+    if round.ended {
+        st.record(json!({"event": "relief_ended", "table": table_seen(table)}));
+    }
+    let mut jobs: Vec<(GuestId, Vec<Box<dyn FnOnce() -> Done + Send>>)> = Vec::new();
+    for d in &round.decisions {
+        let name = loaded.guests.name(d.guest).to_string();
+        let action = act_name(&d.act);
+        let mut line = json!({"event": "decision", "guest": name, "action": action,
+            "dry_run": cfg.dry_run, "table": table_seen(table), "guest_entries": d.row.total,
+            "quota": d.quota, "states": states_of(&d.row)});
+        match &d.act {
+            Act::Cap { limit, nets } => {
+                line["cap"] = json!(limit);
+                line["nets"] = json!(nets.iter().map(ToString::to_string).collect::<Vec<_>>());
+            }
+            Act::CapProtected => {
+                line["detail"] =
+                    json!("every network of the guest overlaps a protected one: not capped");
+            }
+            _ => {}
+        }
+        let busy = st.busy.contains(&d.guest) && !matches!(d.act, Act::Alert);
+        if busy {
+            line["detail"] = json!("an action on this guest is still running: skipped");
+        }
+        st.record(line);
+        st.metrics.acted(&name, metrics_action(&d.act));
+        if cfg.dry_run || busy {
+            continue;
+        }
+        if let Some(step) = step(st, loaded, d) {
+            match jobs.iter_mut().find(|(g, _)| *g == d.guest) {
+                Some((_, steps)) => steps.push(step),
+                None => jobs.push((d.guest, vec![step])),
+            }
+        }
+    }
+    for (guest, steps) in jobs {
+        start(st, guest, steps);
+    }
+}
+
+fn metrics_action(a: &Act) -> metrics::Action {
+    match a {
+        Act::Alert => metrics::Action::Alert,
+        Act::Cap { .. } | Act::CapProtected => metrics::Action::Cap,
+        Act::Evict => metrics::Action::Evict,
+        Act::Uncap => metrics::Action::Uncap,
+    }
+}
+
+/// One step of a guest's job.
+fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<Box<dyn FnOnce() -> Done + Send>> {
+    let guest = d.guest;
+    let name = loaded.guests.name(guest).to_string();
+    let caps = st.caps.clone();
+    Some(match d.act.clone() {
+        Act::Cap { limit, nets } => {
+            Box::new(move || match with_caps(caps, |c| c.install(&name, &nets, limit)) {
+                Ok(()) => Done::Capped {
+                    guest,
+                    nets: nets.iter().map(ToString::to_string).collect(),
+                    limit,
+                },
+                Err(e) => Done::Failed { guest, action: "cap", error: e },
+            })
+        }
+        Act::Uncap => Box::new(move || match with_caps(caps, |c| c.remove(&name)) {
+            Ok(()) => Done::Uncapped { guest },
+            Err(e) => Done::Failed { guest, action: "uncap", error: e },
+        }),
+        Act::Evict => {
+            let policy = loaded.cfg.policy(&name).clone();
+            let job = EvictJob {
+                guest,
+                sel: evict_selector(loaded, guest, &policy),
+                name,
+                limit: policy.evict_limit,
+                state_dir: loaded.cfg.state_dir.clone(),
+                audit_log: loaded.cfg.audit_log.clone(),
+                netns: loaded.cfg.netns.clone(),
+                stop: st.stop.clone(),
+            };
+            Box::new(move || job.run())
+        }
+        Act::Alert | Act::CapProtected => return None,
+    })
+}
+
+/// Starts one guest's steps of a round, in order, on one blocking thread (which inherits the
+/// namespace this one entered): a cap is in place before its eviction begins, so the slots
+/// the eviction frees are not taken back.
+fn start(st: &mut State, guest: GuestId, steps: Vec<Box<dyn FnOnce() -> Done + Send>>) {
+    if steps.is_empty() {
+        return;
+    }
+    st.busy.insert(guest);
+    let tx = st.done_tx.clone();
+    st.tasks.retain(|t| !t.is_finished());
+    st.tasks.push(tokio::task::spawn_blocking(move || {
+        let mut steps = steps.into_iter().peekable();
+        while let Some(step) = steps.next() {
+            let done = step();
+            let failed = matches!(done, Done::Failed { .. });
+            let last = steps.peek().is_none();
+            let _ = tx.send(Step { done, last: last || failed });
+            if failed {
+                // A failed cap leaves no eviction behind it: the next round decides again.
+                return;
+            }
+        }
+    }));
+}
+
+fn with_caps(
+    caps: Option<Arc<Mutex<Caps>>>,
+    f: impl FnOnce(&mut Caps) -> Result<(), CapError>,
+) -> Result<(), String> {
+    let Some(caps) = caps else { return Err("caps are off in a dry run".into()) };
+    let mut c = caps.lock().map_err(|_| "caps: a previous action panicked".to_string())?;
+    f(&mut c).map_err(|e| e.to_string())
+}
+
+/// The offender's flows the policy evicts: its own (by the guest map), in the policy's
+/// states, idle long enough, none touching a protected address.
+pub fn evict_selector(loaded: &Loaded, guest: GuestId, policy: &Policy) -> Selector {
+    Selector {
+        guests: Some(GuestFilter { map: loaded.guests.clone(), ids: vec![guest], cidrs: vec![] }),
+        states: policy.evict_state.clone(),
+        idle_min: policy.evict_idle.map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
+        timeouts: policy.evict_idle.map(|_| StateTimeouts::read()),
+        except: loaded.cfg.protect.clone(),
+        ..Selector::default()
+    }
+}
+
+/// An eviction, as it runs on its thread.
+struct EvictJob {
+    guest: GuestId,
+    name: String,
+    sel: Selector,
+    limit: Option<u64>,
+    state_dir: PathBuf,
+    audit_log: Option<PathBuf>,
+    netns: Option<String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl EvictJob {
+    fn run(self) -> Done {
+        let (guest, failed) = (self.guest, |error: String| Done::Failed {
+            guest: self.guest,
+            action: "evict",
+            error,
+        });
+        match self.evict() {
+            Ok((report, spool)) => Done::Evicted { guest, report, spool },
+            Err(e) => failed(e),
+        }
+    }
+
+    fn evict(&self) -> Result<(evict::Report, Option<PathBuf>), String> {
+        let mut ct = Conntrack::open().map_err(|e| e.to_string())?;
+        let _ = spool::prune(&self.state_dir, SPOOL_KEEP);
+        let path = spool::in_state_dir(&self.state_dir, &self.name, SystemTime::now())
+            .map_err(|e| e.to_string())?;
+        let mut file = Spool::create(&path).map_err(|e| e.to_string())?;
+        let log = match &self.audit_log {
+            Some(p) => Some(AuditLog::open(p).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let mut what = format!("--guest {} --state {}", self.name, states_text(&self.sel));
+        if let Some(idle) = self.sel.idle_min {
+            what.push_str(&format!(" --idle {idle}s"));
+        }
+        for p in &self.sel.except {
+            what.push_str(&format!(" --except {p}"));
+        }
+        let run = RunInfo::new("guard", Actor::current(), self.netns.as_deref(), what)
+            .with_pace(self.limit, None)
+            .with_save(Some(&path));
+        let mut trail = Trail::new(log, run);
+        // The intent is on disk before the first delete, or nothing is deleted.
+        trail.intent(None).map_err(|e| e.to_string())?;
+        let r = evict::unattended(&mut ct, &self.sel, self.limit, Some(&mut file), &self.stop);
+        // The spool is committed whatever happened: it lists flows that may be gone now.
+        let committed = file.commit().map_err(|e| e.to_string());
+        let done = match r {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = trail.outcome(&json!({}), None, Some(&e.to_string()));
+                return Err(e.to_string());
+            }
+        };
+        let signal = self.stop.load(Ordering::Relaxed).then_some("SIGTERM");
+        let hook =
+            done.hook_error.as_ref().map(|e| format!("spool: {e}; the deletes stopped there"));
+        trail.outcome(&done.report, signal, hook.as_deref()).map_err(|e| e.to_string())?;
+        let path = committed?;
+        match hook {
+            Some(h) => Err(h),
+            None => Ok((done.report, Some(path))),
+        }
+    }
+}
+
+fn states_text(sel: &Selector) -> String {
+    let mut names: Vec<String> = sel.states.iter().map(|s| s.name().to_string()).collect();
+    names.dedup();
+    names.join(",")
+}
+
+/// Takes in what finished actions reported.
+fn drain(st: &mut State, loaded: &Loaded) {
+    while let Ok(Step { done, last }) = st.done.try_recv() {
+        let guest = match &done {
+            Done::Capped { guest, .. }
+            | Done::Uncapped { guest }
+            | Done::Evicted { guest, .. }
+            | Done::Failed { guest, .. } => *guest,
+        };
+        if last {
+            st.busy.remove(&guest);
+        }
+        let name = loaded.guests.name(guest).to_string();
+        let line = match done {
+            Done::Capped { nets, limit, .. } => {
+                st.decider.capped(guest);
+                st.metrics.capped(&name, true);
+                json!({"event": "done", "guest": name, "action": "cap", "nets": nets, "cap": limit})
+            }
+            Done::Uncapped { .. } => {
+                st.decider.uncapped(guest);
+                st.metrics.capped(&name, false);
+                json!({"event": "done", "guest": name, "action": "uncap"})
+            }
+            Done::Evicted { report, spool, .. } => {
+                st.metrics.evicted(&name, report.deleted);
+                json!({"event": "done", "guest": name, "action": "evict",
+                    "deleted": report.deleted, "matched": report.matched,
+                    "spool": spool.map(|p| p.display().to_string()),
+                    "elapsed_s": report.elapsed_s})
+            }
+            Done::Failed { action, error, .. } => {
+                json!({"event": "failed", "guest": name, "action": action, "error": error})
+            }
+        };
+        st.record(line);
+    }
+}
+
+/// Lifts the caps of `which` guests (all with `None`) from ctguard's table in this namespace:
+/// `ctguard guard --uncap`. Returns the guests uncapped.
+pub fn uncap(which: Option<&str>) -> Result<Vec<String>, CapError> {
+    let mut caps = Caps::open()?;
+    let mut names: Vec<String> = caps.list()?.into_iter().map(|c| c.guest).collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| which.is_none_or(|w| w == n));
+    for n in &names {
+        caps.remove(n)?;
+    }
+    Ok(names)
+}
