@@ -9,7 +9,10 @@
 //! - [`seed`]: the incident's table as a `conntrack -R` file (258,540 entries).
 //! - [`table`]: the host's conntrack table through conntrack-tools, the oracle.
 //! - [`replay`]: the incident, step by step, shared by the end-to-end test and the demo.
+//! - [`guarded`]: the incident with `ctguard guard` running, which relieves it unattended
+//!   (issue 13), shared by its lab test and `ctguard-lab guard-demo`.
 
+pub mod guarded;
 pub mod place;
 pub mod replay;
 pub mod seed;

@@ -1,4 +1,6 @@
 //! `ctguard-lab demo`: the incident replayed in namespaces for a person to watch;
+//! `ctguard-lab guard-demo`: the same incident with `ctguard guard` running, which relieves it
+//! unattended (issue 13);
 //! `ctguard-lab seed-table FILE`: the incident's table as a `conntrack -R` file, for the bench.
 
 use std::path::PathBuf;
@@ -6,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ctguard_lab::replay::{self, Options};
-use ctguard_lab::seed;
+use ctguard_lab::{guarded, seed};
 
 /// The hypervisor lab: replays the conntrack table-full incident in network namespaces
 /// (ctg-lab-<pid>-*), and removes them again. Needs root.
@@ -25,6 +27,13 @@ enum Command {
         #[arg(long, env = "CTGUARD", default_value = "ctguard")]
         ctguard: PathBuf,
     },
+    /// The runaway guest floods with `ctguard guard` running in the host namespace: the guard
+    /// caps it and evicts its flows, the healthy guests keep connecting (about a minute).
+    GuardDemo {
+        /// The ctguard binary to run (a release build).
+        #[arg(long, env = "CTGUARD", default_value = "ctguard")]
+        ctguard: PathBuf,
+    },
     /// Write the incident's table (258,540 TCP entries) to FILE as `conntrack -R` input. Touches
     /// no conntrack table and needs no privileges.
     SeedTable {
@@ -40,6 +49,17 @@ fn main() -> ExitCode {
             match replay::run_bounded(&opts) {
                 Ok(_) => ExitCode::SUCCESS,
                 // Dropping the replay removed the lab, also on timeout, Ctrl-C or SIGTERM.
+                Err(e) => {
+                    eprintln!("ctguard-lab: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::GuardDemo { ctguard } => {
+            let opts = guarded::Options { ctguard, narrate_to_stderr: false };
+            match guarded::run_bounded(&opts) {
+                Ok(_) => ExitCode::SUCCESS,
+                // The guard was stopped and the lab removed, also on timeout or a signal.
                 Err(e) => {
                     eprintln!("ctguard-lab: {e}");
                     ExitCode::from(1)

@@ -71,7 +71,7 @@ pub struct Narrator {
 }
 
 impl Narrator {
-    fn new(to_stderr: bool) -> Narrator {
+    pub(crate) fn new(to_stderr: bool) -> Narrator {
         Narrator { started: Instant::now(), to_stderr }
     }
 
@@ -104,7 +104,7 @@ impl Narrator {
 }
 
 /// Fails the replay with `what` unless `ok`.
-fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+pub(crate) fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what()) }
 }
 
@@ -112,7 +112,7 @@ fn expect(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 /// attempts a second, each given 100 ms) until stopped, so a slot the kernel frees is taken
 /// again at once, as in the incident (5-8k connections in 2.7 s); at most 500,000 attempts and
 /// 150 s in any case.
-const FLOOD: FloodLimits = FloodLimits {
+pub(crate) const FLOOD: FloodLimits = FloodLimits {
     concurrency: 256,
     max_attempts: 500_000,
     attempt_timeout: Duration::from_millis(100),
@@ -121,7 +121,7 @@ const FLOOD: FloodLimits = FloodLimits {
 /// Pings the host sends to a healthy guest while the table is full.
 const PING_PROBES: u16 = 20;
 /// How long a healthy guest's connection attempt may take before it counts as failed.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The whole replay may take this long; then it stops and the lab is removed.
 pub const REPLAY_LIMIT: Duration = Duration::from_secs(300);
@@ -177,33 +177,11 @@ pub async fn run(opts: &Options) -> Result<Outcome, String> {
 
 async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, String> {
     let mut out = Outcome::default();
-    let healthy: Vec<(GuestSpec, &Place)> =
-        lab.guests.iter().filter(|(g, _)| !g.runaway).map(|(g, p)| (*g, p)).collect();
-
-    let listener = lab
-        .upstream
-        .run(traffic::listen(topology::UPSTREAM_PORT))
-        .await?
-        .map_err(|e| format!("upstream listen: {e}"))?;
-    lab.upstream.spawn(traffic::serve(listener, 10_000));
-    let sink = lab
-        .upstream
-        .run(traffic::listen(topology::SINK_PORT))
-        .await?
-        .map_err(|e| format!("upstream sink listen: {e}"))?;
-    lab.upstream.spawn(traffic::sink(sink, 500_000));
+    let healthy = healthy(lab);
+    start_upstream(lab).await?;
 
     say.step("Healthy guests open sessions to the upstream server (IPv4 and IPv6)");
-    let mut sessions: Vec<(GuestSpec, TcpStream)> = Vec::new();
-    for (g, place) in &healthy {
-        for v6 in [false, false, true] {
-            let s = place
-                .run(traffic::connect_and_echo(topology::upstream(v6), PROBE_TIMEOUT))
-                .await??;
-            sessions.push((*g, s));
-        }
-        ping_ok(lab, g).await?;
-    }
+    let mut sessions = open_sessions(lab, &healthy).await?;
     say.note(&format!(
         "{} sessions open and echoing; the host pings every healthy guest",
         sessions.len()
@@ -417,19 +395,10 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
             e.key
         ));
     }
-    let healthy_est = |entries: &[Entry]| -> BTreeSet<String> {
-        entries
-            .iter()
-            .filter(|e| {
-                e.state == "ESTABLISHED"
-                    && healthy
-                        .iter()
-                        .any(|(g, _)| e.src == IpAddr::V4(g.v4) || e.src == IpAddr::V6(g.v6))
-            })
-            .map(|e| e.key.clone())
-            .collect()
-    };
-    let (h_before, h_after) = (healthy_est(&snapshot.others), healthy_est(&after.others));
+    let (h_before, h_after) = (
+        healthy_established(&snapshot.others, &healthy),
+        healthy_established(&after.others, &healthy),
+    );
     expect(h_before == h_after, || {
         format!(
             "the healthy guests' ESTABLISHED entries changed: {} before, {} after",
@@ -531,6 +500,65 @@ async fn replay(lab: &Lab, opts: &Options, say: &Narrator) -> Result<Outcome, St
     Ok(out)
 }
 
+/// The lab's healthy guests (all but the runaway), with their places.
+pub(crate) fn healthy(lab: &Lab) -> Vec<(GuestSpec, &Place)> {
+    lab.guests.iter().filter(|(g, _)| !g.runaway).map(|(g, p)| (*g, p)).collect()
+}
+
+/// Starts the upstream echo server (at most 10,000 connections) and the sink the runaway guest
+/// leaks its connections to (at most 500,000).
+pub(crate) async fn start_upstream(lab: &Lab) -> Result<(), String> {
+    let listener = lab
+        .upstream
+        .run(traffic::listen(topology::UPSTREAM_PORT))
+        .await?
+        .map_err(|e| format!("upstream listen: {e}"))?;
+    lab.upstream.spawn(traffic::serve(listener, 10_000));
+    let sink = lab
+        .upstream
+        .run(traffic::listen(topology::SINK_PORT))
+        .await?
+        .map_err(|e| format!("upstream sink listen: {e}"))?;
+    lab.upstream.spawn(traffic::sink(sink, 500_000));
+    Ok(())
+}
+
+/// Each healthy guest opens three sessions to the upstream server (two over IPv4, one over
+/// IPv6) that echo, and the host pings it.
+pub(crate) async fn open_sessions(
+    lab: &Lab,
+    healthy: &[(GuestSpec, &Place)],
+) -> Result<Vec<(GuestSpec, TcpStream)>, String> {
+    let mut sessions = Vec::new();
+    for (g, place) in healthy {
+        for v6 in [false, false, true] {
+            let s = place
+                .run(traffic::connect_and_echo(topology::upstream(v6), PROBE_TIMEOUT))
+                .await??;
+            sessions.push((*g, s));
+        }
+        ping_ok(lab, g).await?;
+    }
+    Ok(sessions)
+}
+
+/// The healthy guests' ESTABLISHED entries in a listing, by key (tuple and id, no timeout).
+pub(crate) fn healthy_established(
+    entries: &[Entry],
+    healthy: &[(GuestSpec, &Place)],
+) -> BTreeSet<String> {
+    entries
+        .iter()
+        .filter(|e| {
+            e.state == "ESTABLISHED"
+                && healthy
+                    .iter()
+                    .any(|(g, _)| e.src == IpAddr::V4(g.v4) || e.src == IpAddr::V6(g.v6))
+        })
+        .map(|e| e.key.clone())
+        .collect()
+}
+
 /// The counts of the outcome record `ctguard evict` appended to its audit log: the same numbers
 /// its report printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,7 +621,7 @@ fn cap_refusals(lab: &Lab) -> Result<u64, String> {
 }
 
 /// The host pings a guest and gets the reply.
-async fn ping_ok(lab: &Lab, g: &GuestSpec) -> Result<Duration, String> {
+pub(crate) async fn ping_ok(lab: &Lab, g: &GuestSpec) -> Result<Duration, String> {
     match lab.host.run(traffic::ping(g.v4, 0x7e00, PROBE_TIMEOUT)).await? {
         Ok(Ping::Reply(rtt)) => Ok(rtt),
         other => Err(format!("host: ping {} ({}): {other:?}", g.v4, g.role)),
@@ -601,7 +629,7 @@ async fn ping_ok(lab: &Lab, g: &GuestSpec) -> Result<Duration, String> {
 }
 
 /// Every session echoes once more, on its guest's place.
-async fn echo_all(
+pub(crate) async fn echo_all(
     lab: &Lab,
     sessions: Vec<(GuestSpec, TcpStream)>,
 ) -> Result<Vec<(GuestSpec, TcpStream)>, String> {

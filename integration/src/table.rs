@@ -153,7 +153,17 @@ fn parse_entry(line: &str) -> Result<Entry, String> {
 /// 240,000 of them 172.16.3.5's ESTABLISHED flows) and loads it into the namespace. Returns
 /// how many entries it loaded.
 pub fn seed_incident(ns: &Place, file: &Path) -> Result<u64, String> {
-    let lines = seed::write_file(file)?;
+    seed_entries(ns, file, seed::entries())
+}
+
+/// Writes `entries` to `file` as a `conntrack -R` file and loads it into the namespace.
+/// Returns how many entries it loaded.
+pub fn seed_entries(
+    ns: &Place,
+    file: &Path,
+    entries: impl Iterator<Item = seed::Entry>,
+) -> Result<u64, String> {
+    let lines = seed::write_file_of(file, entries)?;
     ns.exec_ok("conntrack", &["-R", &file.to_string_lossy()])?;
     Ok(lines)
 }
