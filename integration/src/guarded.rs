@@ -176,21 +176,7 @@ fn percent(n: u64, of: u64) -> f64 {
 /// or SIGTERM. Whichever way it ends, the guard is stopped and the lab removed before this
 /// returns.
 pub fn run_bounded(opts: &Options) -> Result<Outcome, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-        tokio::select! {
-            r = tokio::time::timeout(RUN_LIMIT, run(opts)) => {
-                r.unwrap_or_else(|_| Err(format!("the guarded replay took longer than {RUN_LIMIT:?}")))
-            }
-            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
-            _ = term.recv() => Err("terminated".to_string()),
-        }
-    })
+    crate::replay::bounded(RUN_LIMIT, "the guarded replay", run(opts))
 }
 
 /// Runs the guarded replay in a fresh lab, which is removed before this returns, whatever

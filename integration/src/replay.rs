@@ -130,6 +130,16 @@ pub const REPLAY_LIMIT: Duration = Duration::from_secs(300);
 /// Ctrl-C or SIGTERM. Whichever way it ends, the lab's future is dropped before this returns,
 /// and with it the lab: its namespaces are gone.
 pub fn run_bounded(opts: &Options) -> Result<Outcome, String> {
+    bounded(REPLAY_LIMIT, "the replay", run(opts))
+}
+
+/// Runs `fut` on a runtime of its own for at most `limit`, and stops it on Ctrl-C or SIGTERM:
+/// `fut` is dropped (and the lab it holds with it) before this returns, whichever way it ends.
+pub fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,8 +148,8 @@ pub fn run_bounded(opts: &Options) -> Result<Outcome, String> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
         tokio::select! {
-            r = tokio::time::timeout(REPLAY_LIMIT, run(opts)) => {
-                r.unwrap_or_else(|_| Err(format!("the replay took longer than {REPLAY_LIMIT:?}")))
+            r = tokio::time::timeout(limit, fut) => {
+                r.unwrap_or_else(|_| Err(format!("{what} took longer than {limit:?}")))
             }
             _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
             _ = term.recv() => Err("terminated".to_string()),
