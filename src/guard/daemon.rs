@@ -188,15 +188,6 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn act_name(a: &Act) -> &'static str {
-    match a {
-        Act::Alert => "alert",
-        Act::Cap { .. } | Act::CapProtected => "cap",
-        Act::Evict => "evict",
-        Act::Uncap => "uncap",
-    }
-}
-
 fn states_of(row: &Row) -> BTreeMap<&'static str, u64> {
     (0..tally::COLUMNS)
         .filter(|&c| row.by_state[c] > 0)
@@ -213,23 +204,21 @@ impl State {
 
 /// One JSON line on stderr and in `log`.
 fn record(log: Option<&mut AuditLog>, mut line: Value) {
+    if let Value::Object(m) = &mut line {
+        let mut head = serde_json::Map::new();
+        head.insert("record".into(), json!("guard"));
+        head.insert(
+            "time".into(),
+            json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+        );
+        head.append(m);
+        line = Value::Object(head);
+    }
+    eprintln!("{line}");
+    if let Some(log) = log
+        && let Err(e) = log.append(&line)
     {
-        if let Value::Object(m) = &mut line {
-            let mut head = serde_json::Map::new();
-            head.insert("record".into(), json!("guard"));
-            head.insert(
-                "time".into(),
-                json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
-            );
-            head.append(m);
-            line = Value::Object(head);
-        }
-        eprintln!("{line}");
-        if let Some(log) = log
-            && let Err(e) = log.append(&line)
-        {
-            eprintln!("ctguard: guard: {e}");
-        }
+        eprintln!("ctguard: guard: {e}");
     }
 }
 
@@ -499,7 +488,8 @@ fn carry_out(st: &mut State, loaded: &Loaded, round: &Round, table: crate::stats
     let mut jobs: Vec<(GuestId, Vec<StepFn>)> = Vec::new();
     for d in &round.decisions {
         let name = loaded.guests.name(d.guest).to_string();
-        let action = act_name(&d.act);
+        let kind = metrics_action(&d.act);
+        let action = kind.name();
         let mut line = json!({"event": "decision", "guest": name, "action": action,
             "dry_run": cfg.dry_run, "table": table_seen(table), "guest_entries": d.row.total,
             "quota": d.quota, "states": states_of(&d.row)});
@@ -519,7 +509,7 @@ fn carry_out(st: &mut State, loaded: &Loaded, round: &Round, table: crate::stats
             line["detail"] = json!("an action on this guest is still running: skipped");
         }
         st.record(line);
-        st.metrics.acted(&name, metrics_action(&d.act));
+        st.metrics.acted(&name, kind);
         if cfg.dry_run || busy {
             continue;
         }
@@ -643,14 +633,10 @@ struct EvictJob {
 
 impl EvictJob {
     fn run(self) -> Done {
-        let (guest, failed) = (self.guest, |error: String| Done::Failed {
-            guest: self.guest,
-            action: "evict",
-            error,
-        });
+        let guest = self.guest;
         match self.evict() {
             Ok((report, spool)) => Done::Evicted { guest, report, spool },
-            Err(e) => failed(e),
+            Err(error) => Done::Failed { guest, action: "evict", error },
         }
     }
 

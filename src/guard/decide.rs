@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use ipnetwork::IpNetwork;
 
-use super::config::{Config, Level, Policy};
+use super::config::{Config, Level};
 use crate::guests::{GuestId, GuestMap};
 use crate::stats::TableStats;
 use crate::tally::Row;
@@ -110,11 +110,6 @@ pub struct Decider {
     guests: HashMap<GuestId, GuestState>,
 }
 
-/// `guest`'s quota in entries for a table of `max`.
-pub fn quota_entries(policy: &Policy, max: u64) -> u64 {
-    policy.quota.entries(max)
-}
-
 fn overlaps(a: &IpNetwork, b: &IpNetwork) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
@@ -187,7 +182,7 @@ impl Decider {
                 .guests
                 .iter()
                 .filter_map(|&(id, row)| {
-                    let quota = quota_entries(cfg.policy(map.name(id)), max);
+                    let quota = cfg.policy(map.name(id)).quota.entries(max);
                     (row.total > quota).then_some((id, row, quota))
                 })
                 .collect();
@@ -250,7 +245,7 @@ impl Decider {
         capped.sort_unstable();
         for guest in capped {
             let row = rows.get(&guest).copied().unwrap_or_default();
-            let quota = quota_entries(cfg.policy(map.name(guest)), max);
+            let quota = cfg.policy(map.name(guest)).quota.entries(max);
             let Some(g) = self.guests.get_mut(&guest) else { continue };
             if row.total > quota {
                 g.under_since = None;
