@@ -204,15 +204,11 @@ impl State {
 
 /// One JSON line on stderr and in `log`.
 fn record(log: Option<&mut AuditLog>, mut line: Value) {
+    // serde_json's map keeps its keys sorted: where these two go in the line is not chosen.
     if let Value::Object(m) = &mut line {
-        let mut head = serde_json::Map::new();
-        head.insert("record".into(), json!("guard"));
-        head.insert(
-            "time".into(),
-            json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
-        );
-        head.append(m);
-        line = Value::Object(head);
+        m.insert("record".into(), json!("guard"));
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        m.insert("time".into(), json!(time));
     }
     eprintln!("{line}");
     if let Some(log) = log
