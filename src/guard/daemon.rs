@@ -170,6 +170,9 @@ struct State {
     stop: Arc<AtomicBool>,
     done_tx: Sender<Step>,
     done: Receiver<Step>,
+    /// Notified after each step sent on `done_tx`: the watcher snapshots at once, so a step's
+    /// record and the decisions that wait on it come without waiting for the next interval.
+    wake: Arc<tokio::sync::Notify>,
     /// Guests with an action running.
     busy: HashSet<GuestId>,
     ct: Conntrack,
@@ -266,6 +269,7 @@ pub async fn run(
         stop: Arc::new(AtomicBool::new(false)),
         done_tx,
         done,
+        wake: Arc::new(tokio::sync::Notify::new()),
         busy: HashSet::new(),
         ct: Conntrack::open()?,
         kernel: None,
@@ -313,6 +317,7 @@ pub async fn run(
             interval: DECIDE_EVERY,
             reconcile: Some(reconcile),
             snapshots: None,
+            wake: Some(st.wake.clone()),
         };
         let mut next: Option<Loaded> = None;
         let ended = {
@@ -576,7 +581,7 @@ fn start(st: &mut State, guest: GuestId, steps: Vec<StepFn>) {
         return;
     }
     st.busy.insert(guest);
-    let tx = st.done_tx.clone();
+    let (tx, wake) = (st.done_tx.clone(), st.wake.clone());
     st.tasks.retain(|t| !t.is_finished());
     st.tasks.push(tokio::task::spawn_blocking(move || {
         let mut steps = steps.into_iter().peekable();
@@ -585,6 +590,7 @@ fn start(st: &mut State, guest: GuestId, steps: Vec<StepFn>) {
             let failed = matches!(done, Done::Failed { .. });
             let last = steps.peek().is_none();
             let _ = tx.send(Step { done, last: last || failed });
+            wake.notify_one();
             if failed {
                 // A failed cap leaves no eviction behind it: the next round decides again.
                 return;

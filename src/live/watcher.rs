@@ -8,9 +8,11 @@
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval, interval_at};
 
@@ -254,6 +256,10 @@ pub struct Config {
     pub reconcile: Option<Duration>,
     /// Stop after this many snapshots.
     pub snapshots: Option<u64>,
+    /// A snapshot also as soon as this is notified, besides the interval's (the guard: one of
+    /// its actions finished, and what it did is recorded and decided on at once). Such a
+    /// snapshot does not count towards `snapshots`.
+    pub wake: Option<Arc<Notify>>,
 }
 
 /// The live engine's state across one run.
@@ -269,6 +275,14 @@ pub struct Watcher<'a, K: Kernel, S: Sink> {
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// `wake`'s next notification; never resolves without one.
+async fn woken(wake: &Option<Arc<Notify>>) {
+    match wake {
+        Some(w) => w.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The running dump's result; never resolves while none runs.
@@ -377,6 +391,7 @@ impl<'a, K: Kernel, S: Sink> Watcher<'a, K, S> {
                     }
                 }
                 _ = reconciler.tick(), if self.cfg.reconcile.is_some() => self.resyncs.reconcile(),
+                _ = woken(&self.cfg.wake), if seeded => self.snapshot()?,
             }
         }
     }

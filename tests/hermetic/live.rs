@@ -298,6 +298,7 @@ mod engine {
             interval: Duration::from_millis(100),
             reconcile: None,
             snapshots: Some(3),
+            wake: None,
         };
         // The kernel's story: 1 and 2 exist and are dumped; 3 is created and 1 ends; events
         // are lost (4 is created unseen); the second dump has 2, 3, 4; then 5 is created.
@@ -383,6 +384,41 @@ mod engine {
         assert_eq!((done.events, done.how), (0, Shutdown::Quiet));
     }
 
+    /// The guard's wake: a notification is a snapshot at once, long before the interval's.
+    #[test]
+    fn issue_13_a_wake_is_a_snapshot_without_waiting_for_the_interval() {
+        let snapshots_in_300ms = |wake: Option<std::sync::Arc<tokio::sync::Notify>>| {
+            let cfg = Config {
+                classifier: Classifier::new(Selector::default(), GroupBy::Src, GuestMap::new()),
+                interval: Duration::from_secs(3600),
+                reconcile: None,
+                snapshots: None,
+                wake,
+            };
+            let mut kernel = Fake {
+                subscriptions: VecDeque::new(),
+                dumps: VecDeque::from([vec![flow(1)]]),
+                count: 1,
+            };
+            let mut seen = Seen::default();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let how = rt.block_on(async {
+                let stop = async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Shutdown::Now
+                };
+                Watcher::new(&cfg, &mut kernel, &mut seen).run(stop).await.unwrap()
+            });
+            assert_eq!(how, Shutdown::Now);
+            seen.snapshots
+        };
+        assert!(snapshots_in_300ms(None).is_empty(), "an hour's interval: no snapshot yet");
+        // Notified before the seed: the permit waits, and the snapshot comes once seeded.
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        wake.notify_one();
+        assert_eq!(snapshots_in_300ms(Some(wake)), [(1, 0, 0, 1, true)]);
+    }
+
     #[test]
     fn issue_11_1_a_count_the_table_disagrees_with_is_not_synced() {
         let cfg = Config {
@@ -390,6 +426,7 @@ mod engine {
             interval: Duration::from_millis(50),
             reconcile: None,
             snapshots: Some(2),
+            wake: None,
         };
         let mut kernel = Fake {
             subscriptions: VecDeque::new(),

@@ -290,6 +290,7 @@ async fn watch_loop(
         interval: job.interval,
         reconcile,
         snapshots: job.live.count,
+        wake: None,
     };
     let how = live::stopping(job.live.duration)?;
     let mut kernel = Netns { ct, rcvbuf: job.live.buffer };
