@@ -360,6 +360,9 @@ impl<'a, K: Kernel, S: Sink> Watcher<'a, K, S> {
                         }
                     }
                 }
+                // Before the events: under a flood of them (the guard's own eviction sends
+                // one per deleted flow) a wake would otherwise wait for the flood to pause.
+                _ = woken(&self.cfg.wake), if seeded => self.snapshot()?,
                 r = sub.recv(|kind, flow| {
                     let change = self.cfg.classifier.change(kind, flow);
                     self.counters.count(kind, self.table.apply(&change));
@@ -391,7 +394,6 @@ impl<'a, K: Kernel, S: Sink> Watcher<'a, K, S> {
                     }
                 }
                 _ = reconciler.tick(), if self.cfg.reconcile.is_some() => self.resyncs.reconcile(),
-                _ = woken(&self.cfg.wake), if seeded => self.snapshot()?,
             }
         }
     }
