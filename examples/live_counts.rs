@@ -67,6 +67,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         interval: Duration::from_secs(1),
         reconcile: None,
         snapshots: Some(seconds),
+        wake: None,
     };
     let mut ct = Conntrack::open()?;
     let mut kernel = Netns { ct: &mut ct, rcvbuf: 64 << 20 };

@@ -25,6 +25,7 @@ mod mixed_table;
 mod netns;
 mod netns_path;
 mod oracle;
+mod parity;
 mod permissions;
 mod seed;
 mod unattended;

@@ -1,0 +1,127 @@
+//! The parity tier (issue 12): one operation done once by conntrack-tools and once by ctguard,
+//! each in its own fresh namespace seeded identically, must leave identical tables and print
+//! the same flows; bad input is refused by both, ctguard with exit 2, and nothing is touched.
+//!
+//! A seed is a list of `conntrack -I` argument lines (split on blanks). Tables are compared as
+//! `conntrack -L` prints them (with `-o` options when asked), timeouts masked.
+
+use crate::netns::{Netns, Run};
+use crate::oracle;
+
+/// Two namespaces seeded with the same flows: `ct` for conntrack-tools, `ctg` for ctguard.
+pub struct Twins {
+    pub ct: Netns,
+    pub ctg: Netns,
+}
+
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+impl Twins {
+    /// Fresh twins, each given every seed line with `conntrack -I`.
+    #[track_caller]
+    pub fn seeded(seed: &[&str]) -> Twins {
+        let t = Twins { ct: Netns::new(), ctg: Netns::new() };
+        for ns in [&t.ct, &t.ctg] {
+            for line in seed {
+                let mut args = vec!["-I"];
+                args.extend(words(line));
+                ns.conntrack(&args).ok();
+            }
+        }
+        let (a, b) = (t.ct.conntrack_count(), t.ctg.conntrack_count());
+        assert_eq!((a, b), (seed.len() as u64, seed.len() as u64), "the seed did not load");
+        t
+    }
+
+    /// Both tables, as `conntrack -L <list_opts>` prints them, normalised and sorted.
+    pub fn tables(&self, list_opts: &[&str]) -> (Vec<String>, Vec<String>) {
+        let table = |ns: &Netns| oracle::sorted(&ns.conntrack_list(list_opts));
+        (table(&self.ct), table(&self.ctg))
+    }
+
+    /// Runs `conntrack <ct_args>` in one twin and `ctguard <ctg_args>` in the other; both
+    /// must succeed and leave the same table. Returns the two runs.
+    #[track_caller]
+    pub fn same_effect(&self, ct_args: &str, ctg_args: &str, list_opts: &[&str]) -> (Run, Run) {
+        let ct = self.ct.conntrack(&words(ct_args));
+        let ctg = self.ctg.ctguard(&words(ctg_args));
+        assert_eq!(ct.code, Some(0), "conntrack {ct_args} failed: {}", ct.describe());
+        assert_eq!(ctg.code, Some(0), "ctguard {ctg_args} failed: {}", ctg.describe());
+        let (a, b) = self.tables(list_opts);
+        if let Err(why) = oracle::same_lines(&b, &a) {
+            panic!("after `conntrack {ct_args}` and `ctguard {ctg_args}` the tables differ: {why}");
+        }
+        (ct, ctg)
+    }
+
+    /// `conntrack -L <ct_args>` and `ctguard list <ctg_args>` print the same flows (in the
+    /// twin each runs in, which hold the same table).
+    #[track_caller]
+    pub fn same_list(&self, ct_args: &str, ctg_args: &str) -> Vec<String> {
+        let want = self.ct.conntrack_list(&words(ct_args));
+        let mut args = vec!["list"];
+        args.extend(words(ctg_args));
+        let got = self.ctg.ctguard(&args);
+        assert!(
+            matches!(got.code, Some(0 | 1)),
+            "ctguard list {ctg_args} failed: {}",
+            got.describe()
+        );
+        if let Err(why) = oracle::same_lines(&got.lines(), &want) {
+            panic!("`conntrack -L {ct_args}` and `ctguard list {ctg_args}` differ: {why}");
+        }
+        want
+    }
+
+    /// Both refuse: conntrack exits non-zero, ctguard exits 2 with a one-line reason, and
+    /// neither table changed. Returns ctguard's reason.
+    #[track_caller]
+    pub fn both_refuse(&self, ct_args: &str, ctg_args: &str) -> String {
+        let before = self.tables(&[]);
+        let ct = self.ct.conntrack(&words(ct_args));
+        let ctg = self.ctg.ctguard(&words(ctg_args));
+        assert_ne!(ct.code, Some(0), "conntrack {ct_args} accepted it: {}", ct.describe());
+        assert_eq!(ctg.code, Some(2), "ctguard {ctg_args}: {}", ctg.describe());
+        let reason = ctg.stderr_lines();
+        assert_eq!(reason.len(), 1, "one line of reason: {}", ctg.describe());
+        assert_eq!(self.tables(&[]), before, "a refused command changed a table");
+        reason[0].to_string()
+    }
+}
+
+/// The options conntrack-tools and ctguard share today, selecting and deleting, through the
+/// harness: the baseline the issue's new options are held to.
+#[test]
+fn issue_12_parity_baseline_selects_and_deletes_like_conntrack() {
+    let seed = [
+        "-s 10.0.0.5 -d 192.0.2.1 -p tcp --sport 40000 --dport 80 --state ESTABLISHED -u SEEN_REPLY,ASSURED -t 3600",
+        "-s 10.0.0.5 -d 192.0.2.2 -p tcp --sport 40001 --dport 443 --state TIME_WAIT -t 100",
+        "-s 10.0.0.6 -d 192.0.2.1 -p udp --sport 5353 --dport 53 -t 30 -m 7",
+        "-s 10.0.0.7 -d 192.0.2.9 -p icmp --icmp-type 8 --icmp-code 0 --icmp-id 77 -t 30",
+        "-s 2001:db8::5 -d 2001:db8::1 -p tcp --sport 40000 --dport 22 --state ESTABLISHED -t 600",
+        "-s 10.0.0.8 -d 192.0.2.1 -p tcp --sport 40002 --dport 80 --state ESTABLISHED -t 3600 -w 3",
+    ];
+    let t = Twins::seeded(&seed);
+    for (ct, ctg) in [
+        ("-s 10.0.0.5", "-s 10.0.0.5"),
+        ("-d 192.0.2.1", "-d 192.0.2.1"),
+        ("-p tcp --dport 80", "-p tcp --dport 80"),
+        ("-p tcp --state ESTABLISHED", "-p tcp --state ESTABLISHED"),
+        ("-m 7", "--mark 7"),
+        ("-w 3", "--zone 3"),
+        ("-f ipv6", "-f ipv6"),
+    ] {
+        let shown = t.same_list(ct, ctg);
+        assert!(!shown.is_empty(), "`conntrack -L {ct}` selects something of the seed");
+    }
+    t.same_effect(
+        "-D -p tcp -s 10.0.0.5 --state ESTABLISHED",
+        "evict -p tcp -s 10.0.0.5 --state ESTABLISHED --yes",
+        &[],
+    );
+    assert_eq!(t.ct.conntrack_count(), seed.len() as u64 - 1);
+    let reason = t.both_refuse("-D -s 10.0.0.300", "evict -s 10.0.0.300 --yes");
+    assert!(reason.contains("10.0.0.300"), "{reason}");
+}
