@@ -26,6 +26,7 @@ pub mod ctnetlink;
 pub mod doctor;
 pub mod event;
 pub mod evict;
+pub mod expect;
 pub mod flushproof;
 pub mod guard;
 pub mod guests;

@@ -2,7 +2,7 @@
 //! arguments, its plan, its run), over leaf modules that never use a command: `exit` (the
 //! exit status), `parse` (typed value parsers), `select_args` (the selecting flags),
 //! `report_args` (the `--json` and selection tail of `count`, `top` and `list`), `dump` (the
-//! shared dump passes), `live` (what `events` and `watch` share), `ask` (`--live`: the
+//! shared dump passes), `expect` (`--expect`: the expectation table), `live` (what `events` and `watch` share), `ask` (`--live`: the
 //! guard's answers as tallies), `host`, `save` and
 //! `signals`. Parsing reads only the command line and `CTGUARD_*` variables. A plan reads its
 //! input (`--guests`, `load`'s file or stdin), looks at the paths it will write (`--save`,
@@ -13,6 +13,7 @@ pub mod ask;
 pub mod cmd;
 pub mod dump;
 pub mod exit;
+pub mod expect;
 pub mod host;
 pub mod live;
 pub mod parse;

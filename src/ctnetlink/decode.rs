@@ -20,20 +20,20 @@ pub struct Malformed(pub &'static str);
 
 /// One attribute, borrowed from its message.
 #[derive(Clone, Copy)]
-struct Nla<'a> {
+pub(super) struct Nla<'a> {
     kind: u16,
     value: &'a [u8],
 }
 
 impl<'a> Nla<'a> {
-    fn value(&self) -> &'a [u8] {
+    pub(super) fn value(&self) -> &'a [u8] {
         self.value
     }
 }
 
 /// Walks the attributes of `buf` in place (what netlink-packet-core's `NlasIterator` does, at a
 /// third of its cost on the dump path); an attribute that overruns ends the walk with an error.
-struct Attrs<'a> {
+pub(super) struct Attrs<'a> {
     buf: &'a [u8],
 }
 
@@ -62,20 +62,20 @@ impl<'a> Iterator for Attrs<'a> {
     }
 }
 
-fn attrs(buf: &[u8]) -> Attrs<'_> {
+pub(super) fn attrs(buf: &[u8]) -> Attrs<'_> {
     Attrs { buf }
 }
 
-fn kind(nla: &Nla<'_>) -> u16 {
+pub(super) fn kind(nla: &Nla<'_>) -> u16 {
     // The nested and byte-order flags are not part of the type.
     nla.kind & NLA_TYPE_MASK
 }
 
-fn be16(v: &[u8]) -> Result<u16, Malformed> {
+pub(super) fn be16(v: &[u8]) -> Result<u16, Malformed> {
     v.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(Malformed("short u16"))
 }
 
-fn be32(v: &[u8]) -> Result<u32, Malformed> {
+pub(super) fn be32(v: &[u8]) -> Result<u32, Malformed> {
     v.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(Malformed("short u32"))
 }
 
@@ -210,7 +210,7 @@ fn decode_protoinfo(v: &[u8]) -> Result<Option<ProtoState>, Malformed> {
 }
 
 /// Decodes a `CTA_TUPLE_*` nest into `t`; returns the protocol number it carries.
-fn decode_tuple(v: &[u8], t: &mut Tuple) -> Result<Proto, Malformed> {
+pub(super) fn decode_tuple(v: &[u8], t: &mut Tuple) -> Result<Proto, Malformed> {
     let mut proto = Proto(0);
     let (mut sport, mut dport) = (None, None);
     let (mut itype, mut icode, mut iid) = (None, None, None);

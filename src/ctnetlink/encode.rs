@@ -29,9 +29,22 @@ impl<'a> MsgWriter<'a> {
         family: u8,
         version: u8,
     ) -> Self {
+        Self::begin_in(NFNL_SUBSYS_CTNETLINK, buf, msg_type, flags, seq, family, version)
+    }
+
+    /// [`MsgWriter::begin`] for another nfnetlink subsystem (the expectations').
+    pub(crate) fn begin_in(
+        subsys: u16,
+        buf: &'a mut Vec<u8>,
+        msg_type: u16,
+        flags: u16,
+        seq: u32,
+        family: u8,
+        version: u8,
+    ) -> Self {
         let start = buf.len();
         let mut header = NetlinkHeader::default();
-        header.message_type = (NFNL_SUBSYS_CTNETLINK << 8) | msg_type;
+        header.message_type = (subsys << 8) | msg_type;
         header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = seq;
         buf.resize(start + NLMSG_HDRLEN + 4, 0);
@@ -57,11 +70,11 @@ impl<'a> MsgWriter<'a> {
         self.attr(kind, &[v]);
     }
 
-    fn be16(&mut self, kind: u16, v: u16) {
+    pub(super) fn be16(&mut self, kind: u16, v: u16) {
         self.attr(kind, &v.to_be_bytes());
     }
 
-    fn be32(&mut self, kind: u16, v: u32) {
+    pub(super) fn be32(&mut self, kind: u16, v: u32) {
         self.attr(kind, &v.to_be_bytes());
     }
 
@@ -94,7 +107,7 @@ impl<'a> MsgWriter<'a> {
         });
     }
 
-    fn tuple(&mut self, kind: u16, t: &Tuple, proto: Proto) {
+    pub(super) fn tuple(&mut self, kind: u16, t: &Tuple, proto: Proto) {
         self.nest(kind, |w| {
             w.ip(Some(t.src), Some(t.dst));
             w.nest(CTA_TUPLE_PROTO, |w| {

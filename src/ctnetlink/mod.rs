@@ -7,7 +7,7 @@
 //! messages. Callers see [`Flow`](crate::Flow)s, never attributes.
 //!
 //! `socket` opens and talks (requests with one answer), `dump` streams the table, `delete`
-//! and `flushreq` remove entries, `events` listens; `decode` and `encode` are the two
+//! and `flushreq` remove entries, `events` listens, `expect` lists and deletes expectations; `decode` and `encode` are the two
 //! directions of the wire format, `uapi` its numbers, `error` what can go wrong.
 
 mod decode;
@@ -16,6 +16,7 @@ mod dump;
 mod encode;
 mod error;
 mod events;
+mod expect;
 mod flushreq;
 mod socket;
 mod uapi;
@@ -26,6 +27,7 @@ pub use dump::{DUMP_ATTEMPTS, DumpSummary, Dumped, decode_message};
 
 pub use error::{Error, NEEDS_CAP_NET_ADMIN};
 pub use events::{EventMask, Received, Subscription, decode_event};
+pub use expect::decode_expectation;
 pub use flushreq::FlushRequest;
 pub use socket::{Conntrack, REPLY_TIMEOUT};
 pub(crate) use socket::{

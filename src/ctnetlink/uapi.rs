@@ -18,6 +18,7 @@ pub(crate) const NLMSG_HDRLEN: usize = 16;
 // include/uapi/linux/netfilter/nfnetlink.h
 pub(crate) const NFNETLINK_V0: u8 = 0;
 pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+pub(crate) const NFNL_SUBSYS_CTNETLINK_EXP: u16 = 2;
 // nfnetlink.h: enum nfnetlink_groups. bind(2) takes them as a mask, bit (group - 1).
 pub(crate) const NFNLGRP_CONNTRACK_NEW: u32 = 1;
 pub(crate) const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
@@ -29,6 +30,25 @@ pub(crate) const IPCTNL_MSG_CT_GET: u16 = 1;
 pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = 2;
 pub(crate) const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
 pub(crate) const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
+
+// nfnetlink_conntrack.h: enum cntl_msg_exp_types
+pub(crate) const IPCTNL_MSG_EXP_GET: u16 = 1;
+pub(crate) const IPCTNL_MSG_EXP_DELETE: u16 = 2;
+
+// nfnetlink_conntrack.h: enum ctattr_expect and enum ctattr_expect_nat
+pub(crate) const CTA_EXPECT_MASTER: u16 = 1;
+pub(crate) const CTA_EXPECT_TUPLE: u16 = 2;
+pub(crate) const CTA_EXPECT_MASK: u16 = 3;
+pub(crate) const CTA_EXPECT_TIMEOUT: u16 = 4;
+pub(crate) const CTA_EXPECT_ID: u16 = 5;
+pub(crate) const CTA_EXPECT_HELP_NAME: u16 = 6;
+pub(crate) const CTA_EXPECT_ZONE: u16 = 7;
+pub(crate) const CTA_EXPECT_FLAGS: u16 = 8;
+pub(crate) const CTA_EXPECT_CLASS: u16 = 9;
+pub(crate) const CTA_EXPECT_NAT: u16 = 10;
+pub(crate) const CTA_EXPECT_FN: u16 = 11;
+pub(crate) const CTA_EXPECT_NAT_DIR: u16 = 1;
+pub(crate) const CTA_EXPECT_NAT_TUPLE: u16 = 2;
 
 // nfnetlink_conntrack.h: enum ctattr_type
 pub(crate) const CTA_TUPLE_ORIG: u16 = 1;

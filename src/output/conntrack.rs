@@ -146,7 +146,7 @@ fn write_tuple(
 }
 
 /// The layer-4 fields, chosen by protocol number (as the library does), not by what was sent.
-fn write_l4(out: &mut impl Write, proto: Proto, l4: L4) -> io::Result<()> {
+pub(super) fn write_l4(out: &mut impl Write, proto: Proto, l4: L4) -> io::Result<()> {
     match proto {
         Proto::TCP | Proto::UDP | Proto::UDPLITE | Proto::SCTP | Proto::DCCP => {
             let (src, dst) = match l4 {
@@ -196,7 +196,7 @@ fn state_name(state: ProtoState) -> &'static str {
     }
 }
 
-fn write_addr(out: &mut impl Write, addr: IpAddr) -> io::Result<()> {
+pub(super) fn write_addr(out: &mut impl Write, addr: IpAddr) -> io::Result<()> {
     let mut buf = [0u8; 46];
     let len = match addr {
         IpAddr::V4(a) => fmt_ipv4(&mut buf, a),
@@ -275,7 +275,7 @@ fn fmt_ipv6(buf: &mut [u8], addr: Ipv6Addr) -> usize {
     at
 }
 
-fn write_u64(out: &mut impl Write, n: u64) -> io::Result<()> {
+pub(super) fn write_u64(out: &mut impl Write, n: u64) -> io::Result<()> {
     let mut buf = [0u8; 20];
     let len = put_decimal(&mut buf, n);
     out.write_all(&buf[..len])

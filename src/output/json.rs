@@ -399,7 +399,7 @@ impl LoadError {
 // Names shared by the owned and the borrowed serialisation.
 
 /// `ipv4`, `ipv6`, `unknown(N)`.
-struct FamilyName(Family);
+pub(super) struct FamilyName(pub(super) Family);
 
 impl fmt::Display for FamilyName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,6 +1,7 @@
 //! Renderings of flows and tallies: `conntrack -L` text, JSON Lines, terminal tables.
 
 pub mod conntrack;
+pub mod expect;
 pub mod json;
 pub mod jsonl;
 pub mod live;

@@ -8,14 +8,18 @@ use ctguard::output::report::Ranking;
 use ctguard::tally::{GroupBy, Tally};
 
 use crate::cli::ask::{self, LiveArgs, Source};
-use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::report_args::ReportArgs;
 use crate::cli::select_args;
+use crate::cli::{dump, expect};
 
 /// `ctguard count`.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
+    /// Count the expectation table instead of the flows (`conntrack -C expect`); --by src,
+    /// dst, src/N, dst/N, proto or zone of the expected tuple.
+    #[arg(long, conflicts_with = "live")]
+    pub expect: bool,
     /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark.
     #[arg(long, value_name = "KEY", value_parser = GroupBy::parse)]
     pub by: Option<GroupBy>,
@@ -31,6 +35,7 @@ pub struct Plan {
     source: Source,
     by: Option<GroupBy>,
     json: bool,
+    expect: bool,
 }
 
 /// Checks the flags; reads the guest file.
@@ -39,7 +44,10 @@ pub fn plan(a: Args) -> Result<Plan, String> {
     if let (Source::Dump(_, guests), Some(by)) = (&source, a.by) {
         select_args::check_guest_grouping(by, guests)?;
     }
-    Ok(Plan { source, by: a.by, json: a.report.json })
+    if let (Source::Dump(sel, _), true) = (&source, a.expect) {
+        expect::check(sel, a.by)?;
+    }
+    Ok(Plan { source, by: a.by, json: a.report.json, expect: a.expect })
 }
 
 impl Plan {
@@ -61,7 +69,9 @@ pub fn run_live(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
 /// Runs `count`: exit 1 when nothing matched.
 pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
     let Source::Dump(sel, guests) = p.source else { return run_live(p, out) };
-    let tally = dump::tally(ct, *sel, p.by.unwrap_or(GroupBy::All), guests)?;
+    let by = p.by.unwrap_or(GroupBy::All);
+    let tally =
+        if p.expect { expect::tally(ct, &sel, by)? } else { dump::tally(ct, *sel, by, guests)? };
     print(&tally, p.by, p.json, out)
 }
 

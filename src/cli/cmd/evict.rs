@@ -21,6 +21,7 @@ use ctguard::sysctl::StateTimeouts;
 use ctguard::tally::{GroupBy, Tally};
 
 use crate::cli::exit::{Failure, Outcome};
+use crate::cli::expect;
 use crate::cli::parse;
 use crate::cli::save::{self, SaveFile};
 use crate::cli::select_args::{self, SelectArgs};
@@ -43,6 +44,10 @@ if still the same entry and still selected. See the README's \"What a delete gua
 #[derive(Debug, Args)]
 #[command(after_help = EVICT_EXIT_STATUS)]
 pub struct EvictArgs {
+    /// Delete expectations instead of flows (`conntrack -D expect`): selected by -s, -d, -p,
+    /// --sport, --dport, -f, --zone of the expected tuple, each deleted by tuple and id.
+    #[arg(long)]
+    pub expect: bool,
     /// Every flow in the table (must be said explicitly; still asks, or needs --yes).
     #[arg(long)]
     pub all: bool,
@@ -99,6 +104,7 @@ pub struct EvictPlan {
     /// `None`: auditing turned off.
     audit_log: Option<PathBuf>,
     json: bool,
+    expect: bool,
 }
 
 /// Checks every flag before anything is touched; a bad one is a one-line reason.
@@ -122,6 +128,14 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
             .into());
     }
     let (limit, rate) = (a.limit, a.rate);
+    if a.expect {
+        let refused = [("--limit", limit.is_some()), ("--rate", rate.is_some())];
+        let refused = refused.into_iter().chain([("--save", a.save.is_some())]);
+        if let Some((flag, _)) = refused.into_iter().find(|(_, given)| *given) {
+            return Err(format!("{flag} does not apply to --expect"));
+        }
+        expect::check(&sel, None)?;
+    }
     if a.list && !a.dry_run {
         return Err("--list prints what --dry-run would delete; add --dry-run".into());
     }
@@ -149,6 +163,7 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
         save,
         audit_log: (!a.no_audit && !a.audit_log.is_empty()).then(|| PathBuf::from(a.audit_log)),
         json: a.json,
+        expect: a.expect,
     })
 }
 
@@ -225,18 +240,19 @@ impl Preview {
     }
 }
 
-/// The question before deleting: how many, and in which namespace.
-fn question(n: u64, netns: Option<&str>) -> String {
+/// The question before deleting: how many of what (`flows`, `expectations`), and in which
+/// namespace.
+fn question(n: u64, what: &str, netns: Option<&str>) -> String {
     match netns {
-        Some(ns) => format!("Delete {n} flows in netns {ns}? [y/N] "),
-        None => format!("Delete {n} flows in the current network namespace? [y/N] "),
+        Some(ns) => format!("Delete {n} {what} in netns {ns}? [y/N] "),
+        None => format!("Delete {n} {what} in the current network namespace? [y/N] "),
     }
 }
 
 /// Asks on the terminal; true only for y/yes. A stopping signal ends the wait (as a no): the
 /// handlers restart a blocked read, so stdin is polled, a quarter second at a time.
-fn confirm(n: u64, netns: Option<&str>) -> bool {
-    eprint!("{}", question(n, netns));
+fn confirm(n: u64, what: &str, netns: Option<&str>) -> bool {
+    eprint!("{}", question(n, what, netns));
     let _ = io::stderr().flush();
     let mut stdin = libc::pollfd { fd: libc::STDIN_FILENO, events: libc::POLLIN, revents: 0 };
     loop {
@@ -271,7 +287,18 @@ pub fn run(
 ) -> Result<Outcome, Failure> {
     let stop = signals::install()?;
     let mut trail = open_trail(&p, netns)?;
-    let result = evict(ct, p, netns, stop, &mut trail, out);
+    let result = if p.expect {
+        let e = expect::EvictExpect {
+            sel: &p.sel,
+            yes: p.yes,
+            dry_run: p.dry_run,
+            list: p.list,
+            json: p.json,
+        };
+        expect::evict(ct, &e, stop, &mut trail, |n| confirm(n, "expectations", netns), out)
+    } else {
+        evict(ct, p, netns, stop, &mut trail, out)
+    };
     if trail.pending() {
         // Nothing matched: a report of nothing. An error: no counts, they are not known.
         let (counts, error) = match &result {
@@ -443,7 +470,11 @@ fn evict(
                 return Ok(Decision::DryRun);
             }
             io::stderr().write_all(&text)?;
-            Ok(if confirm(selected, self.netns) { Decision::Delete } else { Decision::Decline })
+            Ok(if confirm(selected, "flows", self.netns) {
+                Decision::Delete
+            } else {
+                Decision::Decline
+            })
         }
 
         fn before_deletes(&mut self, selection: &Selection) -> Result<(), Failure> {
@@ -569,10 +600,17 @@ mod tests {
     #[test]
     fn issue_9_15_the_question_names_the_namespace() {
         assert_eq!(
-            question(240_000, Some("guests")),
+            question(240_000, "flows", Some("guests")),
             "Delete 240000 flows in netns guests? [y/N] "
         );
-        assert_eq!(question(3, None), "Delete 3 flows in the current network namespace? [y/N] ");
+        assert_eq!(
+            question(3, "flows", None),
+            "Delete 3 flows in the current network namespace? [y/N] "
+        );
+        assert_eq!(
+            question(2, "expectations", None),
+            "Delete 2 expectations in the current network namespace? [y/N] "
+        );
     }
 
     #[test]

@@ -8,14 +8,18 @@ use ctguard::ctnetlink::Conntrack;
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
 
-use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::report_args::ReportArgs;
+use crate::cli::{dump, expect};
 
 /// `ctguard list`.
 #[derive(Debug, ClapArgs)]
 #[command(mut_arg("json", |a| a.help(JSON_HELP)))]
 pub struct Args {
+    /// The expectation table instead of the flows (`conntrack -L expect`); selects by -s, -d,
+    /// -p, --sport, --dport, -f, --zone of the expected tuple.
+    #[arg(long)]
+    pub expect: bool,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -28,15 +32,23 @@ const JSON_HELP: &str = "Print JSON Lines, one flow per line (schema in docs/jso
 pub struct Plan {
     sel: Selector,
     json: bool,
+    expect: bool,
 }
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    Ok(Plan { sel: a.report.select.selector()?.0, json: a.report.json })
+    let sel = a.report.select.selector()?.0;
+    if a.expect {
+        expect::check(&sel, None)?;
+    }
+    Ok(Plan { sel, json: a.report.json, expect: a.expect })
 }
 
 /// Runs `list`: streams the dump to `out`; exit 1 when nothing matched.
 pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+    if p.expect {
+        return expect::list(ct, &p.sel, p.json, out);
+    }
     let sel = dump::with_timeouts(p.sel);
     let mut shown = 0u64;
     let mut err = None;
