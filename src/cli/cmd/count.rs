@@ -17,7 +17,7 @@ use crate::cli::{dump, expect};
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Count the expectation table instead of the flows (`conntrack -C expect`); --by src,
-    /// dst, src/N, dst/N, proto or zone of the expected tuple.
+    /// dst, src/N, dst/N, or proto of the expected tuple.
     #[arg(long, conflicts_with = "live")]
     pub expect: bool,
     /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark.

@@ -45,7 +45,7 @@ if still the same entry and still selected. See the README's \"What a delete gua
 #[command(after_help = EVICT_EXIT_STATUS)]
 pub struct EvictArgs {
     /// Delete expectations instead of flows (`conntrack -D expect`): selected by -s, -d, -p,
-    /// --sport, --dport, -f, --zone of the expected tuple, each deleted by tuple and id.
+    /// --sport, --dport, -f of the expected tuple, each deleted by tuple and id.
     #[arg(long)]
     pub expect: bool,
     /// Every flow in the table (must be said explicitly; still asks, or needs --yes).

@@ -17,7 +17,7 @@ use crate::cli::{dump, expect};
 #[command(mut_arg("json", |a| a.help(JSON_HELP)))]
 pub struct Args {
     /// The expectation table instead of the flows (`conntrack -L expect`); selects by -s, -d,
-    /// -p, --sport, --dport, -f, --zone of the expected tuple.
+    /// -p, --sport, --dport, -f of the expected tuple.
     #[arg(long)]
     pub expect: bool,
     #[command(flatten)]
