@@ -7,7 +7,7 @@
 //! The engines another program would use: [`ctnetlink`] (the kernel interface: dumps,
 //! identity-guarded deletes, events, stats), [`flow`], [`select`], [`guests`], [`tally`],
 //! [`live`] (the live table and its engine, `live::Watcher`), [`evict`] (the strategy, the
-//! re-checked deletes, the proven flush), and [`spool`] (what an eviction deleted, on disk). The capability rooms the `ctguard` binary runs —
+//! re-checked deletes, the proven flush), [`expect`] (the expectation table), and [`spool`] (what an eviction deleted, on disk). The capability rooms the `ctguard` binary runs —
 //! [`doctor`], [`tune`], [`audit`], [`output`] and their helpers ([`kmsg`], [`sysctl`],
 //! [`netns`], [`kernel`], [`trusted_dir`], [`stats`], [`event`], [`flushproof`]) — are
 //! public because the binary is a separate crate that calls them, and the guard will too.

@@ -89,3 +89,40 @@ fn issue_12_truncated_recorded_expectations_are_errors_not_panics() {
         assert!(decode_expectation(&bytes[..3]).is_err());
     }
 }
+
+/// The example in docs/json-schema.md is what ctguard writes for that expectation.
+#[test]
+fn issue_12_the_documented_expectation_example_is_what_ctguard_writes() {
+    let doc = include_str!("../../docs/json-schema.md");
+    let example = doc
+        .split("Example (an FTP passive-mode data connection):\n\n```jsonl\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("the expectation example");
+    let lo: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    let ones: std::net::IpAddr = "255.255.255.255".parse().expect("ip");
+    let tuple = |src, dst, sport, dport| ctguard::Tuple {
+        src,
+        dst,
+        l4: ctguard::L4::Ports { src: sport, dst: dport },
+        zone: None,
+    };
+    let tcp = ctguard::Proto::TCP;
+    let e = Expectation {
+        proto: tcp,
+        tuple: tuple(lo, lo, 0, 50003),
+        mask: tuple(ones, ones, 0, 65535),
+        mask_proto: tcp,
+        master: tuple(lo, lo, 40023, 21),
+        master_proto: tcp,
+        timeout: Some(299),
+        id: Some(1582629177),
+        helper: Some(ctguard::flow::HelperName::new(b"ftp")),
+        flags: Some(0),
+        class: Some(0),
+        ..Expectation::default()
+    };
+    let mut v = Vec::new();
+    write_json(&mut v, &e).expect("write");
+    assert_eq!(String::from_utf8(v).expect("utf8"), format!("{example}\n"));
+}
