@@ -455,7 +455,7 @@ pub struct Flow {
 }
 
 /// A conntrack helper name (at most 16 bytes in the kernel, `NF_CT_HELPER_NAME_LEN`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct HelperName {
     bytes: [u8; 16],
     len: u8,

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::flow::{Flow, Proto, ProtoState, TcpState};
+use crate::flow::{Flow, HelperName, Proto, ProtoState, TcpState};
 use std::sync::Arc;
 
 use crate::guests::{GuestId, GuestMap};
@@ -41,6 +41,8 @@ pub enum GroupBy {
     Zone,
     /// Mark.
     Mark,
+    /// Helper (`ftp`, `sip`, ...; flows without one are one group).
+    Helper,
 }
 
 /// A `--by` key that does not parse.
@@ -48,7 +50,7 @@ pub enum GroupBy {
 #[non_exhaustive]
 pub enum ByError {
     /// Not one of the keys.
-    #[error("invalid --by '{0}' (guest, src, dst, src/N, dst/N, state, proto, zone, mark)")]
+    #[error("invalid --by '{0}' (guest, src, dst, src/N, dst/N, state, proto, zone, mark, helper)")]
     Unknown(String),
     /// A prefix longer than the address (`src/33`).
     #[error("invalid --by '{0}': prefix too long")]
@@ -57,7 +59,7 @@ pub enum ByError {
 
 impl GroupBy {
     /// Parses `guest`, `src`, `dst`, `src/N`, `src/N,M` (IPv4 /N, IPv6 /M; M defaults to 64),
-    /// `dst/N`, `state`, `proto`, `zone`, `mark`.
+    /// `dst/N`, `state`, `proto`, `zone`, `mark`, `helper`.
     pub fn parse(s: &str) -> Result<GroupBy, ByError> {
         let bad = || ByError::Unknown(s.into());
         let lower = s.to_ascii_lowercase();
@@ -83,6 +85,7 @@ impl GroupBy {
             "proto" => GroupBy::Proto,
             "zone" => GroupBy::Zone,
             "mark" => GroupBy::Mark,
+            "helper" => GroupBy::Helper,
             _ => return Err(bad()),
         })
     }
@@ -100,6 +103,7 @@ impl GroupBy {
             GroupBy::Proto => "proto".into(),
             GroupBy::Zone => "zone".into(),
             GroupBy::Mark => "mark".into(),
+            GroupBy::Helper => "helper".into(),
         }
     }
 }
@@ -123,6 +127,8 @@ pub enum GroupKey {
     Zone(u16),
     /// A mark.
     Mark(u32),
+    /// A helper, or none.
+    Helper(Option<HelperName>),
     /// A state column ([`column_of`]) as a whole: what a count kept by column, not by flow,
     /// can group by (the guard's `--by state` answer, where non-TCP flows are one `NON_TCP`).
     Column(u8),
@@ -280,6 +286,7 @@ impl Tally {
             GroupBy::Proto => GroupKey::Proto(flow.proto),
             GroupBy::Zone => GroupKey::Zone(flow.zone_id()),
             GroupBy::Mark => GroupKey::Mark(flow.mark.unwrap_or(0)),
+            GroupBy::Helper => GroupKey::Helper(flow.helper),
         }
     }
 
@@ -421,6 +428,8 @@ impl fmt::Display for Label<'_> {
             GroupKey::Proto(p) => f.write_str(p.name()),
             GroupKey::Zone(z) => write!(f, "{z}"),
             GroupKey::Mark(m) => write!(f, "{m}"),
+            GroupKey::Helper(Some(h)) => f.write_str(&h.as_str()),
+            GroupKey::Helper(None) => f.write_str("(no helper)"),
             GroupKey::Column(c) => f.write_str(column_name(usize::from(*c))),
         }
     }
@@ -523,5 +532,20 @@ mod tests {
         labels.sort();
         assert_eq!(labels, ["ESTABLISHED", "udp"]);
         assert!(GroupBy::parse("src/33").is_err() && GroupBy::parse("colour").is_err());
+    }
+
+    #[test]
+    fn issue_12_flows_group_by_helper() {
+        let mut t = Tally::new(GroupBy::parse("helper").unwrap(), GuestMap::new());
+        let mut ftp =
+            crate::flow::test_tcp("10.0.0.1", "10.0.0.2", 40000, 21, TcpState::Established);
+        ftp.helper = Some(HelperName::new(b"ftp"));
+        t.add(&ftp);
+        t.add(&ftp);
+        t.add(&crate::flow::test_tcp("10.0.0.1", "10.0.0.2", 40001, 80, TcpState::Established));
+        let rows: Vec<(String, u64)> =
+            t.sorted().iter().map(|(k, r)| (t.label(k), r.total)).collect();
+        assert_eq!(rows, [("ftp".to_string(), 2), ("(no helper)".to_string(), 1)]);
+        assert_eq!(GroupBy::Helper.name(), "helper");
     }
 }

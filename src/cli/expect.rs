@@ -23,7 +23,8 @@ pub fn check(sel: &Selector, by: Option<GroupBy>) -> Result<(), String> {
     expect::check_selector(sel)?;
     match by {
         Some(GroupBy::Guest | GroupBy::State | GroupBy::Mark | GroupBy::Zone) => Err(
-            "with --expect, --by is one of src, dst, src/N, dst/N, proto (of the expected tuple)"
+            "with --expect, --by is one of src, dst, src/N, dst/N, proto (of the expected tuple), \
+             helper"
                 .into(),
         ),
         _ => Ok(()),

@@ -84,6 +84,29 @@ fn expect_table(ns: &Netns) -> Vec<String> {
     sorted(&all)
 }
 
+/// `conntrack -D expect` of the TCP expectation `addr -> addr:dport` (conntrack-tools wants
+/// the whole expected tuple, reply ports too, unused).
+fn ct_delete_expect(ns: &Netns, addr: &str, dport: &str) -> crate::netns::Run {
+    ns.conntrack(&[
+        "-D",
+        "expect",
+        "-s",
+        addr,
+        "-d",
+        addr,
+        "-p",
+        "tcp",
+        "--sport",
+        "0",
+        "--dport",
+        dport,
+        "--reply-port-src",
+        "0",
+        "--reply-port-dst",
+        "0",
+    ])
+}
+
 /// `ctguard list --expect <args>` lines (exit 0 or 1).
 #[track_caller]
 fn ctg_expect(ns: &Netns, args: &str) -> Vec<String> {
@@ -161,6 +184,15 @@ fn issue_12_count_expect_counts_like_conntrack() {
     let entries = |key: &str| groups.iter().find(|g| g["key"] == key).map(|g| g["entries"].clone());
     assert_eq!(entries("127.0.0.1"), Some(Value::from(3)));
     assert_eq!(entries("::1"), Some(Value::from(1)));
+    let helper = t.ctg.ctguard(&["count", "--expect", "--by", "helper", "--json"]).ok();
+    let v: Value = serde_json::from_str(helper.stdout.trim()).expect("JSON");
+    assert_eq!((&v["groups"][0]["key"], &v["groups"][0]["entries"]), (&"ftp".into(), &4.into()));
+    // The masters carry the helper too: `count --by helper` of the flows.
+    let masters = t.ct.conntrack_list(&[]).iter().filter(|l| l.contains(" helper=ftp")).count();
+    assert_eq!(masters, 4, "one master flow per expectation");
+    let flows = t.ctg.ctguard(&["count", "--by", "helper", "--json"]).ok();
+    let v: Value = serde_json::from_str(flows.stdout.trim()).expect("JSON");
+    assert_eq!((&v["groups"][0]["key"], &v["groups"][0]["entries"]), (&"ftp".into(), &4.into()));
     let none = t.ctg.ctguard(&["count", "--expect", "-p", "udp"]);
     assert_eq!((none.code, none.stdout.trim()), (Some(1), "0"), "{}", none.describe());
 }
@@ -168,25 +200,7 @@ fn issue_12_count_expect_counts_like_conntrack() {
 #[test]
 fn issue_12_evict_expect_leaves_the_table_conntrack_d_expect_leaves() {
     let t = seeded();
-    // conntrack -D expect takes the whole expected tuple (its reply ports too, unused).
-    let ct = t.ct.conntrack(&[
-        "-D",
-        "expect",
-        "-s",
-        "127.0.0.1",
-        "-d",
-        "127.0.0.1",
-        "-p",
-        "tcp",
-        "--sport",
-        "0",
-        "--dport",
-        "50022",
-        "--reply-port-src",
-        "0",
-        "--reply-port-dst",
-        "0",
-    ]);
+    let ct = ct_delete_expect(&t.ct, "127.0.0.1", "50022");
     let ctg = t.ctg.ctguard(&[
         "evict",
         "--expect",
@@ -209,24 +223,7 @@ fn issue_12_evict_expect_leaves_the_table_conntrack_d_expect_leaves() {
     assert_eq!(expect_table(&t.ctg).len(), 3);
 
     // The IPv6 one, by family.
-    t.ct.conntrack(&[
-        "-D",
-        "expect",
-        "-s",
-        "::1",
-        "-d",
-        "::1",
-        "-p",
-        "tcp",
-        "--sport",
-        "0",
-        "--dport",
-        "50024",
-        "--reply-port-src",
-        "0",
-        "--reply-port-dst",
-        "0",
-    ]);
+    ct_delete_expect(&t.ct, "::1", "50024");
     let ctg = t.ctg.ctguard(&["evict", "--expect", "-f", "ipv6", "--yes", "--no-audit"]);
     assert_eq!(ctg.code, Some(0), "{}", ctg.describe());
     assert_eq!(expect_table(&t.ctg), expect_table(&t.ct));
@@ -301,24 +298,7 @@ fn issue_12_an_expectation_replaced_after_the_dump_is_not_deleted() {
     let dump = || ns.inside(|| Conntrack::open().expect("socket").expectations(None));
     let old = dump().expect("dump");
     assert_eq!(old.len(), 1);
-    ns.conntrack(&[
-        "-D",
-        "expect",
-        "-s",
-        "127.0.0.1",
-        "-d",
-        "127.0.0.1",
-        "-p",
-        "tcp",
-        "--sport",
-        "0",
-        "--dport",
-        "50031",
-        "--reply-port-src",
-        "0",
-        "--reply-port-dst",
-        "0",
-    ]);
+    ct_delete_expect(&ns, "127.0.0.1", "50031");
     expect_from(&ns, "127.0.0.1", "21", &["40032:50031"]);
     let new = dump().expect("dump");
     assert_eq!(new.len(), 1);

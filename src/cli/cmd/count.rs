@@ -17,10 +17,10 @@ use crate::cli::{dump, expect};
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Count the expectation table instead of the flows (`conntrack -C expect`); --by src,
-    /// dst, src/N, dst/N, or proto of the expected tuple.
+    /// dst, src/N, dst/N, proto of the expected tuple, or helper.
     #[arg(long, conflicts_with = "live")]
     pub expect: bool,
-    /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark.
+    /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark, helper.
     #[arg(long, value_name = "KEY", value_parser = GroupBy::parse)]
     pub by: Option<GroupBy>,
     #[command(flatten)]

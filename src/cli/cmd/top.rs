@@ -17,7 +17,7 @@ use crate::cli::select_args;
 /// `ctguard top`.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark
+    /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark, helper
     /// (default: guest with --guests, else src).
     #[arg(long, value_name = "KEY", value_parser = GroupBy::parse)]
     pub by: Option<GroupBy>,

@@ -41,7 +41,7 @@ rebuilt from a dump, a `lost` record per overrun, and a `snapshot` per --interva
 /// `ctguard watch`.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark
+    /// Group by: guest, src, dst, src/N, dst/N, state, proto, zone, mark, helper
     /// (default: guest with --guests, else src).
     #[arg(long, value_name = "KEY", value_parser = GroupBy::parse)]
     pub by: Option<GroupBy>,
