@@ -33,6 +33,7 @@ pub mod kernel;
 pub mod kmsg;
 pub mod live;
 pub mod netns;
+pub mod protocols;
 pub mod select;
 pub mod spool;
 pub mod stats;

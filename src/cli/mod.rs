@@ -10,7 +10,9 @@
 //! enters the namespace, opens the socket and writes.
 
 pub mod ask;
+pub mod batch;
 pub mod cmd;
+pub mod create_args;
 pub mod dump;
 pub mod exit;
 pub mod host;
