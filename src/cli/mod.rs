@@ -34,7 +34,8 @@ use exit::{Failure, Outcome};
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  success
-  1  nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor)
+  1  nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor);
+     nothing created (load: every flow already there)
   2  error, or bad input (refused before anything is touched); evict: also a delete the kernel
      refused, or Ctrl-C
 
