@@ -135,3 +135,57 @@ pub fn read(path: &str) -> Result<Vec<Line>, String> {
     }
     Ok(lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctguard::flow::{L4, Proto, ProtoState, Status, TcpState};
+
+    fn create(line: &str) -> Flow {
+        match parse_line(line) {
+            Ok(Some(Op::Create(f))) => *f,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// A line as `conntrack -L -o save` writes it (conntrack 1.4.7, recorded) becomes the
+    /// flow it describes: the reply tuple from -r/-q and --reply-port-*, the zone in its one
+    /// direction, no status bit for UNSET.
+    #[test]
+    fn issue_12_a_saved_line_is_the_flow_it_describes() {
+        let f = create(
+            "-A -t 99 -u UNSET --orig-zone 3 -s 10.0.0.1 -d 10.0.0.2 -r 10.0.0.2 -q 10.0.0.1 \
+             -p tcp --sport 1 --dport 2 --reply-port-src 2 --reply-port-dst 1 --state SYN_SENT2",
+        );
+        assert_eq!((f.proto, f.timeout, f.status), (Proto::TCP, Some(99), Status(0)));
+        assert_eq!(f.state, Some(ProtoState::Tcp(TcpState::SynSent2)));
+        assert_eq!((f.orig.zone, f.reply.zone, f.zone), (Some(3), None, None));
+        assert_eq!(f.orig.l4, L4::Ports { src: 1, dst: 2 });
+        assert_eq!(f.reply, ctguard::flow::Tuple { zone: None, ..f.orig.inverse() });
+        let g = create("-I -s 10.0.0.1 -d 10.0.0.2 -p 2 -t 30 --reply-zone 4");
+        assert!(g.proto == Proto(2) && g.reply.zone == Some(4), "{g:?}");
+    }
+
+    #[test]
+    fn issue_12_comments_blanks_and_refusals() {
+        assert!(matches!(parse_line("   "), Ok(None)));
+        assert!(matches!(parse_line("# -D -s 10.0.0.1"), Ok(None)));
+        let d = match parse_line("-D -s 10.0.0.0 --mask-src 255.255.0.0 -p tcp --state LISTEN") {
+            Ok(Some(Op::Delete(d))) => d,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(d.sel.src, vec!["10.0.0.0/16".parse().unwrap()]);
+        assert_eq!(d.text, "-s 10.0.0.0 --mask-src 255.255.0.0 -p tcp --state LISTEN");
+        for (line, needle) in [
+            ("-U -s 10.0.0.1 -m 1", "not supported yet"),
+            ("-F", "refused in a batch"),
+            ("-E", "not a batch command"),
+            ("-D", "without a selection"),
+            ("-I -s 10.0.0.1 -d 10.0.0.2 -p udp -t 1", "needs --sport and --dport"),
+            ("-D -s 10.0.0.1 --help", "unexpected argument '--help'"),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.contains(needle) && !e.contains('\n'), "{line}: {e}");
+        }
+    }
+}
