@@ -585,6 +585,18 @@ impl Flow {
         self.zone.or(self.orig.zone).or(self.reply.zone).unwrap_or(0)
     }
 
+    /// The zone id the kernel looks the original tuple up in (`nf_ct_zone_id(zone,
+    /// IP_CT_DIR_ORIGINAL)`): the entry's zone when it applies to both directions
+    /// (`CTA_ZONE`) or to the original one (`CTA_TUPLE_ZONE` in the original tuple), else 0.
+    pub fn orig_zone_id(&self) -> u16 {
+        self.zone.or(self.orig.zone).unwrap_or(0)
+    }
+
+    /// The zone id of the reply direction, as [`Flow::orig_zone_id`].
+    pub fn reply_zone_id(&self) -> u16 {
+        self.zone.or(self.reply.zone).unwrap_or(0)
+    }
+
     /// The TCP state, if this is a TCP flow with one.
     pub fn tcp_state(&self) -> Option<TcpState> {
         match self.state {

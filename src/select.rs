@@ -13,6 +13,7 @@ use ipnetwork::IpNetwork;
 
 use crate::flow::{DccpState, Family, Flow, Proto, ProtoState, SctpState, Status, TcpState};
 use crate::guests::{GuestId, GuestMap};
+use crate::protocols::ProtocolNames;
 use crate::sysctl::StateTimeouts;
 
 /// An inclusive port range.
@@ -64,8 +65,16 @@ pub struct Selector {
     pub status_clear: u32,
     /// `mark & mask == value & mask`.
     pub mark: Option<(u32, u32)>,
-    /// Zone (`CTA_ZONE`, 0 when absent).
+    /// Zone (`CTA_ZONE`, 0 when absent): the entry's zone id, whichever directions it
+    /// applies to (the kernel's `nf_ct_zone_equal_any`).
     pub zone: Option<u16>,
+    /// Zone of the original direction (`--orig-zone`): the id the kernel looks the original
+    /// tuple up in (`nf_ct_zone_id(zone, IP_CT_DIR_ORIGINAL)`), so an entry zoned for both
+    /// directions (`CTA_ZONE`) or for the original one (`CTA_TUPLE_ZONE` in the original
+    /// tuple) has its id there, and an entry zoned for the reply direction only has zone 0.
+    pub orig_zone: Option<u16>,
+    /// Zone of the reply direction (`--reply-zone`), as [`Selector::orig_zone`].
+    pub reply_zone: Option<u16>,
     /// Address family.
     pub family: Option<Family>,
     /// Idle for at least this many seconds (needs `timeouts`).
@@ -105,6 +114,8 @@ impl Selector {
             && self.status_clear == 0
             && self.mark.is_none()
             && self.zone.is_none()
+            && self.orig_zone.is_none()
+            && self.reply_zone.is_none()
             && self.family.is_none()
             && self.idle_min.is_none()
             && self.timeout_below.is_none()
@@ -126,10 +137,56 @@ impl Selector {
             && flow.status.0 & self.status_clear == 0
             && self.mark.is_none_or(|(v, m)| flow.mark.unwrap_or(0) & m == v & m)
             && self.zone.is_none_or(|z| flow.zone_id() == z)
+            && self.orig_zone.is_none_or(|z| flow.orig_zone_id() == z)
+            && self.reply_zone.is_none_or(|z| flow.reply_zone_id() == z)
             && self.timeout_below.is_none_or(|t| flow.timeout.is_some_and(|left| left < t))
             && self.idle_ok(flow)
             && self.guest_ok(flow)
             && !self.excepted(flow)
+    }
+
+    /// Refuses addresses that can never hold together, as `conntrack` does ("mismatched
+    /// address family"): every criterion must hold, so the address flags (and `-f`) must
+    /// agree on the family. A flag given both families (`-s 10.0.0.0/8 -s fd00::/8`, one
+    /// or the other) is fine on its own, but not beside a flag that fixes one of them.
+    pub fn check_families(&self) -> Result<(), ValueError> {
+        let flags: [(&str, &[IpNetwork]); 4] = [
+            ("-s", &self.src),
+            ("-d", &self.dst),
+            ("--reply-src", &self.reply_src),
+            ("--reply-dst", &self.reply_dst),
+        ];
+        let of = |n: &IpNetwork| if n.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 };
+        // The family some criterion fixes, and which one does.
+        let mut fixed: Option<(Family, String)> =
+            self.family.map(|f| (f, format!("-f {}", f.name())));
+        for (flag, nets) in flags {
+            let Some(first) = nets.first() else { continue };
+            if nets.iter().all(|n| of(n) == of(first)) {
+                match &fixed {
+                    Some((f, by)) if *f != of(first) => {
+                        return Err(ValueError::MismatchedFamily(format!(
+                            "{flag} {first} is {}, {by} is {}",
+                            of(first).name(),
+                            f.name()
+                        )));
+                    }
+                    Some(_) => {}
+                    None => fixed = Some((of(first), format!("{flag} {first}"))),
+                }
+            }
+        }
+        let Some((family, by)) = fixed else { return Ok(()) };
+        for (flag, nets) in flags {
+            if let Some(n) = nets.iter().find(|n| of(n) != family) {
+                return Err(ValueError::MismatchedFamily(format!(
+                    "{flag} {n} is {}, {by} is {}",
+                    of(n).name(),
+                    family.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// True when one of `flow`'s four addresses is in an `except` network.
@@ -170,7 +227,13 @@ impl Selector {
             family: self.family,
             mark: self.mark,
             status: (status_mask != 0).then_some((self.status_set, status_mask)),
-            zone: self.zone,
+            // The kernel's zone filter compares the id whatever the direction, so a directional
+            // zone other than 0 narrows the dump to a superset (zone 0 would drop the entries
+            // zoned in the other direction only).
+            zone: self
+                .zone
+                .or(self.orig_zone.filter(|z| *z != 0))
+                .or(self.reply_zone.filter(|z| *z != 0)),
             // IPv4 only: the kernel's IPv6 CTA_FILTER address match is inverted (6.18).
             orig_src_v4: single_v4_host(&self.src),
             orig_dst_v4: single_v4_host(&self.dst),
@@ -272,6 +335,15 @@ pub enum ValueError {
     /// Neither IPv4 nor IPv6.
     #[error("invalid family '{0}' (ipv4 or ipv6)")]
     Family(String),
+    /// Addresses (or `-f`) of both families where every one must hold (`conntrack`'s words).
+    #[error("mismatched address family: {0}")]
+    MismatchedFamily(String),
+    /// Not an address mask, or one whose ones are not contiguous.
+    #[error("invalid mask '{0}' (an address mask with contiguous ones, e.g. 255.255.255.0)")]
+    Mask(String),
+    /// `UNSET` names no bit: it cannot be negated or mixed with bits.
+    #[error("status '{0}': UNSET names no bit, give it alone (create only)")]
+    Unset(String),
 }
 
 /// An IP address or CIDR (`172.16.3.5`, `172.16.3.0/24`, `fd00::/64`).
@@ -295,9 +367,13 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, ValueError> {
     Ok(PortRange { lo, hi })
 }
 
-/// A protocol name or number.
+/// A protocol name or number, in `conntrack`'s order (`findproto`): the built-in names
+/// (`tcp`, case-insensitive), then the names and aliases of `/etc/protocols` (exact, as
+/// `getprotobyname` compares them), then a number 0-255.
 pub fn parse_proto(s: &str) -> Result<Proto, ValueError> {
-    Proto::parse(s).ok_or_else(|| ValueError::Proto(s.into()))
+    Proto::parse(s)
+        .or_else(|| ProtocolNames::system().lookup(s))
+        .ok_or_else(|| ValueError::Proto(s.into()))
 }
 
 /// State names as `conntrack -L` prints them; a comma list, case-insensitive. A name shared
@@ -306,7 +382,10 @@ pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, ValueError> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let before = out.len();
-        out.extend(TcpState::parse(name).map(ProtoState::Tcp));
+        // conntrack-tools names TCP state 9 LISTEN on input (libct_proto_tcp.c `states[]`),
+        // the kernel SYN_SENT2; SCTP's and DCCP's input names are the kernel's.
+        let tcp_name = if name.eq_ignore_ascii_case("LISTEN") { "SYN_SENT2" } else { name };
+        out.extend(TcpState::parse(tcp_name).map(ProtoState::Tcp));
         out.extend(SctpState::parse(name).map(ProtoState::Sctp));
         out.extend(DccpState::parse(name).map(ProtoState::Dccp));
         if out.len() == before {
@@ -322,9 +401,18 @@ pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, ValueError> {
 
 /// Status bits: a comma list of names, each optionally negated with `!`
 /// (`ASSURED,!SEEN_REPLY`). Returns (bits that must be set, bits that must be clear).
+/// `UNSET` alone, conntrack's name for no bit, gives `(0, 0)`: a create without status
+/// bits; a selection refuses it, as the kernel refuses `conntrack -L -u UNSET` (EINVAL).
 pub fn parse_status(s: &str) -> Result<(u32, u32), ValueError> {
+    let items: Vec<&str> = s.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    if items.iter().any(|i| i.trim_start_matches(['!', '~']).eq_ignore_ascii_case("UNSET")) {
+        return match items[..] {
+            [only] if only.eq_ignore_ascii_case("UNSET") => Ok((0, 0)),
+            _ => Err(ValueError::Unset(s.into())),
+        };
+    }
     let (mut set, mut clear) = (0, 0);
-    for item in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for item in items {
         let (negated, name) = match item.strip_prefix(['!', '~']) {
             Some(n) => (true, n),
             None => (false, item),
@@ -374,6 +462,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|_| ValueError::Duration(s.into()))
+}
+
+/// An address mask (`--mask-src 255.255.0.0`, `ffff:ffff::`) as its prefix length: the
+/// address and the number of leading ones. A mask whose ones are not contiguous is refused
+/// (conntrack applies it bit by bit; ctguard selects by prefix).
+pub fn parse_mask(s: &str) -> Result<(IpAddr, u8), ValueError> {
+    let bad = || ValueError::Mask(s.into());
+    let addr: IpAddr = s.parse().map_err(|_| bad())?;
+    let (ones, zeros) = match addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            (bits.leading_ones(), bits.trailing_zeros())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            (bits.leading_ones(), bits.trailing_zeros())
+        }
+    };
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    // Contiguous: the leading ones and the trailing zeros make up the whole width.
+    if ones + zeros.min(width) < width {
+        return Err(bad());
+    }
+    Ok((addr, ones as u8))
 }
 
 /// `ipv4` or `ipv6`.
