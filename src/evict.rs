@@ -118,6 +118,7 @@ pub fn flush_filter(
         (!sel.states.is_empty(), "a state"),
         (sel.idle_min.is_some(), "--idle"),
         (sel.timeout_below.is_some(), "--timeout-below"),
+        (!sel.nat.is_empty(), "a NAT criterion"),
         (matches!(sel.family, Some(Family::Other(_))), "the family"),
     ];
     if let Some((_, what)) = not_exact.iter().find(|(set, _)| *set) {

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
-use crate::flow::{DccpState, Family, Flow, Proto, ProtoState, SctpState, Status, TcpState};
+use crate::flow::{
+    DccpState, Family, Flow, NatTarget, Proto, ProtoState, SctpState, Status, TcpState,
+};
 use crate::guests::{GuestId, GuestMap};
 use crate::sysctl::StateTimeouts;
 
@@ -35,6 +37,64 @@ pub struct GuestFilter {
     pub ids: Vec<GuestId>,
     /// Ad-hoc guest CIDRs.
     pub cidrs: Vec<IpNetwork>,
+}
+
+/// One NAT criterion: any flow NATed that way (the bare flag), or one NATed to this address,
+/// and port when it has one (`--dst-nat IP[:PORT]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatMatch {
+    /// NATed at all: the address or the port changed.
+    Any,
+    /// NATed to this address (and port).
+    To(NatTarget),
+}
+
+/// The NAT criteria, with `conntrack -L`'s meaning (`filter_nat` in conntrack.c): `src` is
+/// `--src-nat`, `dst` is `--dst-nat` (both given: both must hold), `either` is `--any-nat`
+/// (SNAT or DNAT, to the same target when it has one).
+///
+/// A flow is source-NATed when the kernel set up its source manipulation
+/// (`IPS_SRC_NAT_DONE`) and the reply destination is not the original source, or the port
+/// differs ([`Flow::snat_changed`]); destination NAT the same way on the reply source.
+/// Unlike conntrack 1.4.7, an IPv6 target's address is compared (conntrack compares only
+/// IPv4 addresses and lets any IPv6 address match), and an ICMP flow is port-NATed only
+/// when its id changed (conntrack compares the id with the type and code, so every ICMP flow
+/// that went through NAT hooks matches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatSelect {
+    /// `--src-nat`.
+    pub src: Option<NatMatch>,
+    /// `--dst-nat`.
+    pub dst: Option<NatMatch>,
+    /// `--any-nat`.
+    pub either: Option<NatMatch>,
+}
+
+impl NatSelect {
+    /// True when no NAT criterion is set.
+    pub fn is_empty(&self) -> bool {
+        self.src.is_none() && self.dst.is_none() && self.either.is_none()
+    }
+
+    /// Every criterion set holds for `flow`.
+    pub fn matches(&self, flow: &Flow) -> bool {
+        let snat = |m| nat_side(m, flow.snat_changed(), flow.reply.dst, flow.reply.dport());
+        let dnat = |m| nat_side(m, flow.dnat_changed(), flow.reply.src, flow.reply.sport());
+        self.src.is_none_or(snat)
+            && self.dst.is_none_or(dnat)
+            && self.either.is_none_or(|m| snat(m) || dnat(m))
+    }
+}
+
+/// One side's test: `changed` is (address changed, port changed); `addr` and `port` what the
+/// reply tuple says the side was rewritten to.
+fn nat_side(m: NatMatch, changed: (bool, bool), addr: IpAddr, port: Option<u16>) -> bool {
+    match m {
+        NatMatch::Any => changed.0 || changed.1,
+        NatMatch::To(t) => {
+            changed.0 && addr == t.addr && t.port.is_none_or(|p| changed.1 && port == Some(p))
+        }
+    }
 }
 
 /// Which flows to act on. The default selects everything.
@@ -79,6 +139,8 @@ pub struct Selector {
     /// management networks. The kernel has no exclusion, so this is never pushed into a dump
     /// filter and never lets a kernel flush stand in for the per-flow deletes.
     pub except: Vec<IpNetwork>,
+    /// NAT criteria (`--src-nat`, `--dst-nat`, `--any-nat`); userspace only.
+    pub nat: NatSelect,
 }
 
 fn in_any(nets: &[IpNetwork], addr: IpAddr) -> bool {
@@ -109,6 +171,7 @@ impl Selector {
             && self.idle_min.is_none()
             && self.timeout_below.is_none()
             && self.except.is_empty()
+            && self.nat.is_empty()
     }
 
     /// The exact check: does `flow` belong to the selection?
@@ -129,6 +192,7 @@ impl Selector {
             && self.timeout_below.is_none_or(|t| flow.timeout.is_some_and(|left| left < t))
             && self.idle_ok(flow)
             && self.guest_ok(flow)
+            && self.nat.matches(flow)
             && !self.excepted(flow)
     }
 
@@ -272,11 +336,30 @@ pub enum ValueError {
     /// Neither IPv4 nor IPv6.
     #[error("invalid family '{0}' (ipv4 or ipv6)")]
     Family(String),
+    /// Not `IP`, `IP:PORT` or `[IPv6]:PORT`.
+    #[error("invalid NAT address '{0}' (expected IP, IP:PORT or [IPv6]:PORT, port 0-65535)")]
+    Nat(String),
 }
 
 /// An IP address or CIDR (`172.16.3.5`, `172.16.3.0/24`, `fd00::/64`).
 pub fn parse_cidr(s: &str) -> Result<IpNetwork, ValueError> {
     s.parse::<IpNetwork>().map_err(|_| ValueError::Cidr(s.into()))
+}
+
+/// A NAT target as `conntrack --src-nat`/`--dst-nat` take it: `IP`, `IP:PORT`, an IPv6
+/// address bare or in brackets, `[IPv6]:PORT`. Addresses are written out in full (conntrack's
+/// `inet_aton` also takes `1.2.3` for 1.2.0.3; ctguard refuses it, as every address it takes).
+pub fn parse_nat_target(s: &str) -> Result<NatTarget, ValueError> {
+    let bad = || ValueError::Nat(s.into());
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(NatTarget { addr, port: None });
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let addr = inner.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        return Ok(NatTarget { addr: IpAddr::V6(addr), port: None });
+    }
+    let sa = s.parse::<std::net::SocketAddr>().map_err(|_| bad())?;
+    Ok(NatTarget { addr: sa.ip(), port: Some(sa.port()) })
 }
 
 /// A port (`80`) or an inclusive range (`1000-2000`).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use ctguard::flow::{Family, Proto, ProtoState};
 use ctguard::guests::GuestMap;
-use ctguard::select::{self, GuestFilter, PortRange, Selector};
+use ctguard::select::{self, GuestFilter, NatMatch, NatSelect, PortRange, Selector};
 use ctguard::tally::GroupBy;
 use ipnetwork::IpNetwork;
 
@@ -66,6 +66,23 @@ pub struct SelectArgs {
     /// Never select flows with an address in CIDR (repeatable; any of their four addresses).
     #[arg(long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub except: Vec<Given<IpNetwork>>,
+    /// Source-NATed flows (`conntrack -n`): any, or NATed to IP[:PORT] ([IPv6]:PORT).
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
+    pub src_nat: Option<Given<NatMatch>>,
+    /// Destination-NATed flows (`conntrack -g`): any, or NATed to IP[:PORT].
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
+    pub dst_nat: Option<Given<NatMatch>>,
+    /// Source- or destination-NATed flows (`conntrack -j`): any, or NATed to IP[:PORT].
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match), conflicts_with_all = ["src_nat", "dst_nat"])]
+    pub any_nat: Option<Given<NatMatch>>,
+}
+
+/// A NAT flag's value: none (any NATed flow) or the target.
+fn nat_match(s: &str) -> Result<NatMatch, select::ValueError> {
+    if s.is_empty() {
+        return Ok(NatMatch::Any);
+    }
+    select::parse_nat_target(s).map(NatMatch::To)
 }
 
 fn idle(s: &str) -> Result<u32, String> {
@@ -103,6 +120,7 @@ impl SelectArgs {
                 })?),
             }
         }
+        self.check_nat_family()?;
         let (status_set, status_clear) = self.status.as_ref().map_or((0, 0), |g| g.value);
         let sel = Selector {
             src: values(&self.src),
@@ -124,8 +142,42 @@ impl SelectArgs {
             timeout_below: self.timeout_below.as_ref().map(|g| g.value),
             timeouts: None,
             except: values(&self.except),
+            nat: NatSelect {
+                src: self.src_nat.as_ref().map(|g| g.value),
+                dst: self.dst_nat.as_ref().map(|g| g.value),
+                either: self.any_nat.as_ref().map(|g| g.value),
+            },
         };
         Ok((sel, guests))
+    }
+
+    /// A NAT address of one family and an address or `-f` of the other select nothing;
+    /// conntrack refuses them ("mismatched address family"), and so does this.
+    fn check_nat_family(&self) -> Result<(), String> {
+        let mut given: Vec<(String, Family)> = Vec::new();
+        for (flag, nat) in [
+            ("--src-nat", &self.src_nat),
+            ("--dst-nat", &self.dst_nat),
+            ("--any-nat", &self.any_nat),
+        ] {
+            if let Some(Given { value: NatMatch::To(t), text }) = nat {
+                given.push((format!("{flag} {text}"), Family::of(t.addr)));
+            }
+        }
+        let Some((nat_flag, nat_family)) = given.first().cloned() else { return Ok(()) };
+        for (flag, nets) in [
+            ("-s", &self.src),
+            ("-d", &self.dst),
+            ("--reply-src", &self.reply_src),
+            ("--reply-dst", &self.reply_dst),
+        ] {
+            given.extend(nets.iter().map(|g| (format!("{flag} {g}"), Family::of(g.value.ip()))));
+        }
+        given.extend(self.family.iter().map(|g| (format!("-f {g}"), g.value)));
+        match given.iter().find(|(_, f)| *f != nat_family) {
+            Some((other, _)) => Err(format!("mismatched address family: {nat_flag} and {other}")),
+            None => Ok(()),
+        }
     }
 
     /// The selecting flags as given, for the audit line.
@@ -151,6 +203,17 @@ impl SelectArgs {
         add(&mut parts, "--idle", self.idle.as_slice());
         add(&mut parts, "--timeout-below", self.timeout_below.as_slice());
         add(&mut parts, "--except", &self.except);
+        for (flag, nat) in [
+            ("--src-nat", &self.src_nat),
+            ("--dst-nat", &self.dst_nat),
+            ("--any-nat", &self.any_nat),
+        ] {
+            match nat {
+                Some(g) if g.text.is_empty() => parts.push(flag.to_string()),
+                Some(g) => parts.push(format!("{flag} {g}")),
+                None => {}
+            }
+        }
         parts.join(" ")
     }
 }

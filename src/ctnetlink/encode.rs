@@ -11,7 +11,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 
 use super::uapi::*;
 use super::{DumpFilter, FlowKey};
-use crate::flow::{Family, Flow, L4, Proto, ProtoState, Tuple};
+use crate::flow::{Family, Flow, L4, NatTarget, Proto, ProtoState, Tuple};
 
 /// Appends one netlink message to a buffer; lengths are fixed up by `finish`.
 pub(crate) struct MsgWriter<'a> {
@@ -119,6 +119,29 @@ impl<'a> MsgWriter<'a> {
             });
             if let Some(z) = t.zone {
                 w.be16(CTA_TUPLE_ZONE, z);
+            }
+        });
+    }
+
+    /// `CTA_NAT_SRC`/`CTA_NAT_DST`: a range of one address (and one port), which
+    /// `nfnetlink_parse_nat` turns into `NF_NAT_RANGE_MAP_IPS` (and `PROTO_SPECIFIED`).
+    fn nat(&mut self, kind: u16, t: &NatTarget) {
+        self.nest(kind, |w| {
+            match t.addr {
+                IpAddr::V4(a) => {
+                    w.attr(CTA_NAT_V4_MINIP, &a.octets());
+                    w.attr(CTA_NAT_V4_MAXIP, &a.octets());
+                }
+                IpAddr::V6(a) => {
+                    w.attr(CTA_NAT_V6_MINIP, &a.octets());
+                    w.attr(CTA_NAT_V6_MAXIP, &a.octets());
+                }
+            }
+            if let Some(port) = t.port {
+                w.nest(CTA_NAT_PROTO, |w| {
+                    w.be16(CTA_PROTONAT_PORT_MIN, port);
+                    w.be16(CTA_PROTONAT_PORT_MAX, port);
+                });
             }
         });
     }
@@ -236,7 +259,13 @@ fn get_tuple(
     w.finish();
 }
 
-/// `IPCTNL_MSG_CT_NEW` creating `flow` (`conntrack -I`), acknowledged.
+/// `IPCTNL_MSG_CT_NEW` creating `flow` (`conntrack -I`, with `--src-nat`/`--dst-nat` for a
+/// NATed flow), acknowledged.
+///
+/// A NATed flow ([`Flow::nat`]) is sent as `conntrack -I` sends one: the un-NATed reply and
+/// `CTA_NAT_SRC`/`CTA_NAT_DST`; `ctnetlink_setup_nat` rewrites the reply and sets the NAT
+/// status bits (`IPS_*_NAT`, and both `*_NAT_DONE`: a missing direction gets the null
+/// binding), which `CTA_STATUS` alone cannot. It needs the kernel's NAT (`nf_nat`).
 pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
     let mut w = MsgWriter::begin(
         buf,
@@ -246,8 +275,10 @@ pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
         flow.family.number(),
         NFNETLINK_V0,
     );
+    let nat = flow.nat();
     w.tuple(CTA_TUPLE_ORIG, &flow.orig, flow.proto);
-    w.tuple(CTA_TUPLE_REPLY, &flow.reply, flow.proto);
+    let reply = if nat.is_empty() { flow.reply } else { flow.unnated_reply() };
+    w.tuple(CTA_TUPLE_REPLY, &reply, flow.proto);
     // The kernel refuses a create without a timeout (EINVAL); 120 s matches conntrack -I's need
     // to say one, so a flow without one gets the UDP default rather than an error.
     w.be32(CTA_TIMEOUT, flow.timeout.unwrap_or(120));
@@ -286,6 +317,11 @@ pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
             words[i * 4..i * 4 + 4].copy_from_slice(&((labels >> (32 * i)) as u32).to_ne_bytes());
         }
         w.attr(CTA_LABELS, &words);
+    }
+    for (kind, target) in [(CTA_NAT_SRC, nat.src), (CTA_NAT_DST, nat.dst)] {
+        if let Some(t) = target {
+            w.nat(kind, &t);
+        }
     }
     w.finish();
 }

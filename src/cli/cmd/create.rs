@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use clap::Args as ClapArgs;
 use ctguard::ctnetlink::Conntrack;
-use ctguard::flow::{Family, Flow, L4, Proto, ProtoState, Status, Tuple};
+use ctguard::flow::{Family, Flow, L4, NatTarget, Proto, ProtoState, Status, Tuple};
 use ctguard::select;
 
 use crate::cli::exit::{self, Failure, Outcome};
@@ -64,6 +64,14 @@ pub struct Args {
     /// Zone.
     #[arg(short = 'w', long, value_name = "N", value_parser = parse::zone)]
     pub zone: Option<u16>,
+    /// Source NAT to IP[:PORT] ([IPv6]:PORT), like `conntrack -I --src-nat`; needs the
+    /// kernel's NAT (nf_nat). Without a port the original source port is kept.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = select::parse_nat_target, conflicts_with_all = ["reply_dst", "reply_dport"])]
+    pub src_nat: Option<NatTarget>,
+    /// Destination NAT to IP[:PORT], like `conntrack -I --dst-nat`. Without a port the
+    /// original destination port is kept.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = select::parse_nat_target, conflicts_with_all = ["reply_src", "reply_sport"])]
+    pub dst_nat: Option<NatTarget>,
 }
 
 /// A validated `create`: the flow.
@@ -110,6 +118,35 @@ pub fn plan(a: Args) -> Result<Plan, String> {
             *rd = p;
         }
     }
+    let mut status = match a.status {
+        Some((_, clear)) if clear != 0 => {
+            return Err("--status for create takes bits to set, not negations".into());
+        }
+        Some((set, _)) => set,
+        None => 0,
+    };
+    // The reply the kernel will make of the NAT ([`Flow::nat`] reads it back for the request).
+    for (flag, target, bit) in
+        [("--src-nat", a.src_nat, Status::SRC_NAT), ("--dst-nat", a.dst_nat, Status::DST_NAT)]
+    {
+        let Some(t) = target else { continue };
+        if Family::of(t.addr) != Family::of(src) {
+            return Err(format!("mismatched address family: {flag} {t} and -s {src}"));
+        }
+        let (addr, port) = match (bit == Status::SRC_NAT, &mut reply.l4) {
+            (true, L4::Ports { dst, .. }) => (&mut reply.dst, Some(dst)),
+            (true, _) => (&mut reply.dst, None),
+            (false, L4::Ports { src, .. }) => (&mut reply.src, Some(src)),
+            (false, _) => (&mut reply.src, None),
+        };
+        *addr = t.addr;
+        match (t.port, port) {
+            (Some(p), Some(slot)) => *slot = p,
+            (Some(_), None) => return Err(format!("{flag} {t}: {proto} has no ports")),
+            (None, _) => {}
+        }
+        status |= bit;
+    }
     let state = match &a.state {
         None => None,
         Some(s) => {
@@ -128,13 +165,6 @@ pub fn plan(a: Args) -> Result<Plan, String> {
                     .ok_or_else(|| format!("state '{s}' does not apply to {proto}"))?,
             )
         }
-    };
-    let status = match a.status {
-        Some((_, clear)) if clear != 0 => {
-            return Err("--status for create takes bits to set, not negations".into());
-        }
-        Some((set, _)) => set,
-        None => 0,
     };
     let flow = Flow {
         family: Family::of(src),
