@@ -555,6 +555,58 @@ mod tests {
         assert_eq!(two.kernel_filter().orig_src_v4, None, "OR of hosts is not exact-match");
     }
 
+    /// conntrack's `-n`/`-g`/`-j` over vectors: the bare flag takes any NATed flow; with an
+    /// address the address, with a port also a changed port; both flags: both; any: either.
+    #[test]
+    fn issue_12_nat_selection_follows_conntrack() {
+        use crate::flow::NatTarget;
+        let to = |s: &str| NatMatch::To(parse_nat_target(s).unwrap());
+        let done = Status::SRC_NAT_DONE | Status::DST_NAT_DONE;
+        // DNAT 192.0.2.1:80 -> 10.9.9.9:8080.
+        let mut dnat = tcp("10.0.0.5", "192.0.2.1", 40000, 80, TcpState::Established);
+        dnat.reply.src = "10.9.9.9".parse().unwrap();
+        dnat.reply.l4 = crate::flow::L4::Ports { src: 8080, dst: 40000 };
+        dnat.status.0 |= Status::DST_NAT | done;
+        // SNAT 10.0.0.6 -> 203.0.113.1, port kept.
+        let mut snat = tcp("10.0.0.6", "192.0.2.1", 40000, 80, TcpState::Established);
+        snat.reply.dst = "203.0.113.1".parse().unwrap();
+        snat.status.0 |= Status::SRC_NAT | done;
+        // Same tuples as a NAT, but no NAT_DONE: conntrack -I -r/-q, not NAT.
+        let mut custom = dnat.clone();
+        custom.status.0 &= !(Status::DST_NAT | done);
+        let plain = tcp("10.0.0.7", "192.0.2.1", 1, 80, TcpState::Established);
+        let sel = |src, dst, either| Selector {
+            nat: NatSelect { src, dst, either },
+            ..Selector::default()
+        };
+        let picks = |s: &Selector| -> Vec<bool> {
+            [&dnat, &snat, &custom, &plain].iter().map(|f| s.matches(f)).collect()
+        };
+        let any = Some(NatMatch::Any);
+        assert_eq!(picks(&sel(any, None, None)), [false, true, false, false]);
+        assert_eq!(picks(&sel(None, any, None)), [true, false, false, false]);
+        assert_eq!(picks(&sel(None, None, any)), [true, true, false, false]);
+        assert_eq!(picks(&sel(any, any, None)), [false, false, false, false], "both");
+        assert_eq!(picks(&sel(None, Some(to("10.9.9.9")), None)), [true, false, false, false]);
+        assert!(picks(&sel(None, Some(to("10.9.9.9:8080")), None))[0]);
+        assert!(!picks(&sel(None, Some(to("10.9.9.9:8081")), None))[0]);
+        assert!(!picks(&sel(None, Some(to("10.9.9.8")), None))[0]);
+        // The port only counts when NAT changed it (IS_SPAT): SNAT kept 40000.
+        assert!(picks(&sel(Some(to("203.0.113.1")), None, None))[1]);
+        assert!(!picks(&sel(Some(to("203.0.113.1:40000")), None, None))[1]);
+        assert_eq!(picks(&sel(None, None, Some(to("203.0.113.1")))), [false, true, false, false]);
+        assert!(!sel(any, None, None).is_empty() && sel(None, None, None).nat.is_empty());
+        assert_eq!(
+            parse_nat_target("[fd00::9]:8080").unwrap(),
+            NatTarget { addr: "fd00::9".parse().unwrap(), port: Some(8080) }
+        );
+        assert_eq!(parse_nat_target("fd00::9").unwrap().port, None);
+        assert_eq!(parse_nat_target("[fd00::9]").unwrap().port, None);
+        for bad in ["1.2.3", "10.9.9.9:70000", "10.9.9.9:", ":80", "[fd00::9]:x", ""] {
+            assert!(parse_nat_target(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn bad_values_give_one_line_reasons() {
         for (r, needle) in [

@@ -362,6 +362,48 @@ mod tests {
         assert_eq!((back.mark, back.zone, back.timeout), (Some(7), Some(3), Some(3600)));
     }
 
+    /// A DNATed flow (to 10.9.9.9:8080) is created as `conntrack -I --dst-nat` does: the
+    /// un-NATed reply, and a one-address, one-port `CTA_NAT_DST` range; no `CTA_NAT_SRC`.
+    #[test]
+    fn issue_12_nat_create_sends_the_unnated_reply_and_the_range() {
+        let mut f = sample();
+        f.reply.src = "10.9.9.9".parse().unwrap();
+        f.reply.l4 = L4::Ports { src: 8080, dst: 40000 };
+        f.status.0 |= crate::flow::Status::DST_NAT;
+        let mut buf = Vec::new();
+        create(&mut buf, 1, &f);
+        let mut back = Flow::default();
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!(back.reply, f.orig.inverse(), "the kernel is left to rewrite the reply");
+        let nest = |kind: u16| {
+            let mut b = vec![40u8, 0];
+            b.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+            for attr in [CTA_NAT_V4_MINIP, CTA_NAT_V4_MAXIP] {
+                b.extend_from_slice(&[8, 0]);
+                b.extend_from_slice(&attr.to_ne_bytes());
+                b.extend_from_slice(&[10, 9, 9, 9]);
+            }
+            b.extend_from_slice(&[20, 0]);
+            b.extend_from_slice(&(CTA_NAT_PROTO | NLA_F_NESTED).to_ne_bytes());
+            for attr in [CTA_PROTONAT_PORT_MIN, CTA_PROTONAT_PORT_MAX] {
+                b.extend_from_slice(&[6, 0]);
+                b.extend_from_slice(&attr.to_ne_bytes());
+                b.extend_from_slice(&[0x1f, 0x90, 0, 0]);
+            }
+            b
+        };
+        let has = |buf: &[u8], bytes: &[u8]| buf.windows(bytes.len()).any(|w| w == bytes);
+        assert!(has(&buf, &nest(CTA_NAT_DST)), "CTA_NAT_DST to 10.9.9.9:8080");
+        assert!(!has(&buf, &(CTA_NAT_SRC | NLA_F_NESTED).to_ne_bytes()), "no CTA_NAT_SRC");
+        // Without NAT status the reply goes as given (conntrack -I -r/-q), with no NAT nest.
+        f.status.0 &= !crate::flow::Status::DST_NAT;
+        buf.clear();
+        create(&mut buf, 1, &f);
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!(back.reply, f.reply);
+        assert!(!has(&buf, &(CTA_NAT_DST | NLA_F_NESTED).to_ne_bytes()));
+    }
+
     #[test]
     fn delete_carries_tuple_zone_and_id_and_asks_no_ack() {
         let flow = sample();

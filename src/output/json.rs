@@ -1406,7 +1406,7 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(examples.len(), 3);
+        assert_eq!(examples.len(), 4);
         assert_eq!(format!("{}\n", examples[0]), line_of(&tcp_flow()));
         assert_eq!(format!("{}\n", examples[1]), line_of(&icmp_flow()));
         for example in examples {
@@ -1415,5 +1415,26 @@ mod tests {
                 assert_eq!(line_of(&flow).trim_end(), example);
             }
         }
+    }
+
+    /// `nat` is written for a NATed flow, may be left out, and must agree when given.
+    #[test]
+    fn issue_12_nat_binding_is_written_optional_and_checked() {
+        let flow = nated_flow();
+        let line = line_of(&flow);
+        assert!(
+            line.contains(r#""nat":{"src":{"ip":"198.51.100.1","port":61000},"dst":{"ip":"172.16.0.9","port":8080}}"#),
+            "{line}"
+        );
+        let without = line.replace(
+            r#""nat":{"src":{"ip":"198.51.100.1","port":61000},"dst":{"ip":"172.16.0.9","port":8080}},"#,
+            "",
+        );
+        assert_ne!(without, line);
+        assert_eq!(read_all(&without).remove(0).unwrap(), flow, "an old line loads the same");
+        let wrong = line.replace(r#""port":8080}"#, r#""port":8081}"#);
+        let e = error_of(&wrong);
+        assert!(e.starts_with("line 1: nat: ") && e.contains("disagrees"), "{e}");
+        assert!(!line_of(&tcp_flow()).contains("\"nat\""), "no nat without NAT");
     }
 }
