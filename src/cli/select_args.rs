@@ -301,6 +301,28 @@ mod tests {
         assert_eq!(e.source().map(ToString::to_string).as_deref(), Some("invalid zone '70000'"));
     }
 
+    /// The NAT flags: bare or with a target, in the audit line as typed, and a target of the
+    /// other family than the addresses or `-f` refused as conntrack refuses it.
+    #[test]
+    fn issue_12_nat_flags_describe_and_refuse_mixed_families() {
+        let a = args(&["--dst-nat", "-s", "10.0.0.5", "--src-nat", "203.0.113.1:6000"]);
+        assert_eq!(a.describe(), "-s 10.0.0.5 --src-nat 203.0.113.1:6000 --dst-nat");
+        let (sel, _) = a.selector().expect("a selector");
+        assert_eq!(sel.nat.dst, Some(NatMatch::Any));
+        assert!(matches!(sel.nat.src, Some(NatMatch::To(t)) if t.port == Some(6000)));
+        for argv in [
+            &["-s", "10.0.0.5", "--dst-nat", "fd00::9"][..],
+            &["-f", "ipv6", "--any-nat", "10.9.9.9"],
+            &["--src-nat", "10.9.9.9", "--dst-nat", "[fd00::9]:80"],
+        ] {
+            let e = args(argv).selector().expect_err("refused");
+            assert!(e.starts_with("mismatched address family: "), "{e}");
+        }
+        assert!(args(&["-f", "ipv6", "--any-nat"]).selector().is_ok(), "a bare flag has no family");
+        let argv = ["ctguard", "--any-nat", "--src-nat"];
+        assert!(Line::try_parse_from(argv).is_err(), "--any-nat excludes --src-nat");
+    }
+
     #[test]
     fn issue_11_6_one_default_owner() {
         assert_eq!(default_group_by(&GuestMap::new()), GroupBy::Src);
