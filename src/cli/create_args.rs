@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use clap::Args as ClapArgs;
-use ctguard::flow::{Family, Flow, L4, Proto, ProtoState, Status, Tuple};
+use ctguard::flow::{Family, Flow, L4, NatTarget, Proto, ProtoState, Status, Tuple};
 use ctguard::select;
 
 use super::parse::{self, Given};
@@ -40,6 +40,14 @@ pub struct CreateArgs {
     /// Reply destination port (default: the original source port).
     #[arg(long, visible_alias = "reply-port-dst", value_name = "PORT", value_parser = parse::number::<u16>("--reply-dport"))]
     pub reply_dport: Option<u16>,
+    /// Source NAT to IP[:PORT] ([IPv6]:PORT), like `conntrack -I --src-nat`; needs the
+    /// kernel's NAT (nf_nat). Without a port the original source port is kept.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = select::parse_nat_target, conflicts_with_all = ["reply_dst", "reply_dport"])]
+    pub src_nat: Option<NatTarget>,
+    /// Destination NAT to IP[:PORT], like `conntrack -I --dst-nat`. Without a port the
+    /// original destination port is kept.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = select::parse_nat_target, conflicts_with_all = ["reply_src", "reply_sport"])]
+    pub dst_nat: Option<NatTarget>,
     /// ICMP type (ICMP/ICMPv6).
     #[arg(long, value_name = "N", value_parser = parse::number::<u8>("--icmp-type"))]
     pub icmp_type: Option<u8>,
@@ -158,13 +166,36 @@ pub fn flow(a: CreateArgs) -> Result<Flow, String> {
             )
         }
     };
-    let status = match a.status {
+    let mut status = match a.status {
         Some((_, clear)) if clear != 0 => {
             return Err("--status for create takes bits to set, not negations".into());
         }
         Some((set, _)) => set,
         None => 0,
     };
+    // The reply the kernel will make of the NAT ([`Flow::nat`] reads it back for the request).
+    for (flag, target, bit) in
+        [("--src-nat", a.src_nat, Status::SRC_NAT), ("--dst-nat", a.dst_nat, Status::DST_NAT)]
+    {
+        let Some(t) = target else { continue };
+        if Family::of(t.addr) != Family::of(src) {
+            return Err(select::ValueError::MismatchedFamily(format!("{flag} {t} and -s {src}"))
+                .to_string());
+        }
+        let (addr, port) = match (bit == Status::SRC_NAT, &mut reply.l4) {
+            (true, L4::Ports { dst, .. }) => (&mut reply.dst, Some(dst)),
+            (true, _) => (&mut reply.dst, None),
+            (false, L4::Ports { src, .. }) => (&mut reply.src, Some(src)),
+            (false, _) => (&mut reply.src, None),
+        };
+        *addr = t.addr;
+        match (t.port, port) {
+            (Some(p), Some(slot)) => *slot = p,
+            (Some(_), None) => return Err(format!("{flag} {t}: {proto} has no ports")),
+            (None, _) => {}
+        }
+        status |= bit;
+    }
     Ok(Flow {
         family: Family::of(src),
         proto,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 use ctguard::flow::{Family, Proto, ProtoState};
 use ctguard::guests::GuestMap;
-use ctguard::select::{self, GuestFilter, PortRange, Selector};
+use ctguard::select::{self, GuestFilter, NatMatch, NatSelect, PortRange, Selector};
 use ctguard::tally::GroupBy;
 use ipnetwork::IpNetwork;
 
@@ -79,6 +79,23 @@ pub struct SelectArgs {
     /// Never select flows with an address in CIDR (repeatable; any of their four addresses).
     #[arg(long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub except: Vec<Given<IpNetwork>>,
+    /// Source-NATed flows (`conntrack -n`): any, or NATed to IP[:PORT] ([IPv6]:PORT).
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
+    pub src_nat: Option<Given<NatMatch>>,
+    /// Destination-NATed flows (`conntrack -g`): any, or NATed to IP[:PORT].
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
+    pub dst_nat: Option<Given<NatMatch>>,
+    /// Source- or destination-NATed flows (`conntrack -j`): any, or NATed to IP[:PORT].
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match), conflicts_with_all = ["src_nat", "dst_nat"])]
+    pub any_nat: Option<Given<NatMatch>>,
+}
+
+/// A NAT flag's value: none (any NATed flow) or the target.
+fn nat_match(s: &str) -> Result<NatMatch, select::ValueError> {
+    if s.is_empty() {
+        return Ok(NatMatch::Any);
+    }
+    select::parse_nat_target(s).map(NatMatch::To)
 }
 
 fn idle(s: &str) -> Result<u32, String> {
@@ -177,6 +194,11 @@ impl SelectArgs {
             timeout_below: self.timeout_below.as_ref().map(|g| g.value),
             timeouts: None,
             except: values(&self.except),
+            nat: NatSelect {
+                src: self.src_nat.as_ref().map(|g| g.value),
+                dst: self.dst_nat.as_ref().map(|g| g.value),
+                either: self.any_nat.as_ref().map(|g| g.value),
+            },
         };
         sel.check_families().map_err(|e| e.to_string())?;
         Ok((sel, guests))
@@ -209,6 +231,17 @@ impl SelectArgs {
         add(&mut parts, "--idle", self.idle.as_slice());
         add(&mut parts, "--timeout-below", self.timeout_below.as_slice());
         add(&mut parts, "--except", &self.except);
+        for (flag, nat) in [
+            ("--src-nat", &self.src_nat),
+            ("--dst-nat", &self.dst_nat),
+            ("--any-nat", &self.any_nat),
+        ] {
+            match nat {
+                Some(g) if g.text.is_empty() => parts.push(flag.to_string()),
+                Some(g) => parts.push(format!("{flag} {g}")),
+                None => {}
+            }
+        }
         parts.join(" ")
     }
 }
@@ -294,6 +327,28 @@ mod tests {
         let e = Line::try_parse_from(argv).err().expect("refused");
         use std::error::Error as _;
         assert_eq!(e.source().map(ToString::to_string).as_deref(), Some("invalid zone '70000'"));
+    }
+
+    /// The NAT flags: bare or with a target, in the audit line as typed, and a target of the
+    /// other family than the addresses or `-f` refused as conntrack refuses it.
+    #[test]
+    fn issue_12_nat_flags_describe_and_refuse_mixed_families() {
+        let a = args(&["--dst-nat", "-s", "10.0.0.5", "--src-nat", "203.0.113.1:6000"]);
+        assert_eq!(a.describe(), "-s 10.0.0.5 --src-nat 203.0.113.1:6000 --dst-nat");
+        let (sel, _) = a.selector().expect("a selector");
+        assert_eq!(sel.nat.dst, Some(NatMatch::Any));
+        assert!(matches!(sel.nat.src, Some(NatMatch::To(t)) if t.port == Some(6000)));
+        for argv in [
+            &["-s", "10.0.0.5", "--dst-nat", "fd00::9"][..],
+            &["-f", "ipv6", "--any-nat", "10.9.9.9"],
+            &["--src-nat", "10.9.9.9", "--dst-nat", "[fd00::9]:80"],
+        ] {
+            let e = args(argv).selector().expect_err("refused");
+            assert!(e.starts_with("mismatched address family: "), "{e}");
+        }
+        assert!(args(&["-f", "ipv6", "--any-nat"]).selector().is_ok(), "a bare flag has no family");
+        let argv = ["ctguard", "--any-nat", "--src-nat"];
+        assert!(Line::try_parse_from(argv).is_err(), "--any-nat excludes --src-nat");
     }
 
     #[test]

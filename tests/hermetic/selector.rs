@@ -10,7 +10,9 @@ use ctguard::guests::GuestMap;
 use ctguard::select::{self, GuestFilter, Selector};
 use ctguard::sysctl::StateTimeouts;
 
-use crate::fixtures::{MIXED_CONNTRACK_L, flows_of, mixed_flow, mixed_flows, normalise, rendered};
+use crate::fixtures::{
+    MIXED_CONNTRACK_L, NAT_HEX, flows_of, mixed_flow, mixed_flows, normalise, rendered,
+};
 
 /// The guest file of the named-guest cases.
 const GUESTS: &str = r#"
@@ -364,6 +366,76 @@ fn fixture_selections_agree_with_conntrack_l_text() {
         assert!(!theirs.is_empty() && theirs.len() < flows.len(), "{flags:?} selects some");
         assert_eq!(ours, theirs, "{flags:?}");
     }
+}
+
+/// The NAT selectors over entries the kernel NATed itself, recorded with `conntrack -L` and
+/// each of `-n`/`-g`/`-j` (`tests/fixtures/nat.md`): the same flows, the status bits and the
+/// reply tuples as decoded from the kernel's bytes.
+#[test]
+fn issue_12_nat_fixture_selections_agree_with_conntrack() {
+    use select::{NatMatch, NatSelect};
+    let to = |s: &str| Some(NatMatch::To(select::parse_nat_target(s).unwrap()));
+    let any = Some(NatMatch::Any);
+    let nat = |src, dst, either| NatSelect { src, dst, either };
+    let recorded: [(&str, NatSelect, &str); 11] = [
+        ("n", nat(any, None, None), include_str!("../fixtures/nat.conntrack-L-n.txt")),
+        ("g", nat(None, any, None), include_str!("../fixtures/nat.conntrack-L-g.txt")),
+        ("j", nat(None, None, any), include_str!("../fixtures/nat.conntrack-L-j.txt")),
+        (
+            "n-ip",
+            nat(to("203.0.113.1"), None, None),
+            include_str!("../fixtures/nat.conntrack-L-n-ip.txt"),
+        ),
+        (
+            "n-ip-port",
+            nat(to("203.0.113.1:6000"), None, None),
+            include_str!("../fixtures/nat.conntrack-L-n-ip-port.txt"),
+        ),
+        (
+            "g-ip",
+            nat(None, to("10.9.9.9"), None),
+            include_str!("../fixtures/nat.conntrack-L-g-ip.txt"),
+        ),
+        (
+            "g-ip-port",
+            nat(None, to("10.9.9.9:8080"), None),
+            include_str!("../fixtures/nat.conntrack-L-g-ip-port.txt"),
+        ),
+        (
+            "g-ip6-port",
+            nat(None, to("[fd00::9]:8080"), None),
+            include_str!("../fixtures/nat.conntrack-L-g-ip6-port.txt"),
+        ),
+        (
+            "n-ip6",
+            nat(to("fd00::77"), None, None),
+            include_str!("../fixtures/nat.conntrack-L-n-ip6.txt"),
+        ),
+        (
+            "j-ip",
+            nat(None, None, to("10.9.9.9")),
+            include_str!("../fixtures/nat.conntrack-L-j-ip.txt"),
+        ),
+        ("n-g", nat(any, any, None), include_str!("../fixtures/nat.conntrack-L-n-g.txt")),
+    ];
+    let flows = flows_of(NAT_HEX);
+    assert_eq!(flows.len(), 10, "the NAT fixture");
+    for (name, nat, text) in recorded {
+        let sel = Selector { nat, ..Selector::default() };
+        let ours: BTreeSet<String> =
+            flows.iter().filter(|f| sel.matches(f)).map(|f| rendered(f, 0).line).collect();
+        let theirs: BTreeSet<String> = text.lines().map(|l| normalise(l).line).collect();
+        assert!(!theirs.is_empty() && theirs.len() < flows.len(), "{name} selects some");
+        assert_eq!(ours, theirs, "{name}");
+    }
+    // What a restore sends: the binding read back from the kernel's own bytes.
+    let both = flows.iter().find(|f| f.orig.src == "10.0.0.9".parse::<IpAddr>().unwrap());
+    let both = both.expect("the SNAT+DNAT entry").nat();
+    assert_eq!(both.src.map(|t| t.to_string()).as_deref(), Some("203.0.113.2:6001"));
+    assert_eq!(both.dst.map(|t| t.to_string()).as_deref(), Some("10.9.9.8:5353"));
+    let custom = flows.iter().find(|f| f.orig.src == "10.0.0.11".parse::<IpAddr>().unwrap());
+    let custom = custom.expect("the explicit-reply entry");
+    assert!(custom.is_nated() && custom.nat().is_empty(), "an explicit reply is not NAT");
 }
 
 #[test]

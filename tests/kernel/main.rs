@@ -27,6 +27,7 @@ mod netns_path;
 mod oracle;
 mod parity;
 mod parity_input;
+mod parity_nat;
 mod permissions;
 mod seed;
 mod unattended;
