@@ -111,7 +111,7 @@ impl Expectation {
 /// What an expectation selection may use: the expected tuple's addresses (`-s`, `-d`, CIDRs),
 /// protocol (`-p`), ports (`--sport`, `--dport`) and the family (`-f`). Anything else is
 /// refused with the flag's name: an expectation has no reply direction, state, status, mark,
-/// guest owner or idle time, and the kernel does not report its zone (`conntrack -L expect`
+/// NAT binding, guest owner or idle time, and the kernel does not report its zone (`conntrack -L expect`
 /// itself takes only `-f`).
 pub fn check_selector(sel: &Selector) -> Result<(), String> {
     let refused = [
@@ -122,6 +122,11 @@ pub fn check_selector(sel: &Selector) -> Result<(), String> {
         ("--status", sel.status_set != 0 || sel.status_clear != 0),
         ("--mark", sel.mark.is_some()),
         ("--zone", sel.zone.is_some()),
+        ("--orig-zone", sel.orig_zone.is_some()),
+        ("--reply-zone", sel.reply_zone.is_some()),
+        ("--src-nat", sel.nat.src.is_some()),
+        ("--dst-nat", sel.nat.dst.is_some()),
+        ("--any-nat", sel.nat.either.is_some()),
         ("--idle", sel.idle_min.is_some()),
         ("--timeout-below", sel.timeout_below.is_some()),
         ("--except", !sel.except.is_empty()),

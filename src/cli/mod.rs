@@ -10,7 +10,9 @@
 //! enters the namespace, opens the socket and writes.
 
 pub mod ask;
+pub mod batch;
 pub mod cmd;
+pub mod create_args;
 pub mod dump;
 pub mod exit;
 pub mod expect;
@@ -33,7 +35,8 @@ use exit::{Failure, Outcome};
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  success
-  1  nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor)
+  1  nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor);
+     nothing created (load: every flow already there)
   2  error, or bad input (refused before anything is touched); evict: also a delete the kernel
      refused, or Ctrl-C
 

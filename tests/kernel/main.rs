@@ -27,6 +27,8 @@ mod netns_path;
 mod oracle;
 mod parity;
 mod parity_expect;
+mod parity_input;
+mod parity_nat;
 mod permissions;
 mod seed;
 mod unattended;

@@ -264,6 +264,8 @@ fn issue_12_evict_expect_dry_run_audit_and_refusals() {
         vec!["count", "--expect", "--by", "state"],
         vec!["count", "--expect", "--live"],
         vec!["list", "--expect", "--guest", "10.0.0.1"],
+        vec!["list", "--expect", "--dst-nat", "10.0.0.1"],
+        vec!["list", "--expect", "--orig-zone", "5"],
     ] {
         let r = t.ctg.ctguard(&args);
         assert_eq!(r.code, Some(2), "{}", r.describe());
