@@ -79,6 +79,9 @@ pub struct Selector {
     /// management networks. The kernel has no exclusion, so this is never pushed into a dump
     /// filter and never lets a kernel flush stand in for the per-flow deletes.
     pub except: Vec<IpNetwork>,
+    /// Connection labels that must all be set (`--label`, like `conntrack -l`); 0 for none.
+    /// Not a kernel filter: checked here only.
+    pub labels: u128,
 }
 
 fn in_any(nets: &[IpNetwork], addr: IpAddr) -> bool {
@@ -109,6 +112,7 @@ impl Selector {
             && self.idle_min.is_none()
             && self.timeout_below.is_none()
             && self.except.is_empty()
+            && self.labels == 0
     }
 
     /// The exact check: does `flow` belong to the selection?
@@ -129,6 +133,7 @@ impl Selector {
             && self.timeout_below.is_none_or(|t| flow.timeout.is_some_and(|left| left < t))
             && self.idle_ok(flow)
             && self.guest_ok(flow)
+            && flow.labels.unwrap_or(0) & self.labels == self.labels
             && !self.excepted(flow)
     }
 

@@ -1,9 +1,11 @@
 //! The selecting flags every command shares, parsed once into typed values, and the
 //! [`Selector`] they make (with the guest map, loaded from `--guests`, shared with the counts).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use clap::Args;
+use ctguard::connlabel::{self, LabelMap};
 use ctguard::flow::{Family, Proto, ProtoState};
 use ctguard::guests::GuestMap;
 use ctguard::select::{self, GuestFilter, PortRange, Selector};
@@ -66,6 +68,13 @@ pub struct SelectArgs {
     /// Never select flows with an address in CIDR (repeatable; any of their four addresses).
     #[arg(long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub except: Vec<Given<IpNetwork>>,
+    /// Connection labels the flow must all have: names from the label map or bit numbers,
+    /// comma separated (repeatable; like conntrack -l).
+    #[arg(short = 'l', long, value_name = "LABEL[,LABEL]")]
+    pub label: Vec<String>,
+    /// The label names (default /etc/xtables/connlabel.conf, as conntrack reads it).
+    #[arg(long, value_name = "FILE")]
+    pub labelmap: Option<String>,
 }
 
 fn idle(s: &str) -> Result<u32, String> {
@@ -104,6 +113,13 @@ impl SelectArgs {
             }
         }
         let (status_set, status_clear) = self.status.as_ref().map_or((0, 0), |g| g.value);
+        let mut labels = 0;
+        if !self.label.is_empty() {
+            let map = self.label_map()?;
+            for list in &self.label {
+                labels |= map.bits(list).map_err(|e| format!("--label {list}: {e}"))?;
+            }
+        }
         let sel = Selector {
             src: values(&self.src),
             dst: values(&self.dst),
@@ -124,8 +140,19 @@ impl SelectArgs {
             timeout_below: self.timeout_below.as_ref().map(|g| g.value),
             timeouts: None,
             except: values(&self.except),
+            labels,
         };
         Ok((sel, guests))
+    }
+
+    /// The label map: `--labelmap FILE` (which must exist), or conntrack's default file (an
+    /// empty map when it is absent: bit numbers still work).
+    pub fn label_map(&self) -> Result<LabelMap, String> {
+        match &self.labelmap {
+            Some(path) => LabelMap::load(Path::new(path), true),
+            None => LabelMap::load(Path::new(connlabel::DEFAULT_PATH), false),
+        }
+        .map_err(|e| format!("label map {e}"))
     }
 
     /// The selecting flags as given, for the audit line.
@@ -151,6 +178,7 @@ impl SelectArgs {
         add(&mut parts, "--idle", self.idle.as_slice());
         add(&mut parts, "--timeout-below", self.timeout_below.as_slice());
         add(&mut parts, "--except", &self.except);
+        add(&mut parts, "--label", &self.label);
         parts.join(" ")
     }
 }

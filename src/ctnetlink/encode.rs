@@ -10,7 +10,7 @@ use netlink_packet_core::{Emitable, NetlinkHeader};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 
 use super::uapi::*;
-use super::{DumpFilter, FlowKey};
+use super::{Change, DumpFilter, FlowKey};
 use crate::flow::{Family, Flow, L4, Proto, ProtoState, Tuple};
 
 /// Appends one netlink message to a buffer; lengths are fixed up by `finish`.
@@ -186,6 +186,46 @@ pub(crate) fn delete(buf: &mut Vec<u8>, seq: u32, key: &FlowKey, ack: bool) {
     w.finish();
 }
 
+/// `IPCTNL_MSG_CT_NEW` updating one existing entry (`conntrack -U`), without an ACK (only a
+/// failure is answered). Without `NLM_F_CREATE` the kernel never creates: a tuple nobody holds
+/// is ENOENT. The tuple and zone find the entry as for a delete; `CTA_ID` is sent too, but
+/// 6.18's `ctnetlink_new_conntrack` does not compare it (unlike the delete path), so the
+/// caller's re-check right before is what keeps an update off a new entry on the same tuple.
+/// `status` is the entry's status bits as last read: the kernel refuses (EBUSY) a status that
+/// would clear SEEN_REPLY, ASSURED or CONFIRMED, so the bits to set are sent with them.
+pub(crate) fn update(buf: &mut Vec<u8>, seq: u32, key: &FlowKey, status: u32, change: &Change) {
+    let mut w = MsgWriter::begin(buf, IPCTNL_MSG_CT_NEW, 0, seq, key.family.number(), NFNETLINK_V0);
+    w.tuple(CTA_TUPLE_ORIG, &key.orig, key.proto);
+    if let Some(zone) = key.zone {
+        w.be16(CTA_ZONE, zone);
+    }
+    w.be32(CTA_ID, key.id);
+    if let Some(timeout) = change.timeout {
+        w.be32(CTA_TIMEOUT, timeout);
+    }
+    if change.status != 0 {
+        w.be32(CTA_STATUS, status | change.status);
+    }
+    if let Some((value, mask)) = change.mark {
+        w.be32(CTA_MARK, value);
+        w.be32(CTA_MARK_MASK, mask);
+    }
+    if let Some((bits, mask)) = change.labels {
+        w.attr(CTA_LABELS, &label_words(bits));
+        w.attr(CTA_LABELS_MASK, &label_words(mask));
+    }
+    w.finish();
+}
+
+/// 128 label bits as the kernel's four host-order u32 words, bit n in word n/32.
+fn label_words(labels: u128) -> [u8; 16] {
+    let mut words = [0u8; 16];
+    for i in 0..4 {
+        words[i * 4..i * 4 + 4].copy_from_slice(&((labels >> (32 * i)) as u32).to_ne_bytes());
+    }
+    words
+}
+
 /// `IPCTNL_MSG_CT_DELETE` without a tuple: a flush, filtered by exactly the attributes a dump
 /// with `f` sends (Linux 6.12+ honours `CTA_FILTER` in a flush), acknowledged. A flush whose
 /// filter the kernel ignores empties the whole table, so this refuses (returns false, encodes
@@ -281,11 +321,7 @@ pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
         w.be16(CTA_ZONE, zone);
     }
     if let Some(labels) = flow.labels {
-        let mut words = [0u8; 16];
-        for i in 0..4 {
-            words[i * 4..i * 4 + 4].copy_from_slice(&((labels >> (32 * i)) as u32).to_ne_bytes());
-        }
-        w.attr(CTA_LABELS, &words);
+        w.attr(CTA_LABELS, &label_words(labels));
     }
     w.finish();
 }

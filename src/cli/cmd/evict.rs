@@ -1,6 +1,7 @@
 //! `ctguard evict`: flags, plan, and the run around the engine in `ctguard::evict`: preview and
 //! confirmation, `--dry-run`, `--save` (in `save`), signals (in `signals`), the report and the
-//! audit trail (`ctguard::audit`).
+//! audit trail (`ctguard::audit`). `ctguard update` (its flags in `update`) is the same run with
+//! another act ([`Act::Update`]) and its words.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use clap::Args;
 
 use ctguard::GuestMap;
 use ctguard::audit::{self, Actor, AuditLog, RunInfo, Trail};
-use ctguard::ctnetlink::Conntrack;
+use ctguard::ctnetlink::{Act, Conntrack};
 use ctguard::evict::{self, Ask, Before, Decision, Edges, Ran, Report, Seen, Selection, Strategy};
 use ctguard::flow::Flow;
 use ctguard::flushproof::Refusal;
@@ -84,7 +85,21 @@ fn limit(s: &str) -> Result<u64, String> {
     parse::positive_of("--limit", " of flows", s)
 }
 
-/// A validated `evict`.
+/// The words of a run: `evict`'s, or `update`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words {
+    /// The command, as the audit records name it.
+    pub command: &'static str,
+    /// `Delete`, as the question asks.
+    pub verb: &'static str,
+    /// `deleted`.
+    pub done: &'static str,
+}
+
+/// `evict`'s words.
+pub const EVICT: Words = Words { command: "evict", verb: "Delete", done: "deleted" };
+
+/// A validated `evict` (or `update`).
 #[derive(Debug)]
 pub struct EvictPlan {
     sel: Selector,
@@ -99,10 +114,21 @@ pub struct EvictPlan {
     /// `None`: auditing turned off.
     audit_log: Option<PathBuf>,
     json: bool,
+    /// What is done to each selected flow.
+    pub(crate) act: Act,
+    pub(crate) words: Words,
+    /// For an update: what it sets, as given (the audit records carry it).
+    pub(crate) change_text: Option<String>,
 }
 
 /// Checks every flag before anything is touched; a bad one is a one-line reason.
 pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
+    plan_as(a, EVICT)
+}
+
+/// [`plan`] for the command of `words` (`update` shares these flags and rules).
+pub(crate) fn plan_as(a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
+    let (command, verb) = (words.command, words.verb.to_lowercase());
     let (sel, guests) = a.select.selector()?;
     // An exclusion alone selects everything else: that is --all with an exception, and says so.
     let only_except = Selector { except: Vec::new(), ..sel.clone() }.is_empty();
@@ -117,9 +143,10 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
             .into());
     }
     if only_except && !a.all {
-        return Err("evict needs a selection (e.g. --guest 172.16.3.5 --state ESTABLISHED), \
-                    or --all for every flow"
-            .into());
+        return Err(format!(
+            "{command} needs a selection (e.g. --guest 172.16.3.5 --state ESTABLISHED), or \
+             --all for every flow"
+        ));
     }
     let (limit, rate) = (a.limit, a.rate);
     if a.list && !a.dry_run {
@@ -133,9 +160,11 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
         Some(s) => Some(save::check(s)?),
     };
     if !a.yes && !a.dry_run && !io::stdin().is_terminal() {
-        return Err("refusing to evict without a terminal to confirm: add --yes to delete, \
-                    or --dry-run to see what would go"
-            .into());
+        return Err(format!(
+            "refusing to {command} without a terminal to confirm: add --yes to {verb}, or \
+             --dry-run to see what would be {}",
+            words.done
+        ));
     }
     Ok(EvictPlan {
         selector_text: if a.all { "--all".into() } else { a.select.describe() },
@@ -149,6 +178,9 @@ pub fn plan(a: EvictArgs) -> Result<EvictPlan, String> {
         save,
         audit_log: (!a.no_audit && !a.audit_log.is_empty()).then(|| PathBuf::from(a.audit_log)),
         json: a.json,
+        act: Act::Delete,
+        words,
+        change_text: None,
     })
 }
 
@@ -225,18 +257,18 @@ impl Preview {
     }
 }
 
-/// The question before deleting: how many, and in which namespace.
-fn question(n: u64, netns: Option<&str>) -> String {
+/// The question before deleting (or updating): how many, and in which namespace.
+fn question(verb: &str, n: u64, netns: Option<&str>) -> String {
     match netns {
-        Some(ns) => format!("Delete {n} flows in netns {ns}? [y/N] "),
-        None => format!("Delete {n} flows in the current network namespace? [y/N] "),
+        Some(ns) => format!("{verb} {n} flows in netns {ns}? [y/N] "),
+        None => format!("{verb} {n} flows in the current network namespace? [y/N] "),
     }
 }
 
 /// Asks on the terminal; true only for y/yes. A stopping signal ends the wait (as a no): the
 /// handlers restart a blocked read, so stdin is polled, a quarter second at a time.
-fn confirm(n: u64, netns: Option<&str>) -> bool {
-    eprint!("{}", question(n, netns));
+fn confirm(verb: &str, n: u64, netns: Option<&str>) -> bool {
+    eprint!("{}", question(verb, n, netns));
     let _ = io::stderr().flush();
     let mut stdin = libc::pollfd { fd: libc::STDIN_FILENO, events: libc::POLLIN, revents: 0 };
     loop {
@@ -271,11 +303,12 @@ pub fn run(
 ) -> Result<Outcome, Failure> {
     let stop = signals::install()?;
     let mut trail = open_trail(&p, netns)?;
+    let p_words = p.words;
     let result = evict(ct, p, netns, stop, &mut trail, out);
     if trail.pending() {
         // Nothing matched: a report of nothing. An error: no counts, they are not known.
         let (counts, error) = match &result {
-            Ok(_) => (serde_json::to_value(Report::nothing(0, 0, false)).ok(), None),
+            Ok(_) => (report_value(&p_words, &Report::nothing(0, 0, false)).ok(), None),
             Err(Failure::Message(m)) => (None, Some(m.clone())),
             Err(Failure::Output(e)) => (None, Some(format!("writing output: {e}"))),
         };
@@ -290,13 +323,15 @@ pub fn run(
 /// The audit trail of this run: none for `--dry-run` or `--no-audit`; else the log, opened
 /// (and checked) now, before anything is touched.
 fn open_trail(p: &EvictPlan, netns: Option<&str>) -> Result<Trail, Failure> {
-    let info = RunInfo::new("evict", Actor::current(), netns, p.selector_text.clone())
+    let info = RunInfo::new(p.words.command, Actor::current(), netns, p.selector_text.clone())
         .with_pace(p.limit, p.rate)
-        .with_save(p.save.as_deref());
+        .with_save(p.save.as_deref())
+        .with_change(p.change_text.clone());
     let log = match &p.audit_log {
         Some(path) if !p.dry_run => Some(AuditLog::open(path).map_err(|e| {
+            let done = p.words.done;
             Failure::Message(format!(
-                "{e}; nothing was deleted (--no-audit deletes without an audit trail)"
+                "{e}; nothing was {done} (--no-audit runs without an audit trail)"
             ))
         })?),
         _ => None,
@@ -306,8 +341,8 @@ fn open_trail(p: &EvictPlan, netns: Option<&str>) -> Result<Trail, Failure> {
 
 /// Writes the audit intent before the first delete; if it cannot be written, nothing is
 /// deleted.
-fn intent(trail: &mut Trail, selected: Option<u64>) -> Result<(), Failure> {
-    trail.intent(selected).map_err(|e| Failure::Message(format!("{e}; nothing was deleted")))
+fn intent(trail: &mut Trail, selected: Option<u64>, w: &Words) -> Result<(), Failure> {
+    trail.intent(selected).map_err(|e| Failure::Message(format!("{e}; nothing was {}", w.done)))
 }
 
 /// The failure for a stopping signal before the first delete.
@@ -317,7 +352,8 @@ fn interrupted_before_deleting(p: &EvictPlan, during: &str) -> Failure {
         Some(path) => format!("; {} was not written", path.display()),
         None => String::new(),
     };
-    Failure::Message(format!("interrupted by {signal} {during}; nothing was deleted{saved}"))
+    let done = p.words.done;
+    Failure::Message(format!("interrupted by {signal} {during}; nothing was {done}{saved}"))
 }
 
 fn evict(
@@ -338,6 +374,7 @@ fn evict(
         rate: p.rate,
         save: p.save.is_some(),
         kernel: ctguard::kernel::release(),
+        act: p.act,
     };
     let strategy = Strategy::choose(&p.sel, &ask);
 
@@ -369,7 +406,7 @@ fn evict(
         }
 
         fn intent(&mut self, selected: Option<u64>) -> Result<(), Failure> {
-            intent(self.trail, selected)
+            intent(self.trail, selected, &self.p.words)
         }
 
         fn unproven(&mut self, why: &Refusal) {
@@ -433,7 +470,7 @@ fn evict(
             self.preview.write(&mut text, table, p.limit)?;
             if p.dry_run {
                 // The summary goes where the report goes, unless --list fills stdout with flows.
-                let report = Report::nothing(selection.matched, selected, true);
+                let report = Report::nothing(selection.matched, selected, true).of_act(p.act);
                 if p.list || p.json {
                     io::stderr().write_all(&text)?;
                 } else {
@@ -443,7 +480,8 @@ fn evict(
                 return Ok(Decision::DryRun);
             }
             io::stderr().write_all(&text)?;
-            Ok(if confirm(selected, self.netns) { Decision::Delete } else { Decision::Decline })
+            let verb = p.words.verb;
+            Ok(if confirm(verb, selected, self.netns) { Decision::Delete } else { Decision::Decline })
         }
 
         fn before_deletes(&mut self, selection: &Selection) -> Result<(), Failure> {
@@ -479,7 +517,7 @@ fn evict(
         Ran::Deleted(report) => finish(out, &p, trail, report),
         Ran::NothingMatched => nothing_matched(out, &p),
         Ran::Declined => {
-            eprintln!("ctguard: nothing deleted");
+            eprintln!("ctguard: nothing {}", p.words.done);
             Ok(Outcome::NothingMatched)
         }
         Ran::DryRun => Ok(Outcome::Ok),
@@ -488,16 +526,30 @@ fn evict(
 
 fn nothing_matched(out: &mut impl Write, p: &EvictPlan) -> Result<Outcome, Failure> {
     if p.json {
-        print_report(out, p, &Report::nothing(0, 0, p.dry_run))?;
+        print_report(out, p, &Report::nothing(0, 0, p.dry_run).of_act(p.act))?;
     } else {
-        eprintln!("ctguard: no flow matches; nothing deleted");
+        eprintln!("ctguard: no flow matches; nothing {}", p.words.done);
     }
     Ok(Outcome::NothingMatched)
 }
 
+/// The report as its JSON line holds it: `evict`'s as it is; an update's with `updated` for
+/// `deleted` (docs/json-schema.md).
+fn report_value(w: &Words, r: &Report) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(r)?;
+    if r.update
+        && let Some(map) = v.as_object_mut()
+        && let Some(n) = map.remove("deleted")
+    {
+        map.insert(w.done.to_string(), n);
+    }
+    Ok(v)
+}
+
 fn print_report(out: &mut impl Write, p: &EvictPlan, r: &Report) -> Result<(), Failure> {
     if p.json {
-        jsonl::write_line(out, r)?;
+        let v = report_value(&p.words, r).map_err(|e| Failure::Message(e.to_string()))?;
+        jsonl::write_line(out, &v)?;
     } else if p.list {
         r.write_text(&mut io::stderr())?;
     } else {
@@ -515,14 +567,16 @@ fn finish(
     trail: &mut Trail,
     report: Report,
 ) -> Result<Outcome, Failure> {
+    let verb = p.words.verb.to_lowercase();
     for f in &report.failures {
-        eprintln!("ctguard: could not delete {}: {} (errno {})", f.flow, f.error, f.errno);
+        eprintln!("ctguard: could not {verb} {}: {} (errno {})", f.flow, f.error, f.errno);
     }
     let printed = print_report(out, p, &report).and_then(|()| Ok(out.flush()?));
-    if let Err(e) = trail.outcome(&report, signals::caught(), None) {
-        eprintln!("ctguard: warning: {e} (the eviction itself is done)");
+    let counts = report_value(&p.words, &report).unwrap_or_else(|_| serde_json::json!({}));
+    if let Err(e) = trail.outcome(&counts, signals::caught(), None) {
+        eprintln!("ctguard: warning: {e} (the {} itself is done)", p.words.command);
     }
-    let status = status_of(&report);
+    let status = status_of(&report, &p.words);
     match printed {
         Ok(()) => status,
         Err(e) => {
@@ -543,7 +597,7 @@ fn finish(
 }
 
 /// The exit status a report means.
-fn status_of(report: &Report) -> Result<Outcome, Failure> {
+fn status_of(report: &Report, w: &Words) -> Result<Outcome, Failure> {
     // Interrupted counts as unfinished even when the flows seen so far are all gone: the dump
     // may have been cut short before it saw the rest.
     if report.all_gone() && !report.interrupted {
@@ -551,14 +605,17 @@ fn status_of(report: &Report) -> Result<Outcome, Failure> {
     }
     let by = signals::caught().map(|s| format!(" by {s}")).unwrap_or_default();
     Err(Failure::Message(if report.interrupted && report.matched == 0 {
-        format!("interrupted{by} during the selection; nothing was deleted")
+        format!("interrupted{by} during the selection; nothing was {}", w.done)
     } else if report.interrupted || report.not_attempted > 0 {
         format!(
             "interrupted{by}: {} of {} selected flows not attempted",
             report.not_attempted, report.selected
         )
     } else {
-        format!("{} of {} selected flows could not be deleted", report.failed, report.selected)
+        format!(
+            "{} of {} selected flows could not be {}",
+            report.failed, report.selected, w.done
+        )
     }))
 }
 
@@ -569,10 +626,10 @@ mod tests {
     #[test]
     fn issue_9_15_the_question_names_the_namespace() {
         assert_eq!(
-            question(240_000, Some("guests")),
+            question("Delete", 240_000, Some("guests")),
             "Delete 240000 flows in netns guests? [y/N] "
         );
-        assert_eq!(question(3, None), "Delete 3 flows in the current network namespace? [y/N] ");
+        assert_eq!(question("Delete", 3, None), "Delete 3 flows in the current network namespace? [y/N] ");
     }
 
     #[test]
