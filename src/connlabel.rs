@@ -121,7 +121,10 @@ mod tests {
 
     #[test]
     fn issue_12_a_bad_line_names_itself() {
-        assert_eq!(LabelMap::parse("0 red\n200 big\n"), Err("line 2: not `BIT NAME` with a bit 0-127".into()));
+        assert_eq!(
+            LabelMap::parse("0 red\n200 big\n"),
+            Err("line 2: not `BIT NAME` with a bit 0-127".into())
+        );
         assert!(LabelMap::parse("red\n").is_err());
     }
 

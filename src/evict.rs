@@ -424,9 +424,8 @@ pub fn streamed(
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
     let s = select_and_delete(ct, sel, deleter(&still_selected, rate, act, stop)?, stop)?;
-    let report = Report::nothing(s.matched, s.matched, false)
-        .of_act(act)
-        .with_tally(&s.tally, s.without_id);
+    let report =
+        Report::nothing(s.matched, s.matched, false).of_act(act).with_tally(&s.tally, s.without_id);
     Ok(report.ended(s.complete, stop))
 }
 
@@ -749,8 +748,11 @@ impl Report {
 
     /// The one-line text form.
     pub fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let (done, per_flow) =
-            if self.update { ("updated", "per-flow updates") } else { ("deleted", "per-flow deletes") };
+        let (done, per_flow) = if self.update {
+            ("updated", "per-flow updates")
+        } else {
+            ("deleted", "per-flow deletes")
+        };
         if self.dry_run {
             return writeln!(
                 out,
@@ -938,8 +940,7 @@ mod tests {
             f
         })
         .unwrap();
-        let marked =
-            Marked { key, seen: Instant::now(), start_ns: None, packets: None, status: 0 };
+        let marked = Marked { key, seen: Instant::now(), start_ns: None, packets: None, status: 0 };
         let c = |idle, order| Candidate { idle, order: Reverse(order), marked };
         assert!(c(10, 5) > c(9, 1));
         assert!(c(10, 1) > c(10, 2), "ties: the earlier flow first");

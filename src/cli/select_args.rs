@@ -148,11 +148,7 @@ impl SelectArgs {
     /// The label map: `--labelmap FILE` (which must exist), or conntrack's default file (an
     /// empty map when it is absent: bit numbers still work).
     pub fn label_map(&self) -> Result<LabelMap, String> {
-        match &self.labelmap {
-            Some(path) => LabelMap::load(Path::new(path), true),
-            None => LabelMap::load(Path::new(connlabel::DEFAULT_PATH), false),
-        }
-        .map_err(|e| format!("label map {e}"))
+        label_map(self.labelmap.as_deref())
     }
 
     /// The selecting flags as given, for the audit line.
@@ -181,6 +177,16 @@ impl SelectArgs {
         add(&mut parts, "--label", &self.label);
         parts.join(" ")
     }
+}
+
+/// The label map of `--labelmap FILE` (which must exist), or conntrack's default file (an
+/// empty map when it is absent: bit numbers still work).
+pub fn label_map(path: Option<&str>) -> Result<LabelMap, String> {
+    match path {
+        Some(path) => LabelMap::load(Path::new(path), true),
+        None => LabelMap::load(Path::new(connlabel::DEFAULT_PATH), false),
+    }
+    .map_err(|e| format!("label map {e}"))
 }
 
 /// The guest map of `--guests FILE`, or an empty one.

@@ -9,6 +9,7 @@ use ctguard::select;
 
 use crate::cli::exit::{self, Failure, Outcome};
 use crate::cli::parse::{self, Given};
+use crate::cli::select_args;
 
 /// `ctguard create`: like `conntrack -I`.
 #[derive(Debug, ClapArgs)]
@@ -64,6 +65,14 @@ pub struct Args {
     /// Zone.
     #[arg(short = 'w', long, value_name = "N", value_parser = parse::zone)]
     pub zone: Option<u16>,
+    /// Connection labels: names from the label map or bit numbers, comma separated
+    /// (repeatable). The kernel keeps them only while a label user (an nft `ct label` rule)
+    /// exists in the namespace.
+    #[arg(short = 'l', long, value_name = "LABEL[,LABEL]")]
+    pub label: Vec<String>,
+    /// The label names (default /etc/xtables/connlabel.conf).
+    #[arg(long, value_name = "FILE")]
+    pub labelmap: Option<String>,
 }
 
 /// A validated `create`: the flow.
@@ -136,7 +145,17 @@ pub fn plan(a: Args) -> Result<Plan, String> {
         Some((set, _)) => set,
         None => 0,
     };
+    let mut labels = None;
+    if !a.label.is_empty() {
+        let map = select_args::label_map(a.labelmap.as_deref())?;
+        let mut bits = 0;
+        for list in &a.label {
+            bits |= map.bits(list).map_err(|e| format!("--label {list}: {e}"))?;
+        }
+        labels = Some(bits);
+    }
     let flow = Flow {
+        labels,
         family: Family::of(src),
         proto,
         orig,

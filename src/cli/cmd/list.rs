@@ -4,6 +4,7 @@ use std::io::{self, IsTerminal, Write};
 use std::ops::ControlFlow;
 
 use clap::Args as ClapArgs;
+use ctguard::connlabel::LabelMap;
 use ctguard::ctnetlink::Conntrack;
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
@@ -16,6 +17,9 @@ use crate::cli::report_args::ReportArgs;
 #[derive(Debug, ClapArgs)]
 #[command(mut_arg("json", |a| a.help(JSON_HELP)))]
 pub struct Args {
+    /// `labels`: print the connection labels the label map names (conntrack -L -o labels).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["labels"])]
+    pub output: Option<String>,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -28,11 +32,20 @@ const JSON_HELP: &str = "Print JSON Lines, one flow per line (schema in docs/jso
 pub struct Plan {
     sel: Selector,
     json: bool,
+    /// `-o labels`: the label map naming them.
+    labels: Option<LabelMap>,
 }
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    Ok(Plan { sel: a.report.select.selector()?.0, json: a.report.json })
+    let labels = match a.output {
+        Some(_) if a.report.json => {
+            return Err("-o labels is for the text lines; --json always carries the labels".into());
+        }
+        Some(_) => Some(a.report.select.label_map()?),
+        None => None,
+    };
+    Ok(Plan { sel: a.report.select.selector()?.0, json: a.report.json, labels })
 }
 
 /// Runs `list`: streams the dump to `out`; exit 1 when nothing matched.
@@ -45,7 +58,11 @@ pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome,
             return ControlFlow::Continue(());
         }
         shown += 1;
-        let r = if p.json { json::write_flow(out, flow) } else { ct_text::write_line(out, flow) };
+        let r = match (&p.labels, p.json) {
+            (_, true) => json::write_flow(out, flow),
+            (Some(map), false) => ct_text::write_line_labelled(out, flow, map),
+            (None, false) => ct_text::write_line(out, flow),
+        };
         match r {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {

@@ -14,7 +14,7 @@ use ctguard::ctnetlink::{Act, Change};
 use ctguard::flow::Status;
 use ctguard::select;
 
-use super::evict::{self, EvictArgs, EvictPlan, Words};
+use crate::cli::act::{self, EvictArgs, EvictPlan, Words};
 use crate::cli::parse::{self, Given};
 use crate::cli::select_args::SelectArgs;
 
@@ -134,7 +134,7 @@ pub fn plan(a: Args) -> Result<EvictPlan, String> {
         json: a.json,
         select: a.select,
     };
-    let mut p = evict::plan_as(args, UPDATE)?;
+    let mut p = act::plan_as(args, UPDATE)?;
     p.act = Act::Update(change);
     p.change_text = Some(text.join(" "));
     Ok(p)
@@ -190,8 +190,19 @@ mod tests {
     #[test]
     fn issue_12_update_flags_make_one_change() {
         let c = change_of(&["-s", "10.0.0.5", "--set-mark", "0x10/0xf0", "--set-timeout", "60"]);
-        assert_eq!((c.mark, c.timeout, c.status, c.labels), (Some((0x10, 0xf0)), Some(60), 0, None));
-        let c = change_of(&["--all", "--set-status", "ASSURED", "--label-add", "3,5", "--label-del", "1"]);
+        assert_eq!(
+            (c.mark, c.timeout, c.status, c.labels),
+            (Some((0x10, 0xf0)), Some(60), 0, None)
+        );
+        let c = change_of(&[
+            "--all",
+            "--set-status",
+            "ASSURED",
+            "--label-add",
+            "3,5",
+            "--label-del",
+            "1",
+        ]);
         assert_eq!(c.status, Status::ASSURED);
         assert_eq!(c.labels, Some((0b101000, 0b101010)));
     }
@@ -205,7 +216,7 @@ mod tests {
             (&["-s", "10.0.0.5", "--set-status", "CONFIRMED"][..], "only ASSURED"),
             (&["-s", "10.0.0.5", "--label-add", "no-such-label"][..], "unknown label"),
             (&["-s", "10.0.0.5", "--label-add", "3", "--label-del", "3"][..], "same label"),
-            (&["-s", "10.0.0.5", "--set-timeout", "-1"][..], "--set-timeout"),
+            (&["-s", "10.0.0.5", "--set-timeout", "1h"][..], "--set-timeout"),
         ] {
             let e = planned(argv).err().unwrap_or_default();
             assert!(e.contains(why), "{argv:?}: {e}");
