@@ -26,6 +26,7 @@ mod netns;
 mod netns_path;
 mod oracle;
 mod parity;
+mod parity_update;
 mod permissions;
 mod seed;
 mod unattended;

@@ -17,7 +17,8 @@ use crate::cli::report_args::ReportArgs;
 #[derive(Debug, ClapArgs)]
 #[command(mut_arg("json", |a| a.help(JSON_HELP)))]
 pub struct Args {
-    /// `labels`: print the connection labels the label map names (conntrack -L -o labels).
+    /// `labels`: print the connection labels the label map names (conntrack -L -o labels;
+    /// printed with --label too, as conntrack does).
     #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["labels"])]
     pub output: Option<String>,
     #[command(flatten)]
@@ -42,7 +43,12 @@ pub fn plan(a: Args) -> Result<Plan, String> {
         Some(_) if a.report.json => {
             return Err("-o labels is for the text lines; --json always carries the labels".into());
         }
+        // conntrack prints the labels whenever it has loaded its label map: for -o labels,
+        // and for -l.
         Some(_) => Some(a.report.select.label_map()?),
+        None if !a.report.select.label.is_empty() && !a.report.json => {
+            Some(a.report.select.label_map()?)
+        }
         None => None,
     };
     Ok(Plan { sel: a.report.select.selector()?.0, json: a.report.json, labels })
