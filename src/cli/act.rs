@@ -44,30 +44,39 @@ if still the same entry and still selected. See the README's \"What a delete gua
 #[derive(Debug, Args)]
 #[command(after_help = EVICT_EXIT_STATUS)]
 pub struct EvictArgs {
+    /// Delete at most N flows, the most idle first.
+    #[arg(long, value_name = "N", value_parser = limit)]
+    pub limit: Option<u64>,
+    /// Write the flows about to be deleted to FILE first (JSON Lines, as `list --json`;
+    /// `ctguard load FILE` puts them back).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// The flags of a run `evict` and `update` share: how it asks, paces, reports and audits.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Every flow in the table (must be said explicitly; still asks, or needs --yes).
     #[arg(long)]
     pub all: bool,
-    /// Do not ask: delete at once (for scripts; also needed without a terminal).
+    /// Do not ask: act at once (for scripts; also needed without a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Delete nothing; report what would go.
+    /// Change nothing; report what would be done.
     #[arg(long)]
     pub dry_run: bool,
     /// With --dry-run: print every selected flow (conntrack -L lines, JSON Lines with --json).
     #[arg(long)]
     pub list: bool,
-    /// Delete at most N flows, the most idle first.
-    #[arg(long, value_name = "N", value_parser = limit)]
-    pub limit: Option<u64>,
-    /// Delete at most N flows a second (N or N/s).
+    /// Act on at most N flows a second (N or N/s).
     #[arg(long, value_name = "N/s", value_parser = parse::rate)]
     pub rate: Option<u32>,
-    /// Write the flows about to be deleted to FILE first (JSON Lines, as `list --json`;
-    /// `ctguard load FILE` puts them back).
-    #[arg(long, value_name = "FILE")]
-    pub save: Option<String>,
-    /// Append the audit records (intent before the first delete, outcome after) to this file;
-    /// if it cannot be written, nothing is deleted. '' turns auditing off, like --no-audit.
+    /// Append the audit records (intent before the first change, outcome after) to this file;
+    /// if it cannot be written, nothing is changed. '' turns auditing off, like --no-audit.
     #[arg(long, value_name = "PATH", env = "CTGUARD_AUDIT_LOG", default_value = audit::DEFAULT_LOG)]
     pub audit_log: String,
     /// Write no audit records.
@@ -76,8 +85,6 @@ pub struct EvictArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub select: SelectArgs,
 }
 
 /// `--limit N`: a positive number of flows.
@@ -128,34 +135,34 @@ pub fn plan_as(a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
     let (sel, guests) = a.select.selector()?;
     // An exclusion alone selects everything else: that is --all with an exception, and says so.
     let only_except = Selector { except: Vec::new(), ..sel.clone() }.is_empty();
-    if a.all && !only_except {
+    if a.run.all && !only_except {
         return Err("--all takes every flow (but --except); leave out the selecting flags, or \
                     --all"
             .into());
     }
-    if only_except && !a.all && !sel.except.is_empty() {
+    if only_except && !a.run.all && !sel.except.is_empty() {
         return Err("--except alone would take every other flow; add --all to mean that, or a \
                     selection"
             .into());
     }
-    if only_except && !a.all {
+    if only_except && !a.run.all {
         return Err(format!(
             "{command} needs a selection (e.g. --guest 172.16.3.5 --state ESTABLISHED), or \
              --all for every flow"
         ));
     }
-    let (limit, rate) = (a.limit, a.rate);
-    if a.list && !a.dry_run {
+    let (limit, rate) = (a.limit, a.run.rate);
+    if a.run.list && !a.run.dry_run {
         return Err("--list prints what --dry-run would delete; add --dry-run".into());
     }
     let save = match &a.save {
         None => None,
-        Some(s) if a.dry_run => {
+        Some(s) if a.run.dry_run => {
             return Err(format!("--save {s} keeps what is deleted; --dry-run deletes nothing"));
         }
         Some(s) => Some(save::check(s)?),
     };
-    if !a.yes && !a.dry_run && !io::stdin().is_terminal() {
+    if !a.run.yes && !a.run.dry_run && !io::stdin().is_terminal() {
         return Err(format!(
             "refusing to {command} without a terminal to confirm: add --yes to {verb}, or \
              --dry-run to see what would be {}",
@@ -163,17 +170,18 @@ pub fn plan_as(a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
         ));
     }
     Ok(EvictPlan {
-        selector_text: if a.all { "--all".into() } else { a.select.describe() },
+        selector_text: if a.run.all { "--all".into() } else { a.select.describe() },
         sel,
         guests,
-        yes: a.yes,
-        dry_run: a.dry_run,
-        list: a.list,
+        yes: a.run.yes,
+        dry_run: a.run.dry_run,
+        list: a.run.list,
         limit,
         rate,
         save,
-        audit_log: (!a.no_audit && !a.audit_log.is_empty()).then(|| PathBuf::from(a.audit_log)),
-        json: a.json,
+        audit_log: (!a.run.no_audit && !a.run.audit_log.is_empty())
+            .then(|| PathBuf::from(a.run.audit_log)),
+        json: a.run.json,
         act: Act::Delete,
         words,
         change_text: None,

@@ -14,7 +14,7 @@ use ctguard::ctnetlink::{Act, Change};
 use ctguard::flow::Status;
 use ctguard::select;
 
-use crate::cli::act::{self, EvictArgs, EvictPlan, Words};
+use crate::cli::act::{self, EvictArgs, EvictPlan, RunArgs, Words};
 use crate::cli::parse::{self, Given};
 use crate::cli::select_args::SelectArgs;
 
@@ -53,31 +53,8 @@ pub struct Args {
     /// Remove a connection label (repeatable, or comma separated).
     #[arg(long, value_name = "LABEL")]
     pub label_del: Vec<String>,
-    /// Every flow in the table (must be said explicitly; still asks, or needs --yes).
-    #[arg(long)]
-    pub all: bool,
-    /// Do not ask: update at once (for scripts; also needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Change nothing; report what would be updated.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// With --dry-run: print every selected flow (conntrack -L lines, JSON Lines with --json).
-    #[arg(long)]
-    pub list: bool,
-    /// Update at most N flows a second (N or N/s).
-    #[arg(long, value_name = "N/s", value_parser = parse::rate)]
-    pub rate: Option<u32>,
-    /// Append the audit records (intent before the first update, outcome after) to this
-    /// file; if it cannot be written, nothing is updated. '' turns auditing off.
-    #[arg(long, value_name = "PATH", env = "CTGUARD_AUDIT_LOG", default_value = ctguard::audit::DEFAULT_LOG)]
-    pub audit_log: String,
-    /// Write no audit records.
-    #[arg(long)]
-    pub no_audit: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -121,19 +98,7 @@ pub fn plan(a: Args) -> Result<EvictPlan, String> {
     text.extend(a.set_status.iter().map(|g| format!("--set-status {g}")));
     text.extend(a.label_add.iter().map(|l| format!("--label-add {l}")));
     text.extend(a.label_del.iter().map(|l| format!("--label-del {l}")));
-    let args = EvictArgs {
-        all: a.all,
-        yes: a.yes,
-        dry_run: a.dry_run,
-        list: a.list,
-        limit: None,
-        rate: a.rate,
-        save: None,
-        audit_log: a.audit_log,
-        no_audit: a.no_audit,
-        json: a.json,
-        select: a.select,
-    };
+    let args = EvictArgs { limit: None, save: None, run: a.run, select: a.select };
     let mut p = act::plan_as(args, UPDATE)?;
     p.act = Act::Update(change);
     p.change_text = Some(text.join(" "));
