@@ -307,12 +307,14 @@ pub fn run(
 ) -> Result<Outcome, Failure> {
     let stop = signals::install()?;
     let mut trail = open_trail(&p, netns)?;
-    let p_words = p.words;
+    let act = p.act;
     let result = evict(ct, p, netns, stop, &mut trail, out);
     if trail.pending() {
         // Nothing matched: a report of nothing. An error: no counts, they are not known.
         let (counts, error) = match &result {
-            Ok(_) => (report_value(&p_words, &Report::nothing(0, 0, false)).ok(), None),
+            Ok(_) => {
+                (serde_json::to_value(AsJson(&Report::nothing(0, 0, false).of_act(act))).ok(), None)
+            }
             Err(Failure::Message(m)) => (None, Some(m.clone())),
             Err(Failure::Output(e)) => (None, Some(format!("writing output: {e}"))),
         };
@@ -541,23 +543,28 @@ fn nothing_matched(out: &mut impl Write, p: &EvictPlan) -> Result<Outcome, Failu
     Ok(Outcome::NothingMatched)
 }
 
-/// The report as its JSON line holds it: `evict`'s as it is; an update's with `updated` for
-/// `deleted` (docs/json-schema.md).
-fn report_value(w: &Words, r: &Report) -> serde_json::Result<serde_json::Value> {
-    let mut v = serde_json::to_value(r)?;
-    if r.update
-        && let Some(map) = v.as_object_mut()
-        && let Some(n) = map.remove("deleted")
-    {
-        map.insert(w.done.to_string(), n);
+/// The report as its JSON holds it: `evict`'s as [`Report`] serialises (its keys in its
+/// order); an update's with `updated` for `deleted` (docs/json-schema.md).
+struct AsJson<'a>(&'a Report);
+
+impl serde::Serialize for AsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.0.update {
+            return self.0.serialize(s);
+        }
+        let mut v = serde_json::to_value(self.0).map_err(serde::ser::Error::custom)?;
+        if let Some(map) = v.as_object_mut()
+            && let Some(n) = map.remove("deleted")
+        {
+            map.insert("updated".into(), n);
+        }
+        v.serialize(s)
     }
-    Ok(v)
 }
 
 fn print_report(out: &mut impl Write, p: &EvictPlan, r: &Report) -> Result<(), Failure> {
     if p.json {
-        let v = report_value(&p.words, r).map_err(|e| Failure::Message(e.to_string()))?;
-        jsonl::write_line(out, &v)?;
+        jsonl::write_line(out, &AsJson(r))?;
     } else if p.list {
         r.write_text(&mut io::stderr())?;
     } else {
@@ -589,8 +596,7 @@ fn finish(
         );
     }
     let printed = print_report(out, p, &report).and_then(|()| Ok(out.flush()?));
-    let counts = report_value(&p.words, &report).unwrap_or_else(|_| serde_json::json!({}));
-    if let Err(e) = trail.outcome(&counts, signals::caught(), None) {
+    if let Err(e) = trail.outcome(&AsJson(&report), signals::caught(), None) {
         eprintln!("ctguard: warning: {e} (the {} itself is done)", p.words.command);
     }
     let status = status_of(&report, &p.words);
