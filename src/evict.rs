@@ -920,10 +920,32 @@ mod tests {
             Selector { timeout_below: Some(600), ..base.clone() },
             Selector { reply_src: vec![parse_cidr("10.0.0.1").unwrap()], ..base.clone() },
             Selector { guests: Some(guest), ..base.clone() },
+            Selector { labels: 1 << 3, ..base.clone() },
         ];
         for sel in &cases {
             assert!(matches!(flush_filter(sel, K, false), Err(NoFlush::NotExact(_))), "{sel:?}");
         }
+    }
+
+    #[test]
+    fn issue_12_an_update_is_never_a_flush_and_says_updated() {
+        let host = src("172.16.3.5");
+        let update = Act::Update(crate::ctnetlink::Change {
+            mark: Some((1, u32::MAX)),
+            ..Default::default()
+        });
+        let ask = Ask { yes: true, kernel: K, act: update, ..Ask::default() };
+        assert_eq!(Strategy::choose(&host, &ask), Strategy::Streamed);
+        let mut text = Vec::new();
+        Report::nothing(3, 3, false).of_act(update).write_text(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.starts_with("updated 0 of 3 selected flows"), "{text}");
+        let mut dry = Vec::new();
+        Report::nothing(3, 3, true).of_act(update).write_text(&mut dry).unwrap();
+        assert_eq!(
+            String::from_utf8(dry).unwrap(),
+            "dry run: 3 flows would be updated (matched 3); nothing was updated\n"
+        );
     }
 
     #[test]

@@ -397,6 +397,19 @@ mod tests {
     use crate::flow::test_tcp as tcp;
 
     #[test]
+    fn issue_12_label_selection_needs_every_listed_label() {
+        let mut f = crate::flow::test_tcp("10.0.0.1", "10.0.0.2", 1, 2, TcpState::Established);
+        let sel = Selector { labels: 0b1001, ..Selector::default() };
+        assert!(!sel.is_empty());
+        assert!(!sel.matches(&f), "a flow without labels");
+        f.labels = Some(0b0001);
+        assert!(!sel.matches(&f), "one of the two");
+        f.labels = Some(0b1011);
+        assert!(sel.matches(&f), "both, and more");
+        assert_eq!(sel.kernel_filter(), DumpFilter::default(), "labels are no kernel filter");
+    }
+
+    #[test]
     fn or_within_a_flag_and_across_flags() {
         let f = tcp("172.16.3.5", "10.0.0.1", 40000, 443, TcpState::Established);
         let sel = Selector {

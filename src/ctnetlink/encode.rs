@@ -385,6 +385,39 @@ mod tests {
     }
 
     #[test]
+    fn issue_12_update_finds_by_tuple_zone_and_id_and_sends_only_the_change() {
+        let key = FlowKey::of(&sample()).unwrap();
+        let change = Change {
+            mark: Some((0x10, 0xf0)),
+            timeout: Some(77),
+            status: crate::flow::Status::ASSURED,
+            labels: Some((1 << 3, 1 << 3 | 1 << 100)),
+        };
+        let mut buf = Vec::new();
+        update(&mut buf, 4, &key, IPS_CONFIRMED | crate::flow::Status::SEEN_REPLY, &change);
+        let hdr = NetlinkBuffer::new_checked(&buf[..]).unwrap();
+        assert_eq!(hdr.message_type(), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW);
+        assert_eq!(hdr.flags(), NLM_F_REQUEST, "no NLM_F_CREATE: never creates; no ACK");
+        let mut back = Flow::default();
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!((back.orig, back.zone, back.id), (key.orig, Some(3), Some(0xdead_beef)));
+        assert_eq!(back.reply, Tuple::default(), "the reply tuple is not sent");
+        assert_eq!((back.mark, back.timeout), (Some(0x10), Some(77)));
+        // The bits to set go with the bits the entry had: the kernel refuses clearing any.
+        assert_eq!(back.status.0, IPS_CONFIRMED | 0b110);
+        assert_eq!(back.labels, Some(1 << 3));
+        let raw = |kind| back.unknown.iter().find(|a| a.kind == kind).map(|a| a.value.clone());
+        assert_eq!(raw(CTA_MARK_MASK), Some(0xf0u32.to_be_bytes().to_vec()));
+        assert_eq!(raw(CTA_LABELS_MASK), Some(label_words(1 << 3 | 1 << 100).to_vec()));
+        // Nothing asked, nothing sent: a mark-only change carries no status, timeout, labels.
+        buf.clear();
+        update(&mut buf, 5, &key, 0, &Change { mark: Some((1, u32::MAX)), ..Change::default() });
+        let mut back = Flow::default();
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!((back.status.0, back.timeout, back.labels), (0, None, None));
+    }
+
+    #[test]
     fn flush_refuses_without_cta_filter_and_matches_the_dump_body() {
         let mut buf = Vec::new();
         let unfiltered = DumpFilter { mark: Some((1, u32::MAX)), ..Default::default() };
