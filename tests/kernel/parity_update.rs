@@ -31,6 +31,21 @@ fn upd(args: &str) -> String {
     format!("update {args} --yes --no-audit")
 }
 
+/// Each case through [`Twins::same_effect`], and each must change the table (`conntrack -L
+/// <list_opts>`, timeouts masked): a case that selects nothing proves nothing.
+#[track_caller]
+fn each_changes(t: &Twins, cases: &[(&str, String)], list_opts: &[&str]) {
+    for (ct, ctg) in cases {
+        let before = t.tables(list_opts);
+        t.same_effect(ct, ctg, list_opts);
+        assert_ne!(
+            t.tables(list_opts),
+            before,
+            "`conntrack {ct}` changed nothing: the case is empty"
+        );
+    }
+}
+
 /// Timeouts by original source and source port, as `conntrack -L` prints them.
 fn timeouts(lines: &[String]) -> BTreeMap<(String, Option<u16>), u32> {
     oracle::parse_all(lines)
@@ -42,20 +57,20 @@ fn timeouts(lines: &[String]) -> BTreeMap<(String, Option<u16>), u32> {
 #[test]
 fn issue_12_update_mark_and_mark_with_mask_like_conntrack_u() {
     let t = Twins::seeded(&SEED);
-    for (ct, ctg) in [
-        ("-U -s 10.0.0.5 -m 9", upd("-s 10.0.0.5 --set-mark 9")),
-        (
-            "-U -s 10.0.0.5 -p tcp --dport 80 -m 0x10/0xf0",
-            upd("-s 10.0.0.5 -p tcp --dport 80 --set-mark 0x10/0xf0"),
-        ),
-        ("-U -d 192.0.2.1 -m 0x100/0xf00", upd("-d 192.0.2.1 --set-mark 0x100/0xf00")),
-        ("-U -f ipv6 -m 0xf0/0xf0", upd("-f ipv6 --set-mark 0xf0/0xf0")),
-        ("-U -s 10.0.0.7 -p icmp -m 0x1/0x1", upd("-s 10.0.0.7 -p icmp --set-mark 0x1/0x1")),
-    ] {
-        let before = t.tables(&[]);
-        t.same_effect(ct, &ctg, &[]);
-        assert_ne!(t.tables(&[]), before, "`conntrack {ct}` changed nothing: the case is empty");
-    }
+    each_changes(
+        &t,
+        &[
+            ("-U -s 10.0.0.5 -m 9", upd("-s 10.0.0.5 --set-mark 9")),
+            (
+                "-U -s 10.0.0.5 -p tcp --dport 80 -m 0x10/0xf0",
+                upd("-s 10.0.0.5 -p tcp --dport 80 --set-mark 0x10/0xf0"),
+            ),
+            ("-U -d 192.0.2.1 -m 0x100/0xf00", upd("-d 192.0.2.1 --set-mark 0x100/0xf00")),
+            ("-U -f ipv6 -m 0xf0/0xf0", upd("-f ipv6 --set-mark 0xf0/0xf0")),
+            ("-U -s 10.0.0.7 -p icmp -m 0x1/0x1", upd("-s 10.0.0.7 -p icmp --set-mark 0x1/0x1")),
+        ],
+        &[],
+    );
     // The mark conntrack-tools computes, (old & ~mask) ^ value, checked directly once:
     // 0x15 -> 9 -> (9 & ~0xf0) ^ 0x10 = 0x19 -> (0x19 & ~0xf00) ^ 0x100 = 0x119.
     let marks: Vec<u32> = oracle::parse_all(&t.ctg.conntrack_list(&["-s", "10.0.0.5"]))
@@ -97,15 +112,19 @@ fn issue_12_update_timeout_like_conntrack_u() {
 #[test]
 fn issue_12_update_status_like_conntrack_u() {
     let t = Twins::seeded(&SEED);
-    t.same_effect("-U -s 10.0.0.9 -u ASSURED", &upd("-s 10.0.0.9 --set-status ASSURED"), &[]);
-    t.same_effect(
-        "-U -s 10.0.0.6 -p udp -u SEEN_REPLY",
-        &upd("-s 10.0.0.6 -p udp --set-status SEEN_REPLY"),
-        &[],
-    );
-    t.same_effect(
-        "-U -s 10.0.0.7 -u SEEN_REPLY,ASSURED",
-        &upd("-s 10.0.0.7 --set-status SEEN_REPLY,ASSURED"),
+    each_changes(
+        &t,
+        &[
+            ("-U -s 10.0.0.9 -u ASSURED", upd("-s 10.0.0.9 --set-status ASSURED")),
+            (
+                "-U -s 10.0.0.6 -p udp -u SEEN_REPLY",
+                upd("-s 10.0.0.6 -p udp --set-status SEEN_REPLY"),
+            ),
+            (
+                "-U -s 10.0.0.7 -u SEEN_REPLY,ASSURED",
+                upd("-s 10.0.0.7 --set-status SEEN_REPLY,ASSURED"),
+            ),
+        ],
         &[],
     );
     // Already set: nothing changes. conntrack skips an unchanged flow and, none changed,
@@ -145,20 +164,19 @@ fn issue_12_labels_end_to_end_like_conntrack() {
     let map = t.labelmap();
     let m = format!("--labelmap {map}");
     let labels = ["-o", "labels"];
-    for (ct, ctg) in [
-        ("-U -s 10.1.0.5 --label-add red", upd(&format!("-s 10.1.0.5 --label-add red {m}"))),
-        ("-U -d 192.0.2.2 --label-add blue", upd(&format!("-d 192.0.2.2 --label-add blue {m}"))),
-        ("-U -f ipv6 --label-add green", upd(&format!("-f ipv6 --label-add green {m}"))),
-        ("-U -s 10.1.0.6 --label-add far", upd(&format!("-s 10.1.0.6 --label-add far {m}"))),
-    ] {
-        let before = t.tables(&labels);
-        t.same_effect(ct, &ctg, &labels);
-        assert_ne!(
-            t.tables(&labels),
-            before,
-            "`conntrack {ct}` changed nothing: the case is empty"
-        );
-    }
+    each_changes(
+        &t,
+        &[
+            ("-U -s 10.1.0.5 --label-add red", upd(&format!("-s 10.1.0.5 --label-add red {m}"))),
+            (
+                "-U -d 192.0.2.2 --label-add blue",
+                upd(&format!("-d 192.0.2.2 --label-add blue {m}")),
+            ),
+            ("-U -f ipv6 --label-add green", upd(&format!("-f ipv6 --label-add green {m}"))),
+            ("-U -s 10.1.0.6 --label-add far", upd(&format!("-s 10.1.0.6 --label-add far {m}"))),
+        ],
+        &labels,
+    );
     // Listed alike, by name, last on the line.
     let shown = t.same_list("-o labels", &format!("-o labels {m}"));
     assert!(shown.iter().any(|l| l.ends_with("labels=red,blue")), "{shown:?}");
@@ -173,25 +191,21 @@ fn issue_12_labels_end_to_end_like_conntrack() {
         assert!(!got.is_empty(), "`conntrack -L {ct}` selects something");
     }
     // Removing, selected by label; adding a second label.
-    for (ct, ctg) in [
-        (
-            "-U -s 10.1.0.5 -l red,blue --label-del blue",
-            upd(&format!("-s 10.1.0.5 -l red,blue --label-del blue {m}")),
-        ),
-        ("-U -f ipv6 --label-add red", upd(&format!("-f ipv6 --label-add red {m}"))),
-        (
-            "-U -l far -s 10.1.0.6 --label-del far",
-            upd(&format!("-l far -s 10.1.0.6 --label-del far {m}")),
-        ),
-    ] {
-        let before = t.tables(&labels);
-        t.same_effect(ct, &ctg, &labels);
-        assert_ne!(
-            t.tables(&labels),
-            before,
-            "`conntrack {ct}` changed nothing: the case is empty"
-        );
-    }
+    each_changes(
+        &t,
+        &[
+            (
+                "-U -s 10.1.0.5 -l red,blue --label-del blue",
+                upd(&format!("-s 10.1.0.5 -l red,blue --label-del blue {m}")),
+            ),
+            ("-U -f ipv6 --label-add red", upd(&format!("-f ipv6 --label-add red {m}"))),
+            (
+                "-U -l far -s 10.1.0.6 --label-del far",
+                upd(&format!("-l far -s 10.1.0.6 --label-del far {m}")),
+            ),
+        ],
+        &labels,
+    );
     // Bit numbers (which conntrack v1.4.7 does not accept) name the same bits.
     let by_bit =
         t.ctg.ctguard(&["update", "-s", "10.1.0.6", "--label-add", "7", "--yes", "--no-audit"]);
