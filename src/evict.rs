@@ -117,8 +117,11 @@ pub fn flush_filter(
         (!sel.sport.is_empty() || !sel.dport.is_empty(), "a port"),
         (!sel.states.is_empty(), "a state"),
         (sel.idle_min.is_some(), "--idle"),
+        // The kernel's zone filter ignores the direction (nf_ct_zone_equal_any).
+        (sel.orig_zone.is_some() || sel.reply_zone.is_some(), "a directional zone"),
         (sel.timeout_below.is_some(), "--timeout-below"),
         (sel.labels != 0, "--label"),
+        (!sel.nat.is_empty(), "a NAT criterion"),
         (matches!(sel.family, Some(Family::Other(_))), "the family"),
     ];
     if let Some((_, what)) = not_exact.iter().find(|(set, _)| *set) {

@@ -342,6 +342,10 @@ impl Status {
     pub const SRC_NAT: u32 = 1 << 4;
     /// IPS_DST_NAT.
     pub const DST_NAT: u32 = 1 << 5;
+    /// IPS_SRC_NAT_DONE: the source manipulation was set up (perhaps a null binding).
+    pub const SRC_NAT_DONE: u32 = 1 << 7;
+    /// IPS_DST_NAT_DONE: the destination manipulation was set up (perhaps a null binding).
+    pub const DST_NAT_DONE: u32 = 1 << 8;
     /// IPS_FIXED_TIMEOUT.
     pub const FIXED_TIMEOUT: u32 = 1 << 10;
     /// IPS_DYING.
@@ -388,6 +392,46 @@ impl Status {
             Some(n) => (*n).to_string(),
             None => format!("BIT{i}"),
         })
+    }
+}
+
+/// Where one side of a flow is NATed to: an address, and the port for protocols with ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatTarget {
+    /// The address the kernel rewrites to.
+    pub addr: IpAddr,
+    /// The port it rewrites to; `None` for protocols without ports, or (when asking) to keep
+    /// the original port as the kernel can.
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for NatTarget {
+    /// `IP`, `IP:PORT`, `[IPv6]:PORT`: what `--src-nat`/`--dst-nat` take.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.addr, self.port) {
+            (a, None) => write!(f, "{a}"),
+            (IpAddr::V4(a), Some(p)) => write!(f, "{a}:{p}"),
+            (IpAddr::V6(a), Some(p)) => write!(f, "[{a}]:{p}"),
+        }
+    }
+}
+
+/// A flow's NAT binding: what SNAT rewrites the source to, and what DNAT rewrites the
+/// destination to. The kernel does not send it as such in a dump (`CTA_NAT_SRC`/`CTA_NAT_DST`
+/// are request-only); it is what the status bits and the reply tuple say ([`Flow::nat`]), and
+/// what a create sends so that the kernel redoes it (`ctnetlink_setup_nat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Nat {
+    /// Source NAT.
+    pub src: Option<NatTarget>,
+    /// Destination NAT.
+    pub dst: Option<NatTarget>,
+}
+
+impl Nat {
+    /// True when neither direction is NATed.
+    pub fn is_empty(&self) -> bool {
+        self.src.is_none() && self.dst.is_none()
     }
 }
 
@@ -585,6 +629,18 @@ impl Flow {
         self.zone.or(self.orig.zone).or(self.reply.zone).unwrap_or(0)
     }
 
+    /// The zone id the kernel looks the original tuple up in (`nf_ct_zone_id(zone,
+    /// IP_CT_DIR_ORIGINAL)`): the entry's zone when it applies to both directions
+    /// (`CTA_ZONE`) or to the original one (`CTA_TUPLE_ZONE` in the original tuple), else 0.
+    pub fn orig_zone_id(&self) -> u16 {
+        self.zone.or(self.orig.zone).unwrap_or(0)
+    }
+
+    /// The zone id of the reply direction, as [`Flow::orig_zone_id`].
+    pub fn reply_zone_id(&self) -> u16 {
+        self.zone.or(self.reply.zone).unwrap_or(0)
+    }
+
     /// The TCP state, if this is a TCP flow with one.
     pub fn tcp_state(&self) -> Option<TcpState> {
         match self.state {
@@ -593,9 +649,57 @@ impl Flow {
         }
     }
 
+    /// The NAT binding the kernel reports. `nf_nat_setup_info` sets `IPS_SRC_NAT` or
+    /// `IPS_DST_NAT` only when it changed the tuple, and writes the change into the reply
+    /// tuple: SNAT to the reply destination (and its port), DNAT to the reply source (and its
+    /// port). ICMP ids are not carried: the kernel keeps an id that is unique.
+    pub fn nat(&self) -> Nat {
+        let port = |p: Option<u16>| if self.proto.has_ports() { p } else { None };
+        let target = |bit, addr, p| self.status.has(bit).then(|| NatTarget { addr, port: port(p) });
+        Nat {
+            src: target(Status::SRC_NAT, self.reply.dst, self.reply.dport()),
+            dst: target(Status::DST_NAT, self.reply.src, self.reply.sport()),
+        }
+    }
+
+    /// The reply tuple before NAT: the inverse of the original, in the reply's zone. A create
+    /// that asks for NAT sends this one and lets the kernel rewrite it, as it does for a packet
+    /// (a reply already rewritten would leave nothing to rewrite, and no NAT status).
+    pub fn unnated_reply(&self) -> Tuple {
+        Tuple { zone: self.reply.zone, ..self.orig.inverse() }
+    }
+
+    /// conntrack's test of a source-NATed flow (libnetfilter_conntrack's `NFCT_GOPT_IS_SNAT`
+    /// and `IS_SPAT`): the source manipulation is done and changed (address, port). The port
+    /// compares the reply's destination port (or ICMP id) with the original source's.
+    pub fn snat_changed(&self) -> (bool, bool) {
+        if !self.status.has(Status::SRC_NAT_DONE) {
+            return (false, false);
+        }
+        (self.reply.dst != self.orig.src, l4_id(&self.reply, false) != l4_id(&self.orig, true))
+    }
+
+    /// conntrack's test of a destination-NATed flow (`NFCT_GOPT_IS_DNAT`, `IS_DPAT`).
+    pub fn dnat_changed(&self) -> (bool, bool) {
+        if !self.status.has(Status::DST_NAT_DONE) {
+            return (false, false);
+        }
+        (self.reply.src != self.orig.dst, l4_id(&self.reply, true) != l4_id(&self.orig, false))
+    }
+
     /// True when the reply tuple is not the plain inverse of the original (NAT).
     pub fn is_nated(&self) -> bool {
         self.reply.src != self.orig.dst || self.reply.dst != self.orig.src
+    }
+}
+
+/// A tuple's source (`src`) or destination port, or its ICMP id for either: what NAT may
+/// rewrite besides the address.
+fn l4_id(t: &Tuple, src: bool) -> Option<u16> {
+    match t.l4 {
+        L4::Ports { src: s, dst: d } => Some(if src { s } else { d }),
+        L4::Icmp { id, .. } => Some(id),
+        L4::None => None,
     }
 }
 

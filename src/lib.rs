@@ -9,7 +9,8 @@
 //! [`live`] (the live table and its engine, `live::Watcher`), [`evict`] (the strategy, the
 //! re-checked deletes, the proven flush), and [`spool`] (what an eviction deleted, on disk). The capability rooms the `ctguard` binary runs —
 //! [`doctor`], [`tune`], [`audit`], [`output`] and their helpers ([`kmsg`], [`sysctl`],
-//! [`netns`], [`kernel`], [`trusted_dir`], [`stats`], [`event`], [`flushproof`]) — are
+//! [`netns`], [`kernel`], [`trusted_dir`], [`stats`], [`event`], [`flushproof`],
+//! [`protocols`]) — are
 //! public because the binary is a separate crate that calls them, and the guard will too.
 //!
 //! Enums the kernel or a later version may extend (`Family`, `ProtoState` and the protocol
@@ -34,6 +35,7 @@ pub mod kernel;
 pub mod kmsg;
 pub mod live;
 pub mod netns;
+pub mod protocols;
 pub mod select;
 pub mod spool;
 pub mod stats;

@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
-use crate::flow::{DccpState, Family, Flow, Proto, ProtoState, SctpState, Status, TcpState};
+use crate::flow::{
+    DccpState, Family, Flow, NatTarget, Proto, ProtoState, SctpState, Status, TcpState,
+};
 use crate::guests::{GuestId, GuestMap};
+use crate::protocols::ProtocolNames;
 use crate::sysctl::StateTimeouts;
 
 /// An inclusive port range.
@@ -35,6 +38,64 @@ pub struct GuestFilter {
     pub ids: Vec<GuestId>,
     /// Ad-hoc guest CIDRs.
     pub cidrs: Vec<IpNetwork>,
+}
+
+/// One NAT criterion: any flow NATed that way (the bare flag), or one NATed to this address,
+/// and port when it has one (`--dst-nat IP[:PORT]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatMatch {
+    /// NATed at all: the address or the port changed.
+    Any,
+    /// NATed to this address (and port).
+    To(NatTarget),
+}
+
+/// The NAT criteria, with `conntrack -L`'s meaning (`filter_nat` in conntrack.c): `src` is
+/// `--src-nat`, `dst` is `--dst-nat` (both given: both must hold), `either` is `--any-nat`
+/// (SNAT or DNAT, to the same target when it has one).
+///
+/// A flow is source-NATed when the kernel set up its source manipulation
+/// (`IPS_SRC_NAT_DONE`) and the reply destination is not the original source, or the port
+/// differs ([`Flow::snat_changed`]); destination NAT the same way on the reply source.
+/// Unlike conntrack 1.4.7, an IPv6 target's address is compared (conntrack compares only
+/// IPv4 addresses and lets any IPv6 address match), and an ICMP flow is port-NATed only
+/// when its id changed (conntrack compares the id with the type and code, so every ICMP flow
+/// that went through NAT hooks matches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatSelect {
+    /// `--src-nat`.
+    pub src: Option<NatMatch>,
+    /// `--dst-nat`.
+    pub dst: Option<NatMatch>,
+    /// `--any-nat`.
+    pub either: Option<NatMatch>,
+}
+
+impl NatSelect {
+    /// True when no NAT criterion is set.
+    pub fn is_empty(&self) -> bool {
+        self.src.is_none() && self.dst.is_none() && self.either.is_none()
+    }
+
+    /// Every criterion set holds for `flow`.
+    pub fn matches(&self, flow: &Flow) -> bool {
+        let snat = |m| nat_side(m, flow.snat_changed(), flow.reply.dst, flow.reply.dport());
+        let dnat = |m| nat_side(m, flow.dnat_changed(), flow.reply.src, flow.reply.sport());
+        self.src.is_none_or(snat)
+            && self.dst.is_none_or(dnat)
+            && self.either.is_none_or(|m| snat(m) || dnat(m))
+    }
+}
+
+/// One side's test: `changed` is (address changed, port changed); `addr` and `port` what the
+/// reply tuple says the side was rewritten to.
+fn nat_side(m: NatMatch, changed: (bool, bool), addr: IpAddr, port: Option<u16>) -> bool {
+    match m {
+        NatMatch::Any => changed.0 || changed.1,
+        NatMatch::To(t) => {
+            changed.0 && addr == t.addr && t.port.is_none_or(|p| changed.1 && port == Some(p))
+        }
+    }
 }
 
 /// Which flows to act on. The default selects everything.
@@ -64,8 +125,16 @@ pub struct Selector {
     pub status_clear: u32,
     /// `mark & mask == value & mask`.
     pub mark: Option<(u32, u32)>,
-    /// Zone (`CTA_ZONE`, 0 when absent).
+    /// Zone (`CTA_ZONE`, 0 when absent): the entry's zone id, whichever directions it
+    /// applies to (the kernel's `nf_ct_zone_equal_any`).
     pub zone: Option<u16>,
+    /// Zone of the original direction (`--orig-zone`): the id the kernel looks the original
+    /// tuple up in (`nf_ct_zone_id(zone, IP_CT_DIR_ORIGINAL)`), so an entry zoned for both
+    /// directions (`CTA_ZONE`) or for the original one (`CTA_TUPLE_ZONE` in the original
+    /// tuple) has its id there, and an entry zoned for the reply direction only has zone 0.
+    pub orig_zone: Option<u16>,
+    /// Zone of the reply direction (`--reply-zone`), as [`Selector::orig_zone`].
+    pub reply_zone: Option<u16>,
     /// Address family.
     pub family: Option<Family>,
     /// Idle for at least this many seconds (needs `timeouts`).
@@ -82,6 +151,8 @@ pub struct Selector {
     /// Connection labels that must all be set (`--label`, like `conntrack -l`); 0 for none.
     /// Not a kernel filter: checked here only.
     pub labels: u128,
+    /// NAT criteria (`--src-nat`, `--dst-nat`, `--any-nat`); userspace only.
+    pub nat: NatSelect,
 }
 
 fn in_any(nets: &[IpNetwork], addr: IpAddr) -> bool {
@@ -108,11 +179,14 @@ impl Selector {
             && self.status_clear == 0
             && self.mark.is_none()
             && self.zone.is_none()
+            && self.orig_zone.is_none()
+            && self.reply_zone.is_none()
             && self.family.is_none()
             && self.idle_min.is_none()
             && self.timeout_below.is_none()
             && self.except.is_empty()
             && self.labels == 0
+            && self.nat.is_empty()
     }
 
     /// The exact check: does `flow` belong to the selection?
@@ -130,11 +204,68 @@ impl Selector {
             && flow.status.0 & self.status_clear == 0
             && self.mark.is_none_or(|(v, m)| flow.mark.unwrap_or(0) & m == v & m)
             && self.zone.is_none_or(|z| flow.zone_id() == z)
+            && self.orig_zone.is_none_or(|z| flow.orig_zone_id() == z)
+            && self.reply_zone.is_none_or(|z| flow.reply_zone_id() == z)
             && self.timeout_below.is_none_or(|t| flow.timeout.is_some_and(|left| left < t))
             && self.idle_ok(flow)
             && self.guest_ok(flow)
             && flow.labels.unwrap_or(0) & self.labels == self.labels
+            && self.nat.matches(flow)
             && !self.excepted(flow)
+    }
+
+    /// Refuses addresses that can never hold together, as `conntrack` does ("mismatched
+    /// address family"): every criterion must hold, so the address flags (and `-f`) must
+    /// agree on the family. A flag given both families (`-s 10.0.0.0/8 -s fd00::/8`, one
+    /// or the other) is fine on its own, but not beside a flag that fixes one of them.
+    pub fn check_families(&self) -> Result<(), ValueError> {
+        // A NAT target is one address: it fixes its family like a one-address flag.
+        let nat = |m: Option<NatMatch>| match m {
+            Some(NatMatch::To(t)) => vec![IpNetwork::from(t.addr)],
+            _ => vec![],
+        };
+        let (src_nat, dst_nat, any_nat) =
+            (nat(self.nat.src), nat(self.nat.dst), nat(self.nat.either));
+        let flags: [(&str, &[IpNetwork]); 7] = [
+            ("-s", &self.src),
+            ("-d", &self.dst),
+            ("--reply-src", &self.reply_src),
+            ("--reply-dst", &self.reply_dst),
+            ("--src-nat", &src_nat),
+            ("--dst-nat", &dst_nat),
+            ("--any-nat", &any_nat),
+        ];
+        let of = |n: &IpNetwork| if n.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 };
+        // The family some criterion fixes, and which one does.
+        let mut fixed: Option<(Family, String)> =
+            self.family.map(|f| (f, format!("-f {}", f.name())));
+        for (flag, nets) in flags {
+            let Some(first) = nets.first() else { continue };
+            if nets.iter().all(|n| of(n) == of(first)) {
+                match &fixed {
+                    Some((f, by)) if *f != of(first) => {
+                        return Err(ValueError::MismatchedFamily(format!(
+                            "{flag} {first} is {}, {by} is {}",
+                            of(first).name(),
+                            f.name()
+                        )));
+                    }
+                    Some(_) => {}
+                    None => fixed = Some((of(first), format!("{flag} {first}"))),
+                }
+            }
+        }
+        let Some((family, by)) = fixed else { return Ok(()) };
+        for (flag, nets) in flags {
+            if let Some(n) = nets.iter().find(|n| of(n) != family) {
+                return Err(ValueError::MismatchedFamily(format!(
+                    "{flag} {n} is {}, {by} is {}",
+                    of(n).name(),
+                    family.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// True when one of `flow`'s four addresses is in an `except` network.
@@ -175,7 +306,13 @@ impl Selector {
             family: self.family,
             mark: self.mark,
             status: (status_mask != 0).then_some((self.status_set, status_mask)),
-            zone: self.zone,
+            // The kernel's zone filter compares the id whatever the direction, so a directional
+            // zone other than 0 narrows the dump to a superset (zone 0 would drop the entries
+            // zoned in the other direction only).
+            zone: self
+                .zone
+                .or(self.orig_zone.filter(|z| *z != 0))
+                .or(self.reply_zone.filter(|z| *z != 0)),
             // IPv4 only: the kernel's IPv6 CTA_FILTER address match is inverted (6.18).
             orig_src_v4: single_v4_host(&self.src),
             orig_dst_v4: single_v4_host(&self.dst),
@@ -277,11 +414,39 @@ pub enum ValueError {
     /// Neither IPv4 nor IPv6.
     #[error("invalid family '{0}' (ipv4 or ipv6)")]
     Family(String),
+    /// Addresses (or `-f`) of both families where every one must hold (`conntrack`'s words).
+    #[error("mismatched address family: {0}")]
+    MismatchedFamily(String),
+    /// Not an address mask, or one whose ones are not contiguous.
+    #[error("invalid mask '{0}' (an address mask with contiguous ones, e.g. 255.255.255.0)")]
+    Mask(String),
+    /// `UNSET` names no bit: it cannot be negated or mixed with bits.
+    #[error("status '{0}': UNSET names no bit, give it alone (create only)")]
+    Unset(String),
+    /// Not `IP`, `IP:PORT` or `[IPv6]:PORT`.
+    #[error("invalid NAT address '{0}' (expected IP, IP:PORT or [IPv6]:PORT, port 0-65535)")]
+    Nat(String),
 }
 
 /// An IP address or CIDR (`172.16.3.5`, `172.16.3.0/24`, `fd00::/64`).
 pub fn parse_cidr(s: &str) -> Result<IpNetwork, ValueError> {
     s.parse::<IpNetwork>().map_err(|_| ValueError::Cidr(s.into()))
+}
+
+/// A NAT target as `conntrack --src-nat`/`--dst-nat` take it: `IP`, `IP:PORT`, an IPv6
+/// address bare or in brackets, `[IPv6]:PORT`. Addresses are written out in full (conntrack's
+/// `inet_aton` also takes `1.2.3` for 1.2.0.3; ctguard refuses it, as every address it takes).
+pub fn parse_nat_target(s: &str) -> Result<NatTarget, ValueError> {
+    let bad = || ValueError::Nat(s.into());
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(NatTarget { addr, port: None });
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let addr = inner.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        return Ok(NatTarget { addr: IpAddr::V6(addr), port: None });
+    }
+    let sa = s.parse::<std::net::SocketAddr>().map_err(|_| bad())?;
+    Ok(NatTarget { addr: sa.ip(), port: Some(sa.port()) })
 }
 
 /// A port (`80`) or an inclusive range (`1000-2000`).
@@ -300,9 +465,13 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, ValueError> {
     Ok(PortRange { lo, hi })
 }
 
-/// A protocol name or number.
+/// A protocol name or number, in `conntrack`'s order (`findproto`): the built-in names
+/// (`tcp`, case-insensitive), then the names and aliases of `/etc/protocols` (exact, as
+/// `getprotobyname` compares them), then a number 0-255.
 pub fn parse_proto(s: &str) -> Result<Proto, ValueError> {
-    Proto::parse(s).ok_or_else(|| ValueError::Proto(s.into()))
+    Proto::parse(s)
+        .or_else(|| ProtocolNames::system().lookup(s))
+        .ok_or_else(|| ValueError::Proto(s.into()))
 }
 
 /// State names as `conntrack -L` prints them; a comma list, case-insensitive. A name shared
@@ -311,7 +480,10 @@ pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, ValueError> {
     let mut out = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let before = out.len();
-        out.extend(TcpState::parse(name).map(ProtoState::Tcp));
+        // conntrack-tools names TCP state 9 LISTEN on input (libct_proto_tcp.c `states[]`),
+        // the kernel SYN_SENT2; SCTP's and DCCP's input names are the kernel's.
+        let tcp_name = if name.eq_ignore_ascii_case("LISTEN") { "SYN_SENT2" } else { name };
+        out.extend(TcpState::parse(tcp_name).map(ProtoState::Tcp));
         out.extend(SctpState::parse(name).map(ProtoState::Sctp));
         out.extend(DccpState::parse(name).map(ProtoState::Dccp));
         if out.len() == before {
@@ -327,9 +499,18 @@ pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, ValueError> {
 
 /// Status bits: a comma list of names, each optionally negated with `!`
 /// (`ASSURED,!SEEN_REPLY`). Returns (bits that must be set, bits that must be clear).
+/// `UNSET` alone, conntrack's name for no bit, gives `(0, 0)`: a create without status
+/// bits; a selection refuses it, as the kernel refuses `conntrack -L -u UNSET` (EINVAL).
 pub fn parse_status(s: &str) -> Result<(u32, u32), ValueError> {
+    let items: Vec<&str> = s.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    if items.iter().any(|i| i.trim_start_matches(['!', '~']).eq_ignore_ascii_case("UNSET")) {
+        return match items[..] {
+            [only] if only.eq_ignore_ascii_case("UNSET") => Ok((0, 0)),
+            _ => Err(ValueError::Unset(s.into())),
+        };
+    }
     let (mut set, mut clear) = (0, 0);
-    for item in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for item in items {
         let (negated, name) = match item.strip_prefix(['!', '~']) {
             Some(n) => (true, n),
             None => (false, item),
@@ -379,6 +560,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|_| ValueError::Duration(s.into()))
+}
+
+/// An address mask (`--mask-src 255.255.0.0`, `ffff:ffff::`) as its prefix length: the
+/// address and the number of leading ones. A mask whose ones are not contiguous is refused
+/// (conntrack applies it bit by bit; ctguard selects by prefix).
+pub fn parse_mask(s: &str) -> Result<(IpAddr, u8), ValueError> {
+    let bad = || ValueError::Mask(s.into());
+    let addr: IpAddr = s.parse().map_err(|_| bad())?;
+    let (ones, zeros) = match addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            (bits.leading_ones(), bits.trailing_zeros())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            (bits.leading_ones(), bits.trailing_zeros())
+        }
+    };
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    // Contiguous: the leading ones and the trailing zeros make up the whole width.
+    if ones + zeros.min(width) < width {
+        return Err(bad());
+    }
+    Ok((addr, ones as u8))
 }
 
 /// `ipv4` or `ipv6`.
@@ -488,6 +693,58 @@ mod tests {
             ..Selector::default()
         };
         assert_eq!(two.kernel_filter().orig_src_v4, None, "OR of hosts is not exact-match");
+    }
+
+    /// conntrack's `-n`/`-g`/`-j` over vectors: the bare flag takes any NATed flow; with an
+    /// address the address, with a port also a changed port; both flags: both; any: either.
+    #[test]
+    fn issue_12_nat_selection_follows_conntrack() {
+        use crate::flow::NatTarget;
+        let to = |s: &str| NatMatch::To(parse_nat_target(s).unwrap());
+        let done = Status::SRC_NAT_DONE | Status::DST_NAT_DONE;
+        // DNAT 192.0.2.1:80 -> 10.9.9.9:8080.
+        let mut dnat = tcp("10.0.0.5", "192.0.2.1", 40000, 80, TcpState::Established);
+        dnat.reply.src = "10.9.9.9".parse().unwrap();
+        dnat.reply.l4 = crate::flow::L4::Ports { src: 8080, dst: 40000 };
+        dnat.status.0 |= Status::DST_NAT | done;
+        // SNAT 10.0.0.6 -> 203.0.113.1, port kept.
+        let mut snat = tcp("10.0.0.6", "192.0.2.1", 40000, 80, TcpState::Established);
+        snat.reply.dst = "203.0.113.1".parse().unwrap();
+        snat.status.0 |= Status::SRC_NAT | done;
+        // Same tuples as a NAT, but no NAT_DONE: conntrack -I -r/-q, not NAT.
+        let mut custom = dnat.clone();
+        custom.status.0 &= !(Status::DST_NAT | done);
+        let plain = tcp("10.0.0.7", "192.0.2.1", 1, 80, TcpState::Established);
+        let sel = |src, dst, either| Selector {
+            nat: NatSelect { src, dst, either },
+            ..Selector::default()
+        };
+        let picks = |s: &Selector| -> Vec<bool> {
+            [&dnat, &snat, &custom, &plain].iter().map(|f| s.matches(f)).collect()
+        };
+        let any = Some(NatMatch::Any);
+        assert_eq!(picks(&sel(any, None, None)), [false, true, false, false]);
+        assert_eq!(picks(&sel(None, any, None)), [true, false, false, false]);
+        assert_eq!(picks(&sel(None, None, any)), [true, true, false, false]);
+        assert_eq!(picks(&sel(any, any, None)), [false, false, false, false], "both");
+        assert_eq!(picks(&sel(None, Some(to("10.9.9.9")), None)), [true, false, false, false]);
+        assert!(picks(&sel(None, Some(to("10.9.9.9:8080")), None))[0]);
+        assert!(!picks(&sel(None, Some(to("10.9.9.9:8081")), None))[0]);
+        assert!(!picks(&sel(None, Some(to("10.9.9.8")), None))[0]);
+        // The port only counts when NAT changed it (IS_SPAT): SNAT kept 40000.
+        assert!(picks(&sel(Some(to("203.0.113.1")), None, None))[1]);
+        assert!(!picks(&sel(Some(to("203.0.113.1:40000")), None, None))[1]);
+        assert_eq!(picks(&sel(None, None, Some(to("203.0.113.1")))), [false, true, false, false]);
+        assert!(!sel(any, None, None).is_empty() && sel(None, None, None).nat.is_empty());
+        assert_eq!(
+            parse_nat_target("[fd00::9]:8080").unwrap(),
+            NatTarget { addr: "fd00::9".parse().unwrap(), port: Some(8080) }
+        );
+        assert_eq!(parse_nat_target("fd00::9").unwrap().port, None);
+        assert_eq!(parse_nat_target("[fd00::9]").unwrap().port, None);
+        for bad in ["1.2.3", "10.9.9.9:70000", "10.9.9.9:", ":80", "[fd00::9]:x", ""] {
+            assert!(parse_nat_target(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

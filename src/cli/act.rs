@@ -21,6 +21,7 @@ use ctguard::select::Selector;
 use ctguard::sysctl::StateTimeouts;
 use ctguard::tally::{GroupBy, Tally};
 
+use crate::cli::batch;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::parse;
 use crate::cli::save::{self, SaveFile};
@@ -51,6 +52,10 @@ pub struct EvictArgs {
     /// `ctguard load FILE` puts them back).
     #[arg(long, value_name = "FILE")]
     pub save: Option<String>,
+    /// Delete by the `-D` lines of a `conntrack -R` file (`-` for stdin) instead of flags:
+    /// one eviction per line, in order, each as if its flags were given here.
+    #[arg(long, value_name = "FILE")]
+    pub batch: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
@@ -126,12 +131,18 @@ pub struct EvictPlan {
     pub words: Words,
     /// For an update: what it sets, as given (the audit records carry it).
     pub change_text: Option<String>,
+    /// `--batch`: the file and its `-D` lines, each evicted in turn instead of `sel`.
+    batch: Option<(String, Vec<(usize, batch::Delete)>)>,
 }
 
 /// Checks every flag before anything is touched; a bad one is a one-line reason.
 /// `update` shares these flags (but `--limit` and `--save`) and rules, with its own words.
-pub fn plan_as(a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
+pub fn plan_as(mut a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
     let (command, verb) = (words.command, words.verb.to_lowercase());
+    let batch = match a.batch.take() {
+        Some(path) => Some(batch_lines(&a, path)?),
+        None => None,
+    };
     let (sel, guests) = a.select.selector()?;
     // An exclusion alone selects everything else: that is --all with an exception, and says so.
     let only_except = Selector { except: Vec::new(), ..sel.clone() }.is_empty();
@@ -145,7 +156,8 @@ pub fn plan_as(a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
                     selection"
             .into());
     }
-    if only_except && !a.run.all {
+    // With --batch each line is the selection; `sel` is never run.
+    if only_except && !a.run.all && batch.is_none() {
         return Err(format!(
             "{command} needs a selection (e.g. --guest 172.16.3.5 --state ESTABLISHED), or \
              --all for every flow"
@@ -185,7 +197,39 @@ pub fn plan_as(a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
         act: Act::Delete,
         words,
         change_text: None,
+        batch,
     })
+}
+
+/// The `-D` lines of `--batch FILE`, read and parsed whole before anything is touched; the
+/// selecting flags, `--all`, `--save` and `--limit` do not go with it.
+fn batch_lines(
+    a: &EvictArgs,
+    path: String,
+) -> Result<(String, Vec<(usize, batch::Delete)>), String> {
+    let conflicts = [
+        (!a.select.describe().is_empty() || a.select.guests.is_some(), "selecting flags"),
+        (a.run.all, "--all"),
+        (a.save.is_some(), "--save"),
+        (a.limit.is_some(), "--limit"),
+    ];
+    if let Some((_, what)) = conflicts.iter().find(|(given, _)| *given) {
+        return Err(format!("--batch {path} with {what}: each batch line is its own selection"));
+    }
+    let mut deletes = Vec::new();
+    for line in batch::read(&path)? {
+        match line.op {
+            batch::Op::Delete(d) => deletes.push((line.number, *d)),
+            batch::Op::Create(_) => {
+                return Err(format!(
+                    "{path}:{}: -I/-A lines create: run ctguard load --batch {path} for \
+                     those; nothing was touched",
+                    line.number
+                ));
+            }
+        }
+    }
+    Ok((path, deletes))
 }
 
 /// What the preview shows.
@@ -300,6 +344,39 @@ fn confirm(verb: &str, n: u64, netns: Option<&str>) -> bool {
 /// written refuses the run before anything is touched), then the eviction; an audit intent
 /// the eviction left without an outcome (an error, nothing matched) gets one here.
 pub fn run(
+    ct: &mut Conntrack,
+    mut p: EvictPlan,
+    netns: Option<&str>,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
+    match p.batch.take() {
+        None => run_one(ct, p, netns, out),
+        Some((path, lines)) => {
+            // One eviction per line, in order, as conntrack -R runs them; the first failure
+            // ends the batch. Exit 1 only when no line matched anything.
+            let mut outcome = Outcome::NothingMatched;
+            for (number, d) in lines {
+                let line = EvictPlan {
+                    sel: d.sel,
+                    guests: d.guests,
+                    selector_text: format!("--batch {path}:{number} {}", d.text),
+                    save: None,
+                    audit_log: p.audit_log.clone(),
+                    change_text: p.change_text.clone(),
+                    batch: None,
+                    ..p
+                };
+                if run_one(ct, line, netns, out)? == Outcome::Ok {
+                    outcome = Outcome::Ok;
+                }
+            }
+            Ok(outcome)
+        }
+    }
+}
+
+/// One eviction of `p.sel`.
+fn run_one(
     ct: &mut Conntrack,
     p: EvictPlan,
     netns: Option<&str>,

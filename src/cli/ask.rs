@@ -111,7 +111,14 @@ pub fn plan(
     let mut columns = None;
     for given in &sel.state {
         for name in given.text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            match TcpState::parse(name) {
+            // Through the selection's own parser, so conntrack's LISTEN means SYN_SENT2 here too.
+            let tcp = select::parse_states(name).ok().and_then(|states| {
+                states.into_iter().find_map(|s| match s {
+                    ProtoState::Tcp(t) => Some(t),
+                    _ => None,
+                })
+            });
+            match tcp {
                 Some(t) if !matches!(t, TcpState::Other(_)) => {
                     columns.get_or_insert_with(Vec::new).push(usize::from(t.number()));
                 }

@@ -68,22 +68,23 @@ pub fn usage(e: &clap::Error) -> ExitCode {
             let _ = e.print();
             ExitCode::from(2)
         }
-        // A value our typed parser refused: its reason already names the flag and the value.
-        ErrorKind::ValueValidation if e.source().is_some() => {
-            let reason = e.source().map(ToString::to_string).unwrap_or_default();
-            refused(&reason)
-        }
-        _ => {
-            // clap's message spans several lines; an operator under pressure gets one: the
-            // first paragraph (which names the flag, e.g. a missing --timeout), joined.
-            let text = e.to_string();
-            let reason: Vec<&str> =
-                text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
-            let reason = reason.join(" ");
-            eprintln!("ctguard: {} (see --help)", reason.trim_start_matches("error: "));
-            ExitCode::from(2)
-        }
+        _ => refused(&reason(e)),
     }
+}
+
+/// What clap refused, in one line: a value our typed parser refused gives its own reason
+/// (which names the flag and the value); clap's own message spans several lines, so an
+/// operator under pressure gets its first paragraph (which names the flag, e.g. a missing
+/// --timeout), joined.
+pub fn reason(e: &clap::Error) -> String {
+    if e.kind() == ErrorKind::ValueValidation
+        && let Some(source) = e.source()
+    {
+        return source.to_string();
+    }
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    format!("{} (see --help)", lines.join(" ").trim_start_matches("error: "))
 }
 
 /// Bad input, refused before anything is touched: one line, exit 2.

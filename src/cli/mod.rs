@@ -11,7 +11,9 @@
 
 pub mod act;
 pub mod ask;
+pub mod batch;
 pub mod cmd;
+pub mod create_args;
 pub mod dump;
 pub mod exit;
 pub mod host;
@@ -33,7 +35,8 @@ use exit::{Failure, Outcome};
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
   0  success
-  1  nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor)
+  1  nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor);
+     nothing created (load: every flow already there)
   2  error, or bad input (refused before anything is touched); evict: also a delete the kernel
      refused, or Ctrl-C
 

@@ -1,6 +1,7 @@
 //! The selecting flags every command shares, parsed once into typed values, and the
 //! [`Selector`] they make (with the guest map, loaded from `--guests`, shared with the counts).
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use clap::Args;
 use ctguard::connlabel::{self, LabelMap};
 use ctguard::flow::{Family, Proto, ProtoState};
 use ctguard::guests::GuestMap;
-use ctguard::select::{self, GuestFilter, PortRange, Selector};
+use ctguard::select::{self, GuestFilter, NatMatch, NatSelect, PortRange, Selector};
 use ctguard::tally::GroupBy;
 use ipnetwork::IpNetwork;
 
@@ -18,16 +19,16 @@ use super::parse::{self, Given};
 #[derive(Debug, Args, Default, Clone)]
 pub struct SelectArgs {
     /// Original source IP or CIDR (repeatable: any of them).
-    #[arg(short = 's', long = "src", value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
+    #[arg(short = 's', long = "src", visible_alias = "orig-src", value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub src: Vec<Given<IpNetwork>>,
     /// Original destination IP or CIDR (repeatable).
-    #[arg(short = 'd', long = "dst", value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
+    #[arg(short = 'd', long = "dst", visible_alias = "orig-dst", value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub dst: Vec<Given<IpNetwork>>,
     /// Reply source IP or CIDR (repeatable; the DNAT target).
-    #[arg(long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
+    #[arg(short = 'r', long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub reply_src: Vec<Given<IpNetwork>>,
     /// Reply destination IP or CIDR (repeatable; the SNAT address).
-    #[arg(long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
+    #[arg(short = 'q', long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub reply_dst: Vec<Given<IpNetwork>>,
     /// Guest name from --guests, or a CIDR standing for a guest (repeatable).
     #[arg(long, value_name = "NAME|CIDR")]
@@ -39,23 +40,35 @@ pub struct SelectArgs {
     #[arg(short = 'p', long = "proto", value_name = "PROTO", value_parser = parse::given(select::parse_proto))]
     pub proto: Vec<Given<Proto>>,
     /// Original source port or range LOW-HIGH (repeatable).
-    #[arg(long, value_name = "PORT", value_parser = parse::given(select::parse_port_range))]
+    #[arg(long, visible_alias = "orig-port-src", value_name = "PORT", value_parser = parse::given(select::parse_port_range))]
     pub sport: Vec<Given<PortRange>>,
     /// Original destination port or range LOW-HIGH (repeatable).
-    #[arg(long, value_name = "PORT", value_parser = parse::given(select::parse_port_range))]
+    #[arg(long, visible_alias = "orig-port-dst", value_name = "PORT", value_parser = parse::given(select::parse_port_range))]
     pub dport: Vec<Given<PortRange>>,
     /// States as `conntrack -L` prints them, comma separated (ESTABLISHED,TIME_WAIT).
     #[arg(long, value_name = "LIST", value_parser = parse::given(select::parse_states))]
     pub state: Vec<Given<Vec<ProtoState>>>,
     /// Status bits, comma separated, `!` negates (ASSURED,!SEEN_REPLY).
-    #[arg(long, value_name = "LIST", value_parser = parse::given(select::parse_status))]
+    #[arg(short = 'u', long, value_name = "LIST", value_parser = parse::given(select::parse_status))]
     pub status: Option<Given<(u32, u32)>>,
     /// Mark VALUE[/MASK], decimal or 0x-hex.
-    #[arg(long, value_name = "MARK", value_parser = parse::given(select::parse_mark))]
+    #[arg(short = 'm', long, value_name = "MARK", value_parser = parse::given(select::parse_mark))]
     pub mark: Option<Given<(u32, u32)>>,
-    /// Conntrack zone.
-    #[arg(long, value_name = "N", value_parser = parse::given(parse::zone))]
+    /// Conntrack zone, whichever directions it applies to.
+    #[arg(short = 'w', long, value_name = "N", value_parser = parse::given(parse::zone))]
     pub zone: Option<Given<u16>>,
+    /// Zone of the original direction (the entry's zone, or its original-only zone; else 0).
+    #[arg(long, value_name = "N", value_parser = parse::given(parse::zone))]
+    pub orig_zone: Option<Given<u16>>,
+    /// Zone of the reply direction (the entry's zone, or its reply-only zone; else 0).
+    #[arg(long, value_name = "N", value_parser = parse::given(parse::zone))]
+    pub reply_zone: Option<Given<u16>>,
+    /// Mask for the one -s address, instead of a /prefix (255.255.255.0; contiguous).
+    #[arg(long, value_name = "MASK", value_parser = parse::given(select::parse_mask))]
+    pub mask_src: Option<Given<(IpAddr, u8)>>,
+    /// Mask for the one -d address, instead of a /prefix.
+    #[arg(long, value_name = "MASK", value_parser = parse::given(select::parse_mask))]
+    pub mask_dst: Option<Given<(IpAddr, u8)>>,
     /// Address family: ipv4 or ipv6.
     #[arg(short = 'f', long, value_name = "FAMILY", value_parser = parse::given(select::parse_family))]
     pub family: Option<Given<Family>>,
@@ -75,6 +88,23 @@ pub struct SelectArgs {
     /// The label names (default /etc/xtables/connlabel.conf, as conntrack reads it).
     #[arg(long, value_name = "FILE")]
     pub labelmap: Option<String>,
+    /// Source-NATed flows (`conntrack -n`): any, or NATed to IP[:PORT] ([IPv6]:PORT).
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
+    pub src_nat: Option<Given<NatMatch>>,
+    /// Destination-NATed flows (`conntrack -g`): any, or NATed to IP[:PORT].
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
+    pub dst_nat: Option<Given<NatMatch>>,
+    /// Source- or destination-NATed flows (`conntrack -j`): any, or NATed to IP[:PORT].
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match), conflicts_with_all = ["src_nat", "dst_nat"])]
+    pub any_nat: Option<Given<NatMatch>>,
+}
+
+/// A NAT flag's value: none (any NATed flow) or the target.
+fn nat_match(s: &str) -> Result<NatMatch, select::ValueError> {
+    if s.is_empty() {
+        return Ok(NatMatch::Any);
+    }
+    select::parse_nat_target(s).map(NatMatch::To)
 }
 
 fn idle(s: &str) -> Result<u32, String> {
@@ -87,6 +117,38 @@ fn timeout_below(s: &str) -> Result<u32, String> {
 
 fn values<T: Clone>(given: &[Given<T>]) -> Vec<T> {
     given.iter().map(|g| g.value.clone()).collect()
+}
+
+/// The `-s`/`-d` networks with `--mask-src`/`--mask-dst` applied: conntrack's
+/// `-s ADDR --mask-src MASK` is `-s ADDR/PREFIX`. The mask needs exactly one address, given
+/// without a prefix, of the mask's family.
+fn masked(
+    nets: &[Given<IpNetwork>],
+    mask: Option<&Given<(IpAddr, u8)>>,
+    flag: &str,
+    mask_flag: &str,
+) -> Result<Vec<IpNetwork>, String> {
+    let Some(mask) = mask else { return Ok(values(nets)) };
+    let [one] = nets else {
+        return Err(match nets {
+            [] => format!("{mask_flag} needs {flag} ADDRESS (as conntrack's)"),
+            _ => format!("{mask_flag} takes exactly one {flag} address"),
+        });
+    };
+    if one.text.contains('/') {
+        return Err(format!(
+            "{flag} {one} has a prefix already: give a /prefix or {mask_flag}, not both"
+        ));
+    }
+    let (mask_addr, prefix) = mask.value;
+    if mask_addr.is_ipv4() != one.value.is_ipv4() {
+        return Err(select::ValueError::MismatchedFamily(format!(
+            "{mask_flag} {mask} does not fit {flag} {one}"
+        ))
+        .to_string());
+    }
+    let net = IpNetwork::new(one.value.ip(), prefix).map_err(|e| format!("{mask_flag}: {e}"))?;
+    Ok(vec![net])
 }
 
 impl SelectArgs {
@@ -120,9 +182,15 @@ impl SelectArgs {
                 labels |= map.bits(list).map_err(|e| format!("--label {list}: {e}"))?;
             }
         }
+        if let Some(s) = self.status.as_ref().filter(|s| s.value == (0, 0)) {
+            return Err(format!(
+                "--status {s} names no bit: nothing to select by (the kernel refuses \
+                 conntrack -L -u UNSET too)"
+            ));
+        }
         let sel = Selector {
-            src: values(&self.src),
-            dst: values(&self.dst),
+            src: masked(&self.src, self.mask_src.as_ref(), "-s", "--mask-src")?,
+            dst: masked(&self.dst, self.mask_dst.as_ref(), "-d", "--mask-dst")?,
             reply_src: values(&self.reply_src),
             reply_dst: values(&self.reply_dst),
             guests: (!self.guest.is_empty())
@@ -135,13 +203,21 @@ impl SelectArgs {
             status_clear,
             mark: self.mark.as_ref().map(|g| g.value),
             zone: self.zone.as_ref().map(|g| g.value),
+            orig_zone: self.orig_zone.as_ref().map(|g| g.value),
+            reply_zone: self.reply_zone.as_ref().map(|g| g.value),
             family: self.family.as_ref().map(|g| g.value),
             idle_min: self.idle.as_ref().map(|g| g.value),
             timeout_below: self.timeout_below.as_ref().map(|g| g.value),
             timeouts: None,
             except: values(&self.except),
             labels,
+            nat: NatSelect {
+                src: self.src_nat.as_ref().map(|g| g.value),
+                dst: self.dst_nat.as_ref().map(|g| g.value),
+                either: self.any_nat.as_ref().map(|g| g.value),
+            },
         };
+        sel.check_families().map_err(|e| e.to_string())?;
         Ok((sel, guests))
     }
 
@@ -158,7 +234,9 @@ impl SelectArgs {
         }
         let mut parts: Vec<String> = Vec::new();
         add(&mut parts, "-s", &self.src);
+        add(&mut parts, "--mask-src", self.mask_src.as_slice());
         add(&mut parts, "-d", &self.dst);
+        add(&mut parts, "--mask-dst", self.mask_dst.as_slice());
         add(&mut parts, "--reply-src", &self.reply_src);
         add(&mut parts, "--reply-dst", &self.reply_dst);
         add(&mut parts, "--guest", &self.guest);
@@ -170,11 +248,24 @@ impl SelectArgs {
         add(&mut parts, "--status", self.status.as_slice());
         add(&mut parts, "--mark", self.mark.as_slice());
         add(&mut parts, "--zone", self.zone.as_slice());
+        add(&mut parts, "--orig-zone", self.orig_zone.as_slice());
+        add(&mut parts, "--reply-zone", self.reply_zone.as_slice());
         add(&mut parts, "-f", self.family.as_slice());
         add(&mut parts, "--idle", self.idle.as_slice());
         add(&mut parts, "--timeout-below", self.timeout_below.as_slice());
         add(&mut parts, "--except", &self.except);
         add(&mut parts, "--label", &self.label);
+        for (flag, nat) in [
+            ("--src-nat", &self.src_nat),
+            ("--dst-nat", &self.dst_nat),
+            ("--any-nat", &self.any_nat),
+        ] {
+            match nat {
+                Some(g) if g.text.is_empty() => parts.push(flag.to_string()),
+                Some(g) => parts.push(format!("{flag} {g}")),
+                None => {}
+            }
+        }
         parts.join(" ")
     }
 }
@@ -270,6 +361,28 @@ mod tests {
         let e = Line::try_parse_from(argv).err().expect("refused");
         use std::error::Error as _;
         assert_eq!(e.source().map(ToString::to_string).as_deref(), Some("invalid zone '70000'"));
+    }
+
+    /// The NAT flags: bare or with a target, in the audit line as typed, and a target of the
+    /// other family than the addresses or `-f` refused as conntrack refuses it.
+    #[test]
+    fn issue_12_nat_flags_describe_and_refuse_mixed_families() {
+        let a = args(&["--dst-nat", "-s", "10.0.0.5", "--src-nat", "203.0.113.1:6000"]);
+        assert_eq!(a.describe(), "-s 10.0.0.5 --src-nat 203.0.113.1:6000 --dst-nat");
+        let (sel, _) = a.selector().expect("a selector");
+        assert_eq!(sel.nat.dst, Some(NatMatch::Any));
+        assert!(matches!(sel.nat.src, Some(NatMatch::To(t)) if t.port == Some(6000)));
+        for argv in [
+            &["-s", "10.0.0.5", "--dst-nat", "fd00::9"][..],
+            &["-f", "ipv6", "--any-nat", "10.9.9.9"],
+            &["--src-nat", "10.9.9.9", "--dst-nat", "[fd00::9]:80"],
+        ] {
+            let e = args(argv).selector().expect_err("refused");
+            assert!(e.starts_with("mismatched address family: "), "{e}");
+        }
+        assert!(args(&["-f", "ipv6", "--any-nat"]).selector().is_ok(), "a bare flag has no family");
+        let argv = ["ctguard", "--any-nat", "--src-nat"];
+        assert!(Line::try_parse_from(argv).is_err(), "--any-nat excludes --src-nat");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 
 use super::uapi::*;
 use super::{Change, DumpFilter, FlowKey};
-use crate::flow::{Family, Flow, L4, Proto, ProtoState, Tuple};
+use crate::flow::{Family, Flow, L4, NatTarget, Proto, ProtoState, Tuple};
 
 /// Appends one netlink message to a buffer; lengths are fixed up by `finish`.
 pub(crate) struct MsgWriter<'a> {
@@ -119,6 +119,29 @@ impl<'a> MsgWriter<'a> {
             });
             if let Some(z) = t.zone {
                 w.be16(CTA_TUPLE_ZONE, z);
+            }
+        });
+    }
+
+    /// `CTA_NAT_SRC`/`CTA_NAT_DST`: a range of one address (and one port), which
+    /// `nfnetlink_parse_nat` turns into `NF_NAT_RANGE_MAP_IPS` (and `PROTO_SPECIFIED`).
+    fn nat(&mut self, kind: u16, t: &NatTarget) {
+        self.nest(kind, |w| {
+            match t.addr {
+                IpAddr::V4(a) => {
+                    w.attr(CTA_NAT_V4_MINIP, &a.octets());
+                    w.attr(CTA_NAT_V4_MAXIP, &a.octets());
+                }
+                IpAddr::V6(a) => {
+                    w.attr(CTA_NAT_V6_MINIP, &a.octets());
+                    w.attr(CTA_NAT_V6_MAXIP, &a.octets());
+                }
+            }
+            if let Some(port) = t.port {
+                w.nest(CTA_NAT_PROTO, |w| {
+                    w.be16(CTA_PROTONAT_PORT_MIN, port);
+                    w.be16(CTA_PROTONAT_PORT_MAX, port);
+                });
             }
         });
     }
@@ -276,7 +299,13 @@ fn get_tuple(
     w.finish();
 }
 
-/// `IPCTNL_MSG_CT_NEW` creating `flow` (`conntrack -I`), acknowledged.
+/// `IPCTNL_MSG_CT_NEW` creating `flow` (`conntrack -I`, with `--src-nat`/`--dst-nat` for a
+/// NATed flow), acknowledged.
+///
+/// A NATed flow ([`Flow::nat`]) is sent as `conntrack -I` sends one: the un-NATed reply and
+/// `CTA_NAT_SRC`/`CTA_NAT_DST`; `ctnetlink_setup_nat` rewrites the reply and sets the NAT
+/// status bits (`IPS_*_NAT`, and both `*_NAT_DONE`: a missing direction gets the null
+/// binding), which `CTA_STATUS` alone cannot. It needs the kernel's NAT (`nf_nat`).
 pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
     let mut w = MsgWriter::begin(
         buf,
@@ -286,8 +315,10 @@ pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
         flow.family.number(),
         NFNETLINK_V0,
     );
+    let nat = flow.nat();
     w.tuple(CTA_TUPLE_ORIG, &flow.orig, flow.proto);
-    w.tuple(CTA_TUPLE_REPLY, &flow.reply, flow.proto);
+    let reply = if nat.is_empty() { flow.reply } else { flow.unnated_reply() };
+    w.tuple(CTA_TUPLE_REPLY, &reply, flow.proto);
     // The kernel refuses a create without a timeout (EINVAL); 120 s matches conntrack -I's need
     // to say one, so a flow without one gets the UDP default rather than an error.
     w.be32(CTA_TIMEOUT, flow.timeout.unwrap_or(120));
@@ -322,6 +353,11 @@ pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
     }
     if let Some(labels) = flow.labels {
         w.attr(CTA_LABELS, &label_words(labels));
+    }
+    for (kind, target) in [(CTA_NAT_SRC, nat.src), (CTA_NAT_DST, nat.dst)] {
+        if let Some(t) = target {
+            w.nat(kind, &t);
+        }
     }
     w.finish();
 }
@@ -360,6 +396,48 @@ mod tests {
         assert_eq!((back.orig, back.reply, back.state), (want.orig, want.reply, want.state));
         assert_eq!(back.status.0, want.status.0 | IPS_CONFIRMED);
         assert_eq!((back.mark, back.zone, back.timeout), (Some(7), Some(3), Some(3600)));
+    }
+
+    /// A DNATed flow (to 10.9.9.9:8080) is created as `conntrack -I --dst-nat` does: the
+    /// un-NATed reply, and a one-address, one-port `CTA_NAT_DST` range; no `CTA_NAT_SRC`.
+    #[test]
+    fn issue_12_nat_create_sends_the_unnated_reply_and_the_range() {
+        let mut f = sample();
+        f.reply.src = "10.9.9.9".parse().unwrap();
+        f.reply.l4 = L4::Ports { src: 8080, dst: 40000 };
+        f.status.0 |= crate::flow::Status::DST_NAT;
+        let mut buf = Vec::new();
+        create(&mut buf, 1, &f);
+        let mut back = Flow::default();
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!(back.reply, f.orig.inverse(), "the kernel is left to rewrite the reply");
+        let nest = |kind: u16| {
+            let mut b = vec![40u8, 0];
+            b.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+            for attr in [CTA_NAT_V4_MINIP, CTA_NAT_V4_MAXIP] {
+                b.extend_from_slice(&[8, 0]);
+                b.extend_from_slice(&attr.to_ne_bytes());
+                b.extend_from_slice(&[10, 9, 9, 9]);
+            }
+            b.extend_from_slice(&[20, 0]);
+            b.extend_from_slice(&(CTA_NAT_PROTO | NLA_F_NESTED).to_ne_bytes());
+            for attr in [CTA_PROTONAT_PORT_MIN, CTA_PROTONAT_PORT_MAX] {
+                b.extend_from_slice(&[6, 0]);
+                b.extend_from_slice(&attr.to_ne_bytes());
+                b.extend_from_slice(&[0x1f, 0x90, 0, 0]);
+            }
+            b
+        };
+        let has = |buf: &[u8], bytes: &[u8]| buf.windows(bytes.len()).any(|w| w == bytes);
+        assert!(has(&buf, &nest(CTA_NAT_DST)), "CTA_NAT_DST to 10.9.9.9:8080");
+        assert!(!has(&buf, &(CTA_NAT_SRC | NLA_F_NESTED).to_ne_bytes()), "no CTA_NAT_SRC");
+        // Without NAT status the reply goes as given (conntrack -I -r/-q), with no NAT nest.
+        f.status.0 &= !crate::flow::Status::DST_NAT;
+        buf.clear();
+        create(&mut buf, 1, &f);
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!(back.reply, f.reply);
+        assert!(!has(&buf, &(CTA_NAT_DST | NLA_F_NESTED).to_ne_bytes()));
     }
 
     #[test]

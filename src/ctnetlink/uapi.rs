@@ -36,12 +36,14 @@ pub(crate) const CTA_TUPLE_REPLY: u16 = 2;
 pub(crate) const CTA_STATUS: u16 = 3;
 pub(crate) const CTA_PROTOINFO: u16 = 4;
 pub(crate) const CTA_HELP: u16 = 5;
+pub(crate) const CTA_NAT_SRC: u16 = 6;
 pub(crate) const CTA_TIMEOUT: u16 = 7;
 pub(crate) const CTA_MARK: u16 = 8;
 pub(crate) const CTA_COUNTERS_ORIG: u16 = 9;
 pub(crate) const CTA_COUNTERS_REPLY: u16 = 10;
 pub(crate) const CTA_USE: u16 = 11;
 pub(crate) const CTA_ID: u16 = 12;
+pub(crate) const CTA_NAT_DST: u16 = 13;
 pub(crate) const CTA_SECMARK: u16 = 17;
 pub(crate) const CTA_ZONE: u16 = 18;
 pub(crate) const CTA_SECCTX: u16 = 19;
@@ -52,6 +54,15 @@ pub(crate) const CTA_LABELS_MASK: u16 = 23;
 pub(crate) const CTA_SYNPROXY: u16 = 24;
 pub(crate) const CTA_FILTER: u16 = 25;
 pub(crate) const CTA_STATUS_MASK: u16 = 26;
+
+// enum ctattr_nat / ctattr_protonat (requests only: a dump never carries them)
+pub(crate) const CTA_NAT_V4_MINIP: u16 = 1;
+pub(crate) const CTA_NAT_V4_MAXIP: u16 = 2;
+pub(crate) const CTA_NAT_PROTO: u16 = 3;
+pub(crate) const CTA_NAT_V6_MINIP: u16 = 4;
+pub(crate) const CTA_NAT_V6_MAXIP: u16 = 5;
+pub(crate) const CTA_PROTONAT_PORT_MIN: u16 = 1;
+pub(crate) const CTA_PROTONAT_PORT_MAX: u16 = 2;
 
 // enum ctattr_tuple / ctattr_ip / ctattr_l4proto
 pub(crate) const CTA_TUPLE_IP: u16 = 1;

@@ -360,9 +360,18 @@ impl<'a, K: Kernel, S: Sink> Watcher<'a, K, S> {
                         }
                     }
                 }
-                // Before the events: under a flood of them (the guard's own eviction sends
-                // one per deleted flow) a wake would otherwise wait for the flood to pause.
+                // The wake and the interval's snapshot before the events: under a flood of
+                // them (a runaway guest's new flows, the guard's own eviction's one per deleted
+                // flow) they would otherwise wait for the flood to pause, and the guard would
+                // see the table fill late.
                 _ = woken(&self.cfg.wake), if seeded => self.snapshot()?,
+                _ = ticker.tick(), if seeded => {
+                    self.snapshot()?;
+                    snapshots += 1;
+                    if snapshots >= limit {
+                        return Ok(Shutdown::Now);
+                    }
+                }
                 r = sub.recv(|kind, flow| {
                     let change = self.cfg.classifier.change(kind, flow);
                     self.counters.count(kind, self.table.apply(&change));
@@ -384,13 +393,6 @@ impl<'a, K: Kernel, S: Sink> Watcher<'a, K, S> {
                         lost_before = lost.unwrap_or(lost_before);
                         let o = Overrun { overruns: self.counters.overruns, lost_events: lost };
                         self.sink.overrun(&o)?;
-                    }
-                }
-                _ = ticker.tick(), if seeded => {
-                    self.snapshot()?;
-                    snapshots += 1;
-                    if snapshots >= limit {
-                        return Ok(Shutdown::Now);
                     }
                 }
                 _ = reconciler.tick(), if self.cfg.reconcile.is_some() => self.resyncs.reconcile(),

@@ -18,8 +18,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::flow::{
-    Counter, DccpState, Family, Flow, HelperName, L4, Proto, ProtoState, RawAttr, SctpState,
-    SecCtx, Status, TcpState, Tuple,
+    Counter, DccpState, Family, Flow, HelperName, L4, Nat, NatTarget, Proto, ProtoState, RawAttr,
+    SctpState, SecCtx, Status, TcpState, Tuple,
 };
 
 /// One flow as a JSON object: one line, read or written.
@@ -49,6 +49,11 @@ pub struct FlowRecord<'a> {
     /// without a name). Always written, may be left out on input.
     #[serde(default)]
     pub status: StatusField,
+    /// The NAT binding ([`Flow::nat`]), omitted when the flow is not NATed. It says what
+    /// `status` (`SRC_NAT`, `DST_NAT`) and `reply` say, in the terms `load` sends to the
+    /// kernel; on input it must agree with them, and a line without it loads the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatRecord>,
     /// Seconds left before the entry expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u32>,
@@ -244,6 +249,36 @@ pub struct TupleRecord {
     pub zone: Option<u16>,
 }
 
+/// `nat`: each NATed direction, the other omitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatRecord {
+    /// Source NAT: what the original source is rewritten to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<NatTargetRecord>,
+    /// Destination NAT: what the original destination is rewritten to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<NatTargetRecord>,
+}
+
+/// One NAT target: an address, and a port for protocols with ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatTargetRecord {
+    /// The address.
+    pub ip: IpAddr,
+    /// The port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl From<Nat> for Option<NatRecord> {
+    fn from(nat: Nat) -> Self {
+        let target = |t: NatTarget| NatTargetRecord { ip: t.addr, port: t.port };
+        (!nat.is_empty()).then(|| NatRecord { src: nat.src.map(target), dst: nat.dst.map(target) })
+    }
+}
+
 /// Counters of both directions; a direction is omitted when the flow has none for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -325,6 +360,14 @@ pub enum RecordError {
         field: String,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// `nat` says another binding than `status` and `reply` do.
+    #[error("nat: {given} disagrees with status and reply, which say {derived}")]
+    NatMismatch {
+        /// The `nat` value, as JSON.
+        given: String,
+        /// What `status` and `reply` say, as JSON (`null`: not NATed).
+        derived: String,
     },
     /// A `status` entry is not a status bit name.
     #[error("status: unknown status bit {0:?}")]
@@ -537,6 +580,7 @@ impl<'a> From<&'a Flow> for FlowRecord<'a> {
             orig: TupleRecord::from(&flow.orig),
             reply: TupleRecord::from(&flow.reply),
             status: StatusField::Bits(flow.status),
+            nat: flow.nat().into(),
             timeout: flow.timeout,
             mark: flow.mark,
             zone: flow.zone,
@@ -753,7 +797,7 @@ impl TryFrom<FlowRecord<'_>> for Flow {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let counter = |c: CounterRecord| Counter { packets: c.packets, bytes: c.bytes };
-        Ok(Flow {
+        let flow = Flow {
             family,
             proto,
             orig,
@@ -774,7 +818,17 @@ impl TryFrom<FlowRecord<'_>> for Flow {
             secmark: r.secmark,
             secctx: r.secctx.map(|c| SecCtx::new(c.as_bytes())),
             unknown,
-        })
+        };
+        if let Some(given) = r.nat {
+            let derived: Option<NatRecord> = flow.nat().into();
+            if derived != Some(given) {
+                return Err(RecordError::NatMismatch {
+                    given: serde_json::to_string(&given).unwrap_or_default(),
+                    derived: serde_json::to_string(&derived).unwrap_or_default(),
+                });
+            }
+        }
+        Ok(flow)
     }
 }
 
@@ -1352,7 +1406,7 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(examples.len(), 3);
+        assert_eq!(examples.len(), 4);
         assert_eq!(format!("{}\n", examples[0]), line_of(&tcp_flow()));
         assert_eq!(format!("{}\n", examples[1]), line_of(&icmp_flow()));
         for example in examples {
@@ -1361,5 +1415,26 @@ mod tests {
                 assert_eq!(line_of(&flow).trim_end(), example);
             }
         }
+    }
+
+    /// `nat` is written for a NATed flow, may be left out, and must agree when given.
+    #[test]
+    fn issue_12_nat_binding_is_written_optional_and_checked() {
+        let flow = nated_flow();
+        let line = line_of(&flow);
+        assert!(
+            line.contains(r#""nat":{"src":{"ip":"198.51.100.1","port":61000},"dst":{"ip":"172.16.0.9","port":8080}}"#),
+            "{line}"
+        );
+        let without = line.replace(
+            r#""nat":{"src":{"ip":"198.51.100.1","port":61000},"dst":{"ip":"172.16.0.9","port":8080}},"#,
+            "",
+        );
+        assert_ne!(without, line);
+        assert_eq!(read_all(&without).remove(0).unwrap(), flow, "an old line loads the same");
+        let wrong = line.replace(r#""port":8080}"#, r#""port":8081}"#);
+        let e = error_of(&wrong);
+        assert!(e.starts_with("line 1: nat: ") && e.contains("disagrees"), "{e}");
+        assert!(!line_of(&tcp_flow()).contains("\"nat\""), "no nat without NAT");
     }
 }

@@ -95,7 +95,7 @@ fn bad_create_values_exit_2_with_one_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (with(&["-t", "1h", "--state", "OPEN"]), "state 'OPEN' does not apply to tcp"),
         (with(&["-t", "soon"]), "--timeout: invalid duration 'soon'"),
-        (with(&["-t", "1h", "--reply-src", "fd00::1"]), "same family"),
+        (with(&["-t", "1h", "--reply-src", "fd00::1"]), "mismatched address family"),
         (with(&["-t", "1h", "--status", "!ASSURED"]), "not negations"),
         (with(&["-t", "1h", "-m", "0x1/0"]), "zero mask"),
         (with(&["-t", "1h", "--reply-sport", "65536"]), "65536"),

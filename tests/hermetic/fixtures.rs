@@ -9,6 +9,9 @@ pub const MIXED_HEX: &str = include_str!("../fixtures/mixed.hex");
 /// `conntrack -L` of the same table, sorted, recorded right after `MIXED_HEX`.
 pub const MIXED_CONNTRACK_L: &str = include_str!("../fixtures/mixed.conntrack-L.txt");
 
+/// Dump messages of kernel-NATed entries (`scripts/capture-fixture --nat`, `nat.md`).
+pub const NAT_HEX: &str = include_str!("../fixtures/nat.hex");
+
 /// Bytes of a lowercase hex string.
 pub fn unhex(line: &str) -> Vec<u8> {
     assert!(line.len().is_multiple_of(2), "odd hex length");

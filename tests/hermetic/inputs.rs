@@ -174,3 +174,128 @@ fn issue_9_12_load_reads_fifos_and_process_substitutions() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(line.contains("flows.fifo: line 1: "), "{line}");
 }
+
+/// Issue 12.5: a mixed-family selection is refused with conntrack's words by every command
+/// that selects, before a socket opens (it used to match nothing, exit 1).
+#[test]
+fn issue_12_mixed_families_are_refused_by_every_selecting_command() {
+    for cmd in ["list", "count", "top", "evict --yes", "evict --dry-run", "events", "watch"] {
+        for flags in ["-s 2.2.2.2 -d ::1", "-f ipv4 -s ::1", "-s 10.0.0.0/8 --reply-dst fd00::1"] {
+            let line = refused_sh(
+                &format!(r#"exec "$CTGUARD" {cmd} {flags}"#),
+                &[],
+                Duration::from_secs(10),
+            );
+            assert!(
+                line.starts_with("ctguard: mismatched address family"),
+                "{cmd} {flags}: {line}"
+            );
+        }
+    }
+    let line = crate::cli::refused(&[
+        "create", "-p", "udp", "-s", "10.0.0.1", "-d", "::1", "--sport", "1", "--dport", "2", "-t",
+        "10",
+    ]);
+    assert!(line.starts_with("ctguard: mismatched address family"), "{line}");
+}
+
+/// Issue 12.5: `--mask-src`/`--mask-dst` need their one address, without a prefix, of the
+/// mask's family, and contiguous ones.
+#[test]
+fn issue_12_masks_refused_before_anything_is_touched() {
+    for (args, needle) in [
+        (&["list", "--mask-src", "255.0.0.0"][..], "--mask-src needs -s"),
+        (&["list", "-s", "10.0.0.0/8", "--mask-src", "255.0.0.0"], "has a prefix already"),
+        (&["list", "-s", "10.0.0.0", "--mask-src", "255.0.255.0"], "invalid mask '255.0.255.0'"),
+        (&["list", "-d", "10.0.0.0", "--mask-dst", "ffff::"], "mismatched address family"),
+        (&["list", "-s", "10.0.0.1", "-s", "10.0.0.2", "--mask-src", "255.0.0.0"], "exactly one"),
+        (&["list", "-u", "UNSET"], "names no bit"),
+    ] {
+        let line = crate::cli::refused(args);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+}
+
+/// Issue 12.3: an entry has one zone; `create` refuses two zone flags, as the kernel does
+/// (EINVAL), before a socket opens.
+#[test]
+fn issue_12_create_takes_one_zone() {
+    let create = |zones: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["create", "-p", "udp", "-s", "10.0.0.1", "-d", "10.0.0.2"];
+        v.extend(["--sport", "1", "--dport", "2", "-t", "10"]);
+        v.extend(zones);
+        v
+    };
+    for zones in [
+        &["--orig-zone", "3", "--reply-zone", "4"][..],
+        &["--orig-zone", "3", "--reply-zone", "3"],
+        &["-w", "3", "--orig-zone", "3"],
+    ] {
+        let line = crate::cli::refused(&create(zones));
+        assert!(line.contains("an entry has one zone"), "{zones:?}: {line}");
+    }
+}
+
+/// Issue 12.5: a batch file is parsed whole before anything is touched; a bad line is named
+/// by its number; `-U` is not supported yet, `-F` is refused, and each command takes its own
+/// kind of line.
+#[test]
+fn issue_12_batch_lines_refused_with_their_number() {
+    let good = "# saved by conntrack -L -o save\n\n\
+                -A -t 99 -u UNSET -s 10.0.0.1 -d 10.0.0.2 -r 10.0.0.2 -q 10.0.0.1 -p tcp --sport 1 --dport 2 --reply-port-src 2 --reply-port-dst 1 --state ESTABLISHED\n\
+                -I -s 10.0.0.3 -d 10.0.0.4 -p igmp -t 30 --orig-zone 3\n";
+    let deletes = "-D -s 10.0.0.1 -p tcp --state LISTEN\n-D --orig-zone 3\n";
+    for (cmd, text, needle) in [
+        (
+            "load --batch",
+            format!("{good}-I -s 10.0.0.5 -d 10.0.0.6 -p tcp -t 9\n"),
+            ":5: tcp needs --sport",
+        ),
+        (
+            "load --batch",
+            format!("{good}-I -s 1.1.1.1 -d ::1 -p udp --sport 1 --dport 2 -t 9\n"),
+            ":5: mismatched address family",
+        ),
+        (
+            "load --batch",
+            format!("{good}-U -s 10.0.0.1 -m 1\n"),
+            ":5: -U (update) is not supported yet",
+        ),
+        ("load --batch", format!("{good}-F\n"), ":5: -F (flush) is refused"),
+        ("load --batch", format!("{good}-L\n"), ":5: '-L' is not a batch command"),
+        ("load --batch", format!("{good}{deletes}"), ":5: -D deletes: run ctguard evict --batch"),
+        ("evict --yes --batch", format!("{deletes}{good}"), ":5: -I/-A lines create"),
+        ("evict --yes --batch", format!("{deletes}-D\n"), ":3: -D without a selection"),
+        (
+            "evict --yes --batch",
+            format!("{deletes}-D -s 10.0.0.1 -d ::1\n"),
+            ":3: mismatched address family",
+        ),
+        (
+            "evict --yes --batch",
+            format!("{deletes}-D --state BOGUS\n"),
+            ":3: unknown state 'BOGUS'",
+        ),
+        (
+            "evict --yes --batch",
+            format!("{deletes}-D --bogus\n"),
+            ":3: unexpected argument '--bogus'",
+        ),
+    ] {
+        let file = TempFile::new("batch.txt", &text);
+        let line = refused_sh(
+            &format!(r#"exec "$CTGUARD" {cmd} {}"#, file.path()),
+            &[],
+            Duration::from_secs(10),
+        );
+        assert!(line.contains(needle), "{cmd}: {line}");
+        assert!(line.ends_with("nothing was touched"), "{cmd}: {line}");
+    }
+    let file = TempFile::new("batch.txt", deletes);
+    let line = refused_sh(
+        &format!(r#"exec "$CTGUARD" evict --yes --batch {} -s 10.0.0.1"#, file.path()),
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(line.contains("each batch line is its own selection"), "{line}");
+}

@@ -10,7 +10,9 @@ use ctguard::guests::GuestMap;
 use ctguard::select::{self, GuestFilter, Selector};
 use ctguard::sysctl::StateTimeouts;
 
-use crate::fixtures::{MIXED_CONNTRACK_L, flows_of, mixed_flow, mixed_flows, normalise, rendered};
+use crate::fixtures::{
+    MIXED_CONNTRACK_L, NAT_HEX, flows_of, mixed_flow, mixed_flows, normalise, rendered,
+};
 
 /// The guest file of the named-guest cases.
 const GUESTS: &str = r#"
@@ -366,6 +368,76 @@ fn fixture_selections_agree_with_conntrack_l_text() {
     }
 }
 
+/// The NAT selectors over entries the kernel NATed itself, recorded with `conntrack -L` and
+/// each of `-n`/`-g`/`-j` (`tests/fixtures/nat.md`): the same flows, the status bits and the
+/// reply tuples as decoded from the kernel's bytes.
+#[test]
+fn issue_12_nat_fixture_selections_agree_with_conntrack() {
+    use select::{NatMatch, NatSelect};
+    let to = |s: &str| Some(NatMatch::To(select::parse_nat_target(s).unwrap()));
+    let any = Some(NatMatch::Any);
+    let nat = |src, dst, either| NatSelect { src, dst, either };
+    let recorded: [(&str, NatSelect, &str); 11] = [
+        ("n", nat(any, None, None), include_str!("../fixtures/nat.conntrack-L-n.txt")),
+        ("g", nat(None, any, None), include_str!("../fixtures/nat.conntrack-L-g.txt")),
+        ("j", nat(None, None, any), include_str!("../fixtures/nat.conntrack-L-j.txt")),
+        (
+            "n-ip",
+            nat(to("203.0.113.1"), None, None),
+            include_str!("../fixtures/nat.conntrack-L-n-ip.txt"),
+        ),
+        (
+            "n-ip-port",
+            nat(to("203.0.113.1:6000"), None, None),
+            include_str!("../fixtures/nat.conntrack-L-n-ip-port.txt"),
+        ),
+        (
+            "g-ip",
+            nat(None, to("10.9.9.9"), None),
+            include_str!("../fixtures/nat.conntrack-L-g-ip.txt"),
+        ),
+        (
+            "g-ip-port",
+            nat(None, to("10.9.9.9:8080"), None),
+            include_str!("../fixtures/nat.conntrack-L-g-ip-port.txt"),
+        ),
+        (
+            "g-ip6-port",
+            nat(None, to("[fd00::9]:8080"), None),
+            include_str!("../fixtures/nat.conntrack-L-g-ip6-port.txt"),
+        ),
+        (
+            "n-ip6",
+            nat(to("fd00::77"), None, None),
+            include_str!("../fixtures/nat.conntrack-L-n-ip6.txt"),
+        ),
+        (
+            "j-ip",
+            nat(None, None, to("10.9.9.9")),
+            include_str!("../fixtures/nat.conntrack-L-j-ip.txt"),
+        ),
+        ("n-g", nat(any, any, None), include_str!("../fixtures/nat.conntrack-L-n-g.txt")),
+    ];
+    let flows = flows_of(NAT_HEX);
+    assert_eq!(flows.len(), 10, "the NAT fixture");
+    for (name, nat, text) in recorded {
+        let sel = Selector { nat, ..Selector::default() };
+        let ours: BTreeSet<String> =
+            flows.iter().filter(|f| sel.matches(f)).map(|f| rendered(f, 0).line).collect();
+        let theirs: BTreeSet<String> = text.lines().map(|l| normalise(l).line).collect();
+        assert!(!theirs.is_empty() && theirs.len() < flows.len(), "{name} selects some");
+        assert_eq!(ours, theirs, "{name}");
+    }
+    // What a restore sends: the binding read back from the kernel's own bytes.
+    let both = flows.iter().find(|f| f.orig.src == "10.0.0.9".parse::<IpAddr>().unwrap());
+    let both = both.expect("the SNAT+DNAT entry").nat();
+    assert_eq!(both.src.map(|t| t.to_string()).as_deref(), Some("203.0.113.2:6001"));
+    assert_eq!(both.dst.map(|t| t.to_string()).as_deref(), Some("10.9.9.8:5353"));
+    let custom = flows.iter().find(|f| f.orig.src == "10.0.0.11".parse::<IpAddr>().unwrap());
+    let custom = custom.expect("the explicit-reply entry");
+    assert!(custom.is_nated() && custom.nat().is_empty(), "an explicit reply is not NAT");
+}
+
 #[test]
 fn kernel_filter_pushes_only_exact_single_values() {
     let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
@@ -581,4 +653,152 @@ fn bad_values_are_refused_with_one_line_reasons() {
         let e = select::parse_duration(bad).unwrap_err().to_string();
         assert!(e.contains("invalid duration") && !e.contains('\n'), "{bad:?}: {e}");
     }
+}
+
+/// Issue 12.3: directional zones with the kernel's meaning, on the recorded flows: the zone
+/// the kernel looks each direction up in (`nf_ct_zone_id`). A `-w 7` entry (`CTA_ZONE`) is in
+/// zone 7 both ways; `--orig-zone 3` (`CTA_TUPLE_ZONE` in the original tuple) only in the
+/// original direction, its reply in zone 0; `--reply-zone 4` the other way round.
+#[test]
+fn issue_12_directional_zones_follow_the_kernel() {
+    let both = mixed_flow("tcp", "10.10.3.1"); // zone=7
+    let orig = mixed_flow("tcp", "10.10.3.3"); // zone-orig=3
+    let reply = mixed_flow("udp", "10.10.3.5"); // zone-reply=4
+    let plain = mixed_flow("tcp", "10.10.0.1"); // no zone
+    let sel = |orig_zone: Option<u16>, reply_zone: Option<u16>| Selector {
+        orig_zone,
+        reply_zone,
+        ..Selector::default()
+    };
+    for (what, s, flows) in [
+        ("--orig-zone 7", sel(Some(7), None), [true, false, false, false]),
+        ("--reply-zone 7", sel(None, Some(7)), [true, false, false, false]),
+        ("--orig-zone 3", sel(Some(3), None), [false, true, false, false]),
+        ("--reply-zone 3", sel(None, Some(3)), [false, false, false, false]),
+        ("--reply-zone 4", sel(None, Some(4)), [false, false, true, false]),
+        ("--orig-zone 4", sel(Some(4), None), [false, false, false, false]),
+        ("--orig-zone 0", sel(Some(0), None), [false, false, true, true]),
+        ("--reply-zone 0", sel(None, Some(0)), [false, true, false, true]),
+        ("--orig-zone 3 --reply-zone 0", sel(Some(3), Some(0)), [false, true, false, false]),
+    ] {
+        let got: Vec<bool> = [&both, &orig, &reply, &plain].map(|f| s.matches(f)).to_vec();
+        assert_eq!(got, flows, "{what}: zone=7, zone-orig=3, zone-reply=4, none");
+    }
+    // The kernel's zone filter ignores the direction: a directional zone other than 0 narrows
+    // the dump by its id, zone 0 cannot (it would drop the entries zoned the other way only).
+    assert_eq!(sel(Some(3), None).kernel_filter().zone, Some(3));
+    assert_eq!(sel(None, Some(4)).kernel_filter().zone, Some(4));
+    assert_eq!(sel(Some(0), None).kernel_filter().zone, None);
+    assert!(
+        ctguard::evict::flush_filter(
+            &Selector { src: vec![select::parse_cidr("10.10.3.3").unwrap()], ..sel(Some(3), None) },
+            Some((6, 18)),
+            false
+        )
+        .is_err(),
+        "a directional zone is never a kernel flush"
+    );
+}
+
+/// Issue 12.5: conntrack's spellings on input. TCP state 9 is LISTEN to conntrack-tools
+/// (libct_proto_tcp.c) and SYN_SENT2 to the kernel; status names are conntrack's `-u` list,
+/// UNSET naming no bit.
+#[test]
+fn issue_12_conntrack_state_and_status_spellings() {
+    let syn_sent2 = vec![ProtoState::Tcp(TcpState::SynSent2)];
+    assert_eq!(select::parse_states("LISTEN").unwrap(), syn_sent2);
+    assert_eq!(select::parse_states("listen").unwrap(), syn_sent2);
+    assert_eq!(select::parse_states("SYN_SENT2").unwrap(), syn_sent2);
+    assert_eq!(
+        select::parse_states("SHUTDOWN_RECD,COOKIE_ECHOED").unwrap(),
+        vec![ProtoState::Sctp(SctpState::ShutdownRecd), ProtoState::Sctp(SctpState::CookieEchoed)]
+    );
+    assert!(select::parse_states("PARTOPEN,TIMEWAIT").is_ok(), "DCCP's names");
+    for name in ["ASSURED", "SEEN_REPLY", "FIXED_TIMEOUT", "EXPECTED", "OFFLOAD", "HW_OFFLOAD"] {
+        let (set, clear) = select::parse_status(name).unwrap();
+        assert_eq!((set.count_ones(), clear), (1, 0), "{name}");
+    }
+    assert_eq!(select::parse_status("unset"), Ok((0, 0)));
+    for bad in ["UNSET,ASSURED", "!UNSET"] {
+        let e = select::parse_status(bad).unwrap_err().to_string();
+        assert!(e.contains("UNSET names no bit"), "{bad}: {e}");
+    }
+}
+
+/// Issue 12.5: `-p` resolves as conntrack's `findproto`: built-in names, then
+/// `/etc/protocols` (here a recorded copy's lines), then numbers.
+#[test]
+fn issue_12_protocol_names_and_numbers() {
+    use ctguard::protocols::ProtocolNames;
+    let db = ProtocolNames::parse(
+        "ip\t0\tIP\t\t# internet protocol, pseudo protocol number\n\
+         igmp\t2\tIGMP\t\t# Internet Group Management\n\
+         ipv6-icmp 58\tIPv6-ICMP\t# ICMP for IPv6\n\
+         vrrp\t112\tVRRP\t\t# Virtual Router Redundancy Protocol\n",
+    );
+    assert_eq!(db.lookup("igmp"), Some(Proto(2)));
+    assert_eq!(db.lookup("IGMP"), Some(Proto(2)));
+    assert_eq!(db.lookup("vrrp"), Some(Proto(112)));
+    assert_eq!(db.lookup("tcp"), None, "not in this copy");
+    assert_eq!(select::parse_proto("TCP"), Ok(Proto::TCP), "the built-in eight, any case");
+    assert_eq!(select::parse_proto("2"), Ok(Proto(2)));
+    assert_eq!(select::parse_proto("255"), Ok(Proto(255)));
+    for bad in ["256", "-1", "no-such-protocol"] {
+        let e = select::parse_proto(bad).unwrap_err().to_string();
+        assert!(e.contains("unknown protocol"), "{bad}: {e}");
+    }
+}
+
+/// Issue 12.5: `--mask-src`/`--mask-dst` masks become prefixes; a mask whose ones are not
+/// contiguous is refused (conntrack applies one bit by bit).
+#[test]
+fn issue_12_masks_are_contiguous_prefixes() {
+    let mask = |s: &str| select::parse_mask(s).map(|(_, p)| p);
+    assert_eq!(mask("255.255.255.0"), Ok(24));
+    assert_eq!(mask("255.255.255.255"), Ok(32));
+    assert_eq!(mask("0.0.0.0"), Ok(0));
+    assert_eq!(mask("255.128.0.0"), Ok(9));
+    assert_eq!(mask("ffff:ffff::"), Ok(32));
+    assert_eq!(mask("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), Ok(128));
+    for bad in ["255.0.255.0", "0.255.255.255", "255.255.255.1", "ffff::ffff", "24", "x"] {
+        let e = select::parse_mask(bad).unwrap_err().to_string();
+        assert!(e.starts_with("invalid mask"), "{bad}: {e}");
+    }
+}
+
+/// Issue 12.5: addresses of both families where all must hold are refused with conntrack's
+/// words; one flag naming both families (alternatives) is fine on its own.
+#[test]
+fn issue_12_mixed_families_are_refused() {
+    let cidr = |s: &str| select::parse_cidr(s).unwrap();
+    let refused = |sel: Selector| sel.check_families().unwrap_err().to_string();
+    let e = refused(Selector {
+        src: vec![cidr("2.2.2.2")],
+        dst: vec![cidr("::1")],
+        ..Default::default()
+    });
+    assert!(e.starts_with("mismatched address family"), "{e}");
+    let e = refused(Selector {
+        family: Some(Family::Ipv4),
+        src: vec![cidr("::1")],
+        ..Default::default()
+    });
+    assert!(e.contains("-f ipv4"), "{e}");
+    let e = refused(Selector {
+        reply_src: vec![cidr("10.0.0.0/8")],
+        reply_dst: vec![cidr("fd00::/8")],
+        ..Default::default()
+    });
+    assert!(e.contains("--reply-dst"), "{e}");
+    let e = refused(Selector {
+        src: vec![cidr("10.0.0.0/8"), cidr("fd00::/8")],
+        dst: vec![cidr("192.0.2.1")],
+        ..Default::default()
+    });
+    assert!(e.contains("-s fd00::/8"), "an alternative that can never hold: {e}");
+    let either = Selector { src: vec![cidr("10.0.0.0/8"), cidr("fd00::/8")], ..Default::default() };
+    assert_eq!(either.check_families(), Ok(()));
+    let v6 =
+        Selector { family: Some(Family::Ipv6), dst: vec![cidr("fd00::1")], ..Default::default() };
+    assert_eq!(v6.check_families(), Ok(()));
 }

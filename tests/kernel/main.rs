@@ -26,6 +26,8 @@ mod netns;
 mod netns_path;
 mod oracle;
 mod parity;
+mod parity_input;
+mod parity_nat;
 mod parity_update;
 mod permissions;
 mod seed;

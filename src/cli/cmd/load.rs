@@ -7,6 +7,7 @@ use ctguard::ctnetlink::Conntrack;
 use ctguard::flow::{Flow, L4, Tuple};
 use ctguard::output::json;
 
+use crate::cli::batch::{self, Op};
 use crate::cli::exit::{self, Failure, Outcome};
 
 /// `ctguard load`.
@@ -14,6 +15,10 @@ use crate::cli::exit::{self, Failure, Outcome};
 pub struct Args {
     /// JSON Lines file of flows (`list --json` output), or `-` for stdin.
     pub file: String,
+    /// FILE holds `conntrack -R` lines instead: `-I`/`-A` with conntrack's flags, one flow a
+    /// line (`conntrack -L -o save` writes them); -D lines go to `evict --batch`.
+    #[arg(long)]
+    pub batch: bool,
 }
 
 /// A validated `load`: every line already parsed, each flow with its line number.
@@ -28,6 +33,9 @@ pub struct Plan {
 /// first. The error is one line: the first bad line, and how many more there are.
 pub fn plan(a: Args) -> Result<Plan, String> {
     let path = a.file;
+    if a.batch {
+        return batch_plan(path);
+    }
     let input: Box<dyn std::io::BufRead> = if path == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
@@ -56,6 +64,24 @@ pub fn plan(a: Args) -> Result<Plan, String> {
             Err(format!("{path}: {first}{more}; nothing was created"))
         }
     }
+}
+
+/// The creates of a batch file; a `-D` line is refused before anything is touched.
+fn batch_plan(path: String) -> Result<Plan, String> {
+    let mut flows = Vec::new();
+    for line in batch::read(&path)? {
+        match line.op {
+            Op::Create(flow) => flows.push((line.number, *flow)),
+            Op::Delete(_) => {
+                return Err(format!(
+                    "{path}:{}: -D deletes: run ctguard evict --batch {path} for those; \
+                     nothing was touched",
+                    line.number
+                ));
+            }
+        }
+    }
+    Ok(Plan { path, flows })
 }
 
 /// Flows per kernel request batch while loading.
@@ -111,6 +137,16 @@ pub fn run(p: Plan, ct: &mut Conntrack) -> Result<Outcome, Failure> {
     eprintln!("ctguard: load: {created} created, {existed} already present, {failed} failed");
     if failed > 0 {
         return Err(Failure::Message(format!("load: {failed} flows could not be created")));
+    }
+    if created == 0 {
+        // Exit 1, as for a selection that matched nothing: a script sees that the table did
+        // not change (conntrack -R fails on the first "Such conntrack exists").
+        if existed > 0 {
+            eprintln!("ctguard: load: nothing created: {existed} already exist");
+        } else {
+            eprintln!("ctguard: load: nothing created: {path} holds no flows");
+        }
+        return Ok(Outcome::NothingMatched);
     }
     Ok(Outcome::Ok)
 }

@@ -98,7 +98,7 @@ pub fn plan(a: Args) -> Result<EvictPlan, String> {
     text.extend(a.set_status.iter().map(|g| format!("--set-status {g}")));
     text.extend(a.label_add.iter().map(|l| format!("--label-add {l}")));
     text.extend(a.label_del.iter().map(|l| format!("--label-del {l}")));
-    let args = EvictArgs { limit: None, save: None, run: a.run, select: a.select };
+    let args = EvictArgs { limit: None, save: None, batch: None, run: a.run, select: a.select };
     let mut p = act::plan_as(args, UPDATE)?;
     p.act = Act::Update(change);
     p.change_text = Some(text.join(" "));

@@ -1,0 +1,191 @@
+//! Batch input in `conntrack -R` (`--load-file`) form: one command per line, `-I`/`-A`
+//! (create), `-D` (delete), `-U` (update), each parsed by the same clap flags as the command
+//! line (`create`'s for a create, the selecting flags for a delete), so a line means what it
+//! means typed. The whole input is read and every line parsed before anything is touched; the
+//! first bad line is refused with its number.
+//!
+//! Accepted: `-I`/`--create` and `-A`/`--add` (both create; `-A` of an existing flow leaves
+//! it as it is, where conntrack updates it), `-D`/`--delete`, blank lines and `#` comments.
+//! Refused: `-U`/`--update` (not supported yet), `-F`/`--flush` (no selection, no identity
+//! guard: `ctguard evict --all` asks first), and every other command.
+
+use std::io::Read;
+
+use std::sync::Arc;
+
+use clap::Parser;
+use ctguard::GuestMap;
+use ctguard::flow::Flow;
+use ctguard::select::Selector;
+
+use super::create_args::{self, CreateArgs};
+use super::exit;
+use super::select_args::SelectArgs;
+
+/// At most this much batch input is read (a line is about 200 bytes: some 300,000 lines).
+pub const MAX_BYTES: u64 = 64 << 20;
+
+/// What one line asks for.
+#[derive(Debug)]
+pub enum Op {
+    /// `-I`/`-A`: create this flow.
+    Create(Box<Flow>),
+    /// `-D`: delete the flows of this selection.
+    Delete(Box<Delete>),
+}
+
+/// A `-D` line's selection.
+#[derive(Debug)]
+pub struct Delete {
+    /// The flows to delete.
+    pub sel: Selector,
+    /// The guest map its `--guests` named (empty without).
+    pub guests: Arc<GuestMap>,
+    /// Its selecting flags as given (for the audit line).
+    pub text: String,
+}
+
+/// One command of the batch, with its line number (from 1).
+#[derive(Debug)]
+pub struct Line {
+    /// Where it stands in the input.
+    pub number: usize,
+    /// What it asks for.
+    pub op: Op,
+}
+
+#[derive(Parser)]
+#[command(no_binary_name = true, disable_help_flag = true, disable_version_flag = true)]
+struct CreateLine {
+    #[command(flatten)]
+    flow: CreateArgs,
+}
+
+#[derive(Parser)]
+#[command(no_binary_name = true, disable_help_flag = true, disable_version_flag = true)]
+struct DeleteLine {
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+fn parse_with<T: Parser>(words: &[&str]) -> Result<T, String> {
+    T::try_parse_from(words).map_err(|e| exit::reason(&e))
+}
+
+/// One line's command, parsed; `Ok(None)` for a blank line or a comment.
+pub fn parse_line(text: &str) -> Result<Option<Op>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.starts_with('#') {
+        return Ok(None);
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (command, rest) = words.split_first().ok_or("an empty line")?;
+    match *command {
+        "-I" | "--create" | "-A" | "--add" => {
+            let line: CreateLine = parse_with(rest)?;
+            Ok(Some(Op::Create(Box::new(create_args::flow(line.flow)?))))
+        }
+        "-D" | "--delete" => {
+            let line: DeleteLine = parse_with(rest)?;
+            let (sel, guests) = line.select.selector()?;
+            if sel.is_empty() {
+                return Err(format!(
+                    "{command} without a selection would delete every flow (ctguard evict \
+                     --all asks first)"
+                ));
+            }
+            let text = line.select.describe();
+            Ok(Some(Op::Delete(Box::new(Delete { sel, guests, text }))))
+        }
+        // The update engine plugs in here: parse `rest` with its flags, return its Op.
+        "-U" | "--update" => Err(format!("{command} (update) is not supported yet")),
+        "-F" | "--flush" => Err(format!(
+            "{command} (flush) is refused in a batch: it has no selection and no identity \
+             guard (ctguard evict --all asks first)"
+        )),
+        other => Err(format!(
+            "'{other}' is not a batch command (accepted: -I, -A, -D; -U is not supported yet)"
+        )),
+    }
+}
+
+/// Reads `path` (`-` for stdin, at most [`MAX_BYTES`]) and parses every line. The error is
+/// one line: the first bad line, by number, and that nothing was touched.
+pub fn read(path: &str) -> Result<Vec<Line>, String> {
+    let mut bytes = Vec::new();
+    let limit = MAX_BYTES + 1;
+    let read = if path == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut bytes)
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+        f.take(limit).read_to_end(&mut bytes)
+    };
+    read.map_err(|e| format!("{path}: {e}"))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(format!("{path}: more than {} MiB of batch lines", MAX_BYTES >> 20));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| format!("{path}: not text"))?;
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        match parse_line(line) {
+            Ok(Some(op)) => lines.push(Line { number: i + 1, op }),
+            Ok(None) => {}
+            Err(why) => return Err(format!("{path}:{}: {why}; nothing was touched", i + 1)),
+        }
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctguard::flow::{L4, Proto, ProtoState, Status, TcpState};
+
+    fn create(line: &str) -> Flow {
+        match parse_line(line) {
+            Ok(Some(Op::Create(f))) => *f,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// A line as `conntrack -L -o save` writes it (conntrack 1.4.7, recorded) becomes the
+    /// flow it describes: the reply tuple from -r/-q and --reply-port-*, the zone in its one
+    /// direction, no status bit for UNSET.
+    #[test]
+    fn issue_12_a_saved_line_is_the_flow_it_describes() {
+        let f = create(
+            "-A -t 99 -u UNSET --orig-zone 3 -s 10.0.0.1 -d 10.0.0.2 -r 10.0.0.2 -q 10.0.0.1 \
+             -p tcp --sport 1 --dport 2 --reply-port-src 2 --reply-port-dst 1 --state SYN_SENT2",
+        );
+        assert_eq!((f.proto, f.timeout, f.status), (Proto::TCP, Some(99), Status(0)));
+        assert_eq!(f.state, Some(ProtoState::Tcp(TcpState::SynSent2)));
+        assert_eq!((f.orig.zone, f.reply.zone, f.zone), (Some(3), None, None));
+        assert_eq!(f.orig.l4, L4::Ports { src: 1, dst: 2 });
+        assert_eq!(f.reply, ctguard::flow::Tuple { zone: None, ..f.orig.inverse() });
+        let g = create("-I -s 10.0.0.1 -d 10.0.0.2 -p 2 -t 30 --reply-zone 4");
+        assert!(g.proto == Proto(2) && g.reply.zone == Some(4), "{g:?}");
+    }
+
+    #[test]
+    fn issue_12_comments_blanks_and_refusals() {
+        assert!(matches!(parse_line("   "), Ok(None)));
+        assert!(matches!(parse_line("# -D -s 10.0.0.1"), Ok(None)));
+        let d = match parse_line("-D -s 10.0.0.0 --mask-src 255.255.0.0 -p tcp --state LISTEN") {
+            Ok(Some(Op::Delete(d))) => d,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(d.sel.src, vec!["10.0.0.0/16".parse().unwrap()]);
+        assert_eq!(d.text, "-s 10.0.0.0 --mask-src 255.255.0.0 -p tcp --state LISTEN");
+        for (line, needle) in [
+            ("-U -s 10.0.0.1 -m 1", "not supported yet"),
+            ("-F", "refused in a batch"),
+            ("-E", "not a batch command"),
+            ("-D", "without a selection"),
+            ("-I -s 10.0.0.1 -d 10.0.0.2 -p udp -t 1", "needs --sport and --dport"),
+            ("-D -s 10.0.0.1 --help", "unexpected argument '--help'"),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.contains(needle) && !e.contains('\n'), "{line}: {e}");
+        }
+    }
+}
