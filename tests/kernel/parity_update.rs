@@ -11,7 +11,11 @@
 //! when no flow needed a change.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use ctguard::ctnetlink::{Act, Change, Conntrack, Deleter, Marked};
+use ctguard::select::DumpFilter;
 
 use crate::netns::{CTGUARD, Netns, OnTerminal};
 use crate::oracle::{self, Entry};
@@ -348,4 +352,52 @@ fn issue_12_update_leaves_a_flow_recreated_on_its_tuple_alone() {
     // The audit trail names the command and what it set.
     let trail = std::fs::read_to_string(&audit).unwrap_or_default();
     assert!(trail.contains(r#""command":"update""#) && trail.contains("--set-mark 7"), "{trail}");
+}
+
+/// Why every update is looked up first: the kernel checks `CTA_ID` on a delete (a wrong id is
+/// ENOENT, nothing deleted) but not on an update (a wrong id still updates the entry the tuple
+/// finds), on this kernel.
+#[test]
+fn issue_12_the_kernel_checks_cta_id_on_delete_but_not_on_update() {
+    let ns = Netns::new();
+    ns.conntrack(&[
+        "-I",
+        "-p",
+        "tcp",
+        "-s",
+        "10.92.0.1",
+        "-d",
+        "10.93.0.1",
+        "--sport",
+        "1",
+        "--dport",
+        "2",
+        "--state",
+        "ESTABLISHED",
+        "-t",
+        "3600",
+    ])
+    .ok();
+    let (updated, deleted) = ns.inside(|| {
+        let mut ct = Conntrack::open().expect("open ctnetlink");
+        let mut flows = Vec::new();
+        ct.dump(&DumpFilter::default(), |f| {
+            flows.push(f.clone());
+            ControlFlow::Continue(())
+        })
+        .expect("dump");
+        let mut m = Marked::of(&flows[0], Instant::now()).expect("an id");
+        m.key.id = m.key.id.wrapping_add(1);
+        let change = Change { mark: Some((9, u32::MAX)), ..Change::default() };
+        let mut upd = Deleter::open().expect("socket").with_act(Act::Update(change));
+        assert!(upd.push(&m).expect("update").is_continue());
+        let updated = upd.finish().expect("update");
+        let mut del = Deleter::open().expect("socket");
+        assert!(del.push(&m).expect("delete").is_continue());
+        (updated, del.finish().expect("delete"))
+    });
+    assert_eq!((updated.deleted, updated.vanished), (1, 0), "the update with a wrong id took");
+    assert_eq!((deleted.deleted, deleted.vanished), (0, 1), "the delete with a wrong id did not");
+    let left = oracle::parse_all(&ns.conntrack_list(&[]));
+    assert_eq!(left.iter().map(|e| e.mark).collect::<Vec<_>>(), [9], "one flow, updated, kept");
 }
