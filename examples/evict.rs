@@ -10,6 +10,7 @@
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
+use ctguard::ctnetlink::Act;
 use ctguard::evict::{Ask, Strategy};
 use ctguard::select::{Selector, parse_cidr};
 use ctguard::{Conntrack, evict};
@@ -38,8 +39,8 @@ fn run() -> Result<(), String> {
         evict::select(&mut ct, &sel, None, false, &stop, |_| {}).map_err(|e| e.to_string())?;
     println!("{} flows from {src}", selection.matched);
     if delete {
-        let report =
-            evict::delete_chosen(&selection, &sel, None, &stop).map_err(|e| e.to_string())?;
+        let report = evict::delete_chosen(&selection, &sel, None, Act::Delete, &stop)
+            .map_err(|e| e.to_string())?;
         report.write_text(&mut std::io::stdout()).map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -260,6 +260,9 @@ pub struct RunInfo {
     /// True when a save file lists every selected flow; false when the run (a kernel flush
     /// or per-flow deletes without `--save`) left only its selector and counts.
     pub itemised: bool,
+    /// For `update`: what it sets, as the flags were given (`--set-mark 0x1/0xff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
 }
 
 impl RunInfo {
@@ -285,7 +288,14 @@ impl RunInfo {
             rate: None,
             saved: None,
             itemised: false,
+            change: None,
         }
+    }
+
+    /// With what an update sets.
+    pub fn with_change(mut self, change: Option<String>) -> RunInfo {
+        self.change = change;
+        self
     }
 
     /// With `--limit` and `--rate`.

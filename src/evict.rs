@@ -34,7 +34,7 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 
 use crate::ctnetlink::{
-    self, Conntrack, DeleteTally, Deleter, DumpFilter, Dumped, FlowKey, FlushRequest, Marked,
+    self, Act, Conntrack, DeleteTally, Deleter, DumpFilter, Dumped, FlowKey, FlushRequest, Marked,
 };
 use crate::flow::{Family, Flow};
 use crate::flushproof::{self, Proof, Refusal};
@@ -120,6 +120,7 @@ pub fn flush_filter(
         // The kernel's zone filter ignores the direction (nf_ct_zone_equal_any).
         (sel.orig_zone.is_some() || sel.reply_zone.is_some(), "a directional zone"),
         (sel.timeout_below.is_some(), "--timeout-below"),
+        (sel.labels != 0, "--label"),
         (!sel.nat.is_empty(), "a NAT criterion"),
         (matches!(sel.family, Some(Family::Other(_))), "the family"),
     ];
@@ -153,6 +154,8 @@ pub struct Ask {
     pub save: bool,
     /// The running kernel's release, `None` when unknown.
     pub kernel: Option<(u32, u32)>,
+    /// What is done to each selected flow: deleted (`evict`), or updated (`update`).
+    pub act: Act,
 }
 
 /// How a selection is deleted.
@@ -176,6 +179,10 @@ impl Strategy {
     pub fn choose(sel: &Selector, ask: &Ask) -> Strategy {
         if !ask.yes || ask.dry_run || ask.limit.is_some() || ask.save {
             return Strategy::SelectFirst;
+        }
+        // The kernel has no filtered update: an update is always flow by flow.
+        if ask.act != Act::Delete {
+            return Strategy::Streamed;
         }
         match flush_filter(sel, ask.kernel, ask.rate.is_some()) {
             Ok(filter) => Strategy::ProvenFlush(filter),
@@ -408,17 +415,20 @@ pub fn select_and_delete(
     Ok(out)
 }
 
-/// [`Strategy::Streamed`]: [`select_and_delete`] with a deleter that paces to `rate` and
-/// re-checks an answer older than [`FRESH_FOR`] against `sel`, and its report.
+/// [`Strategy::Streamed`]: [`select_and_delete`] with a deleter that does `act`, paces to
+/// `rate` and re-checks an answer older than [`FRESH_FOR`] against `sel` (every answer, for
+/// an update), and its report.
 pub fn streamed(
     ct: &mut Conntrack,
     sel: &Selector,
     rate: Option<u32>,
+    act: Act,
     stop: &AtomicBool,
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let s = select_and_delete(ct, sel, deleter(&still_selected, rate, stop)?, stop)?;
-    let report = Report::nothing(s.matched, s.matched, false).with_tally(&s.tally, s.without_id);
+    let s = select_and_delete(ct, sel, deleter(&still_selected, rate, act, stop)?, stop)?;
+    let report =
+        Report::nothing(s.matched, s.matched, false).of_act(act).with_tally(&s.tally, s.without_id);
     Ok(report.ended(s.complete, stop))
 }
 
@@ -431,24 +441,38 @@ pub fn delete_chosen(
     selection: &Selection,
     sel: &Selector,
     rate: Option<u32>,
+    act: Act,
     stop: &AtomicBool,
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let tally = delete_selected(&selection.keys, deleter(&still_selected, rate, stop)?)?;
+    let tally = delete_selected(&selection.keys, deleter(&still_selected, rate, act, stop)?)?;
     let selected = selection.keys.len() as u64;
     let report = Report::nothing(selection.matched, selected, false)
+        .of_act(act)
         .with_tally(&tally, selection.without_id);
     Ok(report.ended(selection.complete, stop))
 }
 
-/// The per-flow deleter of both strategies: paced to `rate`, ended by `stop`, and each answer
-/// older than [`FRESH_FOR`] looked up again and deleted only if `still_selected`.
+/// The per-flow deleter of both strategies: doing `act`, paced to `rate`, ended by `stop`, and
+/// each answer older than [`FRESH_FOR`] looked up again and acted on only if `still_selected`.
+/// An update looks every flow up right before it is sent: the kernel checks `CTA_ID` on a
+/// delete but not on an update, so only this lookup keeps an update off a new entry that
+/// took the tuple.
 fn deleter<'a>(
     still_selected: &'a (dyn Fn(&Flow) -> bool + Sync),
     rate: Option<u32>,
+    act: Act,
     stop: &'a AtomicBool,
 ) -> Result<Deleter<'a>, ctnetlink::Error> {
-    Ok(Deleter::open()?.with_rate(rate).with_stop(stop).with_recheck(still_selected, FRESH_FOR))
+    let fresh_for = match act {
+        Act::Delete => FRESH_FOR,
+        Act::Update(_) => Duration::ZERO,
+    };
+    Ok(Deleter::open()?
+        .with_act(act)
+        .with_rate(rate)
+        .with_stop(stop)
+        .with_recheck(still_selected, fresh_for))
 }
 
 /// The table's entry count and the kernel's insert counter (summed over CPUs) at one moment:
@@ -640,6 +664,10 @@ pub struct Report {
     /// For a kernel flush without a dump of the table: what its scratch-namespace proof showed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proof: Option<Proof>,
+    /// True for an update (`ctguard update`): `deleted` counts the flows updated, and the text
+    /// says so. Not in the JSON, whose `update` form names the field `updated`.
+    #[serde(skip)]
+    pub update: bool,
 }
 
 impl Report {
@@ -662,6 +690,7 @@ impl Report {
             elapsed_s: 0.0,
             failures: Vec::new(),
             proof: None,
+            update: false,
         }
     }
 
@@ -683,6 +712,12 @@ impl Report {
     fn ended(mut self, complete: bool, stop: &AtomicBool) -> Report {
         self.interrupted = stop.load(Ordering::Relaxed);
         self.complete = complete;
+        self
+    }
+
+    /// Marks the report as that of `act`'s run (an update's text says updated).
+    pub fn of_act(mut self, act: Act) -> Report {
+        self.update = act != Act::Delete;
         self
     }
 
@@ -716,21 +751,26 @@ impl Report {
 
     /// The one-line text form.
     pub fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let (done, per_flow) = if self.update {
+            ("updated", "per-flow updates")
+        } else {
+            ("deleted", "per-flow deletes")
+        };
         if self.dry_run {
             return writeln!(
                 out,
-                "dry run: {} flows would be deleted (matched {}); nothing was deleted",
+                "dry run: {} flows would be {done} (matched {}); nothing was {done}",
                 self.selected, self.matched
             );
         }
         let how = match self.method {
-            Method::None => "",
-            Method::PerFlow => ", per-flow deletes",
-            Method::KernelFlush => ", kernel flush",
+            Method::None => String::new(),
+            Method::PerFlow => format!(", {per_flow}"),
+            Method::KernelFlush => ", kernel flush".into(),
         };
         write!(
             out,
-            "deleted {} of {} selected flows in {:.2} s (matched {}, vanished {}, failed {}{how})",
+            "{done} {} of {} selected flows in {:.2} s (matched {}, vanished {}, failed {}{how})",
             self.deleted, self.selected, self.elapsed_s, self.matched, self.vanished, self.failed
         )?;
         if self.replaced + self.changed > 0 {
@@ -883,10 +923,32 @@ mod tests {
             Selector { timeout_below: Some(600), ..base.clone() },
             Selector { reply_src: vec![parse_cidr("10.0.0.1").unwrap()], ..base.clone() },
             Selector { guests: Some(guest), ..base.clone() },
+            Selector { labels: 1 << 3, ..base.clone() },
         ];
         for sel in &cases {
             assert!(matches!(flush_filter(sel, K, false), Err(NoFlush::NotExact(_))), "{sel:?}");
         }
+    }
+
+    #[test]
+    fn issue_12_an_update_is_never_a_flush_and_says_updated() {
+        let host = src("172.16.3.5");
+        let update = Act::Update(crate::ctnetlink::Change {
+            mark: Some((1, u32::MAX)),
+            ..Default::default()
+        });
+        let ask = Ask { yes: true, kernel: K, act: update, ..Ask::default() };
+        assert_eq!(Strategy::choose(&host, &ask), Strategy::Streamed);
+        let mut text = Vec::new();
+        Report::nothing(3, 3, false).of_act(update).write_text(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.starts_with("updated 0 of 3 selected flows"), "{text}");
+        let mut dry = Vec::new();
+        Report::nothing(3, 3, true).of_act(update).write_text(&mut dry).unwrap();
+        assert_eq!(
+            String::from_utf8(dry).unwrap(),
+            "dry run: 3 flows would be updated (matched 3); nothing was updated\n"
+        );
     }
 
     #[test]
@@ -903,7 +965,7 @@ mod tests {
             f
         })
         .unwrap();
-        let marked = Marked { key, seen: Instant::now(), start_ns: None, packets: None };
+        let marked = Marked { key, seen: Instant::now(), start_ns: None, packets: None, status: 0 };
         let c = |idle, order| Candidate { idle, order: Reverse(order), marked };
         assert!(c(10, 5) > c(9, 1));
         assert!(c(10, 1) > c(10, 2), "ties: the earlier flow first");

@@ -130,9 +130,22 @@ pub fn check_selector(sel: &Selector) -> Result<(), String> {
         ("--idle", sel.idle_min.is_some()),
         ("--timeout-below", sel.timeout_below.is_some()),
         ("--except", !sel.except.is_empty()),
+        ("--label", sel.labels != 0),
     ];
-    match refused.iter().find(|(_, given)| *given) {
-        Some((flag, _)) => Err(format!(
+    // What is left once the criteria expectations have are taken out: a selector added later
+    // and not named above is refused too, never silently ignored.
+    let rest = Selector {
+        src: Vec::new(),
+        dst: Vec::new(),
+        protos: Vec::new(),
+        sport: Vec::new(),
+        dport: Vec::new(),
+        family: None,
+        ..sel.clone()
+    };
+    let named = refused.iter().find(|(_, given)| *given).map(|(flag, _)| *flag);
+    match named.or((!rest.is_empty()).then_some("this selection")) {
+        Some(flag) => Err(format!(
             "{flag} does not apply to expectations (--expect selects by -s, -d, -p, --sport, \
              --dport, -f)"
         )),

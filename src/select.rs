@@ -148,6 +148,9 @@ pub struct Selector {
     /// management networks. The kernel has no exclusion, so this is never pushed into a dump
     /// filter and never lets a kernel flush stand in for the per-flow deletes.
     pub except: Vec<IpNetwork>,
+    /// Connection labels that must all be set (`--label`, like `conntrack -l`); 0 for none.
+    /// Not a kernel filter: checked here only.
+    pub labels: u128,
     /// NAT criteria (`--src-nat`, `--dst-nat`, `--any-nat`); userspace only.
     pub nat: NatSelect,
 }
@@ -182,6 +185,7 @@ impl Selector {
             && self.idle_min.is_none()
             && self.timeout_below.is_none()
             && self.except.is_empty()
+            && self.labels == 0
             && self.nat.is_empty()
     }
 
@@ -205,6 +209,7 @@ impl Selector {
             && self.timeout_below.is_none_or(|t| flow.timeout.is_some_and(|left| left < t))
             && self.idle_ok(flow)
             && self.guest_ok(flow)
+            && flow.labels.unwrap_or(0) & self.labels == self.labels
             && self.nat.matches(flow)
             && !self.excepted(flow)
     }
@@ -595,6 +600,19 @@ mod tests {
     use super::*;
 
     use crate::flow::test_tcp as tcp;
+
+    #[test]
+    fn issue_12_label_selection_needs_every_listed_label() {
+        let mut f = crate::flow::test_tcp("10.0.0.1", "10.0.0.2", 1, 2, TcpState::Established);
+        let sel = Selector { labels: 0b1001, ..Selector::default() };
+        assert!(!sel.is_empty());
+        assert!(!sel.matches(&f), "a flow without labels");
+        f.labels = Some(0b0001);
+        assert!(!sel.matches(&f), "one of the two");
+        f.labels = Some(0b1011);
+        assert!(sel.matches(&f), "both, and more");
+        assert_eq!(sel.kernel_filter(), DumpFilter::default(), "labels are no kernel filter");
+    }
 
     #[test]
     fn or_within_a_flag_and_across_flags() {

@@ -9,6 +9,7 @@ use ctguard::flow::{Family, Flow, L4, NatTarget, Proto, ProtoState, Status, Tupl
 use ctguard::select;
 
 use super::parse::{self, Given};
+use super::select_args;
 
 /// One flow, as `conntrack -I` takes it (its short flags and long spellings too).
 #[derive(Debug, ClapArgs)]
@@ -78,6 +79,14 @@ pub struct CreateArgs {
     /// Zone of the reply direction only (`CTA_TUPLE_ZONE` in the reply tuple).
     #[arg(long, value_name = "N", value_parser = parse::zone)]
     pub reply_zone: Option<u16>,
+    /// Connection labels: names from the label map or bit numbers, comma separated
+    /// (repeatable). The kernel keeps them only while a label user (an nft `ct label` rule)
+    /// exists in the namespace.
+    #[arg(short = 'l', long, value_name = "LABEL[,LABEL]")]
+    pub label: Vec<String>,
+    /// The label names (default /etc/xtables/connlabel.conf).
+    #[arg(long, value_name = "FILE")]
+    pub labelmap: Option<String>,
 }
 
 /// The zone flags of one create: the kernel keeps one zone per entry, for both directions or
@@ -196,7 +205,17 @@ pub fn flow(a: CreateArgs) -> Result<Flow, String> {
         }
         status |= bit;
     }
+    let mut labels = None;
+    if !a.label.is_empty() {
+        let map = select_args::label_map(a.labelmap.as_deref())?;
+        let mut bits = 0;
+        for list in &a.label {
+            bits |= map.bits(list).map_err(|e| format!("--label {list}: {e}"))?;
+        }
+        labels = Some(bits);
+    }
     Ok(Flow {
+        labels,
         family: Family::of(src),
         proto,
         orig,

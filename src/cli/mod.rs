@@ -9,6 +9,7 @@
 //! `--persist`) and whether stdin is a terminal (`evict`), and touches nothing; only a run
 //! enters the namespace, opens the socket and writes.
 
+pub mod act;
 pub mod ask;
 pub mod batch;
 pub mod cmd;

@@ -2,9 +2,11 @@
 //! [`Selector`] they make (with the guest map, loaded from `--guests`, shared with the counts).
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use clap::Args;
+use ctguard::connlabel::{self, LabelMap};
 use ctguard::flow::{Family, Proto, ProtoState};
 use ctguard::guests::GuestMap;
 use ctguard::select::{self, GuestFilter, NatMatch, NatSelect, PortRange, Selector};
@@ -79,6 +81,13 @@ pub struct SelectArgs {
     /// Never select flows with an address in CIDR (repeatable; any of their four addresses).
     #[arg(long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub except: Vec<Given<IpNetwork>>,
+    /// Connection labels the flow must all have: names from the label map or bit numbers,
+    /// comma separated (repeatable; like conntrack -l).
+    #[arg(short = 'l', long, value_name = "LABEL[,LABEL]")]
+    pub label: Vec<String>,
+    /// The label names (default /etc/xtables/connlabel.conf, as conntrack reads it).
+    #[arg(long, value_name = "FILE")]
+    pub labelmap: Option<String>,
     /// Source-NATed flows (`conntrack -n`): any, or NATed to IP[:PORT] ([IPv6]:PORT).
     #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
     pub src_nat: Option<Given<NatMatch>>,
@@ -166,6 +175,13 @@ impl SelectArgs {
             }
         }
         let (status_set, status_clear) = self.status.as_ref().map_or((0, 0), |g| g.value);
+        let mut labels = 0;
+        if !self.label.is_empty() {
+            let map = self.label_map()?;
+            for list in &self.label {
+                labels |= map.bits(list).map_err(|e| format!("--label {list}: {e}"))?;
+            }
+        }
         if let Some(s) = self.status.as_ref().filter(|s| s.value == (0, 0)) {
             return Err(format!(
                 "--status {s} names no bit: nothing to select by (the kernel refuses \
@@ -194,6 +210,7 @@ impl SelectArgs {
             timeout_below: self.timeout_below.as_ref().map(|g| g.value),
             timeouts: None,
             except: values(&self.except),
+            labels,
             nat: NatSelect {
                 src: self.src_nat.as_ref().map(|g| g.value),
                 dst: self.dst_nat.as_ref().map(|g| g.value),
@@ -202,6 +219,12 @@ impl SelectArgs {
         };
         sel.check_families().map_err(|e| e.to_string())?;
         Ok((sel, guests))
+    }
+
+    /// The label map: `--labelmap FILE` (which must exist), or conntrack's default file (an
+    /// empty map when it is absent: bit numbers still work).
+    pub fn label_map(&self) -> Result<LabelMap, String> {
+        label_map(self.labelmap.as_deref())
     }
 
     /// The selecting flags as given, for the audit line.
@@ -231,6 +254,7 @@ impl SelectArgs {
         add(&mut parts, "--idle", self.idle.as_slice());
         add(&mut parts, "--timeout-below", self.timeout_below.as_slice());
         add(&mut parts, "--except", &self.except);
+        add(&mut parts, "--label", &self.label);
         for (flag, nat) in [
             ("--src-nat", &self.src_nat),
             ("--dst-nat", &self.dst_nat),
@@ -244,6 +268,16 @@ impl SelectArgs {
         }
         parts.join(" ")
     }
+}
+
+/// The label map of `--labelmap FILE` (which must exist), or conntrack's default file (an
+/// empty map when it is absent: bit numbers still work).
+pub fn label_map(path: Option<&str>) -> Result<LabelMap, String> {
+    match path {
+        Some(path) => LabelMap::load(Path::new(path), true),
+        None => LabelMap::load(Path::new(connlabel::DEFAULT_PATH), false),
+    }
+    .map_err(|e| format!("label map {e}"))
 }
 
 /// The guest map of `--guests FILE`, or an empty one.

@@ -10,7 +10,7 @@ use netlink_packet_core::{Emitable, NetlinkHeader};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterProtoFamily};
 
 use super::uapi::*;
-use super::{DumpFilter, FlowKey};
+use super::{Change, DumpFilter, FlowKey};
 use crate::flow::{Family, Flow, L4, NatTarget, Proto, ProtoState, Tuple};
 
 /// Appends one netlink message to a buffer; lengths are fixed up by `finish`.
@@ -222,6 +222,46 @@ pub(crate) fn delete(buf: &mut Vec<u8>, seq: u32, key: &FlowKey, ack: bool) {
     w.finish();
 }
 
+/// `IPCTNL_MSG_CT_NEW` updating one existing entry (`conntrack -U`), without an ACK (only a
+/// failure is answered). Without `NLM_F_CREATE` the kernel never creates: a tuple nobody holds
+/// is ENOENT. The tuple and zone find the entry as for a delete; `CTA_ID` is sent too, but
+/// 6.18's `ctnetlink_new_conntrack` does not compare it (unlike the delete path), so the
+/// caller's re-check right before is what keeps an update off a new entry on the same tuple.
+/// `status` is the entry's status bits as last read: the kernel refuses (EBUSY) a status that
+/// would clear SEEN_REPLY, ASSURED or CONFIRMED, so the bits to set are sent with them.
+pub(crate) fn update(buf: &mut Vec<u8>, seq: u32, key: &FlowKey, status: u32, change: &Change) {
+    let mut w = MsgWriter::begin(buf, IPCTNL_MSG_CT_NEW, 0, seq, key.family.number(), NFNETLINK_V0);
+    w.tuple(CTA_TUPLE_ORIG, &key.orig, key.proto);
+    if let Some(zone) = key.zone {
+        w.be16(CTA_ZONE, zone);
+    }
+    w.be32(CTA_ID, key.id);
+    if let Some(timeout) = change.timeout {
+        w.be32(CTA_TIMEOUT, timeout);
+    }
+    if change.status != 0 {
+        w.be32(CTA_STATUS, status | change.status);
+    }
+    if let Some((value, mask)) = change.mark {
+        w.be32(CTA_MARK, value);
+        w.be32(CTA_MARK_MASK, mask);
+    }
+    if let Some((bits, mask)) = change.labels {
+        w.attr(CTA_LABELS, &label_words(bits));
+        w.attr(CTA_LABELS_MASK, &label_words(mask));
+    }
+    w.finish();
+}
+
+/// 128 label bits as the kernel's four host-order u32 words, bit n in word n/32.
+fn label_words(labels: u128) -> [u8; 16] {
+    let mut words = [0u8; 16];
+    for i in 0..4 {
+        words[i * 4..i * 4 + 4].copy_from_slice(&((labels >> (32 * i)) as u32).to_ne_bytes());
+    }
+    words
+}
+
 /// `IPCTNL_MSG_CT_DELETE` without a tuple: a flush, filtered by exactly the attributes a dump
 /// with `f` sends (Linux 6.12+ honours `CTA_FILTER` in a flush), acknowledged. A flush whose
 /// filter the kernel ignores empties the whole table, so this refuses (returns false, encodes
@@ -325,11 +365,7 @@ pub(crate) fn create(buf: &mut Vec<u8>, seq: u32, flow: &Flow) {
         w.be16(CTA_ZONE, zone);
     }
     if let Some(labels) = flow.labels {
-        let mut words = [0u8; 16];
-        for i in 0..4 {
-            words[i * 4..i * 4 + 4].copy_from_slice(&((labels >> (32 * i)) as u32).to_ne_bytes());
-        }
-        w.attr(CTA_LABELS, &words);
+        w.attr(CTA_LABELS, &label_words(labels));
     }
     for (kind, target) in [(CTA_NAT_SRC, nat.src), (CTA_NAT_DST, nat.dst)] {
         if let Some(t) = target {
@@ -437,6 +473,39 @@ mod tests {
             NetlinkBuffer::new_checked(&buf[..]).unwrap().flags(),
             NLM_F_REQUEST | NLM_F_ACK
         );
+    }
+
+    #[test]
+    fn issue_12_update_finds_by_tuple_zone_and_id_and_sends_only_the_change() {
+        let key = FlowKey::of(&sample()).unwrap();
+        let change = Change {
+            mark: Some((0x10, 0xf0)),
+            timeout: Some(77),
+            status: crate::flow::Status::ASSURED,
+            labels: Some((1 << 3, 1 << 3 | 1 << 100)),
+        };
+        let mut buf = Vec::new();
+        update(&mut buf, 4, &key, IPS_CONFIRMED | crate::flow::Status::SEEN_REPLY, &change);
+        let hdr = NetlinkBuffer::new_checked(&buf[..]).unwrap();
+        assert_eq!(hdr.message_type(), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW);
+        assert_eq!(hdr.flags(), NLM_F_REQUEST, "no NLM_F_CREATE: never creates; no ACK");
+        let mut back = Flow::default();
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!((back.orig, back.zone, back.id), (key.orig, Some(3), Some(0xdead_beef)));
+        assert_eq!(back.reply, Tuple::default(), "the reply tuple is not sent");
+        assert_eq!((back.mark, back.timeout), (Some(0x10), Some(77)));
+        // The bits to set go with the bits the entry had: the kernel refuses clearing any.
+        assert_eq!(back.status.0, IPS_CONFIRMED | 0b110);
+        assert_eq!(back.labels, Some(1 << 3));
+        let raw = |kind| back.unknown.iter().find(|a| a.kind == kind).map(|a| a.value.clone());
+        assert_eq!(raw(CTA_MARK_MASK), Some(0xf0u32.to_be_bytes().to_vec()));
+        assert_eq!(raw(CTA_LABELS_MASK), Some(label_words(1 << 3 | 1 << 100).to_vec()));
+        // Nothing asked, nothing sent: a mark-only change carries no status, timeout, labels.
+        buf.clear();
+        update(&mut buf, 5, &key, 0, &Change { mark: Some((1, u32::MAX)), ..Change::default() });
+        let mut back = Flow::default();
+        super::super::decode::decode_flow(&buf[NLMSG_HDRLEN..], &mut back).unwrap();
+        assert_eq!((back.status.0, back.timeout, back.labels), (0, None, None));
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub(crate) const CTA_SECCTX: u16 = 19;
 pub(crate) const CTA_TIMESTAMP: u16 = 20;
 pub(crate) const CTA_MARK_MASK: u16 = 21;
 pub(crate) const CTA_LABELS: u16 = 22;
+pub(crate) const CTA_LABELS_MASK: u16 = 23;
 pub(crate) const CTA_SYNPROXY: u16 = 24;
 pub(crate) const CTA_FILTER: u16 = 25;
 pub(crate) const CTA_STATUS_MASK: u16 = 26;

@@ -128,7 +128,7 @@ fn streamed_run(
     stop: &AtomicBool,
     started: Instant,
 ) -> Result<Ran, ctnetlink::Error> {
-    let mut report = streamed(ct, sel, ask.rate, stop)?;
+    let mut report = streamed(ct, sel, ask.rate, ask.act, stop)?;
     if report.matched == 0 && report.complete && !stop.load(Ordering::Relaxed) {
         return Ok(Ran::NothingMatched);
     }
@@ -164,7 +164,7 @@ fn select_first<E: Edges>(
     let started = Instant::now();
     edges.before_deletes(&selection)?;
     edges.intent(Some(selection.keys.len() as u64))?;
-    let mut report = delete_chosen(&selection, sel, ask.rate, stop)?;
+    let mut report = delete_chosen(&selection, sel, ask.rate, ask.act, stop)?;
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(Ran::Deleted(report))
 }

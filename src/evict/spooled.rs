@@ -12,7 +12,7 @@ use super::{
     Ask, BATCH, BATCHES_IN_FLIGHT, Before, Decision, Edges, Ran, Report, Seen, Selection, Strategy,
     Streamed, deleter, run, streamed,
 };
-use crate::ctnetlink::{self, Conntrack, DeleteTally, Deleter, Dumped, Marked};
+use crate::ctnetlink::{self, Act, Conntrack, DeleteTally, Deleter, Dumped, Marked};
 use crate::flow::Flow;
 use crate::flushproof::Refusal;
 use crate::select::Selector;
@@ -197,8 +197,13 @@ pub fn streamed_spooled(
     before: &mut dyn BeforeDelete,
 ) -> Result<Spooled, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let (s, hook_error) =
-        select_and_delete_before(ct, sel, deleter(&still_selected, rate, stop)?, stop, before)?;
+    let (s, hook_error) = select_and_delete_before(
+        ct,
+        sel,
+        deleter(&still_selected, rate, Act::Delete, stop)?,
+        stop,
+        before,
+    )?;
     let report = Report::nothing(s.matched, s.matched, false).with_tally(&s.tally, s.without_id);
     Ok(Spooled { report: report.ended(s.complete, stop), hook_error })
 }
@@ -229,7 +234,9 @@ pub fn unattended(
     let Some(limit) = limit else {
         let mut done = match spool {
             Some(spool) => streamed_spooled(ct, sel, None, stop, spool)?,
-            None => Spooled { report: streamed(ct, sel, None, stop)?, hook_error: None },
+            None => {
+                Spooled { report: streamed(ct, sel, None, Act::Delete, stop)?, hook_error: None }
+            }
         };
         done.report.elapsed_s = started.elapsed().as_secs_f64();
         return Ok(done);

@@ -20,14 +20,16 @@
 //! bracketed offload/assured tags is printed, in that priority. State numbers the library does
 //! not know print as `NONE`. `delta-time` (present when `nf_conntrack_timestamp=1`) is the whole
 //! seconds from the start to the stop time, or to now for a live entry. The entry id
-//! (`-o id`), the start/stop dates (`-o ktimestamp`), the layer-3 prefix (`-o extended`) and
-//! connection labels (`-o labels`, and then only bits named in `connlabel.conf`) are not part of
-//! the default output and are never printed here.
+//! (`-o id`), the start/stop dates (`-o ktimestamp`) and the layer-3 prefix (`-o extended`) are
+//! not part of the default output and are never printed here. Connection labels (`-o labels`)
+//! are, by [`write_line_labelled`]: ` labels=NAME,NAME` last, only the bits the label map names,
+//! nothing when it names none.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::connlabel::LabelMap;
 use crate::flow::{
     Counter, DccpState, Family, Flow, L4, Proto, ProtoState, SctpState, Status, TcpState, Tuple,
 };
@@ -47,6 +49,26 @@ pub fn write_line(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
 /// Like [`write_line`], with the clock fixed: `now_unix_secs` is used for the `delta-time` of
 /// an entry that has a start time but no stop time.
 pub fn write_line_at(out: &mut impl Write, flow: &Flow, now_unix_secs: i64) -> io::Result<()> {
+    write_entry(out, flow, now_unix_secs)?;
+    out.write_all(b"\n")
+}
+
+/// Like [`write_line`], as `conntrack -L -o labels` prints it: the labels `map` names last.
+pub fn write_line_labelled(out: &mut impl Write, flow: &Flow, map: &LabelMap) -> io::Result<()> {
+    let now = match (flow.start_ns, flow.stop_ns) {
+        (Some(_), None | Some(0)) => unix_now(),
+        _ => 0,
+    };
+    write_entry(out, flow, now)?;
+    if let Some(names) = flow.labels.and_then(|l| map.names_of(l)) {
+        out.write_all(b" labels=")?;
+        out.write_all(names.as_bytes())?;
+    }
+    out.write_all(b"\n")
+}
+
+/// One entry's line without its newline.
+fn write_entry(out: &mut impl Write, flow: &Flow, now_unix_secs: i64) -> io::Result<()> {
     let name = flow.proto.name().as_bytes();
     out.write_all(name)?;
     // "%-8s %u"
@@ -113,7 +135,7 @@ pub fn write_line_at(out: &mut impl Write, flow: &Flow, now_unix_secs: i64) -> i
         out.write_all(b" use=")?;
         write_u64(out, u64::from(use_count))?;
     }
-    out.write_all(b"\n")
+    Ok(())
 }
 
 /// One direction: addresses, layer-4 fields, directional zone, counters.

@@ -29,6 +29,7 @@ mod parity;
 mod parity_expect;
 mod parity_input;
 mod parity_nat;
+mod parity_update;
 mod permissions;
 mod seed;
 mod unattended;

@@ -5,13 +5,17 @@
 //! A seed is a list of `conntrack -I` argument lines (split on blanks). Tables are compared as
 //! `conntrack -L` prints them (with `-o` options when asked), timeouts masked.
 
-use crate::netns::{Netns, Run};
+use std::path::PathBuf;
+
+use crate::netns::{Netns, Run, run};
 use crate::oracle;
 
 /// Two namespaces seeded with the same flows: `ct` for conntrack-tools, `ctg` for ctguard.
 pub struct Twins {
     pub ct: Netns,
     pub ctg: Netns,
+    /// With a label map: the directory every `conntrack` here sees over `/etc`.
+    etc: Option<PathBuf>,
 }
 
 fn words(line: &str) -> Vec<&str> {
@@ -22,12 +26,35 @@ impl Twins {
     /// Fresh twins, each given every seed line with `conntrack -I`.
     #[track_caller]
     pub fn seeded(seed: &[&str]) -> Twins {
-        let t = Twins { ct: Netns::new(), ctg: Netns::new() };
+        Twins::build(seed, None, |_| {})
+    }
+
+    /// Fresh twins whose `conntrack` runs see `connlabel` as `/etc/xtables/connlabel.conf`
+    /// (conntrack v1.4.7 reads only that path and has no `--labelmap`): each run gets its own
+    /// mount namespace with the test's directory overlaid on `/etc`, so the machine's `/etc` is
+    /// never written. `prepare` runs in each namespace before the seed (a label user, say).
+    /// ctguard is given the same file with `--labelmap` ([`Twins::labelmap`]).
+    #[track_caller]
+    pub fn seeded_with_labels(seed: &[&str], connlabel: &str, prepare: impl Fn(&Netns)) -> Twins {
+        Twins::build(seed, Some(connlabel), prepare)
+    }
+
+    #[track_caller]
+    fn build(seed: &[&str], connlabel: Option<&str>, prepare: impl Fn(&Netns)) -> Twins {
+        let (ct, ctg) = (Netns::new(), Netns::new());
+        let etc = connlabel.map(|text| {
+            let dir = ct.file("etc");
+            std::fs::create_dir_all(dir.join("xtables")).expect("the overlay directory");
+            std::fs::write(dir.join("xtables/connlabel.conf"), text).expect("connlabel.conf");
+            dir
+        });
+        let t = Twins { ct, ctg, etc };
         for ns in [&t.ct, &t.ctg] {
+            prepare(ns);
             for line in seed {
                 let mut args = vec!["-I"];
                 args.extend(words(line));
-                ns.conntrack(&args).ok();
+                t.conntrack(ns, &args).ok();
             }
         }
         let (a, b) = (t.ct.conntrack_count(), t.ctg.conntrack_count());
@@ -35,9 +62,36 @@ impl Twins {
         t
     }
 
+    /// The label map file the twins' `conntrack` runs read, for ctguard's `--labelmap`.
+    pub fn labelmap(&self) -> String {
+        let dir = self.etc.as_ref().expect("twins seeded with labels");
+        dir.join("xtables/connlabel.conf").to_string_lossy().into_owned()
+    }
+
+    /// `conntrack args` in `ns`, seeing the twins' label map when they have one.
+    pub fn conntrack(&self, ns: &Netns, args: &[&str]) -> Run {
+        let Some(etc) = &self.etc else { return ns.conntrack(args) };
+        let script = format!(
+            "mount -t overlay overlay -o lowerdir={}:/etc /etc && exec ip netns exec {} conntrack \"$@\"",
+            etc.display(),
+            ns.name()
+        );
+        let mut all = vec!["--mount", "--propagation", "private", "sh", "-c", &script, "sh"];
+        all.extend_from_slice(args);
+        run("unshare", &all)
+    }
+
+    /// `conntrack -L args` in `ns`, which must succeed: its lines.
+    #[track_caller]
+    pub fn list(&self, ns: &Netns, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["-L"];
+        all.extend_from_slice(args);
+        self.conntrack(ns, &all).ok().lines()
+    }
+
     /// Both tables, as `conntrack -L <list_opts>` prints them, normalised and sorted.
     pub fn tables(&self, list_opts: &[&str]) -> (Vec<String>, Vec<String>) {
-        let table = |ns: &Netns| oracle::sorted(&ns.conntrack_list(list_opts));
+        let table = |ns: &Netns| oracle::sorted(&self.list(ns, list_opts));
         (table(&self.ct), table(&self.ctg))
     }
 
@@ -45,7 +99,7 @@ impl Twins {
     /// must succeed and leave the same table. Returns the two runs.
     #[track_caller]
     pub fn same_effect(&self, ct_args: &str, ctg_args: &str, list_opts: &[&str]) -> (Run, Run) {
-        let ct = self.ct.conntrack(&words(ct_args));
+        let ct = self.conntrack(&self.ct, &words(ct_args));
         let ctg = self.ctg.ctguard(&words(ctg_args));
         assert_eq!(ct.code, Some(0), "conntrack {ct_args} failed: {}", ct.describe());
         assert_eq!(ctg.code, Some(0), "ctguard {ctg_args} failed: {}", ctg.describe());
@@ -60,7 +114,7 @@ impl Twins {
     /// twin each runs in, which hold the same table).
     #[track_caller]
     pub fn same_list(&self, ct_args: &str, ctg_args: &str) -> Vec<String> {
-        let want = self.ct.conntrack_list(&words(ct_args));
+        let want = self.list(&self.ct, &words(ct_args));
         let mut args = vec!["list"];
         args.extend(words(ctg_args));
         let got = self.ctg.ctguard(&args);
@@ -80,7 +134,7 @@ impl Twins {
     #[track_caller]
     pub fn both_refuse(&self, ct_args: &str, ctg_args: &str) -> String {
         let before = self.tables(&[]);
-        let ct = self.ct.conntrack(&words(ct_args));
+        let ct = self.conntrack(&self.ct, &words(ct_args));
         let ctg = self.ctg.ctguard(&words(ctg_args));
         assert_ne!(ct.code, Some(0), "conntrack {ct_args} accepted it: {}", ct.describe());
         assert_eq!(ctg.code, Some(2), "ctguard {ctg_args}: {}", ctg.describe());

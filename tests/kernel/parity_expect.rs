@@ -45,7 +45,7 @@ fn expect_from(ns: &Netns, addr: &str, ctrl: &str, pairs: &[&str]) {
 
 /// Twins, each with the same four expectations (three IPv4, one IPv6).
 fn seeded() -> Twins {
-    let t = Twins { ct: Netns::new(), ctg: Netns::new() };
+    let t = Twins::seeded(&[]);
     for ns in [&t.ct, &t.ctg] {
         with_ftp_helper(ns);
         expect_from(ns, "127.0.0.1", "21", &SEED_V4);

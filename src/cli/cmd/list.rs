@@ -4,6 +4,7 @@ use std::io::{self, IsTerminal, Write};
 use std::ops::ControlFlow;
 
 use clap::Args as ClapArgs;
+use ctguard::connlabel::LabelMap;
 use ctguard::ctnetlink::Conntrack;
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
@@ -20,6 +21,10 @@ pub struct Args {
     /// -p, --sport, --dport, -f of the expected tuple.
     #[arg(long)]
     pub expect: bool,
+    /// `labels`: print the connection labels the label map names (conntrack -L -o labels;
+    /// printed with --label too, as conntrack does).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["labels"])]
+    pub output: Option<String>,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -33,15 +38,32 @@ pub struct Plan {
     sel: Selector,
     json: bool,
     expect: bool,
+    /// `-o labels`: the label map naming them.
+    labels: Option<LabelMap>,
 }
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
     let sel = a.report.select.selector()?.0;
     if a.expect {
+        if a.output.is_some() {
+            return Err("-o labels is for flows; expectations carry no labels".into());
+        }
         expect::check(&sel, None)?;
     }
-    Ok(Plan { sel, json: a.report.json, expect: a.expect })
+    let labels = match a.output {
+        Some(_) if a.report.json => {
+            return Err("-o labels is for the text lines; --json always carries the labels".into());
+        }
+        // conntrack prints the labels whenever it has loaded its label map: for -o labels,
+        // and for -l.
+        Some(_) => Some(a.report.select.label_map()?),
+        None if !a.report.select.label.is_empty() && !a.report.json => {
+            Some(a.report.select.label_map()?)
+        }
+        None => None,
+    };
+    Ok(Plan { sel, json: a.report.json, expect: a.expect, labels })
 }
 
 /// Runs `list`: streams the dump to `out`; exit 1 when nothing matched.
@@ -57,7 +79,11 @@ pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome,
             return ControlFlow::Continue(());
         }
         shown += 1;
-        let r = if p.json { json::write_flow(out, flow) } else { ct_text::write_line(out, flow) };
+        let r = match (&p.labels, p.json) {
+            (_, true) => json::write_flow(out, flow),
+            (Some(map), false) => ct_text::write_line_labelled(out, flow, map),
+            (None, false) => ct_text::write_line(out, flow),
+        };
         match r {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {

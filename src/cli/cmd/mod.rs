@@ -14,6 +14,7 @@ pub mod load;
 pub mod stats;
 pub mod top;
 pub mod tune;
+pub mod update;
 pub mod watch;
 
 use std::io::Write;
@@ -49,6 +50,9 @@ pub enum Command {
     Watch(watch::Args),
     /// Delete exactly the selected flows: preview and confirm, or --yes; --dry-run to see.
     Evict(evict::EvictArgs),
+    /// Set mark, timeout, status or labels on the selected flows (`conntrack -U`): preview
+    /// and confirm, or --yes; --dry-run to see.
+    Update(update::Args),
     /// The always-on guard: live counts per guest, automatic relief, /metrics (see --help).
     #[command(after_help = guard::HELP)]
     Guard(guard::Args),
@@ -108,6 +112,7 @@ pub fn plan(command: Command, netns: Option<&str>) -> Result<Plan, String> {
         Command::Events(a) => Plan::Events(events::plan(a)?),
         Command::Watch(a) => Plan::Watch(watch::plan(a, netns)?),
         Command::Evict(a) => Plan::Evict(Box::new(evict::plan(a)?)),
+        Command::Update(a) => Plan::Evict(Box::new(update::plan(a)?)),
         Command::Guard(a) => Plan::Guard(Box::new(guard::plan(a)?)),
     })
 }
