@@ -138,8 +138,9 @@ pub struct EvictPlan {
     pub words: Words,
     /// For an update: what it sets, as given (the audit records carry it).
     pub change_text: Option<String>,
-    /// `--batch`: the file and its `-D` lines, each evicted in turn instead of `sel`.
-    batch: Option<(String, Vec<(usize, batch::Delete)>)>,
+    /// `--batch`: the file and its `-D` lines (`-U` for an update), each run in turn instead
+    /// of `sel`.
+    batch: Option<(String, Vec<(usize, batch::Selected)>)>,
 }
 
 /// Checks every flag before anything is touched; a bad one is a one-line reason.
@@ -147,7 +148,7 @@ pub struct EvictPlan {
 pub fn plan_as(mut a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
     let (command, verb) = (words.command, words.verb.to_lowercase());
     let batch = match a.batch.take() {
-        Some(path) => Some(batch_lines(&a, path)?),
+        Some(path) => Some(batch_lines(&a, path, words)?),
         None => None,
     };
     let (sel, guests) = a.select.selector()?;
@@ -218,12 +219,13 @@ pub fn plan_as(mut a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
     })
 }
 
-/// The `-D` lines of `--batch FILE`, read and parsed whole before anything is touched; the
-/// selecting flags, `--all`, `--save` and `--limit` do not go with it.
+/// The `-D` lines of `--batch FILE` (`-U` lines for `update`), read and parsed whole before
+/// anything is touched; the selecting flags, `--all`, `--save` and `--limit` do not go with it.
 fn batch_lines(
     a: &EvictArgs,
     path: String,
-) -> Result<(String, Vec<(usize, batch::Delete)>), String> {
+    words: Words,
+) -> Result<(String, Vec<(usize, batch::Selected)>), String> {
     let conflicts = [
         (!a.select.describe().is_empty() || a.select.guests.is_some(), "selecting flags"),
         (a.run.all, "--all"),
@@ -233,20 +235,29 @@ fn batch_lines(
     if let Some((_, what)) = conflicts.iter().find(|(given, _)| *given) {
         return Err(format!("--batch {path} with {what}: each batch line is its own selection"));
     }
-    let mut deletes = Vec::new();
+    let updating = words.command == "update";
+    let mut lines = Vec::new();
     for line in batch::read(&path)? {
-        match line.op {
-            batch::Op::Delete(d) => deletes.push((line.number, *d)),
-            batch::Op::Create(_) => {
-                return Err(format!(
-                    "{path}:{}: -I/-A lines create: run ctguard load --batch {path} for \
-                     those; nothing was touched",
-                    line.number
-                ));
+        let (what, command) = match line.op {
+            batch::Op::Delete(d) if !updating => {
+                lines.push((line.number, *d));
+                continue;
             }
-        }
+            batch::Op::Update(u) if updating => {
+                lines.push((line.number, *u));
+                continue;
+            }
+            batch::Op::Create(_) => ("-I/-A lines create", "load"),
+            batch::Op::Delete(_) => ("-D lines delete", "evict"),
+            batch::Op::Update(_) => ("-U lines update", "update"),
+        };
+        return Err(format!(
+            "{path}:{}: {what}: run ctguard {command} --batch {path} for those; nothing was \
+             touched",
+            line.number
+        ));
     }
-    Ok((path, deletes))
+    Ok((path, lines))
 }
 
 /// What the preview shows.
@@ -380,7 +391,8 @@ pub fn run(
                     selector_text: format!("--batch {path}:{number} {}", d.text),
                     save: None,
                     audit_log: p.audit_log.clone(),
-                    change_text: p.change_text.clone(),
+                    act: d.act,
+                    change_text: d.change.or_else(|| p.change_text.clone()),
                     batch: None,
                     ..p
                 };

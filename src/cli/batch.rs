@@ -5,9 +5,10 @@
 //! first bad line is refused with its number.
 //!
 //! Accepted: `-I`/`--create` and `-A`/`--add` (both create; `-A` of an existing flow leaves
-//! it as it is, where conntrack updates it), `-D`/`--delete`, blank lines and `#` comments.
-//! Refused: `-U`/`--update` (not supported yet), `-F`/`--flush` (no selection, no identity
-//! guard: `ctguard evict --all` asks first), and every other command.
+//! it as it is, where conntrack updates it), `-D`/`--delete`, `-U`/`--update` (its `-m`, `-t`,
+//! `-u` set the mark, timeout and status, as conntrack -U reads them; `--label-add`,
+//! `--label-del`), blank lines and `#` comments. Refused: `-F`/`--flush` (no selection, no
+//! identity guard: `ctguard evict --all` asks first), and every other command.
 
 use std::io::Read;
 
@@ -15,12 +16,14 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ctguard::GuestMap;
+use ctguard::ctnetlink::Act;
 use ctguard::flow::Flow;
 use ctguard::select::Selector;
 
 use super::create_args::{self, CreateArgs};
 use super::exit;
 use super::select_args::SelectArgs;
+use super::set_args::{self, SetArgs};
 
 /// At most this much batch input is read (a line is about 200 bytes: some 300,000 lines).
 pub const MAX_BYTES: u64 = 64 << 20;
@@ -31,18 +34,24 @@ pub enum Op {
     /// `-I`/`-A`: create this flow.
     Create(Box<Flow>),
     /// `-D`: delete the flows of this selection.
-    Delete(Box<Delete>),
+    Delete(Box<Selected>),
+    /// `-U`: update the flows of this selection.
+    Update(Box<Selected>),
 }
 
-/// A `-D` line's selection.
+/// A `-D` or `-U` line's selection, and what is done to it.
 #[derive(Debug)]
-pub struct Delete {
-    /// The flows to delete.
+pub struct Selected {
+    /// The flows to act on.
     pub sel: Selector,
     /// The guest map its `--guests` named (empty without).
     pub guests: Arc<GuestMap>,
     /// Its selecting flags as given (for the audit line).
     pub text: String,
+    /// The delete, or the update and what it sets.
+    pub act: Act,
+    /// For an update: what it sets, as given (`update`'s flag names).
+    pub change: Option<String>,
 }
 
 /// One command of the batch, with its line number (from 1).
@@ -68,6 +77,42 @@ struct DeleteLine {
     select: SelectArgs,
 }
 
+#[derive(Parser)]
+#[command(no_binary_name = true, disable_help_flag = true, disable_version_flag = true)]
+struct UpdateLine {
+    #[command(flatten)]
+    set: SetArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+/// A `-U` line's words with conntrack's setting flags in `update`'s names: in `conntrack -U`
+/// `-m`, `-t` and `-u` set the mark, timeout and status (they select nothing).
+fn update_words<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+    rest.iter()
+        .map(|w| match *w {
+            "-m" | "--mark" => "--set-mark",
+            "-t" | "--timeout" => "--set-timeout",
+            "-u" | "--status" => "--set-status",
+            other => other,
+        })
+        .collect()
+}
+
+/// The selection of a `-D` or `-U` line, which must select something.
+fn selected(command: &str, select: &SelectArgs, act: Act) -> Result<Selected, String> {
+    let (sel, guests) = select.selector()?;
+    if sel.is_empty() {
+        let what = if matches!(act, Act::Delete) { "delete" } else { "update" };
+        return Err(format!(
+            "{command} without a selection would {what} every flow (ctguard {} --all asks \
+             first)",
+            if what == "delete" { "evict" } else { "update" }
+        ));
+    }
+    Ok(Selected { sel, guests, text: select.describe(), act, change: None })
+}
+
 fn parse_with<T: Parser>(words: &[&str]) -> Result<T, String> {
     T::try_parse_from(words).map_err(|e| exit::reason(&e))
 }
@@ -87,25 +132,25 @@ pub fn parse_line(text: &str) -> Result<Option<Op>, String> {
         }
         "-D" | "--delete" => {
             let line: DeleteLine = parse_with(rest)?;
-            let (sel, guests) = line.select.selector()?;
-            if sel.is_empty() {
+            Ok(Some(Op::Delete(Box::new(selected(command, &line.select, Act::Delete)?))))
+        }
+        "-U" | "--update" => {
+            let line: UpdateLine = parse_with(&update_words(rest))?;
+            let change = set_args::change(&line.set, &line.select)?;
+            if change.is_empty() {
                 return Err(format!(
-                    "{command} without a selection would delete every flow (ctguard evict \
-                     --all asks first)"
+                    "{command} sets nothing (give -m, -t, -u, --label-add or --label-del)"
                 ));
             }
-            let text = line.select.describe();
-            Ok(Some(Op::Delete(Box::new(Delete { sel, guests, text }))))
+            let mut u = selected(command, &line.select, Act::Update(change))?;
+            u.change = Some(line.set.describe());
+            Ok(Some(Op::Update(Box::new(u))))
         }
-        // The update engine plugs in here: parse `rest` with its flags, return its Op.
-        "-U" | "--update" => Err(format!("{command} (update) is not supported yet")),
         "-F" | "--flush" => Err(format!(
             "{command} (flush) is refused in a batch: it has no selection and no identity \
              guard (ctguard evict --all asks first)"
         )),
-        other => Err(format!(
-            "'{other}' is not a batch command (accepted: -I, -A, -D; -U is not supported yet)"
-        )),
+        other => Err(format!("'{other}' is not a batch command (accepted: -I, -A, -D, -U)")),
     }
 }
 
@@ -177,7 +222,9 @@ mod tests {
         assert_eq!(d.sel.src, vec!["10.0.0.0/16".parse().unwrap()]);
         assert_eq!(d.text, "-s 10.0.0.0 --mask-src 255.255.0.0 -p tcp --state LISTEN");
         for (line, needle) in [
-            ("-U -s 10.0.0.1 -m 1", "not supported yet"),
+            ("-U -s 10.0.0.1", "sets nothing"),
+            ("-U -m 1", "without a selection would update"),
+            ("-U -s 10.0.0.1 -u !ASSURED", "can only be set"),
             ("-F", "refused in a batch"),
             ("-E", "not a batch command"),
             ("-D", "without a selection"),

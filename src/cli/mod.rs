@@ -23,6 +23,7 @@ pub mod parse;
 pub mod report_args;
 pub mod save;
 pub mod select_args;
+pub mod set_args;
 pub mod signals;
 
 use std::io::{self, BufWriter, Write};

@@ -237,8 +237,8 @@ fn issue_12_create_takes_one_zone() {
 }
 
 /// Issue 12.5: a batch file is parsed whole before anything is touched; a bad line is named
-/// by its number; `-U` is not supported yet, `-F` is refused, and each command takes its own
-/// kind of line.
+/// by its number; `-F` is refused, and each command takes its own kind of line (`-U` lines
+/// are `update --batch`'s).
 #[test]
 fn issue_12_batch_lines_refused_with_their_number() {
     let good = "# saved by conntrack -L -o save\n\n\
@@ -259,12 +259,14 @@ fn issue_12_batch_lines_refused_with_their_number() {
         (
             "load --batch",
             format!("{good}-U -s 10.0.0.1 -m 1\n"),
-            ":5: -U (update) is not supported yet",
+            ":5: -U updates: run ctguard update --batch",
         ),
         ("load --batch", format!("{good}-F\n"), ":5: -F (flush) is refused"),
         ("load --batch", format!("{good}-L\n"), ":5: '-L' is not a batch command"),
         ("load --batch", format!("{good}{deletes}"), ":5: -D deletes: run ctguard evict --batch"),
         ("evict --yes --batch", format!("{deletes}{good}"), ":5: -I/-A lines create"),
+        ("update --yes --batch", deletes.to_string(), ":1: -D lines delete: run ctguard evict"),
+        ("update --yes --batch", "-U -s 10.0.0.1\n".to_string(), ":1: -U sets nothing"),
         ("evict --yes --batch", format!("{deletes}-D\n"), ":3: -D without a selection"),
         (
             "evict --yes --batch",

@@ -401,3 +401,36 @@ fn issue_12_the_kernel_checks_cta_id_on_delete_but_not_on_update() {
     let left = oracle::parse_all(&ns.conntrack_list(&[]));
     assert_eq!(left.iter().map(|e| e.mark).collect::<Vec<_>>(), [9], "one flow, updated, kept");
 }
+
+/// `update --batch`: a file of `conntrack -R` `-U` lines (`-m`, `-u`, `--label`-less) leaves
+/// the table `conntrack -R` leaves, line by line. conntrack 1.4.7 runs each line of one file
+/// with what the lines before it left in its option state (a two-line file updated a flow the
+/// second line does not select), so its twin gets one file a line; ctguard gets them all in one.
+#[test]
+fn issue_12_update_batch_takes_conntrack_u_lines() {
+    let t = Twins::seeded(&SEED);
+    let lines = [
+        "-U -s 10.0.0.5 -p tcp --dport 80 -m 0x10/0xf0",
+        "# a comment, and a blank line",
+        "",
+        "-U -s 10.0.0.9 -p tcp -u ASSURED",
+        "-U -d 192.0.2.1 -p udp -m 9",
+    ];
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.starts_with("-U")) {
+        let one = t.ct.write_file(&format!("line{i}.txt"), &format!("{line}\n"));
+        t.conntrack(&t.ct, &["-R", &one]).ok();
+    }
+    let file = t.ctg.write_file("batch.txt", &(lines.join("\n") + "\n"));
+    let run = t.ctg.ctguard(&["update", "--batch", &file, "--yes", "--no-audit"]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let (a, b) = t.tables(&[]);
+    oracle::same_lines(&b, &a).unwrap_or_else(|why| panic!("update --batch differs: {why}"));
+    assert_ne!(a, oracle::sorted(&Twins::seeded(&SEED).ct.conntrack_list(&[])), "it changed");
+    // A bad line anywhere: exit 2, and nothing of the file is done.
+    let before = t.tables(&[]);
+    let bad = t.ctg.write_file("bad.txt", "-U -s 10.0.0.5 -m 1\n-U -s 10.0.0.6 -u !ASSURED\n");
+    let run = t.ctg.ctguard(&["update", "--batch", &bad, "--yes", "--no-audit"]);
+    assert_eq!(run.code, Some(2), "{}", run.describe());
+    assert!(run.stderr.contains("bad.txt:2:"), "{}", run.stderr);
+    assert_eq!(t.tables(&[]), before, "a refused batch touched the table");
+}

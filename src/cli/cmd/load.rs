@@ -66,20 +66,23 @@ pub fn plan(a: Args) -> Result<Plan, String> {
     }
 }
 
-/// The creates of a batch file; a `-D` line is refused before anything is touched.
+/// The creates of a batch file; a `-D` or `-U` line is refused before anything is touched.
 fn batch_plan(path: String) -> Result<Plan, String> {
     let mut flows = Vec::new();
     for line in batch::read(&path)? {
-        match line.op {
-            Op::Create(flow) => flows.push((line.number, *flow)),
-            Op::Delete(_) => {
-                return Err(format!(
-                    "{path}:{}: -D deletes: run ctguard evict --batch {path} for those; \
-                     nothing was touched",
-                    line.number
-                ));
+        let (what, command) = match line.op {
+            Op::Create(flow) => {
+                flows.push((line.number, *flow));
+                continue;
             }
-        }
+            Op::Delete(_) => ("-D deletes", "evict"),
+            Op::Update(_) => ("-U updates", "update"),
+        };
+        return Err(format!(
+            "{path}:{}: {what}: run ctguard {command} --batch {path} for those; nothing was \
+             touched",
+            line.number
+        ));
     }
     Ok(Plan { path, flows })
 }

@@ -10,13 +10,11 @@
 
 use clap::Args as ClapArgs;
 
-use ctguard::ctnetlink::{Act, Change};
-use ctguard::flow::Status;
-use ctguard::select;
+use ctguard::ctnetlink::Act;
 
 use crate::cli::act::{self, EvictArgs, EvictPlan, RunArgs, Words};
-use crate::cli::parse::{self, Given};
 use crate::cli::select_args::SelectArgs;
+use crate::cli::set_args::{self, SetArgs};
 
 const UPDATE_EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -36,23 +34,13 @@ on a delete, not on an update.";
 #[derive(Debug, ClapArgs)]
 #[command(after_help = UPDATE_EXIT_STATUS)]
 pub struct Args {
-    /// Set the mark: VALUE[/MASK], new = (old & ~MASK) ^ VALUE (conntrack -U -m).
-    #[arg(long, value_name = "MARK[/MASK]", value_parser = parse::given(select::parse_mark))]
-    pub set_mark: Option<Given<(u32, u32)>>,
-    /// Set the timeout, in seconds from now (conntrack -U -t).
-    #[arg(long, value_name = "SECS", value_parser = parse::given(timeout))]
-    pub set_timeout: Option<Given<u32>>,
-    /// Set status bits, comma separated: ASSURED, SEEN_REPLY, FIXED_TIMEOUT (bits can only be
-    /// set; conntrack -U -u).
-    #[arg(long, value_name = "LIST", value_parser = parse::given(set_status))]
-    pub set_status: Option<Given<u32>>,
-    /// Add a connection label: a name from the label map or a bit number (repeatable, or
-    /// comma separated).
-    #[arg(long, value_name = "LABEL")]
-    pub label_add: Vec<String>,
-    /// Remove a connection label (repeatable, or comma separated).
-    #[arg(long, value_name = "LABEL")]
-    pub label_del: Vec<String>,
+    #[command(flatten)]
+    pub set: SetArgs,
+    /// Update by the `-U` lines of a `conntrack -R` file (`-` for stdin) instead of flags: one
+    /// update per line, in order, its `-m`, `-t`, `-u`, `--label-add`, `--label-del` what it
+    /// sets (as conntrack -U reads them) and its other flags the selection.
+    #[arg(long, value_name = "FILE")]
+    pub batch: Option<String>,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
@@ -62,84 +50,42 @@ pub struct Args {
 /// `update`'s words.
 const UPDATE: Words = Words { command: "update", verb: "Update", done: "updated" };
 
-/// The status bits an update may set: the kernel refuses (EBUSY) a change of EXPECTED,
-/// CONFIRMED or DYING, and ignores the NAT, helper and offload bits it manages itself.
-const SETTABLE: u32 = Status::SEEN_REPLY | Status::ASSURED | Status::FIXED_TIMEOUT;
-
-fn timeout(s: &str) -> Result<u32, String> {
-    s.parse::<u32>().map_err(|_| format!("invalid --set-timeout '{s}' (whole seconds)"))
-}
-
-/// `--set-status LIST`: bits to set, no negation.
-fn set_status(s: &str) -> Result<u32, String> {
-    let (set, clear) = select::parse_status(s).map_err(|e| e.to_string())?;
-    if clear != 0 {
-        return Err(format!("invalid --set-status '{s}': status bits can only be set"));
-    }
-    if set & !SETTABLE != 0 {
-        return Err(format!(
-            "invalid --set-status '{s}': only ASSURED, SEEN_REPLY and FIXED_TIMEOUT can be set"
-        ));
-    }
-    Ok(set)
-}
-
 /// Checks every flag (and reads the label map) before anything is touched.
 pub fn plan(a: Args) -> Result<EvictPlan, String> {
-    let change = change(&a)?;
-    if change.is_empty() {
-        return Err("update needs something to set: --set-mark, --set-timeout, --set-status, \
-                    --label-add or --label-del"
-            .into());
+    let change = set_args::change(&a.set, &a.select)?;
+    match &a.batch {
+        Some(path) if !change.is_empty() => {
+            return Err(format!("--batch {path}: each -U line says what it sets"));
+        }
+        Some(_) => {}
+        None if change.is_empty() => {
+            return Err("update needs something to set: --set-mark, --set-timeout, \
+                        --set-status, --label-add or --label-del"
+                .into());
+        }
+        None => {}
     }
-    let mut text: Vec<String> = Vec::new();
-    text.extend(a.set_mark.iter().map(|g| format!("--set-mark {g}")));
-    text.extend(a.set_timeout.iter().map(|g| format!("--set-timeout {g}")));
-    text.extend(a.set_status.iter().map(|g| format!("--set-status {g}")));
-    text.extend(a.label_add.iter().map(|l| format!("--label-add {l}")));
-    text.extend(a.label_del.iter().map(|l| format!("--label-del {l}")));
+    let text = a.set.describe();
     let args = EvictArgs {
         expect: false,
         limit: None,
         save: None,
-        batch: None,
+        batch: a.batch,
         run: a.run,
         select: a.select,
     };
     let mut p = act::plan_as(args, UPDATE)?;
     p.act = Act::Update(change);
-    p.change_text = Some(text.join(" "));
+    p.change_text = Some(text);
     Ok(p)
-}
-
-/// What the `--set-*` and `--label-*` flags ask; a label added and removed at once, or one
-/// the label map does not know, is refused.
-fn change(a: &Args) -> Result<Change, String> {
-    let (mut add, mut del) = (0u128, 0u128);
-    if !a.label_add.is_empty() || !a.label_del.is_empty() {
-        let map = a.select.label_map()?;
-        for l in &a.label_add {
-            add |= map.bits(l).map_err(|e| format!("--label-add {l}: {e}"))?;
-        }
-        for l in &a.label_del {
-            del |= map.bits(l).map_err(|e| format!("--label-del {l}: {e}"))?;
-        }
-    }
-    if add & del != 0 {
-        return Err("--label-add and --label-del name the same label".into());
-    }
-    Ok(Change {
-        mark: a.set_mark.as_ref().map(|g| g.value),
-        timeout: a.set_timeout.as_ref().map(|g| g.value),
-        status: a.set_status.as_ref().map_or(0, |g| g.value),
-        labels: (add | del != 0).then_some((add, add | del)),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+    use ctguard::ctnetlink::Change;
+    use ctguard::flow::Status;
 
     #[derive(Parser)]
     struct Line {
