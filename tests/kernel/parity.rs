@@ -179,3 +179,45 @@ fn issue_12_parity_baseline_selects_and_deletes_like_conntrack() {
     let reason = t.both_refuse("-D -s 10.0.0.300", "evict -s 10.0.0.300 --yes");
     assert!(reason.contains("10.0.0.300"), "{reason}");
 }
+
+/// The save → load round trip of every flow shape conntrack-tools can create here (the NAT
+/// shapes are parity_nat's): `evict --all --save F` then `load F` leaves the table its twin
+/// still holds, and so does `list --json` → `load` into an emptied namespace.
+#[test]
+fn issue_12_every_flow_shape_survives_save_and_load() {
+    let seed = [
+        "-s 10.0.1.1 -d 10.0.1.2 -p tcp --sport 1000 --dport 80 --state ESTABLISHED -u SEEN_REPLY,ASSURED -t 3600 -m 0x15",
+        "-s 10.0.1.1 -d 10.0.1.2 -p tcp --sport 1001 --dport 80 --state TIME_WAIT -t 100",
+        "-s 10.0.1.1 -d 10.0.1.2 -p tcp --sport 1002 --dport 80 --state SYN_SENT -t 100",
+        "-s 10.0.1.1 -d 10.0.1.2 -p tcp --sport 1003 --dport 80 --state CLOSE_WAIT -t 100 -u FIXED_TIMEOUT",
+        "-s 10.0.1.1 -d 10.0.1.2 -p udp --sport 5353 --dport 53 -t 300 -u SEEN_REPLY",
+        "-s 10.0.1.1 -d 10.0.1.2 -p icmp --icmp-type 8 --icmp-code 0 --icmp-id 77 -t 30",
+        "-s 10.0.1.1 -d 10.0.1.2 -p sctp --sport 1000 --dport 2000 --state ESTABLISHED -t 300 --orig-vtag 1 --reply-vtag 2",
+        "-s 10.0.1.1 -d 10.0.1.2 -p gre --srckey 5 --dstkey 6 -t 300",
+        "-s 10.0.1.1 -d 10.0.1.2 -p udplite --sport 1 --dport 2 -t 300",
+        "-s 10.0.1.3 -d 10.0.1.2 -p 2 -t 30",
+        "-s 10.0.1.3 -d 10.0.1.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 300 --orig-zone 4",
+        "-s 10.0.1.3 -d 10.0.1.2 -p tcp --sport 3 --dport 2 --state ESTABLISHED -t 300 --reply-zone 5 -m 0xdead",
+        "-s 10.0.1.4 -d 10.0.1.2 -p udp --sport 7 --dport 8 -t 300 -w 9",
+        "-s fd00::1 -d fd00::2 -p tcp --sport 40000 --dport 22 --state ESTABLISHED -t 600",
+        "-s fd00::1 -d fd00::2 -p icmpv6 --icmpv6-type 128 --icmpv6-code 0 --icmpv6-id 9 -t 30",
+    ];
+    let t = Twins::seeded(&seed);
+    let want = t.tables(&[]).0;
+    // In place: every flow deleted and saved, then loaded back.
+    let saved = t.ctg.file("saved.jsonl").to_string_lossy().into_owned();
+    t.ctg.ctguard(&["evict", "--all", "--save", &saved, "--yes", "--no-audit"]).ok();
+    assert_eq!(t.ctg.conntrack_count(), 0, "evict --all took every flow");
+    t.ctg.ctguard(&["load", &saved]).ok();
+    if let Err(why) = oracle::same_lines(&t.tables(&[]).1, &want) {
+        panic!("evict --save → load: {why}");
+    }
+    // Across namespaces: list --json of one twin loaded into the other, emptied.
+    let listed = t.ct.ctguard(&["list", "--json"]).ok();
+    let file = t.ctg.write_file("listed.jsonl", &listed.stdout);
+    t.ctg.conntrack(&["-F"]).ok();
+    t.ctg.ctguard(&["load", &file]).ok();
+    if let Err(why) = oracle::same_lines(&t.tables(&[]).1, &want) {
+        panic!("list --json → load: {why}");
+    }
+}
