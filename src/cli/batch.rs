@@ -169,6 +169,9 @@ pub fn read(path: &str) -> Result<Vec<Line>, String> {
     if bytes.len() as u64 > MAX_BYTES {
         return Err(format!("{path}: more than {} MiB of batch lines", MAX_BYTES >> 20));
     }
+    if bytes.contains(&0) {
+        return Err(format!("{path}: not text (a NUL byte); nothing was touched"));
+    }
     let text = String::from_utf8(bytes).map_err(|_| format!("{path}: not text"))?;
     let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -209,6 +212,20 @@ mod tests {
         assert_eq!(f.reply, ctguard::flow::Tuple { zone: None, ..f.orig.inverse() });
         let g = create("-I -s 10.0.0.1 -d 10.0.0.2 -p 2 -t 30 --reply-zone 4");
         assert!(g.proto == Proto(2) && g.reply.zone == Some(4), "{g:?}");
+    }
+
+    /// A NUL byte anywhere is refused before any line is parsed: no word of a batch line can
+    /// then stand for a bare NAT flag, and no reason echoes a NUL to the terminal.
+    #[test]
+    fn issue_12_a_nul_byte_refuses_the_whole_input() {
+        let dir = std::env::temp_dir().join(format!("ctguard-batch-nul-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nul.txt");
+        std::fs::write(&path, b"-D -s 10.0.0.6 --dst-nat \0\n").unwrap();
+        let e = read(path.to_str().unwrap()).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.ends_with("not text (a NUL byte); nothing was touched"), "{e}");
+        assert!(!e.contains('\0'), "{e:?}");
     }
 
     #[test]

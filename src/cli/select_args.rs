@@ -89,19 +89,24 @@ pub struct SelectArgs {
     #[arg(long, value_name = "FILE")]
     pub labelmap: Option<String>,
     /// Source-NATed flows (`conntrack -n`): any, or NATed to IP[:PORT] ([IPv6]:PORT).
-    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = NAT_ANY, value_parser = parse::given(nat_match))]
     pub src_nat: Option<Given<NatMatch>>,
     /// Destination-NATed flows (`conntrack -g`): any, or NATed to IP[:PORT].
-    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match))]
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = NAT_ANY, value_parser = parse::given(nat_match))]
     pub dst_nat: Option<Given<NatMatch>>,
     /// Source- or destination-NATed flows (`conntrack -j`): any, or NATed to IP[:PORT].
-    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = "", value_parser = parse::given(nat_match), conflicts_with_all = ["src_nat", "dst_nat"])]
+    #[arg(long, value_name = "IP[:PORT]", num_args = 0..=1, default_missing_value = NAT_ANY, value_parser = parse::given(nat_match), conflicts_with_all = ["src_nat", "dst_nat"])]
     pub any_nat: Option<Given<NatMatch>>,
 }
 
+/// What clap hands a NAT flag given without a value. No word typed or read can be it (a
+/// command-line argument cannot hold a NUL, and batch input with one is refused), so an
+/// empty value (`--dst-nat "$UNSET"`) is refused as conntrack refuses it, never "any".
+const NAT_ANY: &str = "\0";
+
 /// A NAT flag's value: none (any NATed flow) or the target.
 fn nat_match(s: &str) -> Result<NatMatch, select::ValueError> {
-    if s.is_empty() {
+    if s == NAT_ANY {
         return Ok(NatMatch::Any);
     }
     select::parse_nat_target(s).map(NatMatch::To)
@@ -261,7 +266,7 @@ impl SelectArgs {
             ("--any-nat", &self.any_nat),
         ] {
             match nat {
-                Some(g) if g.text.is_empty() => parts.push(flag.to_string()),
+                Some(g) if g.text == NAT_ANY => parts.push(flag.to_string()),
                 Some(g) => parts.push(format!("{flag} {g}")),
                 None => {}
             }
@@ -383,6 +388,24 @@ mod tests {
         assert!(args(&["-f", "ipv6", "--any-nat"]).selector().is_ok(), "a bare flag has no family");
         let argv = ["ctguard", "--any-nat", "--src-nat"];
         assert!(Line::try_parse_from(argv).is_err(), "--any-nat excludes --src-nat");
+    }
+
+    /// An empty NAT value (`--dst-nat "$TARGET"` with TARGET unset) is refused, as conntrack
+    /// refuses it ("Invalid IP address"), not read as the bare flag: that would widen an
+    /// eviction to every NATed flow.
+    #[test]
+    fn issue_12_an_empty_nat_value_is_refused_not_any() {
+        for flag in ["--src-nat", "--dst-nat", "--any-nat"] {
+            let glued = format!("{flag}=");
+            for argv in [vec!["ctguard", flag, ""], vec!["ctguard", &glued]] {
+                let e = Line::try_parse_from(&argv).err().expect("refused");
+                use std::error::Error as _;
+                let why = e.source().map(ToString::to_string).unwrap_or_default();
+                assert!(why.starts_with("invalid NAT address ''"), "{argv:?}: {e}");
+            }
+            let bare = args(&[flag, "-s", "10.0.0.5"]);
+            assert_eq!(bare.describe(), format!("-s 10.0.0.5 {flag}"));
+        }
     }
 
     #[test]
