@@ -166,6 +166,11 @@ pub fn plan_as(mut a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
     }
     // With --batch each line is the selection; `sel` is never run.
     if only_except && !a.run.all && batch.is_none() {
+        if a.expect {
+            return Err("evict --expect needs a selection (e.g. -p tcp --dport 50000), or --all \
+                        for every expectation"
+                .into());
+        }
         return Err(format!(
             "{command} needs a selection (e.g. --guest 172.16.3.5 --state ESTABLISHED), or \
              --all for every flow"
@@ -226,8 +231,10 @@ fn batch_lines(
     path: String,
     words: Words,
 ) -> Result<(String, Vec<(usize, batch::Selected)>), String> {
+    // `--guests` (or `$CTGUARD_GUESTS`) alone selects nothing: the lines without their own use it.
+    let selects = !a.select.selector()?.0.is_empty();
     let conflicts = [
-        (!a.select.describe().is_empty() || a.select.guests.is_some(), "selecting flags"),
+        (selects, "selecting flags"),
         (a.run.all, "--all"),
         (a.save.is_some(), "--save"),
         (a.limit.is_some(), "--limit"),
@@ -237,7 +244,7 @@ fn batch_lines(
     }
     let updating = words.command == "update";
     let mut lines = Vec::new();
-    for line in batch::read(&path)? {
+    for line in batch::read(&path, a.select.guests.as_deref())? {
         let (what, command) = match line.op {
             batch::Op::Delete(d) if !updating => {
                 lines.push((line.number, *d));

@@ -22,11 +22,14 @@ use ctguard::select::Selector;
 
 use super::create_args::{self, CreateArgs};
 use super::exit;
-use super::select_args::SelectArgs;
+use super::select_args::{GuestCache, SelectArgs};
 use super::set_args::{self, SetArgs};
 
 /// At most this much batch input is read (a line is about 200 bytes: some 300,000 lines).
 pub const MAX_BYTES: u64 = 64 << 20;
+
+/// At most this many characters of a bad line's reason are shown.
+const REASON_MAX: usize = 160;
 
 /// What one line asks for.
 #[derive(Debug)]
@@ -99,9 +102,26 @@ fn update_words<'a>(rest: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
+/// What the lines of one batch share: the guest file of the command line (a line without
+/// `--guests` uses it), and the guest maps already read.
+#[derive(Default)]
+pub struct Context {
+    /// The command line's `--guests` (or `$CTGUARD_GUESTS`).
+    pub guests: Option<String>,
+    cache: GuestCache,
+}
+
 /// The selection of a `-D` or `-U` line, which must select something.
-fn selected(command: &str, select: &SelectArgs, act: Act) -> Result<Selected, String> {
-    let (sel, guests) = select.selector()?;
+fn selected(
+    command: &str,
+    select: &mut SelectArgs,
+    act: Act,
+    cx: &mut Context,
+) -> Result<Selected, String> {
+    if select.guests.is_none() {
+        select.guests.clone_from(&cx.guests);
+    }
+    let (sel, guests) = select.selector_with(&mut cx.cache)?;
     if sel.is_empty() {
         let what = if matches!(act, Act::Delete) { "delete" } else { "update" };
         return Err(format!(
@@ -118,7 +138,13 @@ fn parse_with<T: Parser>(words: &[&str]) -> Result<T, String> {
 }
 
 /// One line's command, parsed; `Ok(None)` for a blank line or a comment.
+#[cfg(test)]
 pub fn parse_line(text: &str) -> Result<Option<Op>, String> {
+    parse_line_in(text, &mut Context::default())
+}
+
+/// [`parse_line`] among the lines of one batch.
+fn parse_line_in(text: &str, cx: &mut Context) -> Result<Option<Op>, String> {
     let text = text.trim();
     if text.is_empty() || text.starts_with('#') {
         return Ok(None);
@@ -131,18 +157,18 @@ pub fn parse_line(text: &str) -> Result<Option<Op>, String> {
             Ok(Some(Op::Create(Box::new(create_args::flow(line.flow)?))))
         }
         "-D" | "--delete" => {
-            let line: DeleteLine = parse_with(rest)?;
-            Ok(Some(Op::Delete(Box::new(selected(command, &line.select, Act::Delete)?))))
+            let mut line: DeleteLine = parse_with(rest)?;
+            Ok(Some(Op::Delete(Box::new(selected(command, &mut line.select, Act::Delete, cx)?))))
         }
         "-U" | "--update" => {
-            let line: UpdateLine = parse_with(&update_words(rest))?;
+            let mut line: UpdateLine = parse_with(&update_words(rest))?;
             let change = set_args::change(&line.set, &line.select)?;
             if change.is_empty() {
                 return Err(format!(
                     "{command} sets nothing (give -m, -t, -u, --label-add or --label-del)"
                 ));
             }
-            let mut u = selected(command, &line.select, Act::Update(change))?;
+            let mut u = selected(command, &mut line.select, Act::Update(change), cx)?;
             u.change = Some(line.set.describe());
             Ok(Some(Op::Update(Box::new(u))))
         }
@@ -154,9 +180,10 @@ pub fn parse_line(text: &str) -> Result<Option<Op>, String> {
     }
 }
 
-/// Reads `path` (`-` for stdin, at most [`MAX_BYTES`]) and parses every line. The error is
-/// one line: the first bad line, by number, and that nothing was touched.
-pub fn read(path: &str) -> Result<Vec<Line>, String> {
+/// Reads `path` (`-` for stdin, at most [`MAX_BYTES`]) and parses every line, a line without
+/// `--guests` with `guests` (the command line's). The error is one line: the first bad line,
+/// by number, and that nothing was touched.
+pub fn read(path: &str, guests: Option<&str>) -> Result<Vec<Line>, String> {
     let mut bytes = Vec::new();
     let limit = MAX_BYTES + 1;
     let read = if path == "-" {
@@ -174,11 +201,20 @@ pub fn read(path: &str) -> Result<Vec<Line>, String> {
     }
     let text = String::from_utf8(bytes).map_err(|_| format!("{path}: not text"))?;
     let mut lines = Vec::new();
+    let mut cx = Context { guests: guests.map(str::to_string), ..Context::default() };
     for (i, line) in text.lines().enumerate() {
-        match parse_line(line) {
+        match parse_line_in(line, &mut cx) {
             Ok(Some(op)) => lines.push(Line { number: i + 1, op }),
             Ok(None) => {}
-            Err(why) => return Err(format!("{path}:{}: {why}; nothing was touched", i + 1)),
+            Err(why) => {
+                // A line's words are echoed in the reason: a few, never a whole file's worth
+                // (a 10 MB word, or the first line of a file that was never a batch).
+                let why: String = match why.char_indices().nth(REASON_MAX) {
+                    Some((cut, _)) => format!("{}…", &why[..cut]),
+                    None => why,
+                };
+                return Err(format!("{path}:{}: {why}; nothing was touched", i + 1));
+            }
         }
     }
     Ok(lines)
@@ -222,7 +258,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("nul.txt");
         std::fs::write(&path, b"-D -s 10.0.0.6 --dst-nat \0\n").unwrap();
-        let e = read(path.to_str().unwrap()).unwrap_err();
+        let e = read(path.to_str().unwrap(), None).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(e.ends_with("not text (a NUL byte); nothing was touched"), "{e}");
         assert!(!e.contains('\0'), "{e:?}");

@@ -42,12 +42,13 @@ pub struct CreateArgs {
     #[arg(long, visible_alias = "reply-port-dst", value_name = "PORT", value_parser = parse::number::<u16>("--reply-dport"))]
     pub reply_dport: Option<u16>,
     /// Source NAT to IP[:PORT] ([IPv6]:PORT), like `conntrack -I --src-nat`; needs the
-    /// kernel's NAT (nf_nat). Without a port the original source port is kept.
-    #[arg(long, value_name = "IP[:PORT]", value_parser = select::parse_nat_target, conflicts_with_all = ["reply_dst", "reply_dport"])]
+    /// kernel's NAT (nf_nat). Without a port the reply's destination port (--reply-dport,
+    /// as `conntrack -L -o save` writes it; else the original source port) is kept.
+    #[arg(short = 'n', long, value_name = "IP[:PORT]", value_parser = select::parse_nat_target, conflicts_with = "reply_dst")]
     pub src_nat: Option<NatTarget>,
     /// Destination NAT to IP[:PORT], like `conntrack -I --dst-nat`. Without a port the
-    /// original destination port is kept.
-    #[arg(long, value_name = "IP[:PORT]", value_parser = select::parse_nat_target, conflicts_with_all = ["reply_src", "reply_sport"])]
+    /// reply's source port (--reply-sport; else the original destination port) is kept.
+    #[arg(short = 'g', long, value_name = "IP[:PORT]", value_parser = select::parse_nat_target, conflicts_with = "reply_src")]
     pub dst_nat: Option<NatTarget>,
     /// ICMP type (ICMP/ICMPv6).
     #[arg(long, value_name = "N", value_parser = parse::number::<u8>("--icmp-type"))]

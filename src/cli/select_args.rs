@@ -156,11 +156,30 @@ fn masked(
     Ok(vec![net])
 }
 
+/// Guest maps already read, by the `--guests` path (`None`: no file, the empty map).
+pub type GuestCache = std::collections::HashMap<Option<String>, Arc<GuestMap>>;
+
 impl SelectArgs {
     /// The selector and the guest map (empty without `--guests`), one map shared by both.
     /// Reads the guest file; a bad one, or a `--guest` it does not name, is a one-line reason.
     pub fn selector(&self) -> Result<(Selector, Arc<GuestMap>), String> {
-        let guests = Arc::new(load_guests(self.guests.as_deref())?);
+        self.selector_with(&mut GuestCache::new())
+    }
+
+    /// [`SelectArgs::selector`] with the guest files read once: a batch's lines that name the
+    /// same file share its map (a file read for each line would cost its size each time).
+    pub fn selector_with(
+        &self,
+        cache: &mut GuestCache,
+    ) -> Result<(Selector, Arc<GuestMap>), String> {
+        let guests = match cache.get(&self.guests) {
+            Some(map) => Arc::clone(map),
+            None => {
+                let map = Arc::new(load_guests(self.guests.as_deref())?);
+                cache.insert(self.guests.clone(), Arc::clone(&map));
+                map
+            }
+        };
         let mut filter = GuestFilter::default();
         for g in &self.guest {
             match guests.find(g) {

@@ -301,3 +301,36 @@ fn issue_12_batch_lines_refused_with_their_number() {
     );
     assert!(line.contains("each batch line is its own selection"), "{line}");
 }
+
+/// A batch's guest file comes from the command line (`$CTGUARD_GUESTS` too) and is no
+/// selection of its own; a line naming a guest of it is parsed against it; a bad line's
+/// reason shows a few of its words, never a whole 100 KB word.
+#[test]
+fn issue_12_batch_guests_from_the_command_line_and_short_reasons() {
+    let guests = TempFile::new("guests.toml", "web01 = [\"10.0.0.5/32\"]\n");
+    let batch = TempFile::new("batch.txt", "-D --guest web01\n-D --guest nosuch\n");
+    let env = [("CTGUARD_GUESTS", guests.path())];
+    let line = refused_sh(
+        &format!(r#"exec "$CTGUARD" evict --yes --batch {}"#, batch.path()),
+        &env,
+        Duration::from_secs(10),
+    );
+    assert!(line.contains("batch.txt:2: --guest 'nosuch'"), "line 1 parsed, line 2 named: {line}");
+    let line = refused_sh(
+        &format!(
+            r#"exec "$CTGUARD" evict --yes --guests {} --batch {}"#,
+            guests.path(),
+            batch.path()
+        ),
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(line.contains("batch.txt:2: --guest 'nosuch'"), "{line}");
+    let big = TempFile::new("big.txt", &format!("-I -s 10.0.0.1 {}\n", "x".repeat(100_000)));
+    let line = refused_sh(
+        &format!(r#"exec "$CTGUARD" load --batch {}"#, big.path()),
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(line.len() < 400 && line.contains("big.txt:1:"), "{} bytes: {line:.200}", line.len());
+}

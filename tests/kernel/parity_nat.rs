@@ -253,3 +253,21 @@ fn issue_12_nat_bad_input_is_refused() {
     }
     assert_eq!(t.tables(&[]), before);
 }
+
+/// `conntrack -L -o save` of every NAT shape (`-n`/`-g` with the NAT port in the reply ports)
+/// loads back through `load --batch` exactly, ports included (conntrack -R of the same file
+/// loses a NAT port: it restores 10.9.9.8:8443 as port 443).
+#[test]
+fn issue_12_nat_save_lines_load_back_through_load_batch() {
+    require_nat();
+    let t = Twins::seeded(&SHAPES);
+    let want = t.tables(&[]).0;
+    let saved = t.ctg.conntrack(&["-L", "-o", "save"]).ok().stdout;
+    assert!(saved.contains(" -g ") && saved.contains(" -n "), "DNAT and SNAT lines: {saved}");
+    let file = t.ctg.write_file("saved.txt", &saved);
+    t.ctg.conntrack(&["-F"]).ok();
+    t.ctg.ctguard(&["load", "--batch", &file]).ok();
+    if let Err(why) = oracle::same_lines(&t.tables(&[]).1, &want) {
+        panic!("-o save → load --batch: {why}");
+    }
+}

@@ -69,7 +69,7 @@ pub fn plan(a: Args) -> Result<Plan, String> {
 /// The creates of a batch file; a `-D` or `-U` line is refused before anything is touched.
 fn batch_plan(path: String) -> Result<Plan, String> {
     let mut flows = Vec::new();
-    for line in batch::read(&path)? {
+    for line in batch::read(&path, None)? {
         let (what, command) = match line.op {
             Op::Create(flow) => {
                 flows.push((line.number, *flow));
