@@ -37,6 +37,7 @@ pub mod kmsg;
 pub mod live;
 pub mod netns;
 pub mod protocols;
+pub mod rtnl;
 pub mod select;
 pub mod spool;
 pub mod stats;

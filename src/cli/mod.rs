@@ -90,8 +90,14 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
     if let Some(ns) = &plan.netns {
         netns::enter(ns).map_err(|e| Failure::Message(e.to_string()))?;
     }
-    let mut ct = Conntrack::open()?;
     let stdout = io::stdout();
+    if cmd::route_only(&plan.command) {
+        let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+        let outcome = cmd::run_route(plan.command, &mut out)?;
+        out.flush()?;
+        return Ok(outcome);
+    }
+    let mut ct = Conntrack::open()?;
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let outcome = cmd::run(plan.command, &mut ct, plan.netns.as_deref(), &mut out)?;
     out.flush()?;

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod events;
 pub mod evict;
 pub mod guard;
+pub mod guests;
 pub mod list;
 pub mod load;
 pub mod stats;
@@ -56,6 +57,9 @@ pub enum Command {
     /// The always-on guard: live counts per guest, automatic relief, /metrics (see --help).
     #[command(after_help = guard::HELP)]
     Guard(guard::Args),
+    /// The guest interfaces found on this host (links, neighbours, bridge FDB): NAME IFACE
+    /// MAC IPv4 IPv6 SOURCE.
+    Guests(guests::Args),
 }
 
 /// A command, validated: what its run needs.
@@ -85,6 +89,8 @@ pub enum Plan {
     Evict(Box<evict::EvictPlan>),
     /// `guard`.
     Guard(Box<guard::Plan>),
+    /// `guests`.
+    Guests(guests::Plan),
 }
 
 impl Plan {
@@ -114,6 +120,7 @@ pub fn plan(command: Command, netns: Option<&str>) -> Result<Plan, String> {
         Command::Evict(a) => Plan::Evict(Box::new(evict::plan(a)?)),
         Command::Update(a) => Plan::Evict(Box::new(update::plan(a)?)),
         Command::Guard(a) => Plan::Guard(Box::new(guard::plan(a)?)),
+        Command::Guests(a) => Plan::Guests(a),
     })
 }
 
@@ -143,6 +150,20 @@ pub fn run_offline(plan: Plan, out: &mut impl Write) -> Result<Outcome, Failure>
     }
 }
 
+/// True when the plan reads route netlink only: the namespace is entered, no ctnetlink
+/// socket opened.
+pub fn route_only(plan: &Plan) -> bool {
+    matches!(plan, Plan::Guests(_))
+}
+
+/// Runs a plan [`route_only`] says needs no ctnetlink socket, in the entered namespace.
+pub fn run_route(plan: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+    match plan {
+        Plan::Guests(p) => guests::run(p, out),
+        _ => Err(Failure::Message("this command needs the conntrack table".into())),
+    }
+}
+
 /// Runs the command's plan on the open socket, printing to `out`.
 pub fn run(
     plan: Plan,
@@ -163,5 +184,6 @@ pub fn run(
         Plan::Watch(p) => watch::run(p, ct, out),
         Plan::Evict(p) => evict::run(ct, *p, netns, out),
         Plan::Guard(p) => guard::run(*p, out),
+        Plan::Guests(p) => guests::run(p, out),
     }
 }
