@@ -1,0 +1,144 @@
+//! Issue 14: `ctguard guests` finds the guests behind a bridge from route netlink alone.
+//!
+//! A "host" namespace with a bridge and two veth ports (vnet0 with an alias, vnet1 without),
+//! a guest namespace behind each with IPv4 and IPv6 addresses; UDP datagrams from the host
+//! to each guest make the kernel resolve them (ARP, NDP) and the bridge learn their MACs, so
+//! the neighbour entries sit on the bridge and only the FDB says which port each is behind.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use crate::netns::{Netns, run};
+
+struct Guest {
+    ns: Netns,
+    port: &'static str,
+    v4: &'static str,
+    v6: &'static str,
+}
+
+fn ip(ns: &Netns, args: &[&str]) {
+    let mut all = vec!["-n", ns.name()];
+    all.extend_from_slice(args);
+    run("ip", &all).ok();
+}
+
+/// The host with its bridge, and one guest behind `port`.
+fn guest(host: &Netns, port: &'static str, v4: &'static str, v6: &'static str) -> Guest {
+    let ns = Netns::new();
+    ip(host, &["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()]);
+    ip(host, &["link", "set", port, "master", "br0", "up"]);
+    ip(&ns, &["link", "set", "eth0", "up"]);
+    ip(&ns, &["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+    ip(&ns, &["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
+    Guest { ns, port, v4, v6 }
+}
+
+fn mac_of(g: &Guest) -> String {
+    g.ns.exec("cat", &["/sys/class/net/eth0/address"]).ok().stdout.trim().to_string()
+}
+
+/// Sends one datagram to each address from inside the host: the kernel resolves them.
+fn poke(host: &Netns, addrs: &[&str]) {
+    host.inside(|| {
+        for a in addrs {
+            let any = if a.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
+            let s = UdpSocket::bind(any).expect("bind");
+            // Discard port: nothing answers, the neighbour resolution is what counts.
+            let _ = s.send_to(b"ctguard", format!("{}:9", bracket(a)));
+        }
+    });
+}
+
+fn bracket(a: &str) -> String {
+    if a.contains(':') { format!("[{a}]") } else { a.to_string() }
+}
+
+fn rows(host: &Netns) -> Vec<serde_json::Value> {
+    let out = host.ctguard(&["guests", "--json"]);
+    assert!(matches!(out.code, Some(0 | 1)), "{}", out.describe());
+    out.lines().iter().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+fn row_for<'a>(rows: &'a [serde_json::Value], g: &Guest) -> Option<&'a serde_json::Value> {
+    rows.iter().find(|r| {
+        r["iface"] == g.port
+            && r["ipv4"].as_array().is_some_and(|a| a.iter().any(|x| x == g.v4))
+            && r["ipv6"].as_array().is_some_and(|a| a.iter().any(|x| x == g.v6))
+    })
+}
+
+#[test]
+fn issue_14_guests_lists_each_bridge_port_with_its_guests_mac_and_addresses() {
+    let host = Netns::new();
+    ip(&host, &["link", "add", "br0", "type", "bridge"]);
+    ip(&host, &["link", "set", "br0", "up"]);
+    ip(&host, &["addr", "add", "172.16.3.1/24", "dev", "br0"]);
+    ip(&host, &["addr", "add", "2001:db8:3::1/64", "dev", "br0", "nodad"]);
+    let web = guest(&host, "vnet0", "172.16.3.5", "2001:db8:3::5");
+    let db = guest(&host, "vnet1", "172.16.3.7", "2001:db8:3::7");
+    ip(&host, &["link", "set", "vnet0", "alias", "web-7"]);
+    // Before any traffic: both ports are guest interfaces, nothing learned behind them.
+    let before = rows(&host);
+    assert!(before.iter().all(|r| r["ipv4"].as_array().is_some_and(Vec::is_empty)), "{before:?}");
+
+    let start = Instant::now();
+    let found = loop {
+        poke(&host, &[web.v4, web.v6, db.v4, db.v6]);
+        let now = rows(&host);
+        if row_for(&now, &web).is_some() && row_for(&now, &db).is_some() {
+            break now;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "guests not resolved: {now:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for (g, name, source) in [(&web, "web-7", "alias"), (&db, "vnet1", "ifname")] {
+        let r = row_for(&found, g).expect("found above");
+        assert_eq!(r["name"], name, "{r}");
+        assert_eq!(r["source"], source, "{r}");
+        assert_eq!(r["kind"], "veth", "{r}");
+        assert_eq!(r["mac"], mac_of(g).as_str(), "{r}");
+        assert_eq!(r["ipv4"], serde_json::json!([g.v4]), "{r}");
+    }
+    // The bridge itself and loopback are no guests; nothing is listed twice.
+    assert!(found.iter().all(|r| r["iface"] != "br0" && r["iface"] != "lo"), "{found:?}");
+    assert_eq!(found.len(), 2, "{found:?}");
+
+    // A guest whose interface goes (the VM migrated away) is gone from the next listing.
+    ip(&host, &["link", "del", "vnet1"]);
+    let after = rows(&host);
+    assert!(row_for(&after, &web).is_some(), "{after:?}");
+    assert!(after.iter().all(|r| r["iface"] != "vnet1" && r["name"] != "vnet1"), "{after:?}");
+    assert!(
+        after.iter().all(|r| !r["ipv4"].as_array().is_some_and(|a| a.iter().any(|x| x == db.v4))),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn issue_14_guests_text_has_the_documented_columns() {
+    let host = Netns::new();
+    ip(&host, &["link", "add", "br0", "type", "bridge"]);
+    ip(&host, &["link", "set", "br0", "up"]);
+    let _g = guest(&host, "tap104i0", "172.16.4.5", "2001:db8:4::5");
+    let out = host.ctguard(&["guests"]).ok();
+    let lines = out.lines();
+    let header: Vec<_> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["NAME", "IFACE", "MAC", "IPv4", "IPv6", "SOURCE"]);
+    // No traffic yet: no IPv4 neighbour (IPv6 may learn the guest's link-local on its own).
+    let row: Vec<_> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[3], row[5]),
+        ("tap104i0", "tap104i0", "-", "ifname"),
+        "{out:?}"
+    );
+    assert_eq!(lines.len(), 2, "{out:?}");
+}
+
+#[test]
+fn issue_14_guests_with_no_guest_interface_exits_1() {
+    let host = Netns::new();
+    let out = host.ctguard(&["guests", "--json"]);
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
