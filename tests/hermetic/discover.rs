@@ -208,6 +208,7 @@ fn issue_14_symlinked_file_inside_is_not_followed_either() {
     let names = Names::discover(dir.path(), &no_proxmox());
     assert_eq!(names.warnings.len(), 1, "{:?}", names.warnings);
     assert_eq!(names.warnings[0].path, dir.path().join("alias.xml"));
+    assert_eq!(names.warnings[0].reason, "a symlink: not followed");
     assert_eq!(names.by_iface("vnet0"), Some(named("web-1", Source::Libvirt)));
 }
 
@@ -274,4 +275,34 @@ fn issue_14_parse_mac() {
     {
         assert_eq!(discover::parse_mac(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn issue_14_proxmox_subdirectory_symlink_is_followed() {
+    // On a Proxmox host /etc/pve/qemu-server is a symlink to nodes/<node>/qemu-server: the
+    // directories are opened as given, only the entries inside them are not followed.
+    let pve = tempfile::tempdir().unwrap();
+    let node = pve.path().join("nodes/pve1");
+    std::fs::create_dir_all(node.join("qemu-server")).unwrap();
+    std::fs::copy(fixtures("pve/qemu-server/104.conf"), node.join("qemu-server/104.conf")).unwrap();
+    std::os::unix::fs::symlink("nodes/pve1/qemu-server", pve.path().join("qemu-server")).unwrap();
+    let names = Names::discover(&no_proxmox(), pve.path());
+    assert_eq!(names.warnings, []);
+    assert_eq!(names.by_iface("tap104i1"), Some(named("shop-frontend", Source::Proxmox)));
+}
+
+#[test]
+fn issue_14_directory_entries_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..=discover::MAX_FILES {
+        std::fs::write(dir.path().join(format!("{i}.txt")), "").unwrap();
+    }
+    let names = Names::discover(dir.path(), &no_proxmox());
+    let warned: Vec<_> = names.warnings.iter().map(|w| w.to_string()).collect();
+    let expected = format!(
+        "{}: more than {} entries: the rest not read",
+        dir.path().display(),
+        discover::MAX_FILES
+    );
+    assert_eq!(warned, [expected]);
 }
