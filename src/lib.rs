@@ -5,7 +5,7 @@
 //! it knows about guests, tables or terminals.
 //!
 //! The engines another program would use: [`ctnetlink`] (the kernel interface: dumps,
-//! identity-guarded deletes, events, stats), [`flow`], [`select`], [`guests`], [`tally`],
+//! identity-guarded deletes, events, stats), [`flow`], [`select`], [`guests`] (and [`discover`], guest names from the hypervisor's records), [`tally`],
 //! [`live`] (the live table and its engine, `live::Watcher`), [`evict`] (the strategy, the
 //! re-checked deletes, the proven flush), [`expect`] (the expectation table), and [`spool`] (what an eviction deleted, on disk). The capability rooms the `ctguard` binary runs —
 //! [`doctor`], [`tune`], [`audit`], [`output`] and their helpers ([`kmsg`], [`sysctl`],
@@ -25,6 +25,7 @@ pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, T
 pub mod audit;
 pub mod connlabel;
 pub mod ctnetlink;
+pub mod discover;
 pub mod doctor;
 pub mod event;
 pub mod evict;

@@ -36,5 +36,7 @@ mod guard_check;
 mod inputs;
 // JSON Lines and report wire formats (unknown fields rejected), golden text.
 mod output;
+// Issue 14.2: guest names from libvirt / Nova / Proxmox records; bad files are warnings.
+mod discover;
 // The selector corpus: flags → Selector → matches / kernel_filter.
 mod selector;

@@ -72,6 +72,9 @@ fn row_for<'a>(rows: &'a [serde_json::Value], g: &Guest) -> Option<&'a serde_jso
 fn issue_14_guests_lists_each_bridge_port_with_its_guests_mac_and_addresses() {
     let host = Netns::new();
     ip(&host, &["link", "add", "br0", "type", "bridge"]);
+    // A fixed address: a bridge's own follows its lowest port's MAC, and when that port goes
+    // the kernel flushes the neighbours learned on the bridge (the other guest's too).
+    ip(&host, &["link", "set", "br0", "address", "02:00:00:00:00:01"]);
     ip(&host, &["link", "set", "br0", "up"]);
     ip(&host, &["addr", "add", "172.16.3.1/24", "dev", "br0"]);
     ip(&host, &["addr", "add", "2001:db8:3::1/64", "dev", "br0", "nodad"]);
@@ -141,4 +144,41 @@ fn issue_14_guests_with_no_guest_interface_exits_1() {
     let out = host.ctguard(&["guests", "--json"]);
     assert_eq!(out.code, Some(1), "{}", out.describe());
     assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// The hypervisor's records name the guests (issue 14.2): a Proxmox `qemu-server/104.conf`
+/// names `tap104i0`, a libvirt domain names `vnet9` by its target dev; a malformed domain file
+/// is a warning naming it, and the listing goes on.
+#[test]
+fn issue_14_guests_are_named_from_libvirt_and_proxmox_records() {
+    let host = Netns::new();
+    ip(&host, &["link", "add", "br0", "type", "bridge"]);
+    ip(&host, &["link", "set", "br0", "up"]);
+    let _a = guest(&host, "tap104i0", "172.16.4.5", "2001:db8:4::5");
+    let _b = guest(&host, "vnet9", "172.16.4.6", "2001:db8:4::6");
+    let pve = host.file("pve");
+    std::fs::create_dir_all(pve.join("qemu-server")).unwrap();
+    std::fs::write(pve.join("qemu-server/104.conf"), "name: web-104\nmemory: 2048\n").unwrap();
+    let virt = host.file("libvirt");
+    std::fs::create_dir_all(&virt).unwrap();
+    std::fs::write(
+        virt.join("db-9.xml"),
+        "<domain type='kvm'><name>db-9</name><uuid>0b4f5c2e-1d7a-4c52-9f3e-2a6b1c9d8e71</uuid>\
+         <devices><interface type='bridge'><source bridge='br0'/><target dev='vnet9'/>\
+         </interface></devices></domain>\n",
+    )
+    .unwrap();
+    std::fs::write(virt.join("broken.xml"), "<domain><name>half").unwrap();
+    let (pve, virt) = (pve.to_string_lossy().into_owned(), virt.to_string_lossy().into_owned());
+    let out = host.ctguard(&["guests", "--json", "--pve-dir", &pve, "--libvirt-dir", &virt]).ok();
+    let rows: Vec<serde_json::Value> =
+        out.lines().iter().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let named = |iface: &str| {
+        rows.iter().find(|r| r["iface"] == iface).map(|r| {
+            (r["name"].as_str().unwrap().to_string(), r["source"].as_str().unwrap().to_string())
+        })
+    };
+    assert_eq!(named("tap104i0"), Some(("web-104".into(), "proxmox".into())), "{rows:?}");
+    assert_eq!(named("vnet9"), Some(("db-9".into(), "libvirt".into())), "{rows:?}");
+    assert!(out.stderr.contains("broken.xml"), "a warning names the bad file: {}", out.stderr);
 }

@@ -3,8 +3,10 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
+use ctguard::discover::{self, Names, libvirt, proxmox};
 use ctguard::output::jsonl;
 use ctguard::rtnl::{self, Mac, join::GuestIface};
 
@@ -16,16 +18,17 @@ pub struct Args {
     /// Print JSON Lines, one object per row (docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
+    /// libvirt's live domain XML, which names guests by their interface and MAC.
+    #[arg(long, value_name = "DIR", default_value = libvirt::DEFAULT_DIR)]
+    pub libvirt_dir: PathBuf,
+    /// Proxmox VE's configuration (`qemu-server/`, `lxc/`), which names `tap<VMID>i<N>` and
+    /// `veth<VMID>i<N>`.
+    #[arg(long, value_name = "DIR", default_value = proxmox::DEFAULT_DIR)]
+    pub pve_dir: PathBuf,
 }
 
 /// A validated `guests`: nothing to check.
 pub type Plan = Args;
-
-/// The hypervisor's name for a guest interface, with its source (`libvirt`, `pve`, ...): the
-/// slot the hypervisor readers plug into. None yet: the alias, else the interface name, wins.
-pub fn name_for(_iface: &GuestIface, _mac: Option<Mac>) -> Option<(String, &'static str)> {
-    None
-}
 
 /// One output row.
 #[derive(Debug, serde::Serialize)]
@@ -40,10 +43,13 @@ struct Row<'a> {
     ipv6: Vec<IpAddr>,
 }
 
-fn row(g: &GuestIface) -> Row<'_> {
-    let (name, source) = name_for(g, g.mac)
-        .or_else(|| g.alias.clone().map(|a| (a, "alias")))
-        .unwrap_or_else(|| (g.iface.clone(), "ifname"));
+/// A row, named by `discover::resolve`'s precedence: the hypervisor's records, then the
+/// interface alias, then its name.
+fn row<'a>(g: &'a GuestIface, names: &Names) -> Row<'a> {
+    let mac = g.mac.map(|m| m.to_string());
+    let named =
+        discover::resolve(None, &g.addrs, names, &g.iface, g.alias.as_deref(), mac.as_deref());
+    let (name, source) = (named.name, named.source.as_str());
     let (ipv6, ipv4) = g.addrs.iter().partition(|a| a.is_ipv6());
     Row {
         name,
@@ -69,7 +75,12 @@ fn list(addrs: &[IpAddr]) -> String {
 pub fn run(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
     let dumps = rtnl::dump(rtnl::DEFAULT_TIMEOUT).map_err(|e| Failure::Message(e.to_string()))?;
     let guests = rtnl::join::guests(&dumps);
-    let rows: Vec<Row<'_>> = guests.iter().map(row).collect();
+    // An unreadable or malformed record is a warning naming the file: the rows go on.
+    let names = Names::discover(&p.libvirt_dir, &p.pve_dir);
+    for w in &names.warnings {
+        eprintln!("ctguard: warning: {w}");
+    }
+    let rows: Vec<Row<'_>> = guests.iter().map(|g| row(g, &names)).collect();
     if p.json {
         for r in &rows {
             jsonl::write_line(out, r)?;
