@@ -53,14 +53,11 @@ impl LabelMap {
             }
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let mut text = String::new();
-        use std::io::Read;
-        file.take(MAX_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if text.len() as u64 > MAX_BYTES {
-            return Err(format!("{}: larger than 1 MiB", path.display()));
-        }
+        let bytes = crate::bounded::read_at_most(file, MAX_BYTES)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .ok_or_else(|| format!("{}: larger than 1 MiB", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("{}: stream did not contain valid UTF-8", path.display()))?;
         LabelMap::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

@@ -102,14 +102,11 @@ impl GuestMap {
     /// over [`MAX_GUEST_FILE`] bytes is refused unread past the limit (`/dev/zero` is not a
     /// guest file). Any readable path works: a FIFO or a process substitution too.
     pub fn load(path: &str) -> Result<GuestMap, GuestError> {
-        use std::io::Read;
         let read = |source| GuestError::Read { path: path.to_string(), source };
         let file = std::fs::File::open(path).map_err(read)?;
-        let mut bytes = Vec::new();
-        file.take(MAX_GUEST_FILE + 1).read_to_end(&mut bytes).map_err(read)?;
-        if bytes.len() as u64 > MAX_GUEST_FILE {
+        let Some(bytes) = crate::bounded::read_at_most(file, MAX_GUEST_FILE).map_err(read)? else {
             return Err(GuestError::TooLarge { path: path.to_string(), limit: MAX_GUEST_FILE });
-        }
+        };
         let text = String::from_utf8(bytes).map_err(|e| {
             let at = e.utf8_error().valid_up_to();
             let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;

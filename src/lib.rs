@@ -23,6 +23,7 @@ pub mod output;
 
 pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, Tuple};
 pub mod audit;
+pub mod bounded;
 pub mod connlabel;
 pub mod ctnetlink;
 pub mod discover;

@@ -5,7 +5,6 @@
 //! missing, unreadable or oversized file leaves only the built-in names and numbers; a line
 //! that does not parse is skipped, as the C library skips it.
 
-use std::io::Read;
 use std::sync::OnceLock;
 
 use crate::flow::Proto;
@@ -42,11 +41,7 @@ impl ProtocolNames {
     /// is larger, or is not text.
     pub fn read(path: &str) -> Option<ProtocolNames> {
         let file = std::fs::File::open(path).ok()?;
-        let mut bytes = Vec::new();
-        file.take(Self::MAX_BYTES + 1).read_to_end(&mut bytes).ok()?;
-        if bytes.len() as u64 > Self::MAX_BYTES {
-            return None;
-        }
+        let bytes = crate::bounded::read_at_most(file, Self::MAX_BYTES).ok()??;
         Some(Self::parse(std::str::from_utf8(&bytes).ok()?))
     }
 

@@ -10,12 +10,11 @@
 //! `--label-del`), blank lines and `#` comments. Refused: `-F`/`--flush` (no selection, no
 //! identity guard: `ctguard evict --all` asks first), and every other command.
 
-use std::io::Read;
-
 use std::sync::Arc;
 
 use clap::Parser;
 use ctguard::GuestMap;
+use ctguard::bounded::read_at_most;
 use ctguard::ctnetlink::Act;
 use ctguard::flow::Flow;
 use ctguard::select::Selector;
@@ -184,18 +183,15 @@ fn parse_line_in(text: &str, cx: &mut Context) -> Result<Option<Op>, String> {
 /// `--guests` with `guests` (the command line's). The error is one line: the first bad line,
 /// by number, and that nothing was touched.
 pub fn read(path: &str, guests: Option<&str>) -> Result<Vec<Line>, String> {
-    let mut bytes = Vec::new();
-    let limit = MAX_BYTES + 1;
     let read = if path == "-" {
-        std::io::stdin().take(limit).read_to_end(&mut bytes)
+        read_at_most(std::io::stdin(), MAX_BYTES)
     } else {
         let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-        f.take(limit).read_to_end(&mut bytes)
+        read_at_most(f, MAX_BYTES)
     };
-    read.map_err(|e| format!("{path}: {e}"))?;
-    if bytes.len() as u64 > MAX_BYTES {
+    let Some(bytes) = read.map_err(|e| format!("{path}: {e}"))? else {
         return Err(format!("{path}: more than {} MiB of batch lines", MAX_BYTES >> 20));
-    }
+    };
     if bytes.contains(&0) {
         return Err(format!("{path}: not text (a NUL byte); nothing was touched"));
     }

@@ -29,7 +29,6 @@ pub mod libvirt;
 pub mod proxmox;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -269,15 +268,17 @@ fn read_text(path: &Path, names: &mut Names) -> Option<String> {
             return None;
         }
     };
-    let mut bytes = Vec::new();
-    if let Err(e) = file.take(MAX_FILE + 1).read_to_end(&mut bytes) {
-        names.warn(path, e.to_string());
-        return None;
-    }
-    if bytes.len() as u64 > MAX_FILE {
-        names.warn(path, format!("larger than {} MiB: not read", MAX_FILE >> 20));
-        return None;
-    }
+    let bytes = match crate::bounded::read_at_most(file, MAX_FILE) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            names.warn(path, format!("larger than {} MiB: not read", MAX_FILE >> 20));
+            return None;
+        }
+        Err(e) => {
+            names.warn(path, e.to_string());
+            return None;
+        }
+    };
     match String::from_utf8(bytes) {
         Ok(text) => Some(text),
         Err(_) => {
