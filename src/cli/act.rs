@@ -245,24 +245,11 @@ fn batch_lines(
     let updating = words.command == "update";
     let mut lines = Vec::new();
     for line in batch::read(&path, a.select.guests.as_deref())? {
-        let (what, command) = match line.op {
-            batch::Op::Delete(d) if !updating => {
-                lines.push((line.number, *d));
-                continue;
-            }
-            batch::Op::Update(u) if updating => {
-                lines.push((line.number, *u));
-                continue;
-            }
-            batch::Op::Create(_) => ("-I/-A lines create", "load"),
-            batch::Op::Delete(_) => ("-D lines delete", "evict"),
-            batch::Op::Update(_) => ("-U lines update", "update"),
-        };
-        return Err(format!(
-            "{path}:{}: {what}: run ctguard {command} --batch {path} for those; nothing was \
-             touched",
-            line.number
-        ));
+        match line.op {
+            batch::Op::Delete(d) if !updating => lines.push((line.number, *d)),
+            batch::Op::Update(u) if updating => lines.push((line.number, *u)),
+            _ => return Err(line.elsewhere(&path)),
+        }
     }
     Ok((path, lines))
 }

@@ -65,6 +65,22 @@ pub struct Line {
     pub op: Op,
 }
 
+impl Line {
+    /// The refusal of a line another command runs (batch file `path`), naming that command.
+    pub fn elsewhere(&self, path: &str) -> String {
+        let (what, command) = match self.op {
+            Op::Create(_) => ("-I/-A lines create", "load"),
+            Op::Delete(_) => ("-D lines delete", "evict"),
+            Op::Update(_) => ("-U lines update", "update"),
+        };
+        format!(
+            "{path}:{}: {what}: run ctguard {command} --batch {path} for those; nothing was \
+             touched",
+            self.number
+        )
+    }
+}
+
 #[derive(Parser)]
 #[command(no_binary_name = true, disable_help_flag = true, disable_version_flag = true)]
 struct CreateLine {
@@ -122,11 +138,13 @@ fn selected(
     }
     let (sel, guests) = select.selector_with(&mut cx.cache)?;
     if sel.is_empty() {
-        let what = if matches!(act, Act::Delete) { "delete" } else { "update" };
+        let (what, run) = match act {
+            Act::Delete => ("delete", "evict"),
+            Act::Update(_) => ("update", "update"),
+        };
         return Err(format!(
-            "{command} without a selection would {what} every flow (ctguard {} --all asks \
-             first)",
-            if what == "delete" { "evict" } else { "update" }
+            "{command} without a selection would {what} every flow (ctguard {run} --all asks \
+             first)"
         ));
     }
     Ok(Selected { sel, guests, text: select.describe(), act, change: None })

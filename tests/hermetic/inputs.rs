@@ -259,11 +259,15 @@ fn issue_12_batch_lines_refused_with_their_number() {
         (
             "load --batch",
             format!("{good}-U -s 10.0.0.1 -m 1\n"),
-            ":5: -U updates: run ctguard update --batch",
+            ":5: -U lines update: run ctguard update --batch",
         ),
         ("load --batch", format!("{good}-F\n"), ":5: -F (flush) is refused"),
         ("load --batch", format!("{good}-L\n"), ":5: '-L' is not a batch command"),
-        ("load --batch", format!("{good}{deletes}"), ":5: -D deletes: run ctguard evict --batch"),
+        (
+            "load --batch",
+            format!("{good}{deletes}"),
+            ":5: -D lines delete: run ctguard evict --batch",
+        ),
         ("evict --yes --batch", format!("{deletes}{good}"), ":5: -I/-A lines create"),
         ("update --yes --batch", deletes.to_string(), ":1: -D lines delete: run ctguard evict"),
         ("update --yes --batch", "-U -s 10.0.0.1\n".to_string(), ":1: -U sets nothing"),

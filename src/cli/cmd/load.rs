@@ -70,19 +70,10 @@ pub fn plan(a: Args) -> Result<Plan, String> {
 fn batch_plan(path: String) -> Result<Plan, String> {
     let mut flows = Vec::new();
     for line in batch::read(&path, None)? {
-        let (what, command) = match line.op {
-            Op::Create(flow) => {
-                flows.push((line.number, *flow));
-                continue;
-            }
-            Op::Delete(_) => ("-D deletes", "evict"),
-            Op::Update(_) => ("-U updates", "update"),
-        };
-        return Err(format!(
-            "{path}:{}: {what}: run ctguard {command} --batch {path} for those; nothing was \
-             touched",
-            line.number
-        ));
+        match line.op {
+            Op::Create(flow) => flows.push((line.number, *flow)),
+            _ => return Err(line.elsewhere(&path)),
+        }
     }
     Ok(Plan { path, flows })
 }
