@@ -21,7 +21,7 @@ use ctguard::select::Selector;
 
 use super::create_args::{self, CreateArgs};
 use super::exit;
-use super::select_args::{GuestCache, SelectArgs};
+use super::select_args::{FileCache, SelectArgs};
 use super::set_args::{self, SetArgs};
 
 /// At most this much batch input is read (a line is about 200 bytes: some 300,000 lines).
@@ -123,7 +123,7 @@ fn update_words<'a>(rest: &[&'a str]) -> Vec<&'a str> {
 pub struct Context {
     /// The command line's `--guests` (or `$CTGUARD_GUESTS`).
     pub guests: Option<String>,
-    cache: GuestCache,
+    files: FileCache,
 }
 
 /// The selection of a `-D` or `-U` line, which must select something.
@@ -136,7 +136,7 @@ fn selected(
     if select.guests.is_none() {
         select.guests.clone_from(&cx.guests);
     }
-    let (sel, guests) = select.selector_with(&mut cx.cache)?;
+    let (sel, guests) = select.selector_with(&mut cx.files)?;
     if sel.is_empty() {
         let (what, run) = match act {
             Act::Delete => ("delete", "evict"),
@@ -179,7 +179,7 @@ fn parse_line_in(text: &str, cx: &mut Context) -> Result<Option<Op>, String> {
         }
         "-U" | "--update" => {
             let mut line: UpdateLine = parse_with(&update_words(rest))?;
-            let change = set_args::change(&line.set, &line.select)?;
+            let change = set_args::change(&line.set, &line.select, &mut cx.files)?;
             if change.is_empty() {
                 return Err(format!(
                     "{command} sets nothing (give -m, -t, -u, --label-add or --label-del)"

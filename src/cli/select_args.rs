@@ -1,6 +1,7 @@
 //! The selecting flags every command shares, parsed once into typed values, and the
 //! [`Selector`] they make (with the guest map, loaded from `--guests`, shared with the counts).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -156,30 +157,50 @@ fn masked(
     Ok(vec![net])
 }
 
-/// Guest maps already read, by the `--guests` path (`None`: no file, the empty map).
-pub type GuestCache = std::collections::HashMap<Option<String>, Arc<GuestMap>>;
+/// The guest files and label maps already read, by path (`None`: no `--guests`, the empty
+/// map; no `--labelmap`, conntrack's default file): a batch's lines that name the same file
+/// share one read of it (a file read for each line would cost its size each time).
+#[derive(Debug, Default)]
+pub struct FileCache {
+    guests: HashMap<Option<String>, Arc<GuestMap>>,
+    labels: HashMap<Option<String>, Arc<LabelMap>>,
+}
+
+impl FileCache {
+    /// The guest map of `path`, read the first time it is asked for.
+    fn guests(&mut self, path: &Option<String>) -> Result<Arc<GuestMap>, String> {
+        if let Some(map) = self.guests.get(path) {
+            return Ok(Arc::clone(map));
+        }
+        let map = Arc::new(load_guests(path.as_deref())?);
+        self.guests.insert(path.clone(), Arc::clone(&map));
+        Ok(map)
+    }
+
+    /// The label map of `path`, read the first time it is asked for.
+    pub fn labels(&mut self, path: &Option<String>) -> Result<Arc<LabelMap>, String> {
+        if let Some(map) = self.labels.get(path) {
+            return Ok(Arc::clone(map));
+        }
+        let map = Arc::new(label_map(path.as_deref())?);
+        self.labels.insert(path.clone(), Arc::clone(&map));
+        Ok(map)
+    }
+}
 
 impl SelectArgs {
     /// The selector and the guest map (empty without `--guests`), one map shared by both.
     /// Reads the guest file; a bad one, or a `--guest` it does not name, is a one-line reason.
     pub fn selector(&self) -> Result<(Selector, Arc<GuestMap>), String> {
-        self.selector_with(&mut GuestCache::new())
+        self.selector_with(&mut FileCache::default())
     }
 
-    /// [`SelectArgs::selector`] with the guest files read once: a batch's lines that name the
-    /// same file share its map (a file read for each line would cost its size each time).
+    /// [`SelectArgs::selector`] with its files read through `files` (once per batch).
     pub fn selector_with(
         &self,
-        cache: &mut GuestCache,
+        files: &mut FileCache,
     ) -> Result<(Selector, Arc<GuestMap>), String> {
-        let guests = match cache.get(&self.guests) {
-            Some(map) => Arc::clone(map),
-            None => {
-                let map = Arc::new(load_guests(self.guests.as_deref())?);
-                cache.insert(self.guests.clone(), Arc::clone(&map));
-                map
-            }
-        };
+        let guests = files.guests(&self.guests)?;
         let mut filter = GuestFilter::default();
         for g in &self.guest {
             match guests.find(g) {
@@ -201,7 +222,7 @@ impl SelectArgs {
         let (status_set, status_clear) = self.status.as_ref().map_or((0, 0), |g| g.value);
         let mut labels = 0;
         if !self.label.is_empty() {
-            let map = self.label_map()?;
+            let map = files.labels(&self.labelmap)?;
             for list in &self.label {
                 labels |= map.bits(list).map_err(|e| format!("--label {list}: {e}"))?;
             }

@@ -9,7 +9,7 @@ use ctguard::flow::Status;
 use ctguard::select;
 
 use super::parse::{self, Given};
-use super::select_args::SelectArgs;
+use super::select_args::{FileCache, SelectArgs};
 
 /// What an update sets: `update`'s flags, and a batch `-U` line's (renamed from conntrack's).
 #[derive(Debug, ClapArgs)]
@@ -70,10 +70,10 @@ impl SetArgs {
 
 /// What the `--set-*` and `--label-*` flags ask (labels named by `select`'s label map); a
 /// label added and removed at once, or one the label map does not know, is refused.
-pub fn change(a: &SetArgs, select: &SelectArgs) -> Result<Change, String> {
+pub fn change(a: &SetArgs, select: &SelectArgs, files: &mut FileCache) -> Result<Change, String> {
     let (mut add, mut del) = (0u128, 0u128);
     if !a.label_add.is_empty() || !a.label_del.is_empty() {
-        let map = select.label_map()?;
+        let map = files.labels(&select.labelmap)?;
         for l in &a.label_add {
             add |= map.bits(l).map_err(|e| format!("--label-add {l}: {e}"))?;
         }

@@ -13,6 +13,7 @@ use clap::Args as ClapArgs;
 use ctguard::ctnetlink::Act;
 
 use crate::cli::act::{self, EvictArgs, EvictPlan, RunArgs, Words};
+use crate::cli::select_args::FileCache;
 use crate::cli::select_args::SelectArgs;
 use crate::cli::set_args::{self, SetArgs};
 
@@ -52,7 +53,7 @@ const UPDATE: Words = Words { command: "update", verb: "Update", done: "updated"
 
 /// Checks every flag (and reads the label map) before anything is touched.
 pub fn plan(a: Args) -> Result<EvictPlan, String> {
-    let change = set_args::change(&a.set, &a.select)?;
+    let change = set_args::change(&a.set, &a.select, &mut FileCache::default())?;
     match &a.batch {
         Some(path) if !change.is_empty() => {
             return Err(format!("--batch {path}: each -U line says what it sets"));
