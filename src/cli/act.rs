@@ -386,7 +386,7 @@ pub fn run(
                     save: None,
                     audit_log: p.audit_log.clone(),
                     act: d.act,
-                    change_text: d.change.or_else(|| p.change_text.clone()),
+                    change_text: d.change,
                     batch: None,
                     ..p
                 };
