@@ -52,6 +52,8 @@ pub enum GuestError {
 pub struct GuestMap {
     names: Vec<String>,
     cidrs: Vec<Vec<IpNetwork>>,
+    /// The host-side interfaces of discovered guests (empty for a guest file's).
+    ifaces: Vec<Vec<String>>,
     /// (is_v6, prefix length, masked address) → guest; prefix lengths longest first.
     by_prefix: HashMap<(bool, u8, u128), GuestId>,
     v4_lens: Vec<u8>,
@@ -82,8 +84,38 @@ impl GuestMap {
 
     /// Adds a guest; a CIDR already owned by an earlier guest stays with it.
     pub fn add(&mut self, name: &str, cidrs: Vec<IpNetwork>) -> GuestId {
-        let id = self.names.len() as GuestId;
-        for net in &cidrs {
+        self.add_seen(name, cidrs, &[])
+    }
+
+    /// Adds a guest seen behind the host interfaces `ifaces` (discovery); a name already in
+    /// the map is that guest (a second interface, or a guest file's guest discovered at more
+    /// addresses), its CIDRs and interfaces joined to the old ones.
+    pub fn add_seen(&mut self, name: &str, cidrs: Vec<IpNetwork>, ifaces: &[String]) -> GuestId {
+        let id = self.find(name).unwrap_or(self.names.len() as GuestId);
+        self.index(id, &cidrs);
+        if let Some(known) = self.cidrs.get_mut(id as usize) {
+            for net in cidrs {
+                if !known.contains(&net) {
+                    known.push(net);
+                }
+            }
+            let seen = &mut self.ifaces[id as usize];
+            for iface in ifaces {
+                if !seen.contains(iface) {
+                    seen.push(iface.clone());
+                }
+            }
+        } else {
+            self.names.push(name.to_string());
+            self.cidrs.push(cidrs);
+            self.ifaces.push(ifaces.to_vec());
+        }
+        id
+    }
+
+    /// Files `cidrs` under guest `id`, each unless an earlier guest owns it.
+    fn index(&mut self, id: GuestId, cidrs: &[IpNetwork]) {
+        for net in cidrs {
             let (v6, value, width) = bits(net.ip());
             let len = net.prefix();
             self.by_prefix.entry((v6, len, masked(value, width, len))).or_insert(id);
@@ -93,9 +125,6 @@ impl GuestMap {
                 lens.sort_unstable_by(|a, b| b.cmp(a));
             }
         }
-        self.names.push(name.to_string());
-        self.cidrs.push(cidrs);
-        id
     }
 
     /// Reads a TOML guest file: `name = ["CIDR", ...]` (or a single `"CIDR"`) per guest. A file
@@ -220,6 +249,28 @@ impl GuestMap {
     /// A guest's CIDRs.
     pub fn cidrs(&self, id: GuestId) -> &[IpNetwork] {
         self.cidrs.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The host interfaces a discovered guest was seen behind (none for a guest file's).
+    pub fn ifaces(&self, id: GuestId) -> &[String] {
+        self.ifaces.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// A guest named for an operator: `web-7 (172.16.3.5, vnet3)`, its addresses (a host
+    /// CIDR as its address) then its interfaces; the bare name when it has neither.
+    pub fn detail(&self, id: GuestId) -> String {
+        let name = escaped(self.name(id));
+        let mut parts: Vec<String> = self
+            .cidrs(id)
+            .iter()
+            .map(|n| match n.prefix() {
+                32 if n.is_ipv4() => n.ip().to_string(),
+                128 => n.ip().to_string(),
+                _ => n.to_string(),
+            })
+            .collect();
+        parts.extend(self.ifaces(id).iter().map(|i| escaped(i).into_owned()));
+        if parts.is_empty() { name.into_owned() } else { format!("{name} ({})", parts.join(", ")) }
     }
 
     /// The guest called `name`.

@@ -25,6 +25,7 @@
 //!
 //! Within the hypervisor records, the interface name is looked up before the MAC.
 
+pub mod host;
 pub mod libvirt;
 pub mod proxmox;
 

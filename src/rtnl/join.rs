@@ -1,8 +1,9 @@
 //! The join of the three route netlink dumps into guest interfaces: a guest interface is a
-//! tap, veth or macvtap that is a bridge port (or a macvtap), or any other non-loopback,
-//! non-bridge link with neighbours on it. A guest's addresses are the neighbours whose MAC
-//! sits behind its interface: the entry is on the interface itself, or on its bridge with the
-//! FDB saying the MAC was learned on this port.
+//! tap, veth or macvtap, the host side a hypervisor or a container runtime gives a guest,
+//! bridged or routed. A physical uplink, a VLAN or a bond is not one, though it has
+//! neighbours (the router behind `eth0` is no guest). A guest's addresses are the neighbours
+//! whose MAC sits behind its interface: the entry is on the interface itself, or on its bridge
+//! with the FDB saying the MAC was learned on this port.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -67,12 +68,11 @@ pub fn guests(d: &Dumps) -> Vec<GuestIface> {
     }
     let mut rows = Vec::new();
     for link in &d.links {
-        if link.loopback || is_bridge(link.index) {
+        let guest_kind = link.kind.as_deref().is_some_and(|k| GUEST_KINDS.contains(&k));
+        if link.loopback || is_bridge(link.index) || !guest_kind {
             continue;
         }
-        let guest_kind = link.kind.as_deref().is_some_and(|k| GUEST_KINDS.contains(&k));
-        let port_or_tap =
-            guest_kind && (link.master.is_some() || link.kind.as_deref() == Some("macvtap"));
+        let port_or_tap = link.master.is_some() || link.kind.as_deref() == Some("macvtap");
         let row = |mac, addrs| GuestIface {
             ifindex: link.index,
             iface: link.name.clone(),
@@ -179,15 +179,16 @@ mod tests {
     fn issue_14_bridge_neighbours_go_to_the_port_the_fdb_names() {
         let rows = guests(&host());
         let names: Vec<_> = rows.iter().map(|r| r.iface.as_str()).collect();
-        assert_eq!(names, ["eth0", "veth-r", "vnet0", "vnet1", "vnet2"]);
-        let vnet0 = &rows[2];
+        // eth0, the uplink with the router behind it, is no guest interface.
+        assert_eq!(names, ["veth-r", "vnet0", "vnet1", "vnet2"]);
+        let vnet0 = &rows[1];
         assert_eq!(vnet0.mac, Some(mac(10)));
         assert_eq!(ips(vnet0), ["172.16.3.5", "2001:db8::5", "fe80::5054:ff:fe00:a"]);
-        let vnet1 = &rows[3];
+        let vnet1 = &rows[2];
         assert_eq!((vnet1.mac, ips(vnet1)), (Some(mac(11)), vec!["172.16.3.7".to_string()]));
         assert_eq!(vnet1.alias.as_deref(), Some("web-7"));
         // A port nothing was learned behind is still a guest interface, without a MAC.
-        assert_eq!((rows[4].mac, rows[4].addrs.len()), (None, 0));
+        assert_eq!((rows[3].mac, rows[3].addrs.len()), (None, 0));
         // No row holds the address on the bridge the FDB does not place, nor loopback's.
         assert!(rows.iter().all(|r| !ips(r).contains(&"172.16.3.9".to_string())));
         assert!(rows.iter().all(|r| r.iface != "lo" && r.iface != "br0"));
