@@ -54,6 +54,8 @@ pub struct GuestMap {
     cidrs: Vec<Vec<IpNetwork>>,
     /// The host-side interfaces of discovered guests (empty for a guest file's).
     ifaces: Vec<Vec<String>>,
+    /// Name → guest.
+    by_name: HashMap<String, GuestId>,
     /// (is_v6, prefix length, masked address) → guest; prefix lengths longest first.
     by_prefix: HashMap<(bool, u8, u128), GuestId>,
     v4_lens: Vec<u8>,
@@ -107,6 +109,7 @@ impl GuestMap {
             }
         } else {
             self.names.push(name.to_string());
+            self.by_name.insert(name.to_string(), id);
             self.cidrs.push(cidrs);
             self.ifaces.push(ifaces.to_vec());
         }
@@ -275,7 +278,7 @@ impl GuestMap {
 
     /// The guest called `name`.
     pub fn find(&self, name: &str) -> Option<GuestId> {
-        self.names.iter().position(|n| n == name).map(|i| i as GuestId)
+        self.by_name.get(name).copied()
     }
 
     /// The guest owning `addr` (the most specific CIDR wins).

@@ -22,6 +22,7 @@ use ctguard::sysctl::StateTimeouts;
 use ctguard::tally::{GroupBy, Tally};
 
 use crate::cli::batch;
+use crate::cli::discovery::Pending;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::expect;
 use crate::cli::parse;
@@ -121,6 +122,8 @@ pub const EVICT: Words = Words { command: "evict", verb: "Delete", done: "delete
 pub struct EvictPlan {
     sel: Selector,
     guests: Arc<GuestMap>,
+    /// What discovery owes the selection (`--guest` names) and the preview's owners.
+    pending: Pending,
     selector_text: String,
     yes: bool,
     dry_run: bool,
@@ -151,7 +154,7 @@ pub fn plan_as(mut a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
         Some(path) => Some(batch_lines(&a, path, words)?),
         None => None,
     };
-    let (sel, guests) = a.select.selector()?;
+    let select_args::Selection { sel, guests, pending } = a.select.selection()?;
     // An exclusion alone selects everything else: that is --all with an exception, and says so.
     let only_except = Selector { except: Vec::new(), ..sel.clone() }.is_empty();
     if a.run.all && !only_except {
@@ -207,6 +210,7 @@ pub fn plan_as(mut a: EvictArgs, words: Words) -> Result<EvictPlan, String> {
         selector_text: if a.run.all { "--all".into() } else { a.select.describe() },
         sel,
         guests,
+        pending,
         yes: a.run.yes,
         dry_run: a.run.dry_run,
         list: a.run.list,
@@ -232,7 +236,7 @@ fn batch_lines(
     words: Words,
 ) -> Result<(String, Vec<(usize, batch::Selected)>), String> {
     // `--guests` (or `$CTGUARD_GUESTS`) alone selects nothing: the lines without their own use it.
-    let selects = !a.select.selector()?.0.is_empty();
+    let selects = !a.select.selection()?.sel.is_empty();
     let conflicts = [
         (selects, "selecting flags"),
         (a.run.all, "--all"),
@@ -373,7 +377,12 @@ pub fn run(
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
     match p.batch.take() {
-        None => run_one(ct, p, netns, out),
+        None => {
+            // In the namespace, before anything is touched: a name found nowhere is refused.
+            let owners = !p.expect;
+            std::mem::take(&mut p.pending).resolve(&mut p.sel, &mut p.guests, owners)?;
+            run_one(ct, p, netns, out)
+        }
         Some((path, lines)) => {
             // One eviction per line, in order, as conntrack -R runs them; the first failure
             // ends the batch. Exit 1 only when no line matched anything.
@@ -382,6 +391,7 @@ pub fn run(
                 let line = EvictPlan {
                     sel: d.sel,
                     guests: d.guests,
+                    pending: Pending::default(),
                     selector_text: format!("--batch {path}:{number} {}", d.text),
                     save: None,
                     audit_log: p.audit_log.clone(),

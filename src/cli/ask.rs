@@ -18,6 +18,7 @@ use ctguard::select::{self, Selector};
 use ctguard::stats::Fill;
 use ctguard::tally::{COLUMNS, GroupBy, GroupKey, Tally};
 
+use super::discovery::Pending;
 use super::exit::Failure;
 use super::select_args::SelectArgs;
 
@@ -43,8 +44,9 @@ pub struct LiveArgs {
 pub enum Source {
     /// The running guard (`--live`).
     Live(Ask),
-    /// A dump of the table: the selection and the guest map naming the owners.
-    Dump(Box<Selector>, Arc<GuestMap>),
+    /// A dump of the table: the selection, the guest map naming the owners, and what
+    /// discovery still owes them.
+    Dump(Box<Selector>, Arc<GuestMap>, Pending),
 }
 
 impl Source {
@@ -59,8 +61,8 @@ impl Source {
         if live.live {
             return Ok(Source::Live(plan(live, by, default, sel)?));
         }
-        let (sel, guests) = sel.selector()?;
-        Ok(Source::Dump(Box::new(sel), guests))
+        let s = sel.selection()?;
+        Ok(Source::Dump(Box::new(s.sel), s.guests, s.pending))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod ask;
 pub mod batch;
 pub mod cmd;
 pub mod create_args;
+pub mod discovery;
 pub mod dump;
 pub mod exit;
 pub mod expect;

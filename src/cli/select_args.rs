@@ -14,6 +14,7 @@ use ctguard::select::{self, GuestFilter, NatMatch, NatSelect, PortRange, Selecto
 use ctguard::tally::GroupBy;
 use ipnetwork::IpNetwork;
 
+use super::discovery::{DiscoverArgs, Pending};
 use super::parse::{self, Given};
 
 /// Which flows: the same flags for every command.
@@ -31,12 +32,15 @@ pub struct SelectArgs {
     /// Reply destination IP or CIDR (repeatable; the SNAT address).
     #[arg(short = 'q', long, value_name = "CIDR", value_parser = parse::given(select::parse_cidr))]
     pub reply_dst: Vec<Given<IpNetwork>>,
-    /// Guest name from --guests, or a CIDR standing for a guest (repeatable).
+    /// Guest name (from --guests, or found on this host: `ctguard guests`), or a CIDR
+    /// standing for a guest (repeatable).
     #[arg(long, value_name = "NAME|CIDR")]
     pub guest: Vec<String>,
-    /// Guest file (TOML: name = ["CIDR", ...]).
+    /// Guest file (TOML: name = ["CIDR", ...]); it wins over discovery for its addresses.
     #[arg(long, value_name = "FILE", env = "CTGUARD_GUESTS")]
     pub guests: Option<String>,
+    #[command(flatten)]
+    pub discover: DiscoverArgs,
     /// Protocol name or number (repeatable).
     #[arg(short = 'p', long = "proto", value_name = "PROTO", value_parser = parse::given(select::parse_proto))]
     pub proto: Vec<Given<Proto>>,
@@ -188,35 +192,63 @@ impl FileCache {
     }
 }
 
-impl SelectArgs {
-    /// The selector and the guest map (empty without `--guests`), one map shared by both.
-    /// Reads the guest file; a bad one, or a `--guest` it does not name, is a one-line reason.
-    pub fn selector(&self) -> Result<(Selector, Arc<GuestMap>), String> {
-        self.selector_with(&mut FileCache::default())
-    }
+/// A selection as planned: the selector, the guest map it shares with the counts, and the
+/// discovery the run still owes (`--guest` names only the host can resolve).
+#[derive(Debug)]
+pub struct Selection {
+    /// The flows.
+    pub sel: Selector,
+    /// The guest file's map (empty without one); discovery joins the host's guests at run.
+    pub guests: Arc<GuestMap>,
+    /// What discovery has left to do.
+    pub pending: Pending,
+}
 
-    /// [`SelectArgs::selector`] with its files read through `files` (once per batch).
+impl SelectArgs {
+    /// The selector and the guest map (empty without `--guests`), one map shared by both,
+    /// with its files read through `files` (once per batch). Reads the guest file; a bad one,
+    /// or a `--guest` it does not name, is a one-line reason: a batch line cannot discover, so
+    /// a `--guest` name only the host could resolve is refused.
     pub fn selector_with(
         &self,
         files: &mut FileCache,
     ) -> Result<(Selector, Arc<GuestMap>), String> {
+        let s = self.selection_with(files, false)?;
+        Ok((s.sel, s.guests))
+    }
+
+    /// The selection: the selector and the guest map (empty without `--guests`), one map
+    /// shared by both, with the `--guest` names the guest file does not hold left to
+    /// discovery (unless `--no-discover`). A bad guest file is a one-line reason.
+    pub fn selection(&self) -> Result<Selection, String> {
+        self.selection_with(&mut FileCache::default(), true)
+    }
+
+    fn selection_with(&self, files: &mut FileCache, discovers: bool) -> Result<Selection, String> {
         let guests = files.guests(&self.guests)?;
+        let dirs = self.discover.dirs().filter(|_| discovers);
         let mut filter = GuestFilter::default();
+        let mut waiting = Vec::new();
         for g in &self.guest {
-            match guests.find(g) {
-                Some(id) => filter.ids.push(id),
-                None => filter.cidrs.push(select::parse_cidr(g).map_err(|_| {
-                    if guests.is_empty() {
-                        format!(
-                            "--guest '{g}' is not an IP or CIDR (guest names need --guests FILE)"
-                        )
-                    } else {
-                        format!(
-                            "--guest '{g}' is neither a guest in {} nor an IP or CIDR",
-                            self.guests.as_deref().unwrap_or("")
-                        )
+            if let Some(id) = guests.find(g) {
+                filter.ids.push(id);
+            } else if let Ok(net) = select::parse_cidr(g) {
+                filter.cidrs.push(net);
+            } else if dirs.is_some() {
+                waiting.push(g.clone());
+            } else {
+                return Err(match (&self.guests, discovers) {
+                    (None, true) => format!(
+                        "--guest '{g}' is not an IP or CIDR (guest names need --guests FILE or \
+                         discovery, which --no-discover turns off)"
+                    ),
+                    (None, false) => format!(
+                        "--guest '{g}' is not an IP or CIDR (guest names here need --guests FILE)"
+                    ),
+                    (Some(file), _) => {
+                        format!("--guest '{g}' is neither a guest in {file} nor an IP or CIDR")
                     }
-                })?),
+                });
             }
         }
         let (status_set, status_clear) = self.status.as_ref().map_or((0, 0), |g| g.value);
@@ -263,7 +295,8 @@ impl SelectArgs {
             },
         };
         sel.check_families().map_err(|e| e.to_string())?;
-        Ok((sel, guests))
+        let pending = Pending::new(dirs, waiting, self.guests.clone());
+        Ok(Selection { sel, guests, pending })
     }
 
     /// The label map: `--labelmap FILE` (which must exist), or conntrack's default file (an
@@ -333,7 +366,8 @@ pub fn load_guests(path: Option<&str>) -> Result<GuestMap, String> {
     }
 }
 
-/// Who owns a flow when no `--by` is given: the guest with a guest file, else the source.
+/// Who owns a flow when no `--by` is given: the guest with guests (a file's or discovered),
+/// else the source.
 pub fn default_group_by(guests: &GuestMap) -> GroupBy {
     if guests.is_empty() { GroupBy::Src } else { GroupBy::Guest }
 }
@@ -345,10 +379,12 @@ pub fn group_by(by: Option<GroupBy>, guests: &GuestMap) -> Result<GroupBy, Strin
     Ok(by)
 }
 
-/// `--by guest` needs a guest file.
+/// `--by guest` needs guests: a guest file's, or (after discovery) the host's.
 pub fn check_guest_grouping(by: GroupBy, guests: &GuestMap) -> Result<(), String> {
     if by == GroupBy::Guest && guests.is_empty() {
-        return Err("--by guest needs a guest file (--guests FILE)".into());
+        return Err("--by guest needs a guest file (--guests FILE) or guests on this host \
+                    (`ctguard guests` finds none)"
+            .into());
     }
     Ok(())
 }
@@ -394,7 +430,7 @@ mod tests {
             "-s 10.0.0.0/8 -p 6 --dport 80-90 --state ESTABLISHED,time_wait --mark 0x1/0xff \
              --zone 3 -f ipv4 --idle 10m"
         );
-        let (sel, _) = a.selector().expect("a selector");
+        let (sel, _) = a.selection().map(|s| (s.sel, s.guests)).expect("a selector");
         assert_eq!(sel.idle_min, Some(600));
         assert_eq!(sel.mark, Some((1, 0xff)));
         assert_eq!(sel.states, select::parse_states("ESTABLISHED,time_wait").expect("states"));
@@ -414,7 +450,7 @@ mod tests {
     fn issue_12_nat_flags_describe_and_refuse_mixed_families() {
         let a = args(&["--dst-nat", "-s", "10.0.0.5", "--src-nat", "203.0.113.1:6000"]);
         assert_eq!(a.describe(), "-s 10.0.0.5 --src-nat 203.0.113.1:6000 --dst-nat");
-        let (sel, _) = a.selector().expect("a selector");
+        let (sel, _) = a.selection().map(|s| (s.sel, s.guests)).expect("a selector");
         assert_eq!(sel.nat.dst, Some(NatMatch::Any));
         assert!(matches!(sel.nat.src, Some(NatMatch::To(t)) if t.port == Some(6000)));
         for argv in [
@@ -422,10 +458,13 @@ mod tests {
             &["-f", "ipv6", "--any-nat", "10.9.9.9"],
             &["--src-nat", "10.9.9.9", "--dst-nat", "[fd00::9]:80"],
         ] {
-            let e = args(argv).selector().expect_err("refused");
+            let e = args(argv).selection().expect_err("refused");
             assert!(e.starts_with("mismatched address family: "), "{e}");
         }
-        assert!(args(&["-f", "ipv6", "--any-nat"]).selector().is_ok(), "a bare flag has no family");
+        assert!(
+            args(&["-f", "ipv6", "--any-nat"]).selection().is_ok(),
+            "a bare flag has no family"
+        );
         let argv = ["ctguard", "--any-nat", "--src-nat"];
         assert!(Line::try_parse_from(argv).is_err(), "--any-nat excludes --src-nat");
     }

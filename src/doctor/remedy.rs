@@ -36,10 +36,11 @@ pub fn shell_line(argv: &[String]) -> String {
     argv.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
 }
 
-/// The `ctguard evict` invocation for a guest (a name with `--guests FILE`, or an address).
+/// The `ctguard evict` invocation for a guest (a name, with the flags that named it:
+/// `--guests FILE`, the discovery flags; or an address).
 pub fn evict_argv(
     netns: Option<&str>,
-    guests_file: Option<&str>,
+    guest_flags: &[String],
     key: &str,
     state: Option<&str>,
 ) -> Vec<String> {
@@ -48,9 +49,7 @@ pub fn evict_argv(
         a.extend(["--netns".into(), ns.into()]);
     }
     a.push("evict".into());
-    if let Some(f) = guests_file {
-        a.extend(["--guests".into(), f.into()]);
-    }
+    a.extend(guest_flags.iter().cloned());
     a.extend(["--guest".into(), key.into()]);
     if let Some(s) = state {
         a.extend(["--state".into(), s.into()]);
@@ -136,6 +135,10 @@ pub fn key_networks(key: &GroupKey, guests: &GuestMap) -> Vec<IpNetwork> {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Actions {
+    /// The top offender for a human: `web-7 (172.16.3.5, vnet3)` for a guest (its addresses
+    /// and interfaces), else the group's label.
+    #[serde(default)]
+    pub offender: Option<String>,
     /// The evict command for the top offender, as a shell line.
     pub evict: Option<String>,
     /// The same as words.
@@ -188,7 +191,7 @@ pub(crate) mod tests {
     fn evict_command_names_the_offender_and_its_dominant_state() {
         let g = counts(&[(ESTABLISHED, 240_000), (TIME_WAIT, 10), (non_tcp(), 5)]);
         assert_eq!(dominant_state(&g).map(TcpState::name), Some("ESTABLISHED"));
-        let argv = evict_argv(Some("guests"), None, "172.16.3.5", Some("ESTABLISHED"));
+        let argv = evict_argv(Some("guests"), &[], "172.16.3.5", Some("ESTABLISHED"));
         assert_eq!(
             argv,
             [
@@ -207,7 +210,12 @@ pub(crate) mod tests {
             shell_line(&argv),
             "ctguard --netns guests evict --guest 172.16.3.5 --state ESTABLISHED --yes"
         );
-        let named = evict_argv(None, Some("/etc/ctguard/my guests.toml"), "web01", None);
+        let named = evict_argv(
+            None,
+            &["--guests".into(), "/etc/ctguard/my guests.toml".into()],
+            "web01",
+            None,
+        );
         assert_eq!(
             shell_line(&named),
             "ctguard evict --guests '/etc/ctguard/my guests.toml' --guest web01 --yes"

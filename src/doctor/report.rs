@@ -98,9 +98,10 @@ pub struct Inputs<'a> {
     pub netns: NetnsInfo,
     /// `--netns` as given, for the commands.
     pub netns_arg: Option<&'a str>,
-    /// `--guests` as given.
-    pub guests_file: Option<&'a str>,
-    /// The guest map (empty without a file).
+    /// The flags that named the guests, repeated in the evict command: `--guests FILE` as
+    /// given, the discovery flags.
+    pub guest_flags: &'a [String],
+    /// The guest map (a file's and the discovered guests; empty without either).
     pub guests: &'a crate::GuestMap,
     /// The owners of the table's entries, as `--by guest` or `--by src` counts them; its
     /// guest map is `guests`.
@@ -137,7 +138,11 @@ impl DoctorReport {
         let mut actions = Actions { tune: i.tune, tune_command, ..Actions::default() };
         if let Some((key, counts)) = target {
             let state = dominant_state(counts).map(TcpState::name);
-            let argv = evict_argv(i.netns_arg, i.guests_file, &i.tally.label(key), state);
+            let argv = evict_argv(i.netns_arg, i.guest_flags, &i.tally.label(key), state);
+            actions.offender = Some(match key {
+                GroupKey::Guest(Some(id)) => i.guests.detail(*id),
+                _ => i.tally.label(key),
+            });
             actions.evict = Some(shell_line(&argv));
             actions.evict_argv = Some(argv);
             let nets = key_networks(key, i.guests);
@@ -264,6 +269,9 @@ impl DoctorReport {
                 states.join(", ")
             )?;
         }
+        if let Some(offender) = &self.actions.offender {
+            writeln!(out, "offender: {offender}")?;
+        }
         writeln!(out, "\nsysctls:")?;
         for (key, v) in &self.sysctl {
             let v = v.map_or("(unreadable)".to_string(), |v| v.to_string());
@@ -366,7 +374,7 @@ mod tests {
             facts,
             netns: NetnsInfo { inode: 4_026_532_290, initial: Some(false) },
             netns_arg: Some("ctg-x"),
-            guests_file: None,
+            guest_flags: &[],
             guests: &guests,
             tally: &by_src,
             limit: 10,
@@ -375,7 +383,9 @@ mod tests {
         };
         // Flows no guest owns cannot be evicted by guest: the next group is the target.
         let mut owners = crate::GuestMap::new();
-        let web01 = owners.add("web01", vec!["172.16.3.5/32".parse().unwrap()]);
+        let web01 =
+            owners.add_seen("web01", vec!["172.16.3.5/32".parse().unwrap()], &["vnet3".into()]);
+        let flags = ["--guests".to_string(), "guests.toml".into()];
         let by_guest = tally_of(
             GroupBy::Guest,
             &owners,
@@ -386,13 +396,14 @@ mod tests {
         );
         let unowned = Inputs {
             guests: &owners,
-            guests_file: Some("guests.toml"),
+            guest_flags: &flags,
             tally: &by_guest,
             ..inputs(quiet(262_144, 262_144))
         };
         let r = DoctorReport::new(unowned);
         assert_eq!(r.offenders[0].key, "(no guest)");
-        assert!(r.actions.evict.unwrap().contains("--guest web01 "));
+        assert!(r.actions.evict.unwrap().contains("--guests guests.toml --guest web01 "));
+        assert_eq!(r.actions.offender.as_deref(), Some("web01 (172.16.3.5, vnet3)"));
         assert!(r.actions.cap.unwrap().contains("ip saddr 172.16.3.5 "));
         let healthy = DoctorReport::new(inputs(quiet(240_010, 1 << 20)));
         assert_eq!(healthy.verdict, Verdict::Healthy);
@@ -411,9 +422,11 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["verdict"], "full");
         assert_eq!(json["actions"]["evict_argv"][4], "--guest");
+        assert_eq!(json["actions"]["offender"], "172.16.3.5");
         let mut text = Vec::new();
         r.write_text(&mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("\noffender: 172.16.3.5\n"), "{text}");
         assert!(text.starts_with("verdict: FULL NOW\n  - drop rose by 200"), "{text}");
         assert!(text.contains("`ctguard --netns ctg-x tune --apply` writes this namespace's"));
         let cap_at = text.find("nft add table").unwrap();

@@ -71,8 +71,8 @@ fn bad_values_exit_2_with_one_line() {
         (&["count", "--by", "src/33"], "prefix too long"),
         (&["top", "-n", "0"], "invalid -n '0'"),
         (&["top", "-n", "ten"], "invalid -n 'ten'"),
-        (&["top", "--by", "guest"], "--by guest needs a guest file"),
-        (&["list", "--guest", "web"], "guest names need --guests FILE"),
+        (&["top", "--no-discover", "--by", "guest"], "--by guest needs a guest file"),
+        (&["list", "--no-discover", "--guest", "web"], "guest names need --guests FILE"),
         (&["list", "--guests", "/nonexistent/guests.toml"], "/nonexistent/guests.toml"),
         (
             &["load", "/nonexistent/flows.jsonl"],

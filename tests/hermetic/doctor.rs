@@ -65,11 +65,13 @@ fn incident_report(guests: &GuestMap, guests_file: Option<&str>, key: &str) -> D
         .iter()
         .map(|n| (format!("net.netfilter.{n}"), (*n == "nf_conntrack_max").then_some(262_144)))
         .collect();
+    let guest_flags: Vec<String> =
+        guests_file.iter().flat_map(|f| ["--guests".to_string(), f.to_string()]).collect();
     DoctorReport::new(Inputs {
         facts,
         netns: NetnsInfo { inode: 4_026_532_290, initial: Some(false) },
         netns_arg: Some("hv"),
-        guests_file,
+        guest_flags: &guest_flags,
         guests,
         tally: &tally,
         limit: 1,
@@ -124,6 +126,7 @@ fn issue_5_doctor_json_is_pinned_key_by_key() {
         },
         "sysctl": Value::Object(sysctl),
         "actions": {
+            "offender": "172.16.3.5",
             "evict": "ctguard --netns hv evict --guest 172.16.3.5 --state ESTABLISHED --yes",
             "evict_argv": ["ctguard", "--netns", "hv", "evict", "--guest", "172.16.3.5",
                            "--state", "ESTABLISHED", "--yes"],
@@ -290,7 +293,7 @@ fn issue_9_17_doctor_prints_next_steps_on_a_healthy_table_as_the_readme_says() {
             },
             netns: NetnsInfo { inode: 4_026_532_290, initial: Some(false) },
             netns_arg: Some("hv"),
-            guests_file: None,
+            guest_flags: &[],
             guests: &guests,
             tally: &one_owner,
             limit: 10,

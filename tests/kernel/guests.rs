@@ -8,7 +8,8 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use crate::netns::{Netns, run};
+use crate::netns::{Netns, Run, run};
+use crate::seed::{self, L4, Spec};
 
 struct Guest {
     ns: Netns,
@@ -181,4 +182,128 @@ fn issue_14_guests_are_named_from_libvirt_and_proxmox_records() {
     assert_eq!(named("tap104i0"), Some(("web-104".into(), "proxmox".into())), "{rows:?}");
     assert_eq!(named("vnet9"), Some(("db-9".into(), "libvirt".into())), "{rows:?}");
     assert!(out.stderr.contains("broken.xml"), "a warning names the bad file: {}", out.stderr);
+}
+
+/// `n` ESTABLISHED (every fifth TIME_WAIT) TCP flows from `src` to 10.40.0.1, ports from `base`.
+fn flows_from(src: &str, n: usize, base: u16) -> Vec<Spec> {
+    (0..n)
+        .map(|i| Spec {
+            proto: "tcp",
+            src: src.parse().expect("an address"),
+            dst: if src.contains(':') { seed::ip("fd00:40::1") } else { seed::ip("10.40.0.1") },
+            l4: L4::Ports(base + i as u16, 443),
+            reply: None,
+            state: Some(if i % 5 == 4 { "TIME_WAIT" } else { "ESTABLISHED" }),
+            status: &["SEEN_REPLY", "ASSURED"],
+            timeout: 3000,
+            mark: 0,
+            zone: 0,
+        })
+        .collect()
+}
+
+/// A host whose table holds web-7's flows (behind vnet0, named by its alias; 30 over IPv4 and
+/// 10 over IPv6), db-9's (behind vnet1, named by a libvirt record; 10) and 8 of an address no
+/// guest has; with no guests file. Returns the host, its guests and `--libvirt-dir DIR`.
+fn named_host() -> (Netns, [Guest; 2], [String; 2]) {
+    let host = Netns::new();
+    ip(&host, &["link", "add", "br0", "type", "bridge"]);
+    ip(&host, &["link", "set", "br0", "address", "02:00:00:00:00:01", "up"]);
+    ip(&host, &["addr", "add", "172.16.3.1/24", "dev", "br0"]);
+    ip(&host, &["addr", "add", "2001:db8:3::1/64", "dev", "br0", "nodad"]);
+    let web = guest(&host, "vnet0", "172.16.3.5", "2001:db8:3::5");
+    let db = guest(&host, "vnet1", "172.16.3.6", "2001:db8:3::6");
+    ip(&host, &["link", "set", "vnet0", "alias", "web-7"]);
+    let virt = host.file("libvirt");
+    std::fs::create_dir_all(&virt).expect("libvirt dir");
+    std::fs::write(
+        virt.join("db-9.xml"),
+        "<domain type='kvm'><name>db-9</name><devices><interface type='bridge'>\
+         <target dev='vnet1'/></interface></devices></domain>\n",
+    )
+    .expect("domain xml");
+    let all = [web.v4, web.v6, db.v4, db.v6];
+    let start = Instant::now();
+    loop {
+        poke(&host, &all);
+        let rows = rows(&host);
+        if row_for(&rows, &web).is_some() && row_for(&rows, &db).is_some() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "guests not resolved: {rows:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut specs = flows_from(web.v4, 30, 20_000);
+    specs.extend(flows_from(web.v6, 10, 21_000));
+    specs.extend(flows_from(db.v4, 10, 22_000));
+    specs.extend(flows_from("10.99.0.9", 8, 23_000));
+    seed::with_conntrack(&host, &specs, "named.txt");
+    let dir = ["--libvirt-dir".to_string(), virt.to_string_lossy().into_owned()];
+    (host, [web, db], dir)
+}
+
+/// The groups of a `top --json` / `count --json --by` answer: key → entries.
+fn groups(out: &Run) -> Vec<(String, u64)> {
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("one JSON object");
+    let groups = v["groups"].as_array().expect("groups");
+    groups
+        .iter()
+        .map(|g| (g["key"].as_str().unwrap_or("").to_string(), g["entries"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+fn args<'a>(head: &[&'a str], dir: &'a [String; 2]) -> Vec<&'a str> {
+    head.iter().copied().chain(dir.iter().map(String::as_str)).collect()
+}
+
+#[test]
+fn issue_14_top_and_count_group_by_discovered_guests_without_a_guests_file() {
+    let (host, _guests, dir) = named_host();
+    let top = host.ctguard(&args(&["top", "--json"], &dir)).ok();
+    let v: serde_json::Value = serde_json::from_str(top.stdout.trim()).expect("json");
+    assert_eq!(v["by"], "guest", "{}", top.stdout);
+    let want = [("web-7".to_string(), 40), ("db-9".to_string(), 10), ("(no guest)".into(), 8)];
+    assert_eq!(groups(&top), want, "{}", top.stdout);
+    let count = host.ctguard(&args(&["count", "--json", "--by", "guest"], &dir)).ok();
+    assert_eq!(groups(&count), want, "{}", count.stdout);
+    let only = host.ctguard(&args(&["count", "--guest", "web-7", "--state", "TIME_WAIT"], &dir));
+    assert_eq!(only.ok().stdout.trim(), "8");
+    // Without discovery and without a file there are no guests: by source, as before.
+    let plain = host.ctguard(&["top", "--json", "--no-discover"]).ok();
+    let v: serde_json::Value = serde_json::from_str(plain.stdout.trim()).expect("json");
+    assert_eq!(v["by"], "src", "{}", plain.stdout);
+    let refused = host.ctguard(&["count", "--by", "guest", "--no-discover"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.describe());
+}
+
+#[test]
+fn issue_14_evict_by_a_discovered_name_deletes_that_guests_flows_only() {
+    let (host, [web, _db], dir) = named_host();
+    let before = host.conntrack_list(&[]);
+    let gone = |line: &String| {
+        let web_flow = line.contains(&format!("src={} ", web.v4))
+            || line.contains(&format!("src={} ", web.v6));
+        web_flow && line.contains(" ESTABLISHED ")
+    };
+    let expected: Vec<String> = before.iter().filter(|l| !gone(l)).cloned().collect();
+    assert_eq!(before.len() - expected.len(), 32, "24 + 8 ESTABLISHED of web-7's: {before:?}");
+    let run = host
+        .ctguard(&args(&["evict", "--guest", "web-7", "--state", "ESTABLISHED", "--yes"], &dir));
+    let run = run.ok();
+    assert!(run.stdout.contains("32"), "the report counts them: {}", run.stdout);
+    assert_eq!(
+        host.conntrack_list(&[]),
+        expected,
+        "conntrack -L: exactly web-7's ESTABLISHED gone"
+    );
+    // A name nobody has is refused before anything is touched.
+    let nobody = host.ctguard(&args(&["evict", "--guest", "web-8", "--yes"], &dir));
+    assert_eq!(nobody.code, Some(2), "{}", nobody.describe());
+    assert!(
+        nobody.stderr.contains("web-8") && nobody.stderr.contains("ctguard guests"),
+        "{}",
+        nobody.stderr
+    );
+    assert_eq!(nobody.stderr.lines().count(), 1, "{}", nobody.stderr);
+    assert_eq!(host.conntrack_list(&[]), expected);
 }

@@ -41,10 +41,12 @@ pub struct Plan {
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
     let source = Source::of(&a.live, a.by, GroupBy::All, &a.report.select)?;
-    if let (Source::Dump(_, guests), Some(by)) = (&source, a.by) {
+    if let (Source::Dump(_, guests, pending), Some(by)) = (&source, a.by)
+        && pending.off()
+    {
         select_args::check_guest_grouping(by, guests)?;
     }
-    if let (Source::Dump(sel, _), true) = (&source, a.expect) {
+    if let (Source::Dump(sel, ..), true) = (&source, a.expect) {
         expect::check(sel, a.by)?;
     }
     Ok(Plan { source, by: a.by, json: a.report.json, expect: a.expect })
@@ -68,8 +70,10 @@ pub fn run_live(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
 
 /// Runs `count`: exit 1 when nothing matched.
 pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
-    let Source::Dump(sel, guests) = p.source else { return run_live(p, out) };
+    let Source::Dump(mut sel, mut guests, pending) = p.source else { return run_live(p, out) };
+    pending.resolve(&mut sel, &mut guests, p.by == Some(GroupBy::Guest))?;
     let by = p.by.unwrap_or(GroupBy::All);
+    select_args::check_guest_grouping(by, &guests).map_err(Failure::Message)?;
     let tally =
         if p.expect { expect::tally(ct, &sel, by)? } else { dump::tally(ct, *sel, by, guests)? };
     print(&tally, p.by, p.json, out)

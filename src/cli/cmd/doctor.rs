@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
@@ -15,6 +16,7 @@ use ctguard::stats::CpuStats;
 use ctguard::tune::{self, TuneFacts};
 use ctguard::{kernel, kmsg, sysctl};
 
+use crate::cli::discovery::{DiscoverArgs, Pending};
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::select_args;
 use crate::cli::{dump, host, parse};
@@ -25,9 +27,12 @@ pub struct Args {
     /// How long to watch the per-CPU counters (a rising `drop` means full now).
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = window)]
     pub window: Duration,
-    /// Guest file: name the offenders by guest instead of by source address.
+    /// Guest file: name the offenders by guest instead of by source address (it wins over
+    /// discovery for its addresses).
     #[arg(long, value_name = "FILE", env = "CTGUARD_GUESTS")]
     pub guests: Option<String>,
+    #[command(flatten)]
+    pub discover: DiscoverArgs,
     /// How many top owners to show.
     #[arg(short = 'n', long, default_value = "5", value_name = "N", value_parser = parse::positive_usize("-n"))]
     pub limit: usize,
@@ -54,10 +59,12 @@ fn window(s: &str) -> Result<Duration, String> {
 pub struct Plan {
     /// How long to watch the counters.
     window: Duration,
-    /// The guest map (empty without a file).
+    /// The guest file's map (empty without one); discovery joins the host's guests at run.
     guests: GuestMap,
-    /// `--guests` as given, repeated in the evict command.
-    guests_file: Option<String>,
+    /// `--guests` as given and the discovery flags, repeated in the evict command.
+    guest_flags: Vec<String>,
+    /// The host's guests, found at run.
+    pending: Pending,
     /// Top owners shown.
     limit: usize,
     /// JSON output.
@@ -67,7 +74,12 @@ pub struct Plan {
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
     let guests = select_args::load_guests(a.guests.as_deref())?;
-    Ok(Plan { window: a.window, guests, guests_file: a.guests, limit: a.limit, json: a.json })
+    let mut guest_flags = a.discover.argv();
+    if let Some(f) = &a.guests {
+        guest_flags.splice(0..0, ["--guests".to_string(), f.clone()]);
+    }
+    let pending = Pending::new(a.discover.dirs(), Vec::new(), a.guests);
+    Ok(Plan { window: a.window, guests, guest_flags, pending, limit: a.limit, json: a.json })
 }
 
 fn kmsg_error(e: &io::Error) -> String {
@@ -91,9 +103,12 @@ pub fn run(
     let ns = host::identity(kernel)?;
     let before = ct.cpu_stats()?;
     let start = Instant::now();
-    // The dump runs inside the window: its time is watching time too.
-    let by = select_args::default_group_by(&p.guests);
-    let tally = dump::tally(ct, Selector::default(), by, p.guests.clone())?;
+    // The dump (and the look at the host's guests) runs inside the window: its time is
+    // watching time too.
+    let mut guests = Arc::new(p.guests);
+    p.pending.resolve(&mut Selector::default(), &mut guests, true)?;
+    let by = select_args::default_group_by(&guests);
+    let tally = dump::tally(ct, Selector::default(), by, Arc::clone(&guests))?;
     if let Some(rest) = p.window.checked_sub(start.elapsed()) {
         std::thread::sleep(rest);
     }
@@ -137,8 +152,8 @@ pub fn run(
         facts,
         netns: ns,
         netns_arg,
-        guests_file: p.guests_file.as_deref(),
-        guests: &p.guests,
+        guest_flags: &p.guest_flags,
+        guests: &guests,
         tally: &tally,
         limit: p.limit,
         sysctl: sysctls,

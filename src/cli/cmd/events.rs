@@ -14,8 +14,10 @@ use ctguard::output::jsonl;
 use ctguard::output::live::{self as view, End, Lost};
 use ctguard::select::Selector;
 
+use crate::cli::discovery::Pending;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::live::{self, LiveArgs, LiveSelectArgs};
+use crate::cli::select_args::Selection;
 
 /// `ctguard events`.
 #[derive(Debug, ClapArgs)]
@@ -50,6 +52,8 @@ fn event_mask(list: &str) -> Result<EventMask, String> {
 #[derive(Debug)]
 pub struct Plan {
     sel: Selector,
+    /// `--guest` names the host must resolve.
+    pending: Pending,
     mask: EventMask,
     json: bool,
     live: LiveArgs,
@@ -57,12 +61,20 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    let (sel, _) = a.tail.select.selector()?;
-    Ok(Plan { sel, mask: a.event.unwrap_or(EventMask::ALL), json: a.json, live: a.tail.live })
+    let Selection { sel, pending, .. } = a.tail.select.selection()?;
+    Ok(Plan {
+        sel,
+        pending,
+        mask: a.event.unwrap_or(EventMask::ALL),
+        json: a.json,
+        live: a.tail.live,
+    })
 }
 
 /// Runs `ctguard events`.
-pub fn run(job: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+pub fn run(mut job: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let mut guests = Default::default();
+    std::mem::take(&mut job.pending).resolve(&mut job.sel, &mut guests, false)?;
     let rt = live::runtime()?;
     let r = rt.block_on(events_loop(job, out));
     rt.shutdown_background();

@@ -3,13 +3,13 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
-use ctguard::discover::{self, Names, libvirt, proxmox};
+use ctguard::discover::{self, Names};
 use ctguard::output::jsonl;
 use ctguard::rtnl::{self, Mac, join::GuestIface};
 
+use crate::cli::discovery::DirsArgs;
 use crate::cli::exit::{Failure, Outcome};
 
 /// `ctguard guests`.
@@ -18,13 +18,8 @@ pub struct Args {
     /// Print JSON Lines, one object per row (docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
-    /// libvirt's live domain XML, which names guests by their interface and MAC.
-    #[arg(long, value_name = "DIR", default_value = libvirt::DEFAULT_DIR)]
-    pub libvirt_dir: PathBuf,
-    /// Proxmox VE's configuration (`qemu-server/`, `lxc/`), which names `tap<VMID>i<N>` and
-    /// `veth<VMID>i<N>`.
-    #[arg(long, value_name = "DIR", default_value = proxmox::DEFAULT_DIR)]
-    pub pve_dir: PathBuf,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
 }
 
 /// A validated `guests`: nothing to check.
@@ -76,7 +71,7 @@ pub fn run(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
     let dumps = rtnl::dump(rtnl::DEFAULT_TIMEOUT).map_err(|e| Failure::Message(e.to_string()))?;
     let guests = rtnl::join::guests(&dumps);
     // An unreadable or malformed record is a warning naming the file: the rows go on.
-    let names = Names::discover(&p.libvirt_dir, &p.pve_dir);
+    let names = Names::discover(&p.dirs.libvirt_dir, &p.dirs.pve_dir);
     for w in &names.warnings {
         eprintln!("ctguard: warning: {w}");
     }

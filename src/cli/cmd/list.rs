@@ -9,8 +9,10 @@ use ctguard::ctnetlink::Conntrack;
 use ctguard::output::{conntrack as ct_text, json};
 use ctguard::select::Selector;
 
+use crate::cli::discovery::Pending;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::report_args::ReportArgs;
+use crate::cli::select_args::Selection;
 use crate::cli::{dump, expect};
 
 /// `ctguard list`.
@@ -36,6 +38,8 @@ const JSON_HELP: &str = "Print JSON Lines, one flow per line (schema in docs/jso
 #[derive(Debug)]
 pub struct Plan {
     sel: Selector,
+    /// `--guest` names the host must resolve.
+    pending: Pending,
     json: bool,
     expect: bool,
     /// `-o labels`: the label map naming them.
@@ -44,7 +48,7 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args) -> Result<Plan, String> {
-    let sel = a.report.select.selector()?.0;
+    let Selection { sel, pending, .. } = a.report.select.selection()?;
     if a.expect {
         if a.output.is_some() {
             return Err("-o labels is for flows; expectations carry no labels".into());
@@ -63,11 +67,13 @@ pub fn plan(a: Args) -> Result<Plan, String> {
         }
         None => None,
     };
-    Ok(Plan { sel, json: a.report.json, expect: a.expect, labels })
+    Ok(Plan { sel, pending, json: a.report.json, expect: a.expect, labels })
 }
 
 /// Runs `list`: streams the dump to `out`; exit 1 when nothing matched.
-pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+pub fn run(mut p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let mut guests = Default::default();
+    std::mem::take(&mut p.pending).resolve(&mut p.sel, &mut guests, false)?;
     if p.expect {
         return expect::list(ct, &p.sel, p.json, out);
     }

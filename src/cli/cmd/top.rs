@@ -34,7 +34,8 @@ pub struct Args {
 #[derive(Debug)]
 pub struct Plan {
     source: Source,
-    by: GroupBy,
+    /// `None`: by guest when guests are known at run (a file's or discovered), else by source.
+    by: Option<GroupBy>,
     limit: usize,
     json: bool,
 }
@@ -43,8 +44,12 @@ pub struct Plan {
 pub fn plan(a: Args) -> Result<Plan, String> {
     let source = Source::of(&a.live, a.by, GroupBy::Guest, &a.report.select)?;
     let by = match &source {
-        Source::Live(_) => GroupBy::Guest,
-        Source::Dump(_, guests) => select_args::group_by(a.by, guests)?,
+        Source::Live(_) => Some(GroupBy::Guest),
+        // Without discovery the guest file alone decides, now.
+        Source::Dump(_, guests, pending) if pending.off() => {
+            Some(select_args::group_by(a.by, guests)?)
+        }
+        Source::Dump(..) => a.by,
     };
     Ok(Plan { source, by, limit: a.limit, json: a.report.json })
 }
@@ -76,8 +81,11 @@ fn print(ranking: &Ranking<'_>, json: bool, out: &mut impl Write) -> Result<Outc
 
 /// Runs `top`.
 pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
-    let Source::Dump(sel, guests) = p.source else { return run_live(p, out) };
+    let Source::Dump(mut sel, mut guests, pending) = p.source else { return run_live(p, out) };
+    let owners = p.by.is_none_or(|by| by == GroupBy::Guest);
+    pending.resolve(&mut sel, &mut guests, owners)?;
+    let by = select_args::group_by(p.by, &guests).map_err(Failure::Message)?;
     let fill = dump::fill(ct)?;
-    let tally = dump::tally(ct, *sel, p.by, guests)?;
+    let tally = dump::tally(ct, *sel, by, guests)?;
     print(&Ranking::new(&tally, Some(fill), Some(p.limit)), p.json, out)
 }

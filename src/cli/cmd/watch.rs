@@ -22,10 +22,12 @@ use ctguard::stats::Fill;
 use ctguard::sysctl;
 use ctguard::tally::GroupBy;
 
+use crate::cli::discovery::Pending;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::live::{self, LiveArgs, LiveSelectArgs};
 use crate::cli::parse;
 use crate::cli::select_args;
+use crate::cli::select_args::Selection;
 
 /// `watch --help`: how the counts stay exact.
 pub const HELP: &str = "\
@@ -77,8 +79,11 @@ fn reconcile(s: &str) -> Result<Reconcile, String> {
 #[derive(Debug)]
 pub struct Plan {
     sel: Selector,
-    by: GroupBy,
+    /// `None`: by guest when guests are known at run (a file's or discovered), else by source.
+    by: Option<GroupBy>,
     guests: Arc<GuestMap>,
+    /// What discovery owes the selection and the owners.
+    pending: Pending,
     interval: Duration,
     /// `None`: the default for the namespace's `nf_conntrack_events`; `Some(None)`: off.
     reconcile: Option<Option<Duration>>,
@@ -90,12 +95,14 @@ pub struct Plan {
 
 /// Checks the flags; reads the guest file.
 pub fn plan(a: Args, netns: Option<&str>) -> Result<Plan, String> {
-    let (sel, guests) = a.tail.select.selector()?;
-    let by = select_args::group_by(a.by, &guests)?;
+    let Selection { sel, guests, pending } = a.tail.select.selection()?;
+    // Without discovery the guest file alone decides, now.
+    let by = if pending.off() { Some(select_args::group_by(a.by, &guests)?) } else { a.by };
     Ok(Plan {
         sel,
         by,
         guests,
+        pending,
         interval: a.interval,
         reconcile: a.reconcile.map(|r| r.0),
         limit: a.limit,
@@ -148,7 +155,11 @@ impl Drop for Screen {
 const FRAME_OVERHEAD: usize = 7;
 
 /// Runs `ctguard watch`.
-pub fn run(job: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+pub fn run(mut job: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+    let owners = job.by.is_none_or(|by| by == GroupBy::Guest);
+    std::mem::take(&mut job.pending).resolve(&mut job.sel, &mut job.guests, owners)?;
+    let by = select_args::group_by(job.by, &job.guests).map_err(Failure::Message)?;
+    job.by = Some(by);
     let rt = live::runtime()?;
     let screen = !job.json && io::stdout().is_terminal();
     let r = rt.block_on(async {
@@ -250,6 +261,8 @@ async fn watch_loop(
     out: &mut impl Write,
     screen: bool,
 ) -> Result<(), Failure> {
+    // `run` settled the grouping once discovery was done.
+    let by = job.by.unwrap_or(GroupBy::Src);
     let enable = job.live.enable_events;
     // The reconciliation period: asked for, or the default for the namespace's setting.
     let period_for = |mode: Option<u64>| {
@@ -276,7 +289,7 @@ async fn watch_loop(
         limit: job.limit,
         title: format!(
             "ctguard watch: by {}{}, every {}, reconcile {} (Ctrl-C quits)",
-            job.by.name(),
+            by.name(),
             job.netns.as_deref().map(|n| format!(", netns {n}")).unwrap_or_default(),
             humantime::format_duration(job.interval),
             reconcile.map_or("off".into(), |d| humantime::format_duration(d).to_string()),
@@ -286,7 +299,7 @@ async fn watch_loop(
         marker: None,
     };
     let cfg = Config {
-        classifier: Classifier::new(job.sel, job.by, job.guests),
+        classifier: Classifier::new(job.sel, by, job.guests),
         interval: job.interval,
         reconcile,
         snapshots: job.live.count,
@@ -311,7 +324,8 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "web = [\"172.16.3.0/24\"]").unwrap();
         let path = file.path().to_str().unwrap();
-        let args = ["ctguard", "watch", "--guests", path, "--guest", "web"];
+        // Without discovery the grouping is settled at plan time (else at run, after it).
+        let args = ["ctguard", "watch", "--no-discover", "--guests", path, "--guest", "web"];
         #[derive(clap::Parser)]
         struct Line {
             #[command(subcommand)]
@@ -325,6 +339,6 @@ mod tests {
         let job = plan(a, None).unwrap();
         let filter = job.sel.guests.as_ref().expect("a guest filter");
         assert!(Arc::ptr_eq(&filter.map, &job.guests), "one map, not a copy");
-        assert_eq!(job.by, GroupBy::Guest);
+        assert_eq!(job.by, Some(GroupBy::Guest));
     }
 }
