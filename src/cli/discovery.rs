@@ -136,13 +136,17 @@ impl Pending {
         if let Some(filter) = sel.guests.as_mut() {
             for name in &self.names {
                 let Some(id) = map.find(name) else {
-                    let file =
-                        self.file.as_deref().map(|f| format!("in {f}, ")).unwrap_or_default();
-                    return Err(Failure::Message(format!(
-                        "--guest '{}' is neither a guest {file}nor one found on this host \
-                         (`ctguard guests`), nor an IP or CIDR",
-                        ctguard::guests::escaped(name)
-                    )));
+                    let name = ctguard::guests::escaped(name);
+                    return Err(Failure::Message(match &self.file {
+                        Some(f) => format!(
+                            "--guest '{name}' is neither a guest in {f}, nor one found on this \
+                             host (`ctguard guests`), nor an IP or CIDR"
+                        ),
+                        None => format!(
+                            "--guest '{name}' is no guest found on this host (`ctguard guests` \
+                             lists them) and not an IP or CIDR; or name it in --guests FILE"
+                        ),
+                    }));
                 };
                 filter.ids.push(id);
             }
