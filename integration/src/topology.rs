@@ -38,6 +38,14 @@ pub struct GuestSpec {
 }
 
 /// The runaway guest of the incident.
+impl GuestSpec {
+    /// The host-side veth, `v-<role>`: the guest's port on the bridge, and the name ctguard
+    /// finds the guest by when no guest file names it.
+    pub fn host_if(&self) -> String {
+        format!("v-{}", self.role)
+    }
+}
+
 pub const RUNAWAY: GuestSpec = GuestSpec {
     role: "runaway",
     v4: Ipv4Addr::new(172, 16, 3, 5),
@@ -258,7 +266,7 @@ impl Lab {
         }
 
         for (guest, place) in &self.guests {
-            let host_if = format!("v-{}", guest.role);
+            let host_if = guest.host_if();
             veth_into(&host, &host_if, place.netns()).await?;
             host.link()
                 .set(LinkUnspec::new_with_name(&host_if).controller(bridge).up().build())

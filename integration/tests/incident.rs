@@ -47,7 +47,7 @@ fn issue_5_incident_replay_full_table_doctor_evict_recovery() {
     assert!(outcome.healthy_established >= 9, "the healthy guests' sessions were counted");
     let doctor = outcome.doctor.as_ref().expect("the doctor ran");
     assert_eq!(doctor["verdict"], "full");
-    assert_eq!(doctor["offenders"][0]["key"], "172.16.3.5");
+    assert_eq!(doctor["offenders"][0]["key"], "v-runaway", "the guest found behind its port");
     assert_eq!(outcome.relief[0], "ctguard", "the command doctor printed: {:?}", outcome.relief);
     assert!(outcome.relief.contains(&"evict".to_string()));
     // Issue 9.18: the narration's counts are evict's own report; the oracle's listing came
