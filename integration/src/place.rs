@@ -8,6 +8,7 @@
 //! pool's threads live in the caller's original namespace.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 
@@ -35,6 +36,34 @@ pub fn command_ok(program: &str, args: &[&str]) -> Result<String, String> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The ctguard binary a lab test runs: `$VAR` when set, else `ctguard` in the target directory
+/// the test executable was built in (`target/<profile>/deps/NAME-HASH`): under `profile`
+/// (`release`) when given, else beside the test's own `deps/`. An error, with the command that
+/// builds it, when there is no such file.
+pub fn built_ctguard(var: &str, profile: Option<&str>) -> Result<PathBuf, String> {
+    let path = match std::env::var_os(var) {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().map_err(|e| format!("test executable path: {e}"))?;
+            let built = match profile {
+                Some(profile) => exe.ancestors().nth(3).map(|target| target.join(profile)),
+                None => exe.ancestors().nth(2).map(PathBuf::from),
+            };
+            built
+                .ok_or_else(|| format!("no target directory above {}", exe.display()))?
+                .join("ctguard")
+        }
+    };
+    if !path.is_file() {
+        let release = if profile == Some("release") { " --release" } else { "" };
+        return Err(format!(
+            "no ctguard binary at {}: build it first (cargo build{release} --bin ctguard) or set {var}",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 /// Creates the named namespace with `ip netns add` (a bind mount under /run/netns, which

@@ -705,7 +705,7 @@ fn doctor(lab: &Lab, opts: &Options, say: &Narrator, out: &mut Outcome) -> Resul
         format!("doctor's top offender is {}, expected the guest {name}", top["key"])
     })?;
     expect(
-        offender.starts_with(&format!("{name} (")) && offender.contains(&format!("{}", RUNAWAY.v4)),
+        offender.starts_with(&format!("{name} (")) && offender.contains(&RUNAWAY.v4.to_string()),
         || format!("doctor's offender is {offender:?}, expected {name} with {}", RUNAWAY.v4),
     )?;
     let evict_argv: Vec<String> = json["actions"]["evict_argv"]

@@ -37,7 +37,6 @@ pub struct GuestSpec {
     pub runaway: bool,
 }
 
-/// The runaway guest of the incident.
 impl GuestSpec {
     /// The host-side veth, `v-<role>`: the guest's port on the bridge, and the name ctguard
     /// finds the guest by when no guest file names it.
@@ -46,6 +45,7 @@ impl GuestSpec {
     }
 }
 
+/// The runaway guest of the incident.
 pub const RUNAWAY: GuestSpec = GuestSpec {
     role: "runaway",
     v4: Ipv4Addr::new(172, 16, 3, 5),

@@ -8,34 +8,19 @@
 // A test crate: a panic on unwrap or expect is a failed test (the workspace denies them elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-
 use ctguard_lab::guarded::{self, HIGH_PERCENT, Options};
-
-/// The release ctguard binary: `target/release/ctguard` of the target directory this test was
-/// built in (`cargo build --release --bin ctguard` puts it there), or `$CTGUARD_RELEASE`.
-fn ctguard_release() -> PathBuf {
-    let path = std::env::var_os("CTGUARD_RELEASE").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/guard-HASH
-        let target = exe.ancestors().nth(3).expect("target dir");
-        target.join("release").join("ctguard")
-    });
-    assert!(
-        path.is_file(),
-        "no release ctguard binary at {}: build it first (cargo build --release --bin ctguard) \
-         or set CTGUARD_RELEASE",
-        path.display()
-    );
-    path
-}
+use ctguard_lab::place;
 
 #[test]
 fn issue_13_guard_relieves_the_incident_unattended() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "the lab test needs root: it creates network namespaces");
-    let opts = Options { ctguard: ctguard_release(), narrate_to_stderr: true };
+    let opts = Options {
+        ctguard: place::built_ctguard("CTGUARD_RELEASE", Some("release"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        narrate_to_stderr: true,
+    };
     // Bounded in time; the guard is stopped and the lab removed however it ends.
     let out = guarded::run_bounded(&opts)
         .unwrap_or_else(|e| panic!("the guarded incident replay failed: {e}"));

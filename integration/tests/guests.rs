@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use ctguard_lab::place::{self, Place, command, command_ok};
@@ -18,14 +19,8 @@ use ctguard_lab::{seed, table};
 use serde_json::Value;
 
 /// The ctguard binary beside this test's `deps/` directory, or `$CTGUARD`.
-fn ctguard() -> PathBuf {
-    let path = std::env::var_os("CTGUARD").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("ctguard")
-    });
-    assert!(path.is_file(), "no ctguard binary at {}: cargo build --bin ctguard", path.display());
-    path
-}
+static CTGUARD: LazyLock<PathBuf> =
+    LazyLock::new(|| place::built_ctguard("CTGUARD", None).unwrap_or_else(|e| panic!("{e}")));
 
 /// One guest port: the guest's namespace suffix, the host-side port, its bridge, the guest's
 /// MAC and addresses.
@@ -149,7 +144,7 @@ fn domain(name: &str, nova: Option<&str>, ports: &[&Port]) -> String {
 fn run(host: &str, args: &[&str]) -> (Option<i32>, String) {
     let mut argv = vec!["--netns", host];
     argv.extend_from_slice(args);
-    let out = command(&ctguard().to_string_lossy(), &argv).unwrap();
+    let out = command(&CTGUARD.to_string_lossy(), &argv).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "ctguard {args:?}: {stderr}");
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())

@@ -6,31 +6,19 @@
 // A test crate: a panic on unwrap or expect is a failed test (the workspace denies them elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-
+use ctguard_lab::place;
 use ctguard_lab::replay::{self, Options};
-
-/// The ctguard binary beside this test's `deps/` directory (`cargo build --bin ctguard` puts it
-/// there), or `$CTGUARD`.
-fn ctguard() -> PathBuf {
-    let path = std::env::var_os("CTGUARD").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("ctguard")
-    });
-    assert!(
-        path.is_file(),
-        "no ctguard binary at {}: build it first (cargo build --bin ctguard) or set CTGUARD",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn issue_5_incident_replay_full_table_doctor_evict_recovery() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "the lab test needs root: it creates network namespaces");
-    let opts = Options { ctguard: ctguard(), show_doctor_report: false, narrate_to_stderr: true };
+    let opts = Options {
+        ctguard: place::built_ctguard("CTGUARD", None).unwrap_or_else(|e| panic!("{e}")),
+        show_doctor_report: false,
+        narrate_to_stderr: true,
+    };
     // Bounded in time; Ctrl-C or SIGTERM end it with the lab removed, not left behind.
     let outcome =
         replay::run_bounded(&opts).unwrap_or_else(|e| panic!("the incident replay failed: {e}"));
