@@ -11,9 +11,14 @@ use ipnetwork::IpNetwork;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::discover::host::Dirs;
 use crate::flow::ProtoState;
 use crate::guests::{GuestMap, escaped};
 use crate::select::{self, ValueError};
+
+/// The bounds of `discover_every`.
+const DISCOVER_EVERY_MIN: Duration = Duration::from_secs(1);
+const DISCOVER_EVERY_MAX: Duration = Duration::from_secs(3600);
 
 /// The longest configuration file read (`/dev/zero` is not a configuration).
 pub const MAX_CONFIG: u64 = 1 << 20;
@@ -96,8 +101,13 @@ pub struct Policy {
 pub struct Config {
     /// The guest file.
     pub guests: Option<PathBuf>,
-    /// Guests discovered from the host (issue 14); refused until it exists.
+    /// Guests found on the host (route netlink and the hypervisors' records) besides the
+    /// guest file's, which wins for the addresses it names.
     pub discover: bool,
+    /// Where the hypervisors' records are read when discovering.
+    pub dirs: Dirs,
+    /// The host is looked at again this often (and at each reload).
+    pub discover_every: Duration,
     /// Act from this fill.
     pub high: Level,
     /// Until under this fill.
@@ -135,8 +145,13 @@ impl Config {
         self.per_guest.get(name).unwrap_or(&self.default)
     }
 
-    /// Checks that every `[guest.NAME]` names a guest of `map`.
+    /// Checks that every `[guest.NAME]` names a guest of `map` (the guest file's). With
+    /// discovery on, a name may be a guest found on the host later: the daemon warns of the
+    /// ones no guest holds (`policy_unmatched`) instead.
     pub fn check_guests(&self, map: &GuestMap) -> Result<(), ConfigError> {
+        if self.discover {
+            return Ok(());
+        }
         match self.per_guest.keys().find(|n| map.find(n).is_none()) {
             Some(name) => Err(ConfigError::UnknownGuest(escaped(name).into_owned())),
             None => Ok(()),
@@ -167,7 +182,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// A `[guest.NAME]` the guest file does not have.
-    #[error("[guest.{0}]: no such guest in the guest file")]
+    #[error("[guest.{0}]: no such guest in the guest file (with discover = true it may be one found on the host)")]
     UnknownGuest(String),
 }
 
@@ -307,7 +322,7 @@ impl Checker<'_> {
     }
 }
 
-const KEYS: &str = "guests, discover, high, low, quota, action, cap, evict_state, evict_idle, \
+const KEYS: &str = "guests, discover, libvirt_dir, pve_dir, discover_every, high, low, quota, action, cap, evict_state, evict_idle, \
                     evict_limit, cooldown, act_every, protect, metrics, socket, audit_log, \
                     state_dir, netns, dry_run, [guest.NAME]";
 
@@ -316,6 +331,8 @@ pub fn defaults() -> Config {
     Config {
         guests: None,
         discover: false,
+        dirs: Dirs::default(),
+        discover_every: Duration::from_secs(30),
         high: Level::Share(0.90),
         low: Level::Share(0.75),
         default: Policy {
@@ -358,6 +375,17 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         match key {
             "guests" => cfg.guests = Some(PathBuf::from(c.string(key, v)?)),
             "discover" => cfg.discover = c.boolean(key, v)?,
+            "libvirt_dir" => cfg.dirs.libvirt = c.directory(key, v)?,
+            "pve_dir" => cfg.dirs.pve = c.directory(key, v)?,
+            "discover_every" => {
+                cfg.discover_every = c.duration(key, v)?;
+                if !(DISCOVER_EVERY_MIN..=DISCOVER_EVERY_MAX).contains(&cfg.discover_every) {
+                    return Err(c.fail(
+                        v.span().start,
+                        format!("{key}: between 1s and 1h (a look at the host is a few ms)"),
+                    ));
+                }
+            }
             "high" => (cfg.high, high_at) = (c.level(key, v)?, v.span().start),
             "low" => cfg.low = c.level(key, v)?,
             "cooldown" => cfg.cooldown = c.duration(key, v)?,
@@ -405,11 +433,6 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     if let Some(v) = guest_tables {
         cfg.per_guest = c.guest_policies(v, &cfg.default)?;
     }
-    if cfg.discover {
-        return Err(
-            c.fail(0, "discover: guest discovery is not available yet; name a guests file".into())
-        );
-    }
     // A share and a count compare only at run time, against the table's limit; there the
     // decision never lets low stand above high.
     let inverted = match (cfg.low, cfg.high) {
@@ -428,6 +451,11 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
 
 impl Checker<'_> {
     /// A path, or `""` for off.
+    fn directory(&self, key: &str, v: &Value<'_>) -> Result<PathBuf, ConfigError> {
+        self.path_or_off(key, v)?
+            .ok_or_else(|| self.fail(v.span().start, format!("{key}: name a directory")))
+    }
+
     fn path_or_off(&self, key: &str, v: &Value<'_>) -> Result<Option<PathBuf>, ConfigError> {
         let s = self.string(key, v)?;
         if s.is_empty() {
@@ -550,7 +578,11 @@ action = "alert"
             ("[guest.a]\nquot = 5", 2, "[guest.a]: unknown key 'quot'"),
             ("guest = 5", 1, "[guest.NAME]"),
             ("high = \"70%\"\nlow = \"80%\"", 1, "low must not be above high"),
-            ("discover = true", 1, "not available yet"),
+            ("discover = 1", 1, "true or false"),
+            ("libvirt_dir = \"run/libvirt\"", 1, "absolute path"),
+            ("pve_dir = \"\"", 1, "name a directory"),
+            ("discover_every = \"500ms\"", 1, "between 1s and 1h"),
+            ("discover_every = \"2h\"", 1, "between 1s and 1h"),
             ("high = ", 1, ""),
         ] {
             let e = err(text);
@@ -567,6 +599,22 @@ action = "alert"
         map.add("vm-1", vec!["172.16.3.5/32".parse().expect("cidr")]);
         let e = cfg.check_guests(&map).expect_err("vm-9 is not in the map");
         assert!(e.to_string().contains("[guest.vm-9]"), "{e}");
+    }
+
+    #[test]
+    fn issue_14_discovery_keys_and_policies_for_guests_found_later() {
+        let text = "discover = true\nlibvirt_dir = \"/srv/libvirt\"\npve_dir = \"/srv/pve\"\n\
+                    discover_every = \"1m\"\n[guest.web-7]\nquota = 5";
+        let cfg = parse(text, "g.toml").expect("valid text");
+        assert!(cfg.discover);
+        assert_eq!(cfg.dirs.libvirt, PathBuf::from("/srv/libvirt"));
+        assert_eq!(cfg.dirs.pve, PathBuf::from("/srv/pve"));
+        assert_eq!(cfg.discover_every, Duration::from_secs(60));
+        // web-7 is in no file: it may be found on the host, so it is no refusal.
+        cfg.check_guests(&GuestMap::new()).expect("a name discovery may find");
+        let d = defaults();
+        assert_eq!((d.discover, d.discover_every), (false, Duration::from_secs(30)));
+        assert_eq!(d.dirs, Dirs::default());
     }
 
     #[test]

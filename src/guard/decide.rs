@@ -145,6 +145,28 @@ impl Decider {
         self.guests.get(&guest).is_some_and(|g| g.capped)
     }
 
+    /// The guest map changed from `old` to `new` (a reload, or the host's guests looked at
+    /// again): each guest's memory follows its name to its new id. Returns the guests the
+    /// decider held capped that `new` does not have: their caps are orphans, for the daemon to
+    /// lift after a cooldown unless they come back.
+    pub fn rekey(&mut self, old: &GuestMap, new: &GuestMap) -> Vec<String> {
+        let mut orphans = Vec::new();
+        let mut kept = HashMap::with_capacity(self.guests.len());
+        for (id, g) in self.guests.drain() {
+            let name = old.name(id);
+            match new.find(name) {
+                Some(to) => {
+                    kept.insert(to, g);
+                }
+                None if g.capped => orphans.push(name.to_string()),
+                None => {}
+            }
+        }
+        self.guests = kept;
+        orphans.sort();
+        orphans
+    }
+
     /// Relieving now.
     pub fn relieving(&self) -> bool {
         self.relieving
@@ -436,6 +458,33 @@ mod tests {
         d.uncapped(1);
         assert!(!d.is_capped(1));
         assert!(round(&mut d, &c, t.at(40.0), 100, None, &[]).decisions.is_empty());
+    }
+
+    #[test]
+    fn issue_14_memory_follows_a_guest_to_its_new_id_and_departed_caps_are_orphans() {
+        let c = cfg("cap = 20\naction = \"cap\"\nact_every = \"10s\"");
+        let (t, mut d) = (Clock(Instant::now()), Decider::new());
+        let old = map();
+        d.capped(1); // vm-a
+        d.capped(2); // vm-b
+        let r = round(&mut d, &c, t.at(0.0), 990, None, &[(0, row(600))]);
+        assert_eq!(acts(&r), vec![(0, cap("10.0.0.1/32"))], "host acted on at 0 s");
+        // The host looked at again: vm-b migrated away, a new guest came first, host moved.
+        let mut new = GuestMap::new();
+        for (name, cidr) in [("web-9", "10.0.2.9/32"), ("vm-a", "10.0.0.2/32"), ("host", "10.0.0.1/32")] {
+            new.add(name, vec![cidr.parse().expect("cidr")]);
+        }
+        assert_eq!(d.rekey(&old, &new), vec!["vm-b".to_string()]);
+        assert!(d.is_capped(1) && !d.is_capped(0) && !d.is_capped(2), "vm-a is 1 in both maps");
+        // The host's act_every follows it to id 2: not acted on again before 10 s.
+        let obs = Observation {
+            now: t.at(1.0),
+            table: TableStats { count: 990, max: MAX },
+            drop: None,
+            guests: &[(2, row(600))],
+        };
+        assert!(d.decide(&c, &new, &obs).decisions.is_empty(), "act_every kept across the rekey");
+        assert_eq!(d.rekey(&new, &new), Vec::<String>::new(), "the same map changes nothing");
     }
 
     #[test]
