@@ -96,6 +96,16 @@ impl Metrics {
         Metrics { registry, acts }
     }
 
+    /// Forgets the series of every guest `keep` says no to (guests gone from the map: a
+    /// migrated guest's series end rather than stay at their last values).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut acts = lock(&self.acts);
+        acts.actions.retain(|(g, _), _| keep(g));
+        acts.evicted.retain(|g, _| keep(g));
+        acts.capped.retain(|g, _| keep(g));
+        acts.quota.retain(|g, _| keep(g));
+    }
+
     /// Counts an action on a guest (`ctguard_actions_total{guest,action}`).
     pub fn acted(&self, guest: &str, action: Action) {
         *lock(&self.acts).actions.entry((guest.to_string(), action)).or_default() += 1;
@@ -192,6 +202,8 @@ fn encode_seen(enc: &mut DescriptorEncoder<'_>, seen: &Seen) -> std::fmt::Result
                 .map(move |(c, n)| ([("guest", *guest), ("state", column_name(c))], gauge(*n)))
         }),
     )?;
+    let help = "Guests the guard names: the guest file's and those found on the host.";
+    single(enc, "ctguard_guests", help, gauge(seen.guests.len() as u64))?;
     if let Some(t) = seen.stats {
         let help = "Entries in the conntrack table (nf_conntrack_count).";
         single(enc, "ctguard_table_entries", help, gauge(u64::from(t.count)))?;
@@ -379,6 +391,29 @@ mod tests {
             .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
             .sum();
         assert_eq!(est, 300);
+    }
+
+    #[test]
+    fn issue_14_a_departed_guests_series_end_and_the_guest_count_follows_the_map() {
+        let board = Arc::new(Board::default());
+        board.publish(seen());
+        let m = Metrics::new(Arc::clone(&board), "0.1.0");
+        for g in ["web01", "gone"] {
+            m.acted(g, Action::Evict);
+            m.evicted(g, 10);
+            m.capped(g, true);
+            m.quota(g, 5);
+        }
+        m.retain(|g| g != "gone");
+        let t = text(&m);
+        assert!(!t.contains("\"gone\""), "{t}");
+        let tallies = t.lines().filter(|l| !l.starts_with("ctguard_entries") && l.contains("web01"));
+        assert_eq!(tallies.count(), 4, "actions, evicted, capped, quota: {t}");
+        assert!(t.contains("\nctguard_guests 2\n"), "{t}");
+        let mut s = seen();
+        s.guests.push("web-9".into());
+        board.publish(s);
+        assert!(text(&m).contains("\nctguard_guests 3\n"));
     }
 
     #[test]

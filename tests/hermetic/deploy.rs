@@ -33,6 +33,7 @@ const METRICS: &[&str] = &[
     "ctguard_events_total",
     "ctguard_synced",
     "ctguard_build_info",
+    "ctguard_guests",
 ];
 
 /// The pinned top-level keys of guard.toml that the example sets.
