@@ -276,6 +276,21 @@ impl GuestMap {
         if parts.is_empty() { name.into_owned() } else { format!("{name} ({})", parts.join(", ")) }
     }
 
+    /// Whether `other` names the same guests, in the same order, with the same addresses and
+    /// interfaces (in any order): a map looked at again that is the same needs no recount.
+    pub fn same_guests(&self, other: &GuestMap) -> bool {
+        fn set<T: Ord + Clone>(v: &[T]) -> Vec<T> {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        }
+        self.names == other.names
+            && (0..self.names.len()).all(|i| {
+                set(&self.cidrs[i]) == set(&other.cidrs[i])
+                    && set(&self.ifaces[i]) == set(&other.ifaces[i])
+            })
+    }
+
     /// The guest called `name`.
     pub fn find(&self, name: &str) -> Option<GuestId> {
         self.by_name.get(name).copied()

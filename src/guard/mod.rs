@@ -12,6 +12,7 @@ pub mod caps;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod discovery;
 pub mod http;
 pub mod metrics;
 pub mod query;
