@@ -182,7 +182,9 @@ pub enum ConfigError {
         reason: String,
     },
     /// A `[guest.NAME]` the guest file does not have.
-    #[error("[guest.{0}]: no such guest in the guest file (with discover = true it may be one found on the host)")]
+    #[error(
+        "[guest.{0}]: no such guest in the guest file (with discover = true it may be one found on the host)"
+    )]
     UnknownGuest(String),
 }
 

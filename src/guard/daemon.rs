@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::caps::{CapError, Caps};
 use super::config::{self, Config, ConfigError, Policy};
 use super::decide::{Act, Decider, Decision, Observation, Round, Trigger};
+use super::discovery::{self, Discovery};
 use super::metrics::{self, Metrics};
 use super::{Board, Seen, http, query};
 use crate::audit::{self, Actor, AuditLog, RunInfo, Trail};
@@ -29,6 +30,7 @@ use crate::evict;
 use crate::guests::{GuestError, GuestId, GuestMap};
 use crate::live::watcher::{self, Overrun, Sink, View};
 use crate::live::{Classifier, Netns, Resynced, Shutdown, Watcher};
+use crate::rtnl;
 use crate::select::{GuestFilter, Selector};
 use crate::spool::{self, Spool};
 use crate::stats::CpuStats;
@@ -55,8 +57,17 @@ const SPOOL_KEEP: u64 = 1 << 30;
 pub struct Loaded {
     /// The configuration.
     pub cfg: Arc<Config>,
-    /// Its guests.
+    /// The guest file's guests (none without a file).
+    pub file: Arc<GuestMap>,
+    /// The guests in force: the file's, with those found on the host when discovering.
     pub guests: Arc<GuestMap>,
+}
+
+impl Loaded {
+    /// The same configuration with `guests` in force.
+    fn with_guests(&self, guests: GuestMap) -> Loaded {
+        Loaded { cfg: self.cfg.clone(), file: self.file.clone(), guests: Arc::new(guests) }
+    }
 }
 
 /// Why a configuration cannot be loaded.
@@ -79,7 +90,8 @@ pub fn load(path: &str) -> Result<Loaded, LoadError> {
         None => GuestMap::new(),
     };
     cfg.check_guests(&guests)?;
-    Ok(Loaded { cfg: Arc::new(cfg), guests: Arc::new(guests) })
+    let guests = Arc::new(guests);
+    Ok(Loaded { cfg: Arc::new(cfg), file: guests.clone(), guests })
 }
 
 /// What the guard fails on (a configuration it cannot start with is a [`LoadError`] before).
@@ -153,11 +165,12 @@ type StepFn = Box<dyn FnOnce() -> Done + Send>;
 
 /// What a blocking action did.
 #[derive(Debug)]
+/// Guests are named, not numbered: a job may end after the guest map changed.
 enum Done {
-    Capped { guest: GuestId, nets: Vec<String>, limit: u32 },
-    Uncapped { guest: GuestId },
-    Evicted { guest: GuestId, report: evict::Report, spool: Option<PathBuf> },
-    Failed { guest: GuestId, action: &'static str, error: String },
+    Capped { guest: String, nets: Vec<String>, limit: u32 },
+    Uncapped { guest: String },
+    Evicted { guest: String, report: evict::Report, spool: Option<PathBuf> },
+    Failed { guest: String, action: &'static str, error: String },
 }
 
 /// The guard's state across reloads.
@@ -174,14 +187,17 @@ struct State {
     /// record and the decisions that wait on it come without waiting for the next interval.
     wake: Arc<tokio::sync::Notify>,
     /// Guests with an action running.
-    busy: HashSet<GuestId>,
+    busy: HashSet<String>,
     ct: Conntrack,
     kernel: Option<CpuStats>,
     kernel_read: Option<Instant>,
     /// The guests with a cap rule in the table, read back on a blocking thread.
     caps_seen: (Sender<CapsRead>, Receiver<CapsRead>),
     /// When each cap the decider holds was known to be in place.
-    capped_at: std::collections::HashMap<GuestId, Instant>,
+    capped_at: std::collections::HashMap<String, Instant>,
+    /// Caps whose guest is gone from the map (migrated away, or out of the guest file), and
+    /// since when: each is lifted after a cooldown unless its guest comes back.
+    orphans: BTreeMap<String, Instant>,
     caps_read: Option<Instant>,
     ready: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -276,10 +292,15 @@ pub async fn run(
         kernel_read: None,
         caps_seen: channel(),
         capped_at: std::collections::HashMap::new(),
+        orphans: BTreeMap::new(),
         caps_read: None,
         ready: false,
         tasks: Vec::new(),
     };
+    let mut discovery = Discovery::new();
+    if cfg.discover {
+        loaded = look(&mut discovery, &loaded, st.log.as_mut()).await;
+    }
     if !cfg.dry_run {
         // Opening creates ctguard's own table if missing, and reads the caps a guard before
         // this one left: they stay, and each is lifted after its own cooldown.
@@ -289,12 +310,19 @@ pub async fn run(
             match loaded.guests.find(&cap.guest) {
                 Some(id) if !st.decider.is_capped(id) => {
                     st.decider.capped(id);
-                    st.capped_at.insert(id, Instant::now());
+                    st.capped_at.insert(cap.guest.clone(), Instant::now());
                     st.metrics.capped(&cap.guest, true);
                     st.record(json!({"event": "adopted", "guest": cap.guest, "action": "cap",
                         "nets": [cap.net.to_string()], "cap": cap.limit}));
                 }
                 Some(_) => {}
+                // Discovering, a guest not found is one that left the host while no guard ran.
+                None if cfg.discover => {
+                    if st.orphans.insert(cap.guest.clone(), Instant::now()).is_none() {
+                        st.metrics.capped(&cap.guest, true);
+                        st.record(orphaned(&cap.guest, &cfg));
+                    }
+                }
                 None => st.record(json!({"event": "adopted", "guest": cap.guest,
                     "action": "cap", "detail": "no such guest in the guest file: the cap stays \
                     until `ctguard guard --uncap NAME`"})),
@@ -303,7 +331,8 @@ pub async fn run(
         st.caps = Some(Arc::new(Mutex::new(caps)));
     }
     st.record(json!({"event": "start", "dry_run": cfg.dry_run, "guests": loaded.guests.len(),
-        "high": super::decide::level_text(cfg.high), "low": super::decide::level_text(cfg.low)}));
+        "discover": cfg.discover, "high": super::decide::level_text(cfg.high),
+        "low": super::decide::level_text(cfg.low)}));
 
     // The guard counts every flow, so each snapshot's comparison with the kernel's entry
     // count catches flows that end silently (nf_conntrack_events=2) and resyncs at once; the
@@ -319,7 +348,7 @@ pub async fn run(
             snapshots: None,
             wake: Some(st.wake.clone()),
         };
-        let mut next: Option<Loaded> = None;
+        let mut next: Option<Next> = None;
         let ended = {
             let mut kernel_ct = Conntrack::open()?;
             let rcvbuf = loaded.cfg.event_buffer.unwrap_or(RCVBUF);
@@ -331,15 +360,34 @@ pub async fn run(
                 Some(p) => Some(AuditLog::open(p)?),
                 None => None,
             };
+            let discovery = &mut discovery;
+            let in_force = &loaded;
             let signals = async {
+                let every = in_force.cfg.discover_every;
+                let mut next_look = tokio::time::Instant::now() + every;
                 loop {
-                    match edges.signal().await {
+                    let signal = tokio::select! {
+                        s = edges.signal() => s,
+                        () = tokio::time::sleep_until(next_look), if in_force.cfg.discover => {
+                            next_look = tokio::time::Instant::now() + every;
+                            let l = look(discovery, in_force, log.as_mut()).await;
+                            if !l.guests.same_guests(&in_force.guests) {
+                                *next = Some(Next::Found(l));
+                                return Shutdown::Now;
+                            }
+                            continue;
+                        }
+                    };
+                    match signal {
                         Signal::Stop => return Shutdown::Now,
                         Signal::Reload => {
                             notify(Notify::Reloading);
                             match edges.reload() {
-                                Ok(l) => {
-                                    *next = Some(l);
+                                Ok(mut l) => {
+                                    if l.cfg.discover {
+                                        l = look(discovery, &l, log.as_mut()).await;
+                                    }
+                                    *next = Some(Next::Reload(l));
                                     return Shutdown::Now;
                                 }
                                 Err(e) => {
@@ -359,19 +407,25 @@ pub async fn run(
             Watcher::new(&wcfg, &mut kernel, &mut sink).run(signals).await
         };
         ended?;
-        match next {
-            Some(l) => {
+        let l = match next {
+            Some(Next::Reload(l)) => {
                 if l.cfg.metrics != loaded.cfg.metrics || l.cfg.socket != loaded.cfg.socket {
                     st.record(json!({"event": "reload", "detail": "metrics and socket \
                         addresses change only at a restart"}));
                 }
-                loaded = l;
-                st.record(json!({"event": "reload", "dry_run": loaded.cfg.dry_run,
-                    "guests": loaded.guests.len()}));
-                st.ready = false;
+                st.record(json!({"event": "reload", "dry_run": l.cfg.dry_run,
+                    "guests": l.guests.len(), "discover": l.cfg.discover}));
+                l
             }
+            Some(Next::Found(l)) => l,
             None => break,
+        };
+        if !l.guests.same_guests(&loaded.guests) {
+            st.record(super::discovery::changed(&loaded.guests, &l.guests));
         }
+        swap_guests(&mut st, &loaded, &l);
+        loaded = l;
+        st.ready = false;
     }
 
     notify(Notify::Stopping);
@@ -387,6 +441,93 @@ pub async fn run(
     }
     st.record(json!({"event": "stop", "caps": "left in place; a restarted guard adopts them"}));
     Ok(())
+}
+
+/// Why the watcher stopped for another round.
+enum Next {
+    /// SIGHUP: a configuration that checked (and the host looked at, when discovering).
+    Reload(Loaded),
+    /// The host's guests changed.
+    Found(Loaded),
+}
+
+/// Looks at the host on a blocking thread and joins what it found onto `loaded`'s guest file,
+/// writing the look's records to stderr and `log`.
+async fn look(
+    discovery: &mut Discovery,
+    loaded: &Loaded,
+    mut log: Option<&mut AuditLog>,
+) -> Loaded {
+    let dirs = loaded.cfg.dirs.clone();
+    let looked = tokio::task::spawn_blocking(move || discovery::look(&dirs, rtnl::DEFAULT_TIMEOUT))
+        .await
+        .unwrap_or_else(|e| Err(rtnl::RtnlError::Socket(std::io::Error::other(e.to_string()))));
+    let (map, lines) = discovery.take(looked, &loaded.file, &loaded.cfg);
+    for line in lines {
+        record(log.as_deref_mut(), line);
+    }
+    loaded.with_guests(map)
+}
+
+/// The record of a cap left without its guest.
+fn orphaned(guest: &str, cfg: &Config) -> Value {
+    json!({"event": "cap_orphaned", "guest": guest, "action": "cap",
+        "detail": format!("no such guest any more: the cap is lifted after the cooldown ({}) \
+            unless the guest comes back", humantime::format_duration(cfg.cooldown))})
+}
+
+/// The guest map changes from `old`'s to `new`'s: the decider's memory follows each guest by
+/// name, caps left without a guest become orphans, an orphan whose guest is back is its cap
+/// again, and the series of guests gone end.
+fn swap_guests(st: &mut State, old: &Loaded, new: &Loaded) {
+    let now = Instant::now();
+    for name in st.decider.rekey(&old.guests, &new.guests) {
+        st.capped_at.remove(&name);
+        if st.orphans.insert(name.clone(), now).is_none() {
+            st.record(orphaned(&name, &new.cfg));
+        }
+    }
+    let back: Vec<String> =
+        st.orphans.keys().filter(|n| new.guests.find(n).is_some()).cloned().collect();
+    for name in back {
+        st.orphans.remove(&name);
+        if let Some(id) = new.guests.find(&name) {
+            st.decider.capped(id);
+            st.capped_at.insert(name.clone(), now);
+            st.record(json!({"event": "adopted", "guest": name, "action": "cap",
+                "detail": "the guest of an orphaned cap is back: its cap is its own again"}));
+        }
+    }
+    let orphans = &st.orphans;
+    st.metrics.retain(|g| new.guests.find(g).is_some() || orphans.contains_key(g));
+}
+
+/// Lifts the orphaned caps whose cooldown passed (asked again a cooldown later if that fails).
+fn lift_orphans(st: &mut State, loaded: &Loaded, now: Instant) {
+    if loaded.cfg.dry_run {
+        return;
+    }
+    let due: Vec<String> = st
+        .orphans
+        .iter()
+        .filter(|(n, since)| {
+            now.saturating_duration_since(**since) >= loaded.cfg.cooldown && !st.busy.contains(*n)
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in due {
+        st.orphans.insert(name.clone(), now);
+        st.record(json!({"event": "decision", "guest": name, "action": "uncap",
+            "dry_run": false, "detail": "an orphaned cap's cooldown passed"}));
+        st.metrics.acted(&name, metrics::Action::Uncap);
+        let caps = st.caps.clone();
+        let guest = name.clone();
+        let step: StepFn = Box::new(move || match with_caps(caps, |c| c.remove(&guest)) {
+            Ok(()) => Done::Uncapped { guest },
+            Err(e) => Done::Failed { guest, action: "uncap", error: e },
+        });
+        start(st, name, vec![step]);
+    }
 }
 
 fn publish_quotas(st: &State, loaded: &Loaded) {
@@ -449,6 +590,7 @@ impl Sink for GuardSink<'_> {
         });
         drain(st, self.loaded);
         check_caps(st, self.loaded, now);
+        lift_orphans(st, self.loaded, now);
         let Some(table) = v.stats else { return Ok(()) };
         let guests: Vec<(GuestId, Row)> =
             rows.iter().filter_map(|(g, r)| g.map(|g| (g, *r))).collect();
@@ -486,14 +628,15 @@ fn carry_out(st: &mut State, loaded: &Loaded, round: &Round, table: crate::stats
     if round.ended {
         st.record(json!({"event": "relief_ended", "table": table_seen(table)}));
     }
-    let mut jobs: Vec<(GuestId, Vec<StepFn>)> = Vec::new();
+    let mut jobs: Vec<(String, Vec<StepFn>)> = Vec::new();
     for d in &round.decisions {
         let name = loaded.guests.name(d.guest).to_string();
         let kind = metrics_action(&d.act);
         let action = kind.name();
         let mut line = json!({"event": "decision", "guest": name, "action": action,
             "dry_run": cfg.dry_run, "table": table_seen(table), "guest_entries": d.row.total,
-            "quota": d.quota, "states": states_of(&d.row)});
+            "quota": d.quota, "states": states_of(&d.row),
+            "guest_detail": loaded.guests.detail(d.guest)});
         match &d.act {
             Act::Cap { limit, nets } => {
                 line["cap"] = json!(limit);
@@ -505,7 +648,7 @@ fn carry_out(st: &mut State, loaded: &Loaded, round: &Round, table: crate::stats
             }
             _ => {}
         }
-        let busy = st.busy.contains(&d.guest) && !matches!(d.act, Act::Alert);
+        let busy = st.busy.contains(&name) && !matches!(d.act, Act::Alert);
         if busy {
             line["detail"] = json!("an action on this guest is still running: skipped");
         }
@@ -515,9 +658,9 @@ fn carry_out(st: &mut State, loaded: &Loaded, round: &Round, table: crate::stats
             continue;
         }
         if let Some(step) = step(st, loaded, d) {
-            match jobs.iter_mut().find(|(g, _)| *g == d.guest) {
+            match jobs.iter_mut().find(|(g, _)| *g == name) {
                 Some((_, steps)) => steps.push(step),
-                None => jobs.push((d.guest, vec![step])),
+                None => jobs.push((name, vec![step])),
             }
         }
     }
@@ -537,8 +680,8 @@ fn metrics_action(a: &Act) -> metrics::Action {
 
 /// One step of a guest's job.
 fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<StepFn> {
-    let guest = d.guest;
-    let name = loaded.guests.name(guest).to_string();
+    let name = loaded.guests.name(d.guest).to_string();
+    let guest = name.clone();
     let caps = st.caps.clone();
     Some(match d.act.clone() {
         Act::Cap { limit, nets } => {
@@ -558,8 +701,7 @@ fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<StepFn> {
         Act::Evict => {
             let policy = loaded.cfg.policy(&name).clone();
             let job = EvictJob {
-                guest,
-                sel: evict_selector(loaded, guest, &policy),
+                sel: evict_selector(loaded, d.guest, &policy),
                 name,
                 limit: policy.evict_limit,
                 state_dir: loaded.cfg.state_dir.clone(),
@@ -576,7 +718,7 @@ fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<StepFn> {
 /// Starts one guest's steps of a round, in order, on one blocking thread (which inherits the
 /// namespace this one entered): a cap is in place before its eviction begins, so the slots
 /// the eviction frees are not taken back.
-fn start(st: &mut State, guest: GuestId, steps: Vec<StepFn>) {
+fn start(st: &mut State, guest: String, steps: Vec<StepFn>) {
     if steps.is_empty() {
         return;
     }
@@ -623,7 +765,6 @@ pub fn evict_selector(loaded: &Loaded, guest: GuestId, policy: &Policy) -> Selec
 
 /// An eviction, as it runs on its thread.
 struct EvictJob {
-    guest: GuestId,
     name: String,
     sel: Selector,
     limit: Option<u64>,
@@ -635,10 +776,9 @@ struct EvictJob {
 
 impl EvictJob {
     fn run(self) -> Done {
-        let guest = self.guest;
         match self.evict() {
-            Ok((report, spool)) => Done::Evicted { guest, report, spool },
-            Err(error) => Done::Failed { guest, action: "evict", error },
+            Ok((report, spool)) => Done::Evicted { guest: self.name, report, spool },
+            Err(error) => Done::Failed { guest: self.name, action: "evict", error },
         }
     }
 
@@ -699,13 +839,24 @@ fn states_text(sel: &Selector) -> String {
 /// offender caps it again.
 fn check_caps(st: &mut State, loaded: &Loaded, now: Instant) {
     while let Ok((read_at, present)) = st.caps_seen.1.try_recv() {
+        // An orphan whose rule is gone (lifted by hand) needs lifting no more.
+        let gone: Vec<String> = st
+            .orphans
+            .keys()
+            .filter(|n| !st.busy.contains(*n) && !present.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            st.orphans.remove(&name);
+            st.metrics.retain(|g| g != name);
+        }
         for id in 0..loaded.guests.len() as GuestId {
             let name = loaded.guests.name(id);
             // A cap confirmed after the read began may not be in what it read.
-            let known_before = st.capped_at.get(&id).is_some_and(|t| *t < read_at);
+            let known_before = st.capped_at.get(name).is_some_and(|t| *t < read_at);
             if st.decider.is_capped(id)
                 && known_before
-                && !st.busy.contains(&id)
+                && !st.busy.contains(name)
                 && !present.iter().any(|p| p == name)
             {
                 st.decider.uncapped(id);
@@ -735,26 +886,43 @@ fn check_caps(st: &mut State, loaded: &Loaded, now: Instant) {
 /// Takes in what finished actions reported.
 fn drain(st: &mut State, loaded: &Loaded) {
     while let Ok(Step { done, last }) = st.done.try_recv() {
-        let guest = match &done {
+        let name = match &done {
             Done::Capped { guest, .. }
             | Done::Uncapped { guest }
             | Done::Evicted { guest, .. }
-            | Done::Failed { guest, .. } => *guest,
+            | Done::Failed { guest, .. } => guest.clone(),
         };
         if last {
-            st.busy.remove(&guest);
+            st.busy.remove(&name);
         }
-        let name = loaded.guests.name(guest).to_string();
+        // The guest's id now: the map may have changed while the job ran.
+        let id = loaded.guests.find(&name);
         let line = match done {
             Done::Capped { nets, limit, .. } => {
-                st.decider.capped(guest);
-                st.capped_at.insert(guest, Instant::now());
+                match id {
+                    Some(id) => {
+                        st.decider.capped(id);
+                        st.capped_at.insert(name.clone(), Instant::now());
+                    }
+                    None => {
+                        if st.orphans.insert(name.clone(), Instant::now()).is_none() {
+                            st.record(orphaned(&name, &loaded.cfg));
+                        }
+                    }
+                }
                 st.metrics.capped(&name, true);
                 json!({"event": "done", "guest": name, "action": "cap", "nets": nets, "cap": limit})
             }
             Done::Uncapped { .. } => {
-                st.decider.uncapped(guest);
+                if let Some(id) = id {
+                    st.decider.uncapped(id);
+                }
+                st.capped_at.remove(&name);
+                let orphan = st.orphans.remove(&name).is_some();
                 st.metrics.capped(&name, false);
+                if orphan {
+                    st.metrics.retain(|g| g != name);
+                }
                 json!({"event": "done", "guest": name, "action": "uncap"})
             }
             Done::Evicted { report, spool, .. } => {

@@ -471,7 +471,9 @@ mod tests {
         assert_eq!(acts(&r), vec![(0, cap("10.0.0.1/32"))], "host acted on at 0 s");
         // The host looked at again: vm-b migrated away, a new guest came first, host moved.
         let mut new = GuestMap::new();
-        for (name, cidr) in [("web-9", "10.0.2.9/32"), ("vm-a", "10.0.0.2/32"), ("host", "10.0.0.1/32")] {
+        for (name, cidr) in
+            [("web-9", "10.0.2.9/32"), ("vm-a", "10.0.0.2/32"), ("host", "10.0.0.1/32")]
+        {
             new.add(name, vec![cidr.parse().expect("cidr")]);
         }
         assert_eq!(d.rekey(&old, &new), vec!["vm-b".to_string()]);

@@ -73,10 +73,10 @@ impl Discovery {
                 let error = e.to_string();
                 if self.failing.as_ref() != Some(&error) {
                     lines.push(json!({"event": "discover_failed", "error": error,
-                        "detail": match self.last {
-                            Some(_) => "the guests of the last look that worked stay",
-                            None => "only the guest file's guests are named",
-                        }}));
+                    "detail": match self.last {
+                        Some(_) => "the guests of the last look that worked stay",
+                        None => "only the guest file's guests are named",
+                    }}));
                 }
                 self.failing = Some(error);
             }
@@ -174,7 +174,8 @@ mod tests {
         let file = GuestMap::new();
         let mut d = Discovery::new();
         // Two names claim 10.0.0.5: a warning naming both interfaces.
-        let clash = || seen(vec![row("vnet0", "a", 1, "10.0.0.5"), row("vnet1", "b", 2, "10.0.0.5")]);
+        let clash =
+            || seen(vec![row("vnet0", "a", 1, "10.0.0.5"), row("vnet1", "b", 2, "10.0.0.5")]);
         let (_, lines) = d.take(clash(), &file, &cfg);
         assert_eq!(events(&lines), ["discover_warning"]);
         assert!(lines[0]["warning"].as_str().unwrap().contains("10.0.0.5"), "{lines:?}");

@@ -407,7 +407,8 @@ mod tests {
         m.retain(|g| g != "gone");
         let t = text(&m);
         assert!(!t.contains("\"gone\""), "{t}");
-        let tallies = t.lines().filter(|l| !l.starts_with("ctguard_entries") && l.contains("web01"));
+        let tallies =
+            t.lines().filter(|l| !l.starts_with("ctguard_entries") && l.contains("web01"));
         assert_eq!(tallies.count(), 4, "actions, evicted, capped, quota: {t}");
         assert!(t.contains("\nctguard_guests 2\n"), "{t}");
         let mut s = seen();

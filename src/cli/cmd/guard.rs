@@ -14,7 +14,9 @@ use crate::cli::live;
 /// What `guard --help` adds.
 pub const HELP: &str = "\
 Signals: SIGHUP reloads the configuration (a bad one is reported and the one in force stays);
-SIGTERM or SIGINT stop within a second. Caps stay in place when the guard stops: a restarted
+SIGTERM or SIGINT stop within a second. With `discover = true` the guard looks at the host's
+guests (as `ctguard guests` does) at start, at each reload and every `discover_every`; a
+change of guests recounts the table, a cap whose guest left is lifted after the cooldown. Caps stay in place when the guard stops: a restarted
 guard adopts them and lifts each after its own cooldown; `--uncap` lifts them by hand.";
 
 /// `ctguard guard`.
@@ -66,7 +68,9 @@ pub fn plan(a: Args) -> Result<Plan, String> {
         (false, Some(u)) => Mode::Uncap(Some(u).filter(|u| u != "all")),
         (false, None) => Mode::Run,
     };
+    // Discovering, a cap may belong to a guest found on the host: the table is the judge.
     if let Mode::Uncap(Some(name)) = &mode
+        && !loaded.cfg.discover
         && loaded.guests.find(name).is_none()
     {
         return Err(format!("--uncap {name}: no such guest in the guest file (or name `all`)"));
@@ -92,9 +96,19 @@ pub fn check(p: &Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
     let level = ctguard::guard::decide::level_text;
     writeln!(
         out,
-        "{}: ok: {} guests, high {}, low {}, quota {}, action {:?}, cooldown {}, metrics {}, socket {}{}",
+        "{}: ok: {} guests{}, high {}, low {}, quota {}, action {:?}, cooldown {}, metrics {}, socket {}{}",
         p.path,
         p.loaded.guests.len(),
+        if c.discover {
+            format!(
+                " and those found on the host every {} (libvirt {}, pve {})",
+                humantime::format_duration(c.discover_every),
+                c.dirs.libvirt.display(),
+                c.dirs.pve.display()
+            )
+        } else {
+            String::new()
+        },
         level(c.high),
         level(c.low),
         level(c.default.quota),
