@@ -426,6 +426,10 @@ pub async fn run(
         swap_guests(&mut st, &loaded, &l);
         loaded = l;
         st.ready = false;
+        // The counts held were of the old map: not in sync until the recount under the new.
+        if let Some(last) = st.board.latest() {
+            st.board.publish(Seen { synced: false, ..(*last).clone() });
+        }
     }
 
     notify(Notify::Stopping);

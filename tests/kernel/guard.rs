@@ -31,17 +31,21 @@ const NEVER_ACTS: &str = "high = \"100%\"\nlow = \"99%\"\naction = \"alert\"\n";
 
 /// A namespace with its loopback up, a guest file and a guard configuration in its scratch
 /// directory (metrics on the loopback, socket, audit log and state directory beside them).
-struct Setup {
-    ns: Netns,
+pub(crate) struct Setup {
+    pub(crate) ns: Netns,
     guests: Guests,
     gfile: String,
-    config: String,
+    pub(crate) config: String,
 }
 
 impl Setup {
     /// `policy` is the top-level keys after the common ones (high, quota, action...).
     fn new(guests: Guests, policy: &str) -> Setup {
-        let ns = Netns::new();
+        Setup::within(Netns::new(), guests, policy)
+    }
+
+    /// [`Setup::new`] in a namespace the caller made (the guests discovery tests build).
+    pub(crate) fn within(ns: Netns, guests: Guests, policy: &str) -> Setup {
         ns.exec("ip", &["link", "set", "lo", "up"]).ok();
         // Every flow reports its events (the default 2 reports them only while a listener
         // exists, a kernel-wide bit other tests flip meanwhile).
@@ -76,13 +80,13 @@ impl Setup {
     }
 
     /// The audit log's guard records.
-    fn audit(&self) -> Vec<Value> {
+    pub(crate) fn audit(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// `ctguard --netns NS guard --config FILE ARGS`, its stderr and stdout read as one stream.
-    fn start(&self, args: &[&str]) -> Live {
+    pub(crate) fn start(&self, args: &[&str]) -> Live {
         let mut cmd = Command::new(CTGUARD);
         cmd.args(["--netns", &self.ns.path(), "guard", "--config", &self.config]).args(args);
         Live::spawn_merged(cmd)
@@ -94,7 +98,7 @@ impl Setup {
     }
 
     /// The guard's exposition, checked to be a 200.
-    fn scrape(&self) -> Result<String, String> {
+    pub(crate) fn scrape(&self) -> Result<String, String> {
         let r = self.get(METRICS_PORT, "/metrics")?;
         if r.status != 200 {
             return Err(format!("/metrics answered {}: {}", r.status, r.body));
@@ -103,7 +107,7 @@ impl Setup {
     }
 
     /// Waits (at most 30 s) until the guard says its counts agree with the kernel's.
-    fn wait_synced(&self, guard: &mut Live) -> Result<String, String> {
+    pub(crate) fn wait_synced(&self, guard: &mut Live) -> Result<String, String> {
         let end = Instant::now() + Duration::from_secs(30);
         let mut last = String::from("no scrape yet");
         while Instant::now() < end {
@@ -152,7 +156,7 @@ impl Setup {
 }
 
 /// Everything the guard printed so far, the last lines first cut to a readable size.
-fn output(guard: &mut Live) -> String {
+pub(crate) fn output(guard: &mut Live) -> String {
     guard.drain();
     let lines: Vec<&str> = guard.seen.iter().rev().take(12).map(|l| l.text.as_str()).collect();
     format!("{:?}", lines.into_iter().rev().collect::<Vec<_>>())
@@ -248,7 +252,7 @@ fn samples(text: &str) -> Vec<Sample> {
 }
 
 /// The value of the series `name{labels}` (exactly those labels).
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let want: BTreeMap<String, String> =
         labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     samples(text).into_iter().find(|(n, l, _)| n == name && *l == want).map(|(_, _, v)| v)
@@ -256,7 +260,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 /// (guest, state) → entries from `ctguard_entries`, the zero series left out (the oracle has
 /// no cell for what is empty).
-fn entries(text: &str) -> BTreeMap<(String, String), u64> {
+pub(crate) fn entries(text: &str) -> BTreeMap<(String, String), u64> {
     samples(text)
         .into_iter()
         .filter(|(n, _, v)| n == "ctguard_entries" && *v != 0.0)
@@ -268,7 +272,7 @@ fn entries(text: &str) -> BTreeMap<(String, String), u64> {
 }
 
 /// The guard's records (its JSON lines) of `event`.
-fn events<'a>(lines: &'a [Line], event: &str) -> Vec<&'a Value> {
+pub(crate) fn events<'a>(lines: &'a [Line], event: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l.json["event"] == event).map(|l| &l.json).collect()
 }
 
@@ -306,7 +310,7 @@ fn stop(guard: &mut Live) -> (Duration, Option<i32>) {
 }
 
 /// Stops the guard and checks it exited 0 within a second.
-fn stops_within_a_second(checks: &mut Checks, guard: &mut Live) {
+pub(crate) fn stops_within_a_second(checks: &mut Checks, guard: &mut Live) {
     let (took, code) = stop(guard);
     checks.run("SIGTERM stops the guard with 0 within 1 s", || {
         equal("exit code", code, Some(0))?;
@@ -653,7 +657,7 @@ fn issue_13_sighup_with_a_bad_config_keeps_the_old_one() {
 
 /// `nft -j list table inet ctguard`'s rules with a `ctguard:` comment (none when the table is
 /// not there).
-fn cap_rules(ns: &Netns) -> Vec<Value> {
+pub(crate) fn cap_rules(ns: &Netns) -> Vec<Value> {
     let r = ns.exec("nft", &["-j", "list", "table", "inet", "ctguard"]);
     if r.code != Some(0) {
         return Vec::new();

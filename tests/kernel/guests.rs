@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use crate::netns::{Netns, Run, run};
 use crate::seed::{self, L4, Spec};
 
-struct Guest {
+pub(crate) struct Guest {
     ns: Netns,
-    port: &'static str,
-    v4: &'static str,
-    v6: &'static str,
+    pub(crate) port: &'static str,
+    pub(crate) v4: &'static str,
+    pub(crate) v6: &'static str,
 }
 
-fn ip(ns: &Netns, args: &[&str]) {
+pub(crate) fn ip(ns: &Netns, args: &[&str]) {
     let mut all = vec!["-n", ns.name()];
     all.extend_from_slice(args);
     run("ip", &all).ok();
@@ -205,7 +205,7 @@ fn flows_from(src: &str, n: usize, base: u16) -> Vec<Spec> {
 /// A host whose table holds web-7's flows (behind vnet0, named by its alias; 30 over IPv4 and
 /// 10 over IPv6), db-9's (behind vnet1, named by a libvirt record; 10) and 8 of an address no
 /// guest has; with no guests file. Returns the host, its guests and `--libvirt-dir DIR`.
-fn named_host() -> (Netns, [Guest; 2], [String; 2]) {
+pub(crate) fn named_host() -> (Netns, [Guest; 2], [String; 2]) {
     let host = Netns::new();
     ip(&host, &["link", "add", "br0", "type", "bridge"]);
     ip(&host, &["link", "set", "br0", "address", "02:00:00:00:00:01", "up"]);

@@ -17,6 +17,7 @@ mod evict_races;
 mod exit_status;
 mod flushproof;
 mod guard;
+mod guard_discover;
 mod guests;
 mod idle;
 mod inputs;
