@@ -56,7 +56,8 @@ const TOP_KEYS: &[&str] = &[
 ];
 /// Pinned keys that mean something by their absence (no idle bound; the guard's own
 /// namespace): the example shows them commented out, and sets `evict_idle` per guest.
-const OPTIONAL_TOP_KEYS: &[&str] = &["evict_idle", "netns"];
+const OPTIONAL_TOP_KEYS: &[&str] =
+    &["evict_idle", "netns", "libvirt_dir", "pve_dir", "discover_every"];
 /// The keys of a `[guest.NAME]` table.
 const GUEST_KEYS: &[&str] = &["quota", "action", "cap", "evict_state", "evict_idle"];
 
