@@ -45,6 +45,9 @@ pub struct Host {
     pub interfaces: usize,
     /// Records skipped and addresses left unowned, for the operator.
     pub warnings: Vec<Warning>,
+    /// The guests named by Nova's metadata, which the tenant chooses: a name to show and to
+    /// type, never one to pick a policy by.
+    pub tenant_named: Vec<String>,
 }
 
 /// Dumps route netlink in the current namespace (within `timeout`), reads the records in
@@ -60,7 +63,7 @@ pub fn discover(base: &GuestMap, dirs: &Dirs, timeout: Duration) -> Result<Host,
 /// [`discover`]'s join of guest interfaces `rows` and the records' `names` onto `base`.
 pub fn join(base: &GuestMap, rows: &[GuestIface], names: Names) -> Host {
     let mut warnings = names.warnings.clone();
-    let named: Vec<(String, &GuestIface)> = rows
+    let named: Vec<(String, Source, &GuestIface)> = rows
         .iter()
         .map(|row| {
             let mac = row.mac.map(|m| m.to_string());
@@ -72,20 +75,34 @@ pub fn join(base: &GuestMap, rows: &[GuestIface], names: Names) -> Host {
                 row.alias.as_deref(),
                 mac.as_deref(),
             );
-            // A name that reads as an address would make `--guest NAME` mean the address.
-            let name =
-                if n.source != Source::GuestsFile && crate::select::parse_cidr(&n.name).is_ok() {
-                    warnings.push(Warning {
-                        path: PathBuf::from(&row.iface),
-                        reason: format!("named '{}', an address: named by its interface", n.name),
-                    });
-                    row.iface.clone()
-                } else {
-                    n.name
-                };
-            (name, row)
+            // A name that reads as an address would make `--guest NAME` mean the address; one
+            // ctguard gives a meaning of its own would be taken for it.
+            let reserved = RESERVED.contains(&n.name.as_str());
+            if n.source != Source::GuestsFile
+                && (reserved || crate::select::parse_cidr(&n.name).is_ok())
+            {
+                let what = if reserved { "a name ctguard keeps" } else { "an address" };
+                warnings.push(Warning {
+                    path: PathBuf::from(&row.iface),
+                    reason: format!("named '{}', {what}: named by its interface", n.name),
+                });
+                return (row.iface.clone(), Source::Interface, row);
+            }
+            (n.name, n.source, row)
         })
         .collect();
+    let named = unshared(base, named, &mut warnings);
+    let tenant_named: Vec<String> = {
+        let mut v: Vec<String> = named
+            .iter()
+            .filter(|(_, s, _)| *s == Source::Nova)
+            .map(|(n, _, _)| n.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let named: Vec<(String, &GuestIface)> = named.into_iter().map(|(n, _, r)| (n, r)).collect();
     // Address → the one name it is behind, or `None` once two names claim it.
     let mut owner: HashMap<IpAddr, Option<&str>> = HashMap::new();
     for (name, row) in &named {
@@ -124,12 +141,60 @@ pub fn join(base: &GuestMap, rows: &[GuestIface], names: Names) -> Host {
             .collect();
         map.add_seen(name, cidrs, std::slice::from_ref(&row.iface));
     }
-    Host { map, interfaces: rows.len(), warnings }
+    Host { map, interfaces: rows.len(), warnings, tenant_named }
+}
+
+/// Names ctguard gives a meaning of its own: the flows of no guest, every cap.
+const RESERVED: &[&str] = &["(no guest)", "all"];
+
+/// One name is one guest only when one kind of record gives it: a name both a record and an
+/// alias give, or one the guest file's guest has while the file does not place these
+/// interfaces' addresses, would join two guests, and one's relief would hit the other. Those
+/// interfaces are named by themselves, each with a warning.
+fn unshared<'r>(
+    base: &GuestMap,
+    named: Vec<(String, Source, &'r GuestIface)>,
+    warnings: &mut Vec<Warning>,
+) -> Vec<(String, Source, &'r GuestIface)> {
+    let mut sources: HashMap<&str, Vec<Source>> = HashMap::new();
+    for (name, source, _) in &named {
+        let s = sources.entry(name.as_str()).or_default();
+        if !s.contains(source) {
+            s.push(*source);
+        }
+    }
+    let clash = |name: &str, source: Source| -> Option<&'static str> {
+        if source != Source::GuestsFile && base.find(name).is_some() {
+            Some("the guest file's guest of that name does not own its addresses")
+        } else if sources.get(name).is_some_and(|s| s.len() > 1) {
+            Some("given by two kinds of record (two guests)")
+        } else {
+            None
+        }
+    };
+    let out: Vec<_> = named
+        .iter()
+        .map(|(name, source, row)| match clash(name, *source) {
+            Some(why) => {
+                warnings.push(Warning {
+                    path: PathBuf::from(&row.iface),
+                    reason: format!(
+                        "named '{}', {why}: named by its interface",
+                        crate::guests::escaped(name)
+                    ),
+                });
+                (row.iface.clone(), Source::Interface, *row)
+            }
+            None => (name.clone(), *source, *row),
+        })
+        .collect();
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discover::Named;
     use crate::rtnl::Mac;
 
     fn row(iface: &str, alias: Option<&str>, mac: u8, addrs: &[&str]) -> GuestIface {
@@ -196,6 +261,48 @@ mod tests {
         assert_eq!(host.warnings.len(), 1, "{:?}", host.warnings);
         assert!(host.warnings[0].to_string().contains("10.0.0.5"), "{}", host.warnings[0]);
         assert!(host.warnings[0].to_string().starts_with("vnet0,vnet1"), "{}", host.warnings[0]);
+    }
+
+    #[test]
+    fn issue_14_a_name_two_kinds_of_record_give_or_the_files_is_no_one_guest() {
+        let base = GuestMap::parse("infra = \"10.99.0.0/24\"\n", "g.toml").unwrap();
+        let mut names = Names::new();
+        let vm = Named { name: "infra".into(), source: Source::Libvirt };
+        names.add(Some("vnet1"), None, &vm, std::path::Path::new("/run/libvirt/qemu/i.xml"));
+        let dup = Named { name: "dup".into(), source: Source::Libvirt };
+        names.add(Some("vnet2"), None, &dup, std::path::Path::new("/run/libvirt/qemu/d.xml"));
+        let rows = [
+            row("vnet1", None, 1, &["172.16.3.6"]),
+            row("vnet0", Some("dup"), 2, &["172.16.3.5"]),
+            row("vnet2", None, 3, &["172.16.3.7"]),
+            row("vnet3", Some("(no guest)"), 4, &["172.16.3.8"]),
+        ];
+        let host = join(&base, &rows, names);
+        let map = &host.map;
+        // The VM calling itself infra is not the file's infra.
+        assert_eq!(map.lookup(ip("172.16.3.6")), map.find("vnet1"));
+        assert_eq!(map.cidrs(map.find("infra").unwrap()), ["10.99.0.0/24".parse().unwrap()]);
+        // An alias and a domain both say dup: two guests, neither called dup.
+        assert_eq!(map.find("dup"), None);
+        assert_eq!(map.lookup(ip("172.16.3.5")), map.find("vnet0"));
+        assert_eq!(map.lookup(ip("172.16.3.7")), map.find("vnet2"));
+        assert_eq!(map.lookup(ip("172.16.3.8")), map.find("vnet3"), "(no guest) is ctguard's");
+        assert_eq!(host.warnings.len(), 4, "{:?}", host.warnings);
+    }
+
+    #[test]
+    fn issue_14_two_records_giving_one_name_are_two_guests() {
+        let mut names = Names::new();
+        let web = Named { name: "web".into(), source: Source::Nova };
+        names.add(Some("vnet0"), None, &web, std::path::Path::new("/q/instance-1.xml"));
+        names.add(Some("vnet9"), None, &web, std::path::Path::new("/q/instance-1.xml"));
+        names.add(Some("vnet2"), None, &web, std::path::Path::new("/q/instance-2.xml"));
+        let rows = [row("vnet0", None, 1, &["10.0.0.5"]), row("vnet2", None, 3, &["10.0.0.7"])];
+        let host = join(&GuestMap::new(), &rows, names);
+        assert_eq!(host.map.find("web"), None, "two tenants' web are two guests");
+        assert_ne!(host.map.lookup(ip("10.0.0.5")), host.map.lookup(ip("10.0.0.7")));
+        assert!(host.warnings.iter().any(|w| w.to_string().contains("instance-1.xml")));
+        assert!(host.tenant_named.is_empty());
     }
 
     #[test]

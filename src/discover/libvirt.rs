@@ -96,7 +96,7 @@ pub fn read_dir(dir: &Path, names: &mut Names) {
             if mac.is_some() && parsed.is_none() {
                 names.warn(&path, format!("{}: a bad <mac address>", domain.name));
             }
-            names.add(dev.as_deref(), parsed, &named);
+            names.add(dev.as_deref(), parsed, &named, &path);
         }
     }
 }

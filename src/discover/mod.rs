@@ -29,7 +29,7 @@ pub mod host;
 pub mod libvirt;
 pub mod proxmox;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -109,6 +109,11 @@ pub struct Names {
     macs: HashMap<[u8; 6], Named>,
     /// Proxmox VMID → guest name, for `tap<VMID>i<N>` / `veth<VMID>i<N>` the conf has no line for.
     vmids: HashMap<u32, String>,
+    /// Name → the record file that gave it: a name two records give is two guests.
+    records: HashMap<String, PathBuf>,
+    /// Names two records give (two tenants may pick one display name): they name nobody,
+    /// their interfaces are named by themselves, so that one guest's relief never hits another.
+    contested: HashSet<String>,
     /// The files skipped, in the order they were met.
     pub warnings: Vec<Warning>,
 }
@@ -133,16 +138,41 @@ impl Names {
     /// `tap`/`veth` name).
     pub fn by_iface(&self, iface: &str) -> Option<Named> {
         if let Some(named) = self.ifaces.get(iface) {
-            return Some(named.clone());
+            return self.uncontested(named).cloned();
         }
         let vmid = proxmox::vmid(iface)?;
         let name = self.vmids.get(&vmid)?;
-        Some(Named { name: name.clone(), source: Source::Proxmox })
+        let named = Named { name: name.clone(), source: Source::Proxmox };
+        self.uncontested(&named).is_some().then_some(named)
     }
 
     /// The guest whose interface has MAC `mac` (`52:54:00:12:34:56`, any case).
     pub fn by_mac(&self, mac: &str) -> Option<&Named> {
-        self.macs.get(&parse_mac(mac)?)
+        self.uncontested(self.macs.get(&parse_mac(mac)?)?)
+    }
+
+    fn uncontested<'a>(&self, named: &'a Named) -> Option<&'a Named> {
+        (!self.contested.contains(&named.name)).then_some(named)
+    }
+
+    /// Notes that the record at `path` gives `name`; a second record giving it contests it.
+    fn claim(&mut self, name: &str, path: &Path) {
+        match self.records.get(name) {
+            Some(first) if first != path => {
+                if self.contested.insert(name.to_string()) {
+                    let reason = format!(
+                        "'{}' also names the guest of {}: two guests, each named by its interface",
+                        crate::guests::escaped(name),
+                        first.display()
+                    );
+                    self.warn(path, reason);
+                }
+            }
+            Some(_) => {}
+            None => {
+                self.records.insert(name.to_string(), path.to_path_buf());
+            }
+        }
     }
 
     /// How many interfaces the records name.
@@ -155,7 +185,14 @@ impl Names {
         self.macs.len()
     }
 
-    fn add(&mut self, iface: Option<&str>, mac: Option<[u8; 6]>, named: &Named) {
+    pub(crate) fn add(
+        &mut self,
+        iface: Option<&str>,
+        mac: Option<[u8; 6]>,
+        named: &Named,
+        path: &Path,
+    ) {
+        self.claim(&named.name, path);
         if let Some(iface) = iface.filter(|i| !i.is_empty()) {
             self.ifaces.entry(iface.to_string()).or_insert_with(|| named.clone());
         }

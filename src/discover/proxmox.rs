@@ -85,8 +85,9 @@ pub fn read_dir(pve_dir: &Path, names: &mut Names) {
                 if mac.is_some() && parsed.is_none() {
                     names.warn(&path, format!("net{n}: a bad MAC"));
                 }
-                names.add(Some(&format!("{prefix}{vmid}i{n}")), parsed, &named);
+                names.add(Some(&format!("{prefix}{vmid}i{n}")), parsed, &named, &path);
             }
+            names.claim(&guest.name, &path);
             names.vmids.entry(vmid).or_insert(guest.name);
         }
     }

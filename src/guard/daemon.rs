@@ -55,8 +55,11 @@ const SPOOL_KEEP: u64 = 1 << 30;
 /// A configuration and the guest map it names, both checked.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    /// The configuration.
+    /// The configuration in force: the file's, less the `[guest.NAME]` policies of guests
+    /// their tenants name (discovering).
     pub cfg: Arc<Config>,
+    /// The configuration as the file says it.
+    pub file_cfg: Arc<Config>,
     /// The guest file's guests (none without a file).
     pub file: Arc<GuestMap>,
     /// The guests in force: the file's, with those found on the host when discovering.
@@ -64,9 +67,14 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The same configuration with `guests` in force.
-    fn with_guests(&self, guests: GuestMap) -> Loaded {
-        Loaded { cfg: self.cfg.clone(), file: self.file.clone(), guests: Arc::new(guests) }
+    /// The file's configuration and guests with what a look at the host found in force.
+    fn with_found(&self, guests: GuestMap, cfg: Config) -> Loaded {
+        Loaded {
+            cfg: Arc::new(cfg),
+            file_cfg: self.file_cfg.clone(),
+            file: self.file.clone(),
+            guests: Arc::new(guests),
+        }
     }
 }
 
@@ -90,8 +98,8 @@ pub fn load(path: &str) -> Result<Loaded, LoadError> {
         None => GuestMap::new(),
     };
     cfg.check_guests(&guests)?;
-    let guests = Arc::new(guests);
-    Ok(Loaded { cfg: Arc::new(cfg), file: guests.clone(), guests })
+    let (guests, cfg) = (Arc::new(guests), Arc::new(cfg));
+    Ok(Loaded { cfg: cfg.clone(), file_cfg: cfg, file: guests.clone(), guests })
 }
 
 /// What the guard fails on (a configuration it cannot start with is a [`LoadError`] before).
@@ -466,11 +474,11 @@ async fn look(
     let looked = tokio::task::spawn_blocking(move || discovery::look(&dirs, rtnl::DEFAULT_TIMEOUT))
         .await
         .unwrap_or_else(|e| Err(rtnl::RtnlError::Socket(std::io::Error::other(e.to_string()))));
-    let (map, lines) = discovery.take(looked, &loaded.file, &loaded.cfg);
+    let (map, cfg, lines) = discovery.take(looked, &loaded.file, &loaded.file_cfg);
     for line in lines {
         record(log.as_deref_mut(), line);
     }
-    loaded.with_guests(map)
+    loaded.with_found(map, cfg)
 }
 
 /// The record of a cap left without its guest.

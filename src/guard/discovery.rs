@@ -43,6 +43,7 @@ pub struct Discovery {
     warned: BTreeSet<String>,
     failing: Option<String>,
     unmatched: BTreeSet<String>,
+    untrusted: BTreeSet<String>,
 }
 
 impl Discovery {
@@ -52,14 +53,16 @@ impl Discovery {
     }
 
     /// Takes in a look's result: the guests it names, joined onto `file` (the guest file's
-    /// map), and the records to write. A failed look (`discover_failed`) joins the last look
-    /// that worked, or leaves `file` alone before any worked.
+    /// map), the configuration in force (`cfg` without the `[guest.NAME]` policies a tenant
+    /// could pick by naming its instance: `policy_untrusted`), and the records to write. A
+    /// failed look (`discover_failed`) joins the last look that worked, or leaves `file` alone
+    /// before any worked.
     pub fn take(
         &mut self,
         looked: Result<Seen, RtnlError>,
         file: &GuestMap,
         cfg: &Config,
-    ) -> (GuestMap, Vec<Value>) {
+    ) -> (GuestMap, Config, Vec<Value>) {
         let mut lines = Vec::new();
         match looked {
             Ok(seen) => {
@@ -99,7 +102,21 @@ impl Discovery {
                            [guest.NAME] policy waits for one"}));
         }
         self.unmatched = unmatched;
-        (found.map, lines)
+        let mut in_force = cfg.clone();
+        let untrusted: BTreeSet<String> = found
+            .tenant_named
+            .iter()
+            .filter(|n| in_force.per_guest.remove(*n).is_some())
+            .cloned()
+            .collect();
+        for name in untrusted.difference(&self.untrusted) {
+            lines.push(json!({"event": "policy_untrusted", "guest": escaped(name),
+                "detail": "this guest is named by Nova's metadata, which its tenant chooses: \
+                           the default policy applies, not [guest.NAME]; name it in the guest \
+                           file for a policy of its own"}));
+        }
+        self.untrusted = untrusted;
+        (found.map, in_force, lines)
     }
 }
 
@@ -149,20 +166,20 @@ mod tests {
         let cfg = config::parse("discover = true\n[guest.web-7]\nquota = 5", "g.toml").unwrap();
         let file = GuestMap::parse("db = \"10.9.0.0/24\"\n", "guests.toml").unwrap();
         let mut d = Discovery::new();
-        let (map, lines) = d.take(failed(), &file, &cfg);
+        let (map, _, lines) = d.take(failed(), &file, &cfg);
         assert!(map.same_guests(&file), "before any look worked: the file's guests");
         assert_eq!(events(&lines), ["discover_failed", "policy_unmatched"]);
         assert_eq!(lines[1]["guest"], "web-7");
-        let (_, lines) = d.take(failed(), &file, &cfg);
+        let (_, _, lines) = d.take(failed(), &file, &cfg);
         assert!(lines.is_empty(), "the same failure again is not recorded again: {lines:?}");
-        let (map, lines) = d.take(seen(vec![row("vnet0", "web-7", 1, "10.0.0.5")]), &file, &cfg);
+        let (map, _, lines) = d.take(seen(vec![row("vnet0", "web-7", 1, "10.0.0.5")]), &file, &cfg);
         assert_eq!(events(&lines), ["discover_recovered"], "web-7 is found: its policy matches");
         assert_eq!(map.lookup("10.0.0.5".parse().unwrap()), map.find("web-7"));
         assert_eq!(map.find("db"), Some(0), "the file's guests keep their ids");
         // Route netlink fails again, and the guest file is reloaded meanwhile: the last look
         // that worked is joined onto the new file.
         let file2 = GuestMap::parse("db = \"10.9.0.0/24\"\napi = \"10.8.0.1\"\n", "g").unwrap();
-        let (map, lines) = d.take(failed(), &file2, &cfg);
+        let (map, _, lines) = d.take(failed(), &file2, &cfg);
         assert_eq!(events(&lines), ["discover_failed"]);
         assert_eq!(lines[0]["detail"], "the guests of the last look that worked stay");
         assert!(map.find("web-7").is_some() && map.find("api").is_some());
@@ -176,12 +193,32 @@ mod tests {
         // Two names claim 10.0.0.5: a warning naming both interfaces.
         let clash =
             || seen(vec![row("vnet0", "a", 1, "10.0.0.5"), row("vnet1", "b", 2, "10.0.0.5")]);
-        let (_, lines) = d.take(clash(), &file, &cfg);
+        let (_, _, lines) = d.take(clash(), &file, &cfg);
         assert_eq!(events(&lines), ["discover_warning"]);
         assert!(lines[0]["warning"].as_str().unwrap().contains("10.0.0.5"), "{lines:?}");
-        assert!(d.take(clash(), &file, &cfg).1.is_empty(), "not repeated");
-        assert!(d.take(seen(vec![]), &file, &cfg).1.is_empty(), "cleared: nothing to say");
-        assert_eq!(events(&d.take(clash(), &file, &cfg).1), ["discover_warning"], "came back");
+        assert!(d.take(clash(), &file, &cfg).2.is_empty(), "not repeated");
+        assert!(d.take(seen(vec![]), &file, &cfg).2.is_empty(), "cleared: nothing to say");
+        assert_eq!(events(&d.take(clash(), &file, &cfg).2), ["discover_warning"], "came back");
+    }
+
+    #[test]
+    fn issue_14_a_tenant_cannot_pick_a_policy_by_naming_its_instance() {
+        let cfg = config::parse("discover = true\n[guest.vip]\nquota = 1000000", "g.toml").unwrap();
+        let mut names = Names::new();
+        let vip =
+            crate::discover::Named { name: "vip".into(), source: crate::discover::Source::Nova };
+        names.add(Some("vnet0"), None, &vip, std::path::Path::new("/q/instance-1.xml"));
+        let look = || {
+            let mut r = row("vnet0", "x", 1, "10.0.0.5");
+            r.alias = None;
+            Ok(Seen { rows: vec![r], names: names.clone() })
+        };
+        let mut d = Discovery::new();
+        let (map, in_force, lines) = d.take(look(), &GuestMap::new(), &cfg);
+        assert!(map.find("vip").is_some(), "still named vip, for the operator");
+        assert!(in_force.per_guest.is_empty(), "but [guest.vip] does not apply");
+        assert_eq!(events(&lines), ["policy_untrusted"]);
+        assert!(d.take(look(), &GuestMap::new(), &cfg).2.is_empty(), "said once");
     }
 
     #[test]
@@ -189,8 +226,8 @@ mod tests {
         let cfg = config::parse("discover = true", "g.toml").unwrap();
         let mut d = Discovery::new();
         let file = GuestMap::new();
-        let (old, _) = d.take(seen(vec![row("vnet0", "web-7", 1, "10.0.0.5")]), &file, &cfg);
-        let (new, _) = d.take(seen(vec![row("vnet3", "db-2", 3, "10.0.0.7")]), &file, &cfg);
+        let (old, _, _) = d.take(seen(vec![row("vnet0", "web-7", 1, "10.0.0.5")]), &file, &cfg);
+        let (new, _, _) = d.take(seen(vec![row("vnet3", "db-2", 3, "10.0.0.7")]), &file, &cfg);
         assert!(!old.same_guests(&new));
         let line = changed(&old, &new);
         assert_eq!(line["came"], json!(["db-2 (10.0.0.7, vnet3)"]));

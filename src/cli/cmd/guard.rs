@@ -56,6 +56,7 @@ fn read(path: &str, dry_run: bool) -> Result<Loaded, LoadError> {
     let mut loaded = daemon::load(path)?;
     if dry_run {
         Arc::make_mut(&mut loaded.cfg).dry_run = true;
+        loaded.file_cfg = loaded.cfg.clone();
     }
     Ok(loaded)
 }
