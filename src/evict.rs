@@ -797,6 +797,8 @@ impl Report {
 
 // The streamed deletes with a hook before each (the guard's spool), and the unattended run.
 mod spooled;
+// The unattended run with its records and spool: the guard's and `watch`'s evictions.
+pub mod audited;
 
 pub use spooled::{BeforeDelete, Spooled, streamed_spooled, unattended};
 

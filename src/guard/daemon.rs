@@ -24,7 +24,7 @@ use super::decide::{Act, Decider, Decision, Observation, Round, Trigger};
 use super::discovery::{self, Discovery};
 use super::metrics::{self, Metrics};
 use super::{Board, Seen, http, query};
-use crate::audit::{self, Actor, AuditLog, RunInfo, Trail};
+use crate::audit::{self, AuditLog};
 use crate::ctnetlink::{self, Conntrack};
 use crate::evict;
 use crate::guests::{GuestError, GuestId, GuestMap};
@@ -32,7 +32,6 @@ use crate::live::watcher::{self, Overrun, Sink, View};
 use crate::live::{Classifier, Netns, Resynced, Shutdown, Watcher};
 use crate::rtnl;
 use crate::select::{GuestFilter, Selector};
-use crate::spool::{self, Spool};
 use crate::stats::CpuStats;
 use crate::sysctl::{self, StateTimeouts};
 use crate::tally::{self, GroupBy, GroupKey, Row};
@@ -49,8 +48,6 @@ const RCVBUF: usize = 128 << 20;
 const CAPS_EVERY: Duration = Duration::from_secs(10);
 /// At a stop, running actions get this long to finish (they stop at their next flow).
 const STOP_GRACE: Duration = Duration::from_millis(800);
-/// Spool files kept, in bytes over all of them; the oldest go first.
-const SPOOL_KEEP: u64 = 1 << 30;
 
 /// A configuration and the guest map it names, both checked.
 #[derive(Debug, Clone)]
@@ -712,15 +709,18 @@ fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<StepFn> {
         }),
         Act::Evict => {
             let policy = loaded.cfg.policy(&name).clone();
-            let job = EvictJob {
-                sel: evict_selector(loaded, d.guest, &policy),
+            let sel = evict_selector(loaded, d.guest, &policy);
+            let audited = evict::audited::Audited {
+                command: "guard",
+                what: evict_what(&name, &sel),
+                sel,
                 name,
                 limit: policy.evict_limit,
                 state_dir: loaded.cfg.state_dir.clone(),
                 audit_log: loaded.cfg.audit_log.clone(),
                 netns: loaded.cfg.netns.clone(),
-                stop: st.stop.clone(),
             };
+            let job = EvictJob { audited, stop: st.stop.clone() };
             Box::new(move || job.run())
         }
         Act::Alert | Act::CapProtected => return None,
@@ -777,66 +777,30 @@ pub fn evict_selector(loaded: &Loaded, guest: GuestId, policy: &Policy) -> Selec
 
 /// An eviction, as it runs on its thread.
 struct EvictJob {
-    name: String,
-    sel: Selector,
-    limit: Option<u64>,
-    state_dir: PathBuf,
-    audit_log: Option<PathBuf>,
-    netns: Option<String>,
+    audited: evict::audited::Audited,
     stop: Arc<AtomicBool>,
 }
 
 impl EvictJob {
     fn run(self) -> Done {
-        match self.evict() {
-            Ok((report, spool)) => Done::Evicted { guest: self.name, report, spool },
-            Err(error) => Done::Failed { guest: self.name, action: "evict", error },
+        let guest = self.audited.name.clone();
+        match self.audited.run(&self.stop) {
+            Ok((report, spool)) => Done::Evicted { guest, report, spool },
+            Err(error) => Done::Failed { guest, action: "evict", error },
         }
     }
+}
 
-    fn evict(&self) -> Result<(evict::Report, Option<PathBuf>), String> {
-        let mut ct = Conntrack::open().map_err(|e| e.to_string())?;
-        let _ = spool::prune(&self.state_dir, SPOOL_KEEP);
-        let path = spool::in_state_dir(&self.state_dir, &self.name, SystemTime::now())
-            .map_err(|e| e.to_string())?;
-        let mut file = Spool::create(&path).map_err(|e| e.to_string())?;
-        let log = match &self.audit_log {
-            Some(p) => Some(AuditLog::open(p).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        let mut what = format!("--guest {} --state {}", self.name, states_text(&self.sel));
-        if let Some(idle) = self.sel.idle_min {
-            what.push_str(&format!(" --idle {idle}s"));
-        }
-        for p in &self.sel.except {
-            what.push_str(&format!(" --except {p}"));
-        }
-        let run = RunInfo::new("guard", Actor::current(), self.netns.as_deref(), what)
-            .with_pace(self.limit, None)
-            .with_save(Some(&path));
-        let mut trail = Trail::new(log, run);
-        // The intent is on disk before the first delete, or nothing is deleted.
-        trail.intent(None).map_err(|e| e.to_string())?;
-        let r = evict::unattended(&mut ct, &self.sel, self.limit, Some(&mut file), &self.stop);
-        // The spool is committed whatever happened: it lists flows that may be gone now.
-        let committed = file.commit().map_err(|e| e.to_string());
-        let done = match r {
-            Ok(done) => done,
-            Err(e) => {
-                let _ = trail.outcome(&json!({}), None, Some(&e.to_string()));
-                return Err(e.to_string());
-            }
-        };
-        let signal = self.stop.load(Ordering::Relaxed).then_some("SIGTERM");
-        let hook =
-            done.hook_error.as_ref().map(|e| format!("spool: {e}; the deletes stopped there"));
-        trail.outcome(&done.report, signal, hook.as_deref()).map_err(|e| e.to_string())?;
-        let path = committed?;
-        match hook {
-            Some(h) => Err(h),
-            None => Ok((done.report, Some(path))),
-        }
+/// The selection as `evict` flags say it, for the records.
+fn evict_what(name: &str, sel: &Selector) -> String {
+    let mut what = format!("--guest {name} --state {}", states_text(sel));
+    if let Some(idle) = sel.idle_min {
+        what.push_str(&format!(" --idle {idle}s"));
     }
+    for p in &sel.except {
+        what.push_str(&format!(" --except {p}"));
+    }
+    what
 }
 
 fn states_text(sel: &Selector) -> String {
