@@ -72,6 +72,11 @@ impl Audited {
             done.hook_error.as_ref().map(|e| format!("spool: {e}; the deletes stopped there"));
         trail.outcome(&done.report, signal, hook.as_deref()).map_err(|e| e.to_string())?;
         let path = committed?;
+        if done.report.deleted == 0 && hook.is_none() {
+            // Nothing was deleted, nothing to put back: no empty file left behind each time.
+            let _ = std::fs::remove_file(&path);
+            return Ok((done.report, None));
+        }
         match hook {
             Some(h) => Err(h),
             None => Ok((done.report, Some(path))),

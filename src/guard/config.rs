@@ -466,6 +466,9 @@ impl Checker<'_> {
         if !s.starts_with('/') {
             return Err(self.fail(v.span().start, format!("{key}: '{s}' must be an absolute path")));
         }
+        if s.contains('\0') {
+            return Err(self.fail(v.span().start, format!("{key}: a path holds no NUL byte")));
+        }
         Ok(Some(PathBuf::from(s)))
     }
 
@@ -585,6 +588,7 @@ action = "alert"
             ("pve_dir = \"\"", 1, "name a directory"),
             ("discover_every = \"500ms\"", 1, "between 1s and 1h"),
             ("discover_every = \"2h\"", 1, "between 1s and 1h"),
+            ("libvirt_dir = \"/tmp/a\\u0000b\"", 1, "NUL"),
             ("high = ", 1, ""),
         ] {
             let e = err(text);

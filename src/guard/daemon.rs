@@ -172,10 +172,26 @@ type StepFn = Box<dyn FnOnce() -> Done + Send>;
 #[derive(Debug)]
 /// Guests are named, not numbered: a job may end after the guest map changed.
 enum Done {
-    Capped { guest: String, nets: Vec<String>, limit: u32 },
-    Uncapped { guest: String },
-    Evicted { guest: String, report: evict::Report, spool: Option<PathBuf> },
-    Failed { guest: String, action: &'static str, error: String },
+    Capped {
+        guest: String,
+        nets: Vec<String>,
+        limit: u32,
+    },
+    Uncapped {
+        guest: String,
+    },
+    Evicted {
+        guest: String,
+        report: evict::Report,
+        spool: Option<PathBuf>,
+    },
+    /// `permanent`: it fails the same way every time (a name no rule comment holds).
+    Failed {
+        guest: String,
+        action: &'static str,
+        error: String,
+        permanent: bool,
+    },
 }
 
 /// The guard's state across reloads.
@@ -507,8 +523,41 @@ fn swap_guests(st: &mut State, old: &Loaded, new: &Loaded) {
                 "detail": "the guest of an orphaned cap is back: its cap is its own again"}));
         }
     }
+    // A capped name now at other addresses (a rename, or another guest took the name): its
+    // rule covers the old ones. Lifted, and decided again under the new addresses.
+    let moved: Vec<(GuestId, String)> = (0..new.guests.len() as GuestId)
+        .filter(|&id| st.decider.is_capped(id))
+        .filter_map(|id| {
+            let name = new.guests.name(id);
+            let was = old.guests.find(name).map(|o| old.guests.cidrs(o)).unwrap_or_default();
+            let mut a = was.to_vec();
+            let mut b = new.guests.cidrs(id).to_vec();
+            a.sort();
+            b.sort();
+            (a != b).then(|| (id, name.to_string()))
+        })
+        .collect();
+    for (id, name) in moved {
+        st.decider.uncapped(id);
+        st.capped_at.remove(&name);
+        st.record(json!({"event": "cap_moved", "guest": name, "action": "cap",
+            "detail": "the guest's addresses changed: its cap is lifted and decided again"}));
+        if !new.cfg.dry_run && !st.busy.contains(&name) {
+            let step = uncap_step(st, &name);
+            start(st, name, vec![step]);
+        }
+    }
     let orphans = &st.orphans;
     st.metrics.retain(|g| new.guests.find(g).is_some() || orphans.contains_key(g));
+}
+
+/// Lifting `guest`'s cap, as a step of its job.
+fn uncap_step(st: &State, guest: &str) -> StepFn {
+    let (caps, guest) = (st.caps.clone(), guest.to_string());
+    Box::new(move || match with_caps(caps, |c| c.remove(&guest)) {
+        Ok(()) => Done::Uncapped { guest },
+        Err((error, permanent)) => Done::Failed { guest, action: "uncap", error, permanent },
+    })
 }
 
 /// Lifts the orphaned caps whose cooldown passed (asked again a cooldown later if that fails).
@@ -529,12 +578,7 @@ fn lift_orphans(st: &mut State, loaded: &Loaded, now: Instant) {
         st.record(json!({"event": "decision", "guest": name, "action": "uncap",
             "dry_run": false, "detail": "an orphaned cap's cooldown passed"}));
         st.metrics.acted(&name, metrics::Action::Uncap);
-        let caps = st.caps.clone();
-        let guest = name.clone();
-        let step: StepFn = Box::new(move || match with_caps(caps, |c| c.remove(&guest)) {
-            Ok(()) => Done::Uncapped { guest },
-            Err(e) => Done::Failed { guest, action: "uncap", error: e },
-        });
+        let step = uncap_step(st, &name);
         start(st, name, vec![step]);
     }
 }
@@ -700,13 +744,10 @@ fn step(st: &State, loaded: &Loaded, d: &Decision) -> Option<StepFn> {
                     nets: nets.iter().map(ToString::to_string).collect(),
                     limit,
                 },
-                Err(e) => Done::Failed { guest, action: "cap", error: e },
+                Err((error, permanent)) => Done::Failed { guest, action: "cap", error, permanent },
             })
         }
-        Act::Uncap => Box::new(move || match with_caps(caps, |c| c.remove(&name)) {
-            Ok(()) => Done::Uncapped { guest },
-            Err(e) => Done::Failed { guest, action: "uncap", error: e },
-        }),
+        Act::Uncap => uncap_step(st, &name),
         Act::Evict => {
             let policy = loaded.cfg.policy(&name).clone();
             let sel = evict_selector(loaded, d.guest, &policy);
@@ -741,7 +782,8 @@ fn start(st: &mut State, guest: String, steps: Vec<StepFn>) {
         let mut steps = steps.into_iter().peekable();
         while let Some(step) = steps.next() {
             let done = step();
-            let failed = matches!(done, Done::Failed { .. });
+            // A cap that can never be made leaves the eviction to do the relief alone.
+            let failed = matches!(done, Done::Failed { permanent: false, .. });
             let last = steps.peek().is_none();
             let _ = tx.send(Step { done, last: last || failed });
             wake.notify_one();
@@ -753,13 +795,17 @@ fn start(st: &mut State, guest: String, steps: Vec<StepFn>) {
     }));
 }
 
+/// Runs `f` on ctguard's table; the error in words, and whether it is permanent.
 fn with_caps(
     caps: Option<Arc<Mutex<Caps>>>,
     f: impl FnOnce(&mut Caps) -> Result<(), CapError>,
-) -> Result<(), String> {
-    let Some(caps) = caps else { return Err("caps are off in a dry run".into()) };
-    let mut c = caps.lock().map_err(|_| "caps: a previous action panicked".to_string())?;
-    f(&mut c).map_err(|e| e.to_string())
+) -> Result<(), (String, bool)> {
+    let Some(caps) = caps else { return Err(("caps are off in a dry run".into(), false)) };
+    let mut c = caps.lock().map_err(|_| ("caps: a previous action panicked".to_string(), false))?;
+    f(&mut c).map_err(|e| {
+        let permanent = matches!(e, CapError::BadGuest { .. } | CapError::NoNetworks { .. });
+        (e.to_string(), permanent)
+    })
 }
 
 /// The offender's flows the policy evicts: its own (by the guest map), in the policy's
@@ -786,7 +832,7 @@ impl EvictJob {
         let guest = self.audited.name.clone();
         match self.audited.run(&self.stop) {
             Ok((report, spool)) => Done::Evicted { guest, report, spool },
-            Err(error) => Done::Failed { guest, action: "evict", error },
+            Err(error) => Done::Failed { guest, action: "evict", error, permanent: false },
         }
     }
 }
@@ -902,14 +948,26 @@ fn drain(st: &mut State, loaded: &Loaded) {
                 json!({"event": "done", "guest": name, "action": "uncap"})
             }
             Done::Evicted { report, spool, .. } => {
+                if let Some(id) = id {
+                    st.decider.evicted(id, report.deleted, Instant::now());
+                }
                 st.metrics.evicted(&name, report.deleted);
                 json!({"event": "done", "guest": name, "action": "evict",
                     "deleted": report.deleted, "matched": report.matched,
                     "spool": spool.map(|p| p.display().to_string()),
                     "elapsed_s": report.elapsed_s})
             }
-            Done::Failed { action, error, .. } => {
-                json!({"event": "failed", "guest": name, "action": action, "error": error})
+            Done::Failed { action, error, permanent, .. } => {
+                if permanent && action == "cap" {
+                    if let Some(id) = id {
+                        st.decider.uncappable(id);
+                    }
+                    json!({"event": "failed", "guest": name, "action": action, "error": error,
+                        "detail": "this guest cannot be capped: it is not tried again, and its \
+                                   flows are still evicted"})
+                } else {
+                    json!({"event": "failed", "guest": name, "action": action, "error": error})
+                }
             }
         };
         st.record(line);

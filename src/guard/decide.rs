@@ -17,7 +17,7 @@
 //!   restart lifts no cap early, and none all at once.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
 
@@ -99,6 +99,10 @@ struct GuestState {
     last_acted: Option<Instant>,
     capped: bool,
     under_since: Option<Instant>,
+    /// A cap failed in a way that never passes (its name fits no rule comment): not tried again.
+    uncappable: bool,
+    /// Its last eviction found nothing: not evicted again before this.
+    quiet_until: Option<Instant>,
 }
 
 /// The decisions' memory between rounds: relief on or off, the last `drop`, and per guest
@@ -109,6 +113,9 @@ pub struct Decider {
     last_drop: Option<u64>,
     guests: HashMap<GuestId, GuestState>,
 }
+
+/// After an eviction that found nothing, the guest's next one waits this long.
+pub const QUIET_AFTER_EMPTY: Duration = Duration::from_secs(60);
 
 fn overlaps(a: &IpNetwork, b: &IpNetwork) -> bool {
     a.contains(b.network()) || b.contains(a.network())
@@ -138,6 +145,19 @@ impl Decider {
         let g = self.guests.entry(guest).or_default();
         g.capped = false;
         g.under_since = None;
+    }
+
+    /// `guest` can never be capped: the policy's evictions go on without the cap.
+    pub fn uncappable(&mut self, guest: GuestId) {
+        self.guests.entry(guest).or_default().uncappable = true;
+    }
+
+    /// An eviction of `guest` deleted `deleted` flows at `now`: one that found nothing is not
+    /// asked again for [`QUIET_AFTER_EMPTY`] (an offender whose flows are in other states
+    /// would otherwise be "evicted" of nothing at every `act_every`, each with its records).
+    pub fn evicted(&mut self, guest: GuestId, deleted: u64, now: Instant) {
+        let g = self.guests.entry(guest).or_default();
+        g.quiet_until = (deleted == 0).then(|| now + QUIET_AFTER_EMPTY);
     }
 
     /// Whether the decider holds `guest` capped.
@@ -234,7 +254,7 @@ impl Decider {
         if !policy.action.caps() && !policy.action.evicts() {
             acts.push(Act::Alert);
         }
-        if policy.action.caps() && !g.capped {
+        if policy.action.caps() && !g.capped && !g.uncappable {
             let nets = cap_nets(map.cidrs(guest), &cfg.protect);
             acts.push(if nets.is_empty() {
                 Act::CapProtected
@@ -242,7 +262,7 @@ impl Decider {
                 Act::Cap { limit: policy.cap, nets }
             });
         }
-        if policy.action.evicts() {
+        if policy.action.evicts() && g.quiet_until.is_none_or(|t| now >= t) {
             acts.push(Act::Evict);
         }
         if acts.is_empty() {
@@ -487,6 +507,20 @@ mod tests {
         };
         assert!(d.decide(&c, &new, &obs).decisions.is_empty(), "act_every kept across the rekey");
         assert_eq!(d.rekey(&new, &new), Vec::<String>::new(), "the same map changes nothing");
+    }
+
+    #[test]
+    fn issue_14_an_uncappable_guest_is_still_evicted_and_an_empty_eviction_backs_off() {
+        let c = cfg("cap = 20\nact_every = \"1s\"");
+        let (t, mut d) = (Clock(Instant::now()), Decider::new());
+        let g = [(1, row(700))];
+        d.uncappable(1);
+        assert_eq!(acts(&round(&mut d, &c, t.at(0.0), 990, None, &g)), vec![(1, Act::Evict)]);
+        d.evicted(1, 0, t.at(0.5));
+        assert!(round(&mut d, &c, t.at(2.0), 990, None, &g).decisions.is_empty(), "quiet");
+        assert_eq!(acts(&round(&mut d, &c, t.at(60.5), 990, None, &g)), vec![(1, Act::Evict)]);
+        d.evicted(1, 5, t.at(61.0));
+        assert_eq!(acts(&round(&mut d, &c, t.at(62.0), 990, None, &g)), vec![(1, Act::Evict)]);
     }
 
     #[test]

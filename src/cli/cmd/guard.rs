@@ -69,6 +69,11 @@ pub fn plan(a: Args) -> Result<Plan, String> {
         (false, Some(u)) => Mode::Uncap(Some(u).filter(|u| u != "all")),
         (false, None) => Mode::Run,
     };
+    if let Mode::Uncap(Some(name)) = &mode
+        && name.is_empty()
+    {
+        return Err("--uncap: name a guest, or `all`".into());
+    }
     // Discovering, a cap may belong to a guest found on the host: the table is the judge.
     if let Mode::Uncap(Some(name)) = &mode
         && !loaded.cfg.discover
@@ -178,6 +183,10 @@ pub fn run(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
                 .map_err(|e| Failure::Message(format!("--uncap: {e}")))?;
             for name in &lifted {
                 writeln!(out, "uncapped {name}")?;
+            }
+            if lifted.is_empty() {
+                let which = which.as_deref().map_or("all".into(), ctguard::guests::escaped);
+                eprintln!("ctguard: --uncap {which}: no such cap in table inet ctguard");
             }
             return Ok(if lifted.is_empty() { Outcome::NothingMatched } else { Outcome::Ok });
         }
