@@ -187,3 +187,52 @@ fn issue_14_the_guard_evicts_a_discovered_guests_flows_and_nothing_else() {
     stops_within_a_second(&mut checks, &mut guard);
     checks.finish();
 }
+
+/// Two tenants call their instances by one display name (Nova's names are not unique): they
+/// are two guests, named by their ports, and the guard's eviction of the one flooding never
+/// touches the other's flows.
+#[test]
+fn issue_14_two_instances_of_one_nova_name_are_two_guests_to_the_guard() {
+    let (host, [web, db], dir) = named_host();
+    let nova = |uuid: &str, dev: &str| {
+        format!(
+            "<domain type='kvm'><name>instance-{uuid}</name><uuid>{uuid}</uuid><metadata>\
+             <nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>\
+             <nova:name>web</nova:name></nova:instance></metadata><devices>\
+             <interface type='bridge'><target dev='{dev}'/></interface></devices></domain>\n"
+        )
+    };
+    let libvirt = std::path::Path::new(&dir[1]);
+    std::fs::write(libvirt.join("db-9.xml"), nova("2222", db.port)).expect("domain xml");
+    std::fs::write(libvirt.join("web.xml"), nova("1111", web.port)).expect("domain xml");
+    let before = host.conntrack_list(&[]);
+    let of_web = |line: &String| {
+        (line.contains(&format!("src={} ", web.v4)) || line.contains(&format!("src={} ", web.v6)))
+            && line.contains(" ESTABLISHED ")
+    };
+    let expected: Vec<String> = before.iter().filter(|l| !of_web(l)).cloned().collect();
+    let s = Setup::within(host, file_guests(), &policy(&dir[1], "evict"));
+    let mut guard = s.start(&[]);
+    let mut checks = Checks::new();
+    checks.run("the clash is a warning naming the other instance's record", || {
+        let i = guard.wait_for(Duration::from_secs(10), |l| {
+            l.json["event"] == "discover_warning"
+                && l.json["warning"].as_str().is_some_and(|w| w.contains("'web'"))
+        })?;
+        let w = guard.seen[i].json["warning"].to_string();
+        if w.contains("db-9.xml") || w.contains("web.xml") { Ok(()) } else { Err(w) }
+    });
+    checks.run("only the flooding port's guest is evicted, by its own name", || {
+        let i = guard.wait_for(Duration::from_secs(15), |l| {
+            l.json["event"] == "done" && l.json["action"] == "evict"
+        })?;
+        let done = &guard.seen[i].json;
+        equal("guest", done["guest"].as_str(), Some("web-7"))?;
+        equal("deleted", done["deleted"].as_u64(), Some(32))
+    });
+    checks.run("conntrack -L: the other instance's flows are all there", || {
+        equal("conntrack -L", s.ns.conntrack_list(&[]), expected.clone())
+    });
+    stops_within_a_second(&mut checks, &mut guard);
+    checks.finish();
+}
