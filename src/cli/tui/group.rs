@@ -1,0 +1,268 @@
+//! From a row of the view to what acting on it means: the selector of exactly the group's
+//! flows (the watch's own selection, narrowed to the group), the networks a cap on it covers,
+//! and the `ctguard evict` command line that does the same as `e` then `y`.
+//!
+//! A group is narrowed by what it was keyed on, never by `--guest` for an address: `--guest
+//! ADDR` takes a flow whose any address is ADDR, a `src` group only those from it.
+
+use std::sync::Arc;
+
+use ctguard::doctor::remedy::shell_line;
+use ctguard::flow::ProtoState;
+use ctguard::guests::GuestMap;
+use ctguard::select::{self, GuestFilter, Selector};
+use ctguard::tally::GroupBy;
+use ipnetwork::IpNetwork;
+
+/// The label `top` gives flows of no guest.
+const NO_GUEST: &str = "(no guest)";
+
+/// Why a group cannot be acted on, in words for the view.
+pub type Refusal = String;
+
+/// The CIDRs of `base` (any of them matches) that also lie in `key`; `key` alone when `base`
+/// is empty. A group's flows all matched `base`, so this narrows and never widens.
+fn within(base: &[IpNetwork], key: IpNetwork) -> Vec<IpNetwork> {
+    if base.is_empty() {
+        return vec![key];
+    }
+    let contains = |a: &IpNetwork, b: &IpNetwork| {
+        a.is_ipv4() == b.is_ipv4() && a.prefix() <= b.prefix() && a.contains(b.network())
+    };
+    base.iter()
+        .filter_map(|b| {
+            if contains(&key, b) {
+                Some(*b)
+            } else if contains(b, &key) {
+                Some(key)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn net(key: &str) -> Result<IpNetwork, Refusal> {
+    select::parse_cidr(key).map_err(|e| format!("group '{key}': {e}"))
+}
+
+/// The flows of the group `key` under grouping `by`: `base` narrowed to it.
+pub fn selector(
+    base: &Selector,
+    by: GroupBy,
+    key: &str,
+    guests: &Arc<GuestMap>,
+) -> Result<Selector, Refusal> {
+    let mut sel = base.clone();
+    match by {
+        GroupBy::All => {}
+        GroupBy::Guest => {
+            if key == NO_GUEST {
+                return Err("flows of no guest are nobody's to act on: group by src".into());
+            }
+            let id = guests.find(key).ok_or_else(|| format!("no guest '{key}' in the map"))?;
+            // Guests by name narrow to one of them; `--guest CIDR` is another filter, which
+            // one guest filter cannot hold beside the group's.
+            if let Some(g) = &base.guests {
+                if !g.cidrs.is_empty() {
+                    return Err("the watch's --guest CIDR and a guest's group do not combine: \
+                                group by src"
+                        .into());
+                }
+                if !g.ids.is_empty() && !g.ids.contains(&id) {
+                    return Err(format!("'{key}' is outside the watch's --guest"));
+                }
+            }
+            sel.guests =
+                Some(GuestFilter { map: Arc::clone(guests), ids: vec![id], cidrs: vec![] });
+        }
+        GroupBy::Src | GroupBy::SrcNet(..) => sel.src = within(&base.src, net(key)?),
+        GroupBy::Dst | GroupBy::DstNet(..) => sel.dst = within(&base.dst, net(key)?),
+        GroupBy::State => {
+            let states = select::parse_states(key).map_err(|e| format!("group '{key}': {e}"))?;
+            sel.states = states;
+        }
+        GroupBy::Proto => {
+            sel.protos = vec![select::parse_proto(key).map_err(|e| format!("group '{key}': {e}"))?];
+        }
+        GroupBy::Zone => {
+            let zone = key.parse().map_err(|_| format!("group '{key}': not a zone"))?;
+            sel.zone = Some(zone);
+        }
+        GroupBy::Mark => {
+            let mark = key.parse().map_err(|_| format!("group '{key}': not a mark"))?;
+            sel.mark = Some((mark, u32::MAX));
+        }
+        other => return Err(format!("groups by {} cannot be acted on here", other.name())),
+    }
+    if sel.src.is_empty() && !base.src.is_empty() || sel.dst.is_empty() && !base.dst.is_empty() {
+        return Err(format!("group '{key}' is outside the watch's selection"));
+    }
+    Ok(sel)
+}
+
+/// `sel` restricted to `states` (the preview's choice), for the eviction.
+pub fn with_states(mut sel: Selector, states: &[ProtoState]) -> Selector {
+    sel.states = states.to_vec();
+    sel
+}
+
+/// The networks a cap on the group covers (source addresses only: a cap counts what a guest
+/// opens), or why there are none.
+pub fn cap_nets(by: GroupBy, key: &str, guests: &GuestMap) -> Result<Vec<IpNetwork>, Refusal> {
+    match by {
+        GroupBy::Guest if key == NO_GUEST => Err("flows of no guest: nobody to cap".into()),
+        GroupBy::Guest => {
+            let id = guests.find(key).ok_or_else(|| format!("no guest '{key}' in the map"))?;
+            match guests.cidrs(id) {
+                [] => Err(format!("'{key}' has no address to cap")),
+                nets => Ok(nets.to_vec()),
+            }
+        }
+        GroupBy::Src | GroupBy::SrcNet(..) => Ok(vec![net(key)?]),
+        other => Err(format!(
+            "a cap needs source addresses: group by guest, src or src/N, not {}",
+            other.name()
+        )),
+    }
+}
+
+/// What the watch was started with, for the command lines it shows.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// `--netns NS`, when given.
+    pub netns: Option<String>,
+    /// The watch's selection flags (its `--guests FILE`, discovery flags, `--src`, ...), as
+    /// given, to repeat before the group's own.
+    pub select: Vec<String>,
+}
+
+/// The `ctguard evict` command line that deletes what `e` with `states` then `y` deletes.
+pub fn evict_command(o: &Origin, by: GroupBy, key: &str, states: &[ProtoState]) -> String {
+    let mut a = vec!["ctguard".to_string()];
+    if let Some(ns) = &o.netns {
+        a.extend(["--netns".into(), ns.clone()]);
+    }
+    a.push("evict".into());
+    a.extend(o.select.iter().cloned());
+    let flag = match by {
+        GroupBy::Guest => Some("--guest"),
+        GroupBy::Src | GroupBy::SrcNet(..) => Some("--src"),
+        GroupBy::Dst | GroupBy::DstNet(..) => Some("--dst"),
+        GroupBy::Proto => Some("-p"),
+        GroupBy::Zone => Some("--zone"),
+        GroupBy::Mark => Some("--mark"),
+        _ => None,
+    };
+    if let Some(flag) = flag {
+        a.extend([flag.to_string(), key.to_string()]);
+    }
+    if !states.is_empty() {
+        let mut names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+        names.dedup();
+        a.extend(["--state".into(), names.join(",")]);
+    }
+    a.push("--yes".into());
+    shell_line(&a)
+}
+
+/// Drops the flags of `watch` that are not a selection from its arguments (those after
+/// `watch`), leaving what `evict` takes too.
+pub fn selection_flags(after_watch: &[String]) -> Vec<String> {
+    // Flags of watch's own with a value, and without one.
+    const VALUED: &[&str] = &[
+        "--by",
+        "--interval",
+        "--reconcile",
+        "-n",
+        "--limit",
+        "--count",
+        "--duration",
+        "--buffer",
+        "--audit-log",
+        "--save-dir",
+        "--cap",
+    ];
+    const BARE: &[&str] = &["--json", "--enable-events", "--no-audit"];
+    let mut out = Vec::new();
+    let mut it = after_watch.iter();
+    while let Some(w) = it.next() {
+        let name = w.split_once('=').map_or(w.as_str(), |(n, _)| n);
+        if VALUED.contains(&name) {
+            if !w.contains('=') {
+                it.next();
+            }
+        } else if !BARE.contains(&name) {
+            out.push(w.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctguard::flow::TcpState;
+
+    fn map() -> Arc<GuestMap> {
+        Arc::new(GuestMap::parse("web-7 = [\"172.16.3.5\", \"fd00::5\"]\n", "g.toml").unwrap())
+    }
+
+    fn cidr(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn issue_15_a_group_narrows_the_watch_selection_and_never_widens_it() {
+        let base = Selector { src: vec![cidr("10.0.0.5/32")], ..Selector::default() };
+        // Grouped by src/24 under --src 10.0.0.5: the group 10.0.0.0/24 is still 10.0.0.5.
+        let sel = selector(&base, GroupBy::SrcNet(24, 64), "10.0.0.0/24", &map()).unwrap();
+        assert_eq!(sel.src, vec![cidr("10.0.0.5/32")]);
+        let all = selector(&Selector::default(), GroupBy::SrcNet(24, 64), "10.0.0.0/24", &map());
+        assert_eq!(all.unwrap().src, vec![cidr("10.0.0.0/24")]);
+        assert!(selector(&base, GroupBy::Src, "10.0.0.6", &map()).is_err(), "outside --src");
+        let g = selector(&Selector::default(), GroupBy::Guest, "web-7", &map()).unwrap();
+        assert_eq!(g.guests.map(|f| f.ids), Some(vec![0]));
+        assert!(selector(&Selector::default(), GroupBy::Guest, "(no guest)", &map()).is_err());
+        let st = selector(&Selector::default(), GroupBy::State, "TIME_WAIT", &map()).unwrap();
+        assert_eq!(st.states, vec![ProtoState::Tcp(TcpState::TimeWait)]);
+        assert!(selector(&Selector::default(), GroupBy::Helper, "ftp", &map()).is_err());
+    }
+
+    #[test]
+    fn issue_15_caps_cover_source_addresses_only() {
+        let m = map();
+        assert_eq!(cap_nets(GroupBy::Guest, "web-7", &m).unwrap().len(), 2);
+        assert_eq!(
+            cap_nets(GroupBy::SrcNet(24, 64), "10.0.0.0/24", &m).unwrap(),
+            vec![cidr("10.0.0.0/24")]
+        );
+        let e = cap_nets(GroupBy::Dst, "10.0.0.1", &m).unwrap_err();
+        assert!(e.contains("source addresses"), "{e}");
+    }
+
+    #[test]
+    fn issue_15_the_shown_command_is_the_selection_the_group_and_the_states() {
+        let o = Origin {
+            netns: Some("guests".into()),
+            select: selection_flags(&[
+                "--guests".into(),
+                "/etc/ctguard/guests.toml".into(),
+                "--interval".into(),
+                "2s".into(),
+                "--json".into(),
+                "--by=src".into(),
+            ]),
+        };
+        let est = [ProtoState::Tcp(TcpState::Established), ProtoState::Tcp(TcpState::TimeWait)];
+        assert_eq!(
+            evict_command(&o, GroupBy::Guest, "web 7", &est),
+            "ctguard --netns guests evict --guests /etc/ctguard/guests.toml --guest 'web 7' \
+             --state ESTABLISHED,TIME_WAIT --yes"
+        );
+        assert_eq!(
+            evict_command(&Origin::default(), GroupBy::Src, "172.16.3.5", &est[..1]),
+            "ctguard evict --src 172.16.3.5 --state ESTABLISHED --yes"
+        );
+    }
+}
