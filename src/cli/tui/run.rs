@@ -1,0 +1,696 @@
+//! The interactive `watch`'s loop: the live engine counts, each snapshot becomes the view's
+//! [`Data`], keys (read on their own thread) become effects, and what an effect takes longer
+//! than a key (a dump for the drill-down, an eviction, nftables) runs on a blocking thread
+//! whose answer comes back to the view. Regrouping restarts the engine under the new key.
+//!
+//! The terminal is raw and on the alternate screen from [`Term::enter`] until it is dropped,
+//! which also happens on a panic (the hook) and after SIGTERM, SIGINT or SIGHUP (they quit).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Stdout};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{self, Event, KeyEvent, KeyEventKind};
+use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
+use ctguard::ctnetlink::{Conntrack, Dumped};
+use ctguard::evict::audited::Audited;
+use ctguard::flow::{Flow, L4, ProtoState};
+use ctguard::guard::caps::Caps;
+use ctguard::guard::decide;
+use ctguard::guests::GuestMap;
+use ctguard::live::watcher::Overrun;
+use ctguard::live::{Classifier, Config, Netns, Resynced, Shutdown, Sink, View, Watcher};
+use ctguard::output::report::Ranking;
+use ctguard::select::Selector;
+use ctguard::stats::CpuStats;
+use ctguard::sysctl::StateTimeouts;
+use ctguard::tally::{self, GroupBy};
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::app::App;
+use super::group::{self, Origin};
+use super::model::{CapPreview, CapRow, Data, Drill, Effect, EvictPreview, Group, Header};
+use crate::cli::exit::Failure;
+
+/// How often the key thread looks at whether the view has quit.
+const KEY_POLL: Duration = Duration::from_millis(50);
+/// Running actions get this long to stop when the view quits.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Most frequent destinations, ports, states and most idle flows a drill-down shows.
+const DRILL_TOP: usize = 10;
+
+/// What the interactive watch needs besides the kernel.
+pub struct Opts {
+    pub sel: Selector,
+    pub guests: Arc<GuestMap>,
+    pub by: GroupBy,
+    pub interval: Duration,
+    pub reconcile: Option<Duration>,
+    pub rcvbuf: usize,
+    pub origin: Origin,
+    /// The audit log of its evictions (`None`: off).
+    pub audit_log: Option<PathBuf>,
+    /// Where their spools go (`DIR/spool/`).
+    pub save_dir: PathBuf,
+    /// The `ct count` limit of `c`.
+    pub cap: u32,
+    pub colour: bool,
+    /// A note for the header (the events setting's warning).
+    pub note: Option<String>,
+}
+
+/// The raw terminal on the alternate screen, left on drop.
+struct Term(Terminal<CrosstermBackend<Stdout>>);
+
+impl Term {
+    fn enter() -> io::Result<Term> {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            Term::leave();
+            previous(info);
+        }));
+        terminal::enable_raw_mode()?;
+        if let Err(e) = crossterm::execute!(io::stdout(), EnterAlternateScreen) {
+            Term::leave();
+            return Err(e);
+        }
+        Terminal::new(CrosstermBackend::new(io::stdout())).map(Term).inspect_err(|_| Term::leave())
+    }
+
+    fn leave() {
+        let _ = terminal::disable_raw_mode();
+        let _ = crossterm::execute!(io::stdout(), crossterm::cursor::Show, LeaveAlternateScreen);
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        Term::leave();
+    }
+}
+
+/// What comes to the view from outside it.
+enum Input {
+    Key(KeyEvent),
+    Resize,
+    /// A blocking job's answer.
+    Done(Answer),
+}
+
+enum Answer {
+    Drill(Drill),
+    Report(Vec<String>),
+    Caps(Result<Vec<CapRow>, String>),
+}
+
+/// Reads keys until `quit`, on its own thread: `event::read` blocks, the engine must not.
+fn read_keys(tx: UnboundedSender<Input>, quit: Arc<AtomicBool>) {
+    while !quit.load(Ordering::Relaxed) {
+        match event::poll(KEY_POLL) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => return,
+        }
+        let input = match event::read() {
+            Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => Input::Key(k),
+            Ok(Event::Resize(..)) => Input::Resize,
+            Ok(_) => continue,
+            Err(_) => return,
+        };
+        if tx.send(input).is_err() {
+            return;
+        }
+    }
+}
+
+/// The view and what it was last shown.
+struct Ui {
+    app: App,
+    term: Term,
+    latest: Data,
+    kernel: KernelRates,
+    ct: Option<Conntrack>,
+    note: Option<String>,
+    lost_events: Option<u64>,
+}
+
+impl Ui {
+    fn draw(&mut self) -> io::Result<()> {
+        let app = &self.app;
+        self.term.0.draw(|f| app.draw(f)).map(|_| ())
+    }
+}
+
+/// The kernel's counters per second, from two readings.
+#[derive(Default)]
+struct KernelRates {
+    last: Option<(Instant, CpuStats)>,
+}
+
+impl KernelRates {
+    fn rates(&mut self, now: CpuStats) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let t = Instant::now();
+        let r = match self.last {
+            Some((at, before)) => {
+                let secs = t.duration_since(at).as_secs_f64().max(1e-3);
+                let per = |a: u32, b: u32| Some(f64::from(b.saturating_sub(a)) / secs);
+                (
+                    per(before.drop, now.drop),
+                    per(before.early_drop, now.early_drop),
+                    per(before.insert_failed, now.insert_failed),
+                )
+            }
+            None => (None, None, None),
+        };
+        self.last = Some((t, now));
+        r
+    }
+}
+
+/// Why the counts are not in sync, in the view's words.
+fn why_not(reason: Option<&str>) -> Option<String> {
+    Some(
+        match reason? {
+            "reconcile" => "reconciling",
+            "overrun" => "resyncing after overrun",
+            "mismatch" => "out of sync: the counts disagree with the table",
+            "start" => "seeding",
+            other => other,
+        }
+        .to_string(),
+    )
+}
+
+struct UiSink<'a> {
+    ui: &'a RefCell<Ui>,
+    netns: Option<String>,
+    by: GroupBy,
+}
+
+impl Sink for UiSink<'_> {
+    type Error = Failure;
+
+    fn overrun(&mut self, o: &Overrun) -> Result<(), Failure> {
+        self.ui.borrow_mut().lost_events = o.lost_events;
+        Ok(())
+    }
+
+    fn resynced(&mut self, _: &Resynced) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    fn snapshot(&mut self, v: &View<'_>) -> Result<(), Failure> {
+        let mut ui = self.ui.borrow_mut();
+        let kernel = ui.ct.as_mut().and_then(|ct| ct.cpu_stats().ok()).map(|c| CpuStats::sum(&c));
+        let (drop, early, failed) = match kernel {
+            Some(k) => ui.kernel.rates(k),
+            None => (None, None, None),
+        };
+        let report = Ranking::new(v.table.tally(), None, None).report();
+        let groups = report
+            .groups
+            .into_iter()
+            .map(|g| Group {
+                by_state: (0..tally::COLUMNS)
+                    .map(|c| g.states.get(tally::column_name(c)).copied().unwrap_or(0))
+                    .collect(),
+                key: g.key,
+                entries: g.entries,
+            })
+            .collect();
+        let header = Header {
+            netns: self.netns.clone(),
+            count: v.stats.map(|s| u64::from(s.count)),
+            max: v.stats.map(|s| u64::from(s.max)),
+            new_per_s: v.rates.new_per_s,
+            destroy_per_s: v.rates.destroy_per_s,
+            drop_per_s: drop,
+            early_drop_per_s: early,
+            insert_failed_per_s: failed,
+            lost_events: ui.lost_events,
+            overruns: v.overruns,
+            resyncs: v.resyncs,
+            synced: v.synced,
+            why_not: if v.synced {
+                None
+            } else {
+                why_not(v.reason.map(|r| r.name())).or_else(|| ui.note.clone())
+            },
+        };
+        let data = Data { header, by: Some(self.by), groups, matched: report.matched };
+        ui.latest = data.clone();
+        ui.app.set_data(data);
+        ui.draw()?;
+        Ok(())
+    }
+
+    fn snapshot_at_seed(&self) -> bool {
+        true
+    }
+}
+
+/// Why the engine stopped.
+enum Next {
+    Quit,
+    Regroup(GroupBy),
+}
+
+/// Runs the interactive watch until `q`, Ctrl-C or a signal. Call it inside the namespace.
+pub async fn run(ct: &mut Conntrack, o: Opts) -> Result<(), Failure> {
+    let origin = o.origin.clone();
+    let mut by = o.by;
+    let command_origin = origin.clone();
+    let command_by = std::rc::Rc::new(std::cell::Cell::new(by));
+    let shown_by = command_by.clone();
+    let command = Box::new(move |key: &str, states: &[ProtoState]| {
+        group::evict_command(&command_origin, shown_by.get(), key, states)
+    });
+    let app = App::new(by, choices(by, &o.guests), o.colour, command);
+    let ui = RefCell::new(Ui {
+        app,
+        term: Term::enter()?,
+        latest: Data::default(),
+        kernel: KernelRates::default(),
+        ct: Conntrack::open().ok(),
+        note: o.note.clone(),
+        lost_events: None,
+    });
+    let quit = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = unbounded_channel();
+    let keys = {
+        let (tx, quit) = (tx.clone(), quit.clone());
+        std::thread::spawn(move || read_keys(tx, quit))
+    };
+    let mut jobs = Jobs { tx, stop: quit.clone(), running: Vec::new() };
+    let mut signals = Signals::new()?;
+    let result = loop {
+        command_by.set(by);
+        let cfg = Config {
+            classifier: Classifier::new(o.sel.clone(), by, o.guests.clone()),
+            interval: o.interval,
+            reconcile: o.reconcile,
+            snapshots: None,
+            wake: None,
+        };
+        let mut next = Next::Quit;
+        let ended = {
+            let mut kernel = Netns { ct: &mut *ct, rcvbuf: o.rcvbuf };
+            let mut sink = UiSink { ui: &ui, netns: origin.netns.clone(), by };
+            let inputs = inputs(&ui, &mut rx, &mut signals, &mut jobs, &o, by, &mut next);
+            Watcher::new(&cfg, &mut kernel, &mut sink).run(inputs).await
+        };
+        if let Err(e) = ended {
+            break Err(e);
+        }
+        match next {
+            Next::Quit => break Ok(()),
+            Next::Regroup(b) => by = b,
+        }
+    };
+    quit.store(true, Ordering::Relaxed);
+    jobs.finish().await;
+    drop(ui);
+    let _ = keys.join();
+    result
+}
+
+/// What `g` cycles through: the grouping watch started with first, then guest (when guests
+/// are known), src, src/24, dst, state, zone.
+fn choices(start: GroupBy, guests: &GuestMap) -> Vec<GroupBy> {
+    let mut all = vec![start];
+    let mut more = vec![GroupBy::Src, GroupBy::SrcNet(24, 64), GroupBy::Dst, GroupBy::State, GroupBy::Zone];
+    if !guests.is_empty() {
+        more.insert(0, GroupBy::Guest);
+    }
+    for b in more {
+        if !all.contains(&b) {
+            all.push(b);
+        }
+    }
+    all
+}
+
+/// SIGTERM, SIGINT and SIGHUP: each quits the view.
+struct Signals(Vec<tokio::signal::unix::Signal>);
+
+impl Signals {
+    fn new() -> Result<Signals, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let kinds = [SignalKind::terminate(), SignalKind::interrupt(), SignalKind::hangup()];
+        let mut v = Vec::new();
+        for k in kinds {
+            v.push(signal(k).map_err(|e| Failure::Message(format!("signal handlers: {e}")))?);
+        }
+        Ok(Signals(v))
+    }
+
+    async fn any(&mut self) {
+        let [a, b, c] = &mut self.0[..] else { return std::future::pending().await };
+        tokio::select! {
+            _ = a.recv() => {}
+            _ = b.recv() => {}
+            _ = c.recv() => {}
+        }
+    }
+}
+
+/// The blocking jobs the view started, one at a time.
+struct Jobs {
+    tx: UnboundedSender<Input>,
+    stop: Arc<AtomicBool>,
+    running: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Jobs {
+    fn busy(&mut self) -> bool {
+        self.running.retain(|t| !t.is_finished());
+        !self.running.is_empty()
+    }
+
+    fn start(&mut self, job: impl FnOnce(&AtomicBool) -> Answer + Send + 'static) {
+        let (tx, stop) = (self.tx.clone(), self.stop.clone());
+        self.running.push(tokio::task::spawn_blocking(move || {
+            let answer = job(&stop);
+            let _ = tx.send(Input::Done(answer));
+        }));
+    }
+
+    async fn finish(&mut self) {
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for t in self.running.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, t).await;
+        }
+    }
+}
+
+/// The engine's shutdown future: keys, answers and signals until one of them ends the run.
+async fn inputs(
+    ui: &RefCell<Ui>,
+    rx: &mut UnboundedReceiver<Input>,
+    signals: &mut Signals,
+    jobs: &mut Jobs,
+    o: &Opts,
+    by: GroupBy,
+    next: &mut Next,
+) -> Shutdown {
+    loop {
+        let input = tokio::select! {
+            i = rx.recv() => i,
+            () = signals.any() => None,
+        };
+        let Some(input) = input else {
+            *next = Next::Quit;
+            return Shutdown::Now;
+        };
+        let mut u = ui.borrow_mut();
+        let effect = match input {
+            Input::Key(k) => u.app.key(k),
+            Input::Resize => Effect::None,
+            Input::Done(Answer::Drill(d)) => {
+                u.app.set_busy(None);
+                u.app.set_drill(d);
+                Effect::None
+            }
+            Input::Done(Answer::Report(lines)) => {
+                u.app.set_busy(None);
+                u.app.set_report(lines);
+                Effect::None
+            }
+            Input::Done(Answer::Caps(caps)) => {
+                u.app.set_busy(None);
+                match caps {
+                    Ok(c) => u.app.set_caps(c),
+                    Err(e) => u.app.set_report(vec![e]),
+                }
+                Effect::None
+            }
+        };
+        match act(&mut u, jobs, o, by, effect) {
+            Some(n) => {
+                *next = n;
+                return Shutdown::Now;
+            }
+            None => {
+                let _ = u.draw();
+            }
+        }
+    }
+}
+
+/// Carries out an effect; `Some` when it ends this run of the engine.
+fn act(u: &mut Ui, jobs: &mut Jobs, o: &Opts, by: GroupBy, effect: Effect) -> Option<Next> {
+    let one_at_a_time = |u: &mut Ui, jobs: &mut Jobs| {
+        let busy = jobs.busy();
+        if busy {
+            u.app.set_report(vec!["an action is still running: wait for its report".into()]);
+        }
+        busy
+    };
+    match effect {
+        Effect::None => {}
+        Effect::Quit => return Some(Next::Quit),
+        Effect::Regroup(b) => return Some(Next::Regroup(b)),
+        Effect::Drill { key } => match group::selector(&o.sel, by, &key, &o.guests) {
+            Ok(sel) if !one_at_a_time(u, jobs) => {
+                u.app.set_busy(Some(format!("dumping {key}…")));
+                jobs.start(move |_| Answer::Drill(drill(&key, &sel)));
+            }
+            Ok(_) => {}
+            Err(e) => u.app.set_report(vec![e]),
+        },
+        Effect::PreviewEvict { key } => {
+            let row = u.latest.groups.iter().find(|g| g.key == key);
+            let states = row.map(|g| preview_states(&g.by_state)).unwrap_or_default();
+            u.app.set_evict_preview(EvictPreview { key, states });
+        }
+        Effect::Evict { key, states } => {
+            let sel = match group::selector(&o.sel, by, &key, &o.guests) {
+                Ok(sel) => group::with_states(sel, &states),
+                Err(e) => {
+                    u.app.set_report(vec![e]);
+                    return None;
+                }
+            };
+            if one_at_a_time(u, jobs) {
+                return None;
+            }
+            let audited = Audited {
+                command: "watch",
+                name: key.clone(),
+                what: group::evict_command(&o.origin, by, &key, &states),
+                sel,
+                limit: None,
+                state_dir: o.save_dir.clone(),
+                audit_log: o.audit_log.clone(),
+                netns: o.origin.netns.clone(),
+            };
+            u.app.set_busy(Some(format!("evicting {key}…")));
+            jobs.start(move |stop| Answer::Report(evicted(&key, audited.run(stop))));
+        }
+        Effect::PreviewCap { key } => {
+            let preview = match group::cap_nets(by, &key, &o.guests) {
+                Ok(nets) => {
+                    let nets = decide::cap_nets(&nets, &o.sel.except);
+                    let refused = nets.is_empty().then(|| "every network is protected".into());
+                    let nets = nets.iter().map(ToString::to_string).collect();
+                    CapPreview { key, nets, limit: o.cap, refused }
+                }
+                Err(e) => CapPreview { key, nets: vec![], limit: o.cap, refused: Some(e) },
+            };
+            u.app.set_cap_preview(preview);
+        }
+        Effect::Cap { key } => {
+            let nets = match group::cap_nets(by, &key, &o.guests) {
+                Ok(nets) => decide::cap_nets(&nets, &o.sel.except),
+                Err(e) => {
+                    u.app.set_report(vec![e]);
+                    return None;
+                }
+            };
+            if nets.is_empty() || one_at_a_time(u, jobs) {
+                return None;
+            }
+            let limit = o.cap;
+            u.app.set_busy(Some(format!("capping {key}…")));
+            jobs.start(move |_| {
+                let r = Caps::open().and_then(|mut c| c.install(&key, &nets, limit));
+                Answer::Report(vec![match r {
+                    Ok(()) => format!(
+                        "capped {key}: {} new connections at most on {} (table inet ctguard; \
+                         C lists and lifts caps)",
+                        limit,
+                        nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    ),
+                    Err(e) => format!("cap {key}: {e}"),
+                }])
+            });
+        }
+        Effect::ListCaps => {
+            if !one_at_a_time(u, jobs) {
+                jobs.start(|_| Answer::Caps(list_caps()));
+            }
+        }
+        Effect::Uncap { guest } => {
+            if !one_at_a_time(u, jobs) {
+                jobs.start(move |_| {
+                    match Caps::open().and_then(|mut c| c.remove(&guest)) {
+                        Ok(()) => Answer::Caps(list_caps()),
+                        Err(e) => Answer::Report(vec![format!("uncap {guest}: {e}")]),
+                    }
+                });
+            }
+        }
+    }
+    None
+}
+
+fn list_caps() -> Result<Vec<CapRow>, String> {
+    let caps = Caps::open().and_then(|c| c.list()).map_err(|e| format!("caps: {e}"))?;
+    Ok(caps
+        .into_iter()
+        .map(|c| CapRow { guest: c.guest, net: c.net.to_string(), limit: c.limit })
+        .collect())
+}
+
+/// The group's TCP states with flows, ESTABLISHED chosen.
+fn preview_states(by_state: &[u64]) -> Vec<(ProtoState, u64, bool)> {
+    (0..tally::COLUMNS)
+        .filter(|&c| by_state.get(c).is_some_and(|n| *n > 0))
+        .filter_map(|c| {
+            let state = ctguard::select::parse_states(tally::column_name(c)).ok()?;
+            let state = *state.first()?;
+            let established = state.name() == "ESTABLISHED";
+            Some((state, by_state[c], established))
+        })
+        .collect()
+}
+
+/// An eviction's report, as lines for the view.
+fn evicted(key: &str, r: Result<(ctguard::evict::Report, Option<PathBuf>), String>) -> Vec<String> {
+    match r {
+        Ok((report, spool)) => {
+            let mut lines = vec![format!(
+                "evicted {key}: {} deleted of {} matched in {:.2} s",
+                report.deleted, report.matched, report.elapsed_s
+            )];
+            if let Some(p) = spool {
+                lines.push(format!("saved: {} (ctguard load puts them back)", p.display()));
+            }
+            if report.interrupted {
+                lines.push("interrupted: the rest are still there".into());
+            }
+            lines
+        }
+        Err(e) => vec![format!("evict {key}: {e}")],
+    }
+}
+
+/// One dump of the group's flows, summarised; memory bounded by the distinct destinations
+/// and ports (a tally), not the flows.
+fn drill(key: &str, sel: &Selector) -> Drill {
+    let mut d = Drill { key: key.to_string(), ..Drill::default() };
+    let Ok(mut ct) = Conntrack::open() else { return d };
+    let timeouts = StateTimeouts::read();
+    let sel = crate::cli::dump::with_timeouts(sel.clone());
+    let (mut dst, mut port, mut state): (HashMap<String, u64>, HashMap<String, u64>, HashMap<String, u64>) =
+        Default::default();
+    let mut idle: Vec<(u64, String)> = Vec::new();
+    let mut flows = 0;
+    let r = ct.dump_retrying(&sel.kernel_filter(), |seen| {
+        match seen {
+            Dumped::Flow(f, _) if sel.matches(f) => {
+                flows += 1;
+                *dst.entry(f.orig.dst.to_string()).or_default() += 1;
+                *port.entry(port_of(f)).or_default() += 1;
+                *state.entry(f.state.map_or("-", |s| s.name()).to_string()).or_default() += 1;
+                let secs = u64::from(timeouts.idle(f).unwrap_or(0));
+                if idle.len() < DRILL_TOP || idle.last().is_some_and(|(s, _)| secs > *s) {
+                    idle.push((secs, line_of(f)));
+                    idle.sort_by(|a, b| b.0.cmp(&a.0));
+                    idle.truncate(DRILL_TOP);
+                }
+            }
+            Dumped::Flow(..) => {}
+            Dumped::Restart => {
+                (flows, idle) = (0, Vec::new());
+                (dst, port, state) = Default::default();
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if r.is_err() {
+        return d;
+    }
+    let top = |m: HashMap<String, u64>| {
+        let mut v: Vec<(String, u64)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(DRILL_TOP);
+        v
+    };
+    d.flows = flows;
+    d.destinations = top(dst);
+    d.ports = top(port);
+    d.states = top(state);
+    d.most_idle = idle.into_iter().map(|(s, l)| (l, s)).collect();
+    d
+}
+
+fn port_of(f: &Flow) -> String {
+    match f.orig.l4 {
+        L4::Ports { dst, .. } => format!("{}/{dst}", f.proto.name()),
+        _ => f.proto.name().to_string(),
+    }
+}
+
+fn line_of(f: &Flow) -> String {
+    let at = |a: std::net::IpAddr, p: Option<u16>| match (a, p) {
+        (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (a, Some(p)) => format!("{a}:{p}"),
+        (a, None) => a.to_string(),
+    };
+    let (sp, dp) = match f.orig.l4 {
+        L4::Ports { src, dst } => (Some(src), Some(dst)),
+        _ => (None, None),
+    };
+    format!(
+        "{} {} -> {} {}",
+        f.proto.name(),
+        at(f.orig.src, sp),
+        at(f.orig.dst, dp),
+        f.state.map_or("", |s| s.name())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_15_the_preview_offers_the_groups_tcp_states_established_chosen() {
+        let mut by_state = vec![0; tally::COLUMNS];
+        let est = (0..tally::COLUMNS).find(|&c| tally::column_name(c) == "ESTABLISHED").unwrap();
+        let tw = (0..tally::COLUMNS).find(|&c| tally::column_name(c) == "TIME_WAIT").unwrap();
+        let non_tcp = (0..tally::COLUMNS).find(|&c| tally::column_name(c) == "NON_TCP").unwrap();
+        (by_state[est], by_state[tw], by_state[non_tcp]) = (246_265, 12, 5);
+        let p = preview_states(&by_state);
+        let shown: Vec<(&str, u64, bool)> = p.iter().map(|(s, n, c)| (s.name(), *n, *c)).collect();
+        assert_eq!(shown, vec![("ESTABLISHED", 246_265, true), ("TIME_WAIT", 12, false)]);
+    }
+
+    #[test]
+    fn issue_15_g_cycles_from_the_starting_grouping() {
+        let g = GuestMap::parse("a = \"10.0.0.1\"\n", "g").unwrap();
+        let c = choices(GroupBy::Src, &g);
+        assert_eq!(c[0], GroupBy::Src);
+        assert_eq!(c[1], GroupBy::Guest);
+        assert_eq!(c.iter().filter(|b| **b == GroupBy::Src).count(), 1);
+        assert!(!choices(GroupBy::Src, &GuestMap::new()).contains(&GroupBy::Guest));
+    }
+}
