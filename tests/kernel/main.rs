@@ -35,6 +35,7 @@ mod parity_update;
 mod permissions;
 mod seed;
 mod unattended;
+mod watch_tui;
 
 /// Root, `ip`, `conntrack` and the conntrack module are present; else every test fails.
 #[test]

@@ -2,20 +2,17 @@
 //! (`ctguard::live::Watcher`); here are the terminal frames and the JSON Lines snapshots.
 
 use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args as ClapArgs;
-use crossterm::cursor;
-use crossterm::terminal::{Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use ctguard::ctnetlink::Conntrack;
 use ctguard::guests::GuestMap;
 use ctguard::live::watcher::Overrun;
 use ctguard::live::{Classifier, Config, Netns, Resynced, Shutdown, Sink, View, Watcher};
 use ctguard::output::jsonl;
-use ctguard::output::live::{
-    self as view, FrameHeader, LiveStatus, Lost, Resync, Snapshot, SnapshotOf,
-};
+use ctguard::output::live::{LiveStatus, Lost, Resync, SnapshotOf};
 use ctguard::output::report::Ranking;
 use ctguard::select::Selector;
 use ctguard::stats::Fill;
@@ -28,6 +25,7 @@ use crate::cli::live::{self, LiveArgs, LiveSelectArgs};
 use crate::cli::parse;
 use crate::cli::select_args;
 use crate::cli::select_args::Selection;
+use crate::cli::tui;
 
 /// `watch --help`: how the counts stay exact.
 pub const HELP: &str = "\
@@ -54,14 +52,37 @@ pub struct Args {
     /// nf_conntrack_events is not 1 (flows may be silent), else 5m (a safety net).
     #[arg(long, value_name = "DURATION", value_parser = reconcile)]
     pub reconcile: Option<Reconcile>,
-    /// Groups per snapshot (default: all in JSON, what fits on a terminal).
+    /// Groups per JSON snapshot (default: all; the terminal view scrolls).
     #[arg(short = 'n', long, value_name = "N", value_parser = parse::positive_usize("-n"))]
     pub limit: Option<usize>,
     /// Print JSON Lines (the default when stdout is not a terminal).
     #[arg(long)]
     pub json: bool,
+    /// The audit log of what `e` evicts (one JSON line per run, before and after); '' turns
+    /// auditing off, like --no-audit.
+    #[arg(long, value_name = "PATH", env = "CTGUARD_AUDIT_LOG", default_value = ctguard::audit::DEFAULT_LOG)]
+    pub audit_log: String,
+    /// Write no audit records.
+    #[arg(long)]
+    pub no_audit: bool,
+    /// Where what `e` evicts is saved, one file per eviction under DIR/spool/ (`ctguard load
+    /// FILE` puts them back).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ctguard", value_parser = save_dir)]
+    pub save_dir: PathBuf,
+    /// The new connections a cap (`c`) lets each of the group's networks open.
+    #[arg(long, value_name = "N", default_value = "20000", value_parser = parse::positive("--cap"))]
+    pub cap: u64,
     #[command(flatten)]
     pub tail: LiveSelectArgs,
+}
+
+/// `--save-dir`: an absolute directory.
+fn save_dir(s: &str) -> Result<PathBuf, String> {
+    if s.starts_with('/') && !s.contains('\0') {
+        Ok(PathBuf::from(s))
+    } else {
+        Err(format!("invalid --save-dir '{s}': name an absolute directory"))
+    }
 }
 
 /// `--reconcile`: a period, or off.
@@ -91,6 +112,9 @@ pub struct Plan {
     json: bool,
     live: LiveArgs,
     netns: Option<String>,
+    audit_log: Option<PathBuf>,
+    save_dir: PathBuf,
+    cap: u32,
 }
 
 /// Checks the flags; reads the guest file.
@@ -109,50 +133,11 @@ pub fn plan(a: Args, netns: Option<&str>) -> Result<Plan, String> {
         json: a.json,
         live: a.tail.live,
         netns: netns.map(str::to_string),
+        audit_log: (!a.no_audit && !a.audit_log.is_empty()).then(|| PathBuf::from(a.audit_log)),
+        save_dir: a.save_dir,
+        cap: u32::try_from(a.cap).map_err(|_| format!("invalid --cap {}: too large", a.cap))?,
     })
 }
-
-/// The alternate screen while `watch` draws on a terminal; left on drop and on panic.
-struct Screen;
-
-impl Screen {
-    fn enter() -> io::Result<Screen> {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let _ = Screen::leave();
-            previous(info);
-        }));
-        crossterm::execute!(
-            io::stdout(),
-            EnterAlternateScreen,
-            cursor::Hide,
-            cursor::MoveTo(0, 0),
-            Clear(ClearType::All)
-        )?;
-        Ok(Screen)
-    }
-
-    fn leave() -> io::Result<()> {
-        crossterm::execute!(io::stdout(), cursor::Show, LeaveAlternateScreen)
-    }
-
-    /// The terminal's size: lines, columns.
-    fn size() -> (usize, usize) {
-        match crossterm::terminal::size() {
-            Ok((cols, rows)) if rows > 0 && cols > 0 => (usize::from(rows), usize::from(cols)),
-            _ => (24, 80),
-        }
-    }
-}
-
-impl Drop for Screen {
-    fn drop(&mut self) {
-        let _ = Screen::leave();
-    }
-}
-
-/// Lines of a frame above the group table (with a note), and the table's header and footer.
-const FRAME_OVERHEAD: usize = 7;
 
 /// Runs `ctguard watch`.
 pub fn run(mut job: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
@@ -163,33 +148,22 @@ pub fn run(mut job: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Ou
     let rt = live::runtime()?;
     let screen = !job.json && io::stdout().is_terminal();
     let r = rt.block_on(async {
-        let _screen = if screen { Some(Screen::enter()?) } else { None };
-        watch_loop(ct, job, out, screen).await
+        if screen { interactive(ct, job, by).await } else { watch_loop(ct, job, out).await }
     });
     rt.shutdown_background();
     r.map(|()| Outcome::Ok)
 }
 
-/// Where `watch` prints: JSON Lines, or frames on a terminal, where a `lost` or `resync`
-/// record becomes the frame's marker line and the events warning its note.
+/// Where `watch` prints off a terminal: JSON Lines.
 struct Printer<'a, W: Write> {
     out: &'a mut W,
-    screen: bool,
     limit: Option<usize>,
-    title: String,
-    note: Option<String>,
-    marker: Option<String>,
 }
 
 impl<W: Write> Printer<'_, W> {
-    /// A record: a JSON line, or the marker `text` on screen.
-    fn record(&mut self, record: &impl serde::Serialize, text: String) -> Result<(), Failure> {
-        if self.screen {
-            self.marker = Some(text);
-        } else {
-            jsonl::write_line(self.out, record)?;
-            self.out.flush()?;
-        }
+    fn record(&mut self, record: &impl serde::Serialize) -> Result<(), Failure> {
+        jsonl::write_line(self.out, record)?;
+        self.out.flush()?;
         Ok(())
     }
 }
@@ -198,32 +172,16 @@ impl<W: Write> Sink for Printer<'_, W> {
     type Error = Failure;
 
     fn overrun(&mut self, o: &Overrun) -> Result<(), Failure> {
-        let record = Lost::new(o.overruns, o.lost_events);
-        let text = format!(
-            "OVERRUN at {}: {} events lost so far; resyncing from a dump (raise --buffer)",
-            record.time,
-            record.lost_events.map_or("some".into(), |n| n.to_string())
-        );
-        self.record(&record, text)
+        self.record(&Lost::new(o.overruns, o.lost_events))
     }
 
     fn resynced(&mut self, r: &Resynced) -> Result<(), Failure> {
-        let record = Resync::of(r);
-        let text = format!(
-            "last resync ({}) at {}: {} flows, corrected {:+}, {} ms",
-            record.reason, record.time, record.matched, record.corrected, record.took_ms
-        );
-        self.record(&record, text)
+        self.record(&Resync::of(r))
     }
 
     fn snapshot(&mut self, v: &View<'_>) -> Result<(), Failure> {
         let fill = v.stats.map(|s| Fill::new(s, sysctl::read("nf_conntrack_buckets")));
-        let (rows, cols) = if self.screen { Screen::size() } else { (0, 0) };
-        let limit = match self.screen {
-            true => Some(rows.saturating_sub(FRAME_OVERHEAD).max(1)),
-            false => self.limit,
-        };
-        let ranking = Ranking::new(v.table.tally(), fill, limit);
+        let ranking = Ranking::new(v.table.tally(), fill, self.limit);
         let status = LiveStatus {
             rates: v.rates,
             events: v.events,
@@ -232,37 +190,14 @@ impl<W: Write> Sink for Printer<'_, W> {
             synced: v.synced,
             reason: v.reason.map(|r| r.name().to_string()),
         };
-        if !self.screen {
-            // Straight from the ranking: no owned label and state map per group.
-            let snap = SnapshotOf { ranking: &ranking, status };
-            jsonl::write_line(self.out, &snap)?;
-            self.out.flush()?;
-            return Ok(());
-        }
-        let snap = Snapshot::new(ranking.report(), status);
-        let header = FrameHeader {
-            title: &self.title,
-            snapshot: &snap,
-            marker: self.marker.as_deref(),
-            note: self.note.as_deref(),
-        };
-        view::write_frame(self.out, &header, rows, cols)?;
-        Ok(())
-    }
-
-    fn snapshot_at_seed(&self) -> bool {
-        self.screen
+        // Straight from the ranking: no owned label and state map per group.
+        let snap = SnapshotOf { ranking: &ranking, status };
+        self.record(&snap)
     }
 }
 
-async fn watch_loop(
-    ct: &mut Conntrack,
-    job: Plan,
-    out: &mut impl Write,
-    screen: bool,
-) -> Result<(), Failure> {
-    // `run` settled the grouping once discovery was done.
-    let by = job.by.unwrap_or(GroupBy::Src);
+/// The reconciliation period and the events setting's warning, for the namespace.
+fn reconciling(job: &Plan) -> Result<(Option<Duration>, Option<String>), Failure> {
     let enable = job.live.enable_events;
     // The reconciliation period: asked for, or the default for the namespace's setting.
     let period_for = |mode: Option<u64>| {
@@ -279,25 +214,17 @@ async fn watch_loop(
                  \"synced\":false (mismatch) when they disagree with the table's entry count"
             .into(),
     })?;
-    if let (false, Some(w)) = (screen, &warning) {
+    Ok((period_for(mode), warning))
+}
+
+async fn watch_loop(ct: &mut Conntrack, job: Plan, out: &mut impl Write) -> Result<(), Failure> {
+    // `run` settled the grouping once discovery was done.
+    let by = job.by.unwrap_or(GroupBy::Src);
+    let (reconcile, warning) = reconciling(&job)?;
+    if let Some(w) = &warning {
         eprintln!("ctguard: {w}");
     }
-    let reconcile = period_for(mode);
-    let mut print = Printer {
-        out,
-        screen,
-        limit: job.limit,
-        title: format!(
-            "ctguard watch: by {}{}, every {}, reconcile {} (Ctrl-C quits)",
-            by.name(),
-            job.netns.as_deref().map(|n| format!(", netns {n}")).unwrap_or_default(),
-            humantime::format_duration(job.interval),
-            reconcile.map_or("off".into(), |d| humantime::format_duration(d).to_string()),
-        ),
-        // On a terminal the warning stays in the frame (the alternate screen hides stderr).
-        note: warning.filter(|_| screen),
-        marker: None,
-    };
+    let mut print = Printer { out, limit: job.limit };
     let cfg = Config {
         classifier: Classifier::new(job.sel, by, job.guests),
         interval: job.interval,
@@ -312,6 +239,31 @@ async fn watch_loop(
         print.out.flush()?;
     }
     Ok(())
+}
+
+/// `watch` on a terminal: the interactive view ([`crate::cli::tui`]).
+async fn interactive(ct: &mut Conntrack, job: Plan, by: GroupBy) -> Result<(), Failure> {
+    let (reconcile, note) = reconciling(&job)?;
+    let after_watch: Vec<String> = std::env::args().skip_while(|a| a != "watch").skip(1).collect();
+    let opts = tui::run::Opts {
+        sel: job.sel,
+        guests: job.guests,
+        by,
+        interval: job.interval,
+        reconcile,
+        rcvbuf: job.live.buffer,
+        origin: tui::group::Origin {
+            netns: job.netns,
+            select: tui::group::selection_flags(&after_watch),
+        },
+        audit_log: job.audit_log,
+        save_dir: job.save_dir,
+        cap: job.cap,
+        colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+        note,
+    };
+    tui::run::run(ct, opts).await
 }
 
 #[cfg(test)]

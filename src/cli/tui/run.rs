@@ -107,6 +107,9 @@ enum Input {
 enum Answer {
     Drill(Drill),
     Report(Vec<String>),
+    /// An eviction's report: the counts are taken again from a dump, since flows made while
+    /// no listener existed (`nf_conntrack_events=2`) report no DESTROY when deleted.
+    Evicted(Vec<String>),
     Caps(Result<Vec<CapRow>, String>),
 }
 
@@ -325,7 +328,8 @@ pub async fn run(ct: &mut Conntrack, o: Opts) -> Result<(), Failure> {
 /// are known), src, src/24, dst, state, zone.
 fn choices(start: GroupBy, guests: &GuestMap) -> Vec<GroupBy> {
     let mut all = vec![start];
-    let mut more = vec![GroupBy::Src, GroupBy::SrcNet(24, 64), GroupBy::Dst, GroupBy::State, GroupBy::Zone];
+    let mut more =
+        vec![GroupBy::Src, GroupBy::SrcNet(24, 64), GroupBy::Dst, GroupBy::State, GroupBy::Zone];
     if !guests.is_empty() {
         more.insert(0, GroupBy::Guest);
     }
@@ -423,6 +427,13 @@ async fn inputs(
                 u.app.set_report(lines);
                 Effect::None
             }
+            Input::Done(Answer::Evicted(lines)) => {
+                u.app.set_busy(None);
+                u.app.set_report(lines);
+                let _ = u.draw();
+                *next = Next::Regroup(by);
+                return Shutdown::Now;
+            }
             Input::Done(Answer::Caps(caps)) => {
                 u.app.set_busy(None);
                 match caps {
@@ -492,7 +503,10 @@ fn act(u: &mut Ui, jobs: &mut Jobs, o: &Opts, by: GroupBy, effect: Effect) -> Op
                 netns: o.origin.netns.clone(),
             };
             u.app.set_busy(Some(format!("evicting {key}…")));
-            jobs.start(move |stop| Answer::Report(evicted(&key, audited.run(stop))));
+            jobs.start(move |stop| {
+                let r = made(&audited.state_dir).and_then(|()| audited.run(stop));
+                Answer::Evicted(evicted(&key, r))
+            });
         }
         Effect::PreviewCap { key } => {
             let preview = match group::cap_nets(by, &key, &o.guests) {
@@ -539,16 +553,25 @@ fn act(u: &mut Ui, jobs: &mut Jobs, o: &Opts, by: GroupBy, effect: Effect) -> Op
         }
         Effect::Uncap { guest } => {
             if !one_at_a_time(u, jobs) {
-                jobs.start(move |_| {
-                    match Caps::open().and_then(|mut c| c.remove(&guest)) {
-                        Ok(()) => Answer::Caps(list_caps()),
-                        Err(e) => Answer::Report(vec![format!("uncap {guest}: {e}")]),
-                    }
+                jobs.start(move |_| match Caps::open().and_then(|mut c| c.remove(&guest)) {
+                    Ok(()) => Answer::Caps(list_caps()),
+                    Err(e) => Answer::Report(vec![format!("uncap {guest}: {e}")]),
                 });
             }
         }
     }
     None
+}
+
+/// Makes `dir` (one level, 0700 whatever the umask) when it is missing: the save directory of
+/// a first eviction. What is there already is the spool's to judge (owner, mode, symlink).
+fn made(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("--save-dir {}: {e}", dir.display())),
+    }
 }
 
 fn list_caps() -> Result<Vec<CapRow>, String> {
@@ -599,8 +622,11 @@ fn drill(key: &str, sel: &Selector) -> Drill {
     let Ok(mut ct) = Conntrack::open() else { return d };
     let timeouts = StateTimeouts::read();
     let sel = crate::cli::dump::with_timeouts(sel.clone());
-    let (mut dst, mut port, mut state): (HashMap<String, u64>, HashMap<String, u64>, HashMap<String, u64>) =
-        Default::default();
+    let (mut dst, mut port, mut state): (
+        HashMap<String, u64>,
+        HashMap<String, u64>,
+        HashMap<String, u64>,
+    ) = Default::default();
     let mut idle: Vec<(u64, String)> = Vec::new();
     let mut flows = 0;
     let r = ct.dump_retrying(&sel.kernel_filter(), |seen| {
