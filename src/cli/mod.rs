@@ -26,6 +26,7 @@ pub mod save;
 pub mod select_args;
 pub mod set_args;
 pub mod signals;
+pub mod tui;
 
 use std::io::{self, BufWriter, Write};
 
