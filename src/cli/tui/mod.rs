@@ -3,4 +3,6 @@
 //! state machine over (state, key) → (state, effect); `render` the frames; `run` the loop that
 //! ties them to the engine, the kernel and the terminal.
 
+pub mod app;
 pub mod model;
+pub mod render;
