@@ -459,3 +459,321 @@ impl App {
 pub(super) fn state_of(g: &Group, c: usize) -> u64 {
     g.by_state.get(c).copied().unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The keys as a state machine: each case presses keys from a start state (runtime answers
+    //! are `!`-tokens) and checks the effects asked for and what the app then shows.
+
+    use super::*;
+    use crate::cli::tui::fixture;
+    use ctguard::flow::TcpState;
+
+    /// A key from its name: a character, or `Enter`, `Esc`, `Space`, `C-c`...
+    fn key_of(name: &str) -> KeyEvent {
+        let code = match name {
+            "Enter" => KeyCode::Enter,
+            "Esc" => KeyCode::Esc,
+            "Space" => KeyCode::Char(' '),
+            "Backspace" => KeyCode::Backspace,
+            "Down" => KeyCode::Down,
+            "Up" => KeyCode::Up,
+            "PgDn" => KeyCode::PageDown,
+            "PgUp" => KeyCode::PageUp,
+            "Home" => KeyCode::Home,
+            "End" => KeyCode::End,
+            "C-c" => return KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+            c if c.chars().count() == 1 => KeyCode::Char(c.chars().next().unwrap()),
+            other => panic!("no key {other}"),
+        };
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    /// The key of the mode waiting for an answer.
+    fn waiting(app: &App) -> String {
+        match &app.mode {
+            Mode::Drill { key } | Mode::Evict { key } | Mode::Cap { key } => key.clone(),
+            _ => "none".into(),
+        }
+    }
+
+    /// Plays `script` on `app`: keys, and the runtime's answers as `!`-tokens. Returns the
+    /// effects other than `Effect::None`.
+    fn play(app: &mut App, script: &str) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for token in script.split_whitespace() {
+            let k = waiting(app);
+            match token {
+                "!drill" => app.set_drill(fixture::drill(&k)),
+                "!evict" => app.set_evict_preview(fixture::evict_preview(&k)),
+                "!cap" => app.set_cap_preview(fixture::cap_preview(&k)),
+                "!refused" => app.set_cap_preview(fixture::cap_refused(&k)),
+                "!caps" => app.set_caps(fixture::caps()),
+                "!report" => app.set_report(fixture::report()),
+                "!overtaken" => app.set_data(fixture::overtaken()),
+                "!noweb7" => app.set_data(fixture::without_web7()),
+                "!empty" => app.set_data(Data::default()),
+                key => effects.push(app.key(key_of(key))),
+            }
+        }
+        effects.retain(|e| *e != Effect::None);
+        effects
+    }
+
+    fn selected(app: &App) -> Option<String> {
+        app.selected().map(|g| g.key.clone())
+    }
+
+    fn keys(app: &App) -> Vec<String> {
+        app.rows().iter().map(|g| g.key.clone()).collect()
+    }
+
+    fn pe(key: &str) -> Effect {
+        Effect::PreviewEvict { key: key.into() }
+    }
+
+    fn evict(key: &str, states: &[TcpState]) -> Effect {
+        Effect::Evict {
+            key: key.into(),
+            states: states.iter().map(|s| ProtoState::Tcp(*s)).collect(),
+        }
+    }
+
+    /// A check of the app after the script.
+    type Check = fn(&App);
+
+    fn at_table(app: &App) {
+        assert_eq!(app.mode, Mode::Table);
+    }
+
+    #[test]
+    fn keys_as_a_state_machine() {
+        use TcpState::{Established as Est, SynSent, TimeWait};
+        let cases: Vec<(&str, Vec<Effect>, Check)> = vec![
+            // Quit from any mode; `q` is text while typing a filter, Ctrl-C is not.
+            ("q", vec![Effect::Quit], at_table),
+            ("C-c", vec![Effect::Quit], at_table),
+            ("e !evict q", vec![pe("runaway"), Effect::Quit], |_| {}),
+            ("C !caps q", vec![Effect::ListCaps, Effect::Quit], |_| {}),
+            ("Enter q", vec![Effect::Drill { key: "runaway".into() }, Effect::Quit], |_| {}),
+            ("/ q", vec![], |a| {
+                assert_eq!((a.mode.clone(), a.filter.as_str()), (Mode::Filter, "q"))
+            }),
+            ("/ q C-c", vec![Effect::Quit], |_| {}),
+            // Moving.
+            ("j", vec![], |a| assert_eq!(selected(a).as_deref(), Some("web-7"))),
+            ("Down Down Up", vec![], |a| assert_eq!(selected(a).as_deref(), Some("web-7"))),
+            ("j j k", vec![], |a| assert_eq!(selected(a).as_deref(), Some("web-7"))),
+            ("k Up", vec![], |a| assert_eq!(selected(a).as_deref(), Some("runaway"))),
+            ("End", vec![], |a| assert_eq!(selected(a).as_deref(), Some("(none)"))),
+            ("End j", vec![], |a| assert_eq!(selected(a).as_deref(), Some("(none)"))),
+            ("End Home", vec![], |a| assert_eq!(selected(a).as_deref(), Some("runaway"))),
+            ("PgDn", vec![], |a| assert_eq!(selected(a).as_deref(), Some("(none)"))),
+            ("PgDn PgUp", vec![], |a| assert_eq!(selected(a).as_deref(), Some("runaway"))),
+            // Sorting: entries, key, then each state column with flows; `S` reverses.
+            ("s", vec![], |a| {
+                assert_eq!(a.sort, SortBy::Key);
+                assert_eq!(keys(a)[0], "(none)");
+                assert_eq!(
+                    selected(a).as_deref(),
+                    Some("runaway"),
+                    "the selection follows its key"
+                );
+            }),
+            ("s s", vec![], |a| {
+                assert_eq!(a.sort, SortBy::State(1));
+                assert_eq!(keys(a)[..2], ["runaway", "mail-relay-with-a-rather-long-guest-name"]);
+            }),
+            ("s s s", vec![], |a| assert_eq!(a.sort, SortBy::State(3))),
+            ("s s s s s s s s", vec![], |a| assert_eq!(a.sort, SortBy::Entries)),
+            ("S", vec![], |a| {
+                assert!(a.reversed);
+                assert_eq!(keys(a)[0], "(none)");
+                assert_eq!(selected(a).as_deref(), Some("runaway"));
+            }),
+            ("S S", vec![], |a| assert_eq!(keys(a)[0], "runaway")),
+            ("S s", vec![], |a| assert!(!a.reversed, "a new sort column starts in its own order")),
+            // Grouping.
+            ("g", vec![Effect::Regroup(GroupBy::Src)], |a| assert_eq!(a.by(), GroupBy::Src)),
+            (
+                "g g g",
+                vec![
+                    Effect::Regroup(GroupBy::Src),
+                    Effect::Regroup(GroupBy::SrcNet(24, 64)),
+                    Effect::Regroup(GroupBy::Guest),
+                ],
+                |a| assert_eq!(a.by(), GroupBy::Guest),
+            ),
+            // Filter.
+            ("/ w e b Enter", vec![], |a| {
+                at_table(a);
+                assert_eq!(keys(a), ["web-7"]);
+                assert_eq!(selected(a).as_deref(), Some("web-7"));
+            }),
+            ("/ w e x Backspace b Enter", vec![], |a| assert_eq!(a.filter, "web")),
+            ("/ W E B Enter", vec![], |a| assert_eq!(keys(a), ["web-7"], "case-insensitive")),
+            ("/ w e b Esc", vec![], |a| {
+                at_table(a);
+                assert_eq!(keys(a).len(), 6);
+            }),
+            ("/ w e b Enter Esc", vec![], |a| assert_eq!(a.filter, "")),
+            ("/ w e b Enter / d b Enter", vec![], |a| assert_eq!(keys(a), ["db-primary"])),
+            ("/ z z z Enter e c Enter", vec![], |a| {
+                at_table(a);
+                assert_eq!(selected(a), None);
+            }),
+            // Drill-down.
+            ("Enter", vec![Effect::Drill { key: "runaway".into() }], |a| {
+                assert_eq!(a.mode, Mode::Drill { key: "runaway".into() });
+                assert_eq!(a.drill, None);
+            }),
+            ("j Enter !drill", vec![Effect::Drill { key: "web-7".into() }], |a| {
+                assert_eq!(a.drill.as_ref().map(|d| d.key.as_str()), Some("web-7"));
+            }),
+            ("Enter !drill j s Esc", vec![Effect::Drill { key: "runaway".into() }], |a| {
+                at_table(a);
+                assert_eq!(a.drill, None);
+                assert_eq!((a.sort, selected(a).as_deref()), (SortBy::Entries, Some("runaway")));
+            }),
+            ("Enter Esc !drill", vec![Effect::Drill { key: "runaway".into() }], |a| {
+                assert_eq!(a.drill, None, "a late answer is dropped");
+            }),
+            // Evict: ESTABLISHED chosen, digits and space toggle, y confirms, else cancels.
+            ("e", vec![pe("runaway")], |a| {
+                assert_eq!(a.mode, Mode::Evict { key: "runaway".into() })
+            }),
+            ("e !evict y", vec![pe("runaway"), evict("runaway", &[Est])], at_table),
+            ("j e !evict y", vec![pe("web-7"), evict("web-7", &[Est])], at_table),
+            ("e !evict 2 y", vec![pe("runaway"), evict("runaway", &[Est, SynSent])], at_table),
+            ("e !evict j Space y", vec![pe("runaway"), evict("runaway", &[Est, SynSent])], |_| {}),
+            (
+                "e !evict Down Down Space Up Up Space y",
+                vec![pe("runaway"), evict("runaway", &[TimeWait])],
+                |_| {},
+            ),
+            ("e !evict 2 3 2 y", vec![pe("runaway"), evict("runaway", &[Est, TimeWait])], |_| {}),
+            ("e !evict 1 y", vec![pe("runaway")], |a| {
+                assert_eq!(a.mode, Mode::Evict { key: "runaway".into() }, "y with no state stays");
+            }),
+            ("e !evict 9", vec![pe("runaway")], |a| assert_eq!(a.chosen().len(), 1)),
+            ("e !evict 2", vec![pe("runaway")], |a| {
+                let line = a.command_line().unwrap();
+                assert_eq!(
+                    line,
+                    "ctguard evict --guest runaway --state ESTABLISHED,SYN_SENT --yes"
+                );
+            }),
+            ("e !evict n", vec![pe("runaway")], |a| {
+                at_table(a);
+                assert_eq!(a.evict, None);
+            }),
+            ("e !evict Esc", vec![pe("runaway")], at_table),
+            ("e !evict x y", vec![pe("runaway")], at_table),
+            ("e y", vec![pe("runaway")], at_table),
+            ("e Esc !evict", vec![pe("runaway")], |a| assert_eq!(a.evict, None)),
+            // Cap.
+            ("c", vec![Effect::PreviewCap { key: "runaway".into() }], |a| {
+                assert_eq!(a.mode, Mode::Cap { key: "runaway".into() });
+            }),
+            (
+                "c !cap y",
+                vec![
+                    Effect::PreviewCap { key: "runaway".into() },
+                    Effect::Cap { key: "runaway".into() },
+                ],
+                at_table,
+            ),
+            ("c !cap n", vec![Effect::PreviewCap { key: "runaway".into() }], at_table),
+            ("c !cap Esc", vec![Effect::PreviewCap { key: "runaway".into() }], at_table),
+            ("c !cap j", vec![Effect::PreviewCap { key: "runaway".into() }], at_table),
+            ("c !refused y", vec![Effect::PreviewCap { key: "runaway".into() }], at_table),
+            ("c y", vec![Effect::PreviewCap { key: "runaway".into() }], at_table),
+            // Caps list.
+            ("C", vec![Effect::ListCaps], |a| assert_eq!(a.mode, Mode::Caps)),
+            (
+                "C !caps d",
+                vec![Effect::ListCaps, Effect::Uncap { guest: "runaway".into() }],
+                |_| {},
+            ),
+            (
+                "C !caps j j x",
+                vec![Effect::ListCaps, Effect::Uncap { guest: "web-7".into() }],
+                |_| {},
+            ),
+            ("C !caps End j j k", vec![Effect::ListCaps], |a| assert_eq!(a.caps_idx, 1)),
+            ("C d", vec![Effect::ListCaps], |a| assert_eq!(a.mode, Mode::Caps)),
+            ("C !caps Esc", vec![Effect::ListCaps], at_table),
+            // Pause: the previous data stays, the latest shows on unpausing.
+            ("p", vec![], |a| assert!(a.paused)),
+            ("p !overtaken", vec![], |a| assert_eq!(keys(a)[0], "runaway")),
+            ("p !overtaken p", vec![], |a| {
+                assert!(!a.paused);
+                assert_eq!(keys(a)[0], "web-7");
+                assert_eq!(selected(a).as_deref(), Some("runaway"));
+            }),
+            ("p p", vec![], |a| assert_eq!(keys(a)[0], "runaway")),
+            ("Enter p", vec![Effect::Drill { key: "runaway".into() }], |a| assert!(a.paused)),
+            // The selection follows its key; when the key goes, it stays on the same row.
+            ("!overtaken", vec![], |a| assert_eq!(selected(a).as_deref(), Some("runaway"))),
+            ("j !overtaken", vec![], |a| {
+                assert_eq!(a.sel_idx, 0);
+                assert_eq!(selected(a).as_deref(), Some("web-7"));
+            }),
+            ("j !noweb7", vec![], |a| assert_eq!(selected(a).as_deref(), Some("db-primary"))),
+            ("End !empty", vec![], |a| assert_eq!(selected(a), None)),
+            ("!empty e c Enter", vec![], at_table),
+            // Help: `?` shows it, any key puts it away (and does nothing else), q still quits.
+            ("?", vec![], |a| assert!(a.help)),
+            ("? ?", vec![], |a| assert!(!a.help)),
+            ("? j", vec![], |a| {
+                assert!(!a.help);
+                assert_eq!(selected(a).as_deref(), Some("runaway"));
+            }),
+            ("? q", vec![Effect::Quit], |_| {}),
+            ("/ ? Enter", vec![], |a| assert_eq!((a.help, a.filter.as_str()), (false, "?"))),
+            // A report stays until any key, which does nothing else.
+            ("!report", vec![], |a| assert!(a.report.is_some())),
+            ("!report j", vec![], |a| {
+                assert_eq!(a.report, None);
+                assert_eq!(selected(a).as_deref(), Some("runaway"));
+            }),
+            ("!report e", vec![], at_table),
+            ("!report q", vec![Effect::Quit], |_| {}),
+        ];
+        for (script, want, check) in cases {
+            let mut app = fixture::app(false);
+            let got = play(&mut app, script);
+            assert_eq!(got, want, "effects of {script:?}");
+            check(&app);
+        }
+    }
+
+    #[test]
+    fn key_releases_are_ignored() {
+        let mut app = fixture::app(false);
+        let q =
+            KeyEvent::new_with_kind(KeyCode::Char('q'), KeyModifiers::NONE, KeyEventKind::Release);
+        assert_eq!(app.key(q), Effect::None);
+    }
+
+    #[test]
+    fn a_single_grouping_does_not_regroup() {
+        let mut app = App::new(GroupBy::Src, vec![GroupBy::Src], false, Box::new(fixture::command));
+        assert_eq!(app.key(key_of("g")), Effect::None);
+        let mut app = App::new(GroupBy::Src, vec![], false, Box::new(fixture::command));
+        assert_eq!(app.key(key_of("g")), Effect::None);
+    }
+
+    #[test]
+    fn busy_and_caps_are_kept() {
+        let mut app = fixture::app(false);
+        app.set_busy(Some("evicting runaway…".into()));
+        assert_eq!(app.busy.as_deref(), Some("evicting runaway…"));
+        app.set_caps(fixture::caps());
+        app.caps_idx = 2;
+        app.set_caps(fixture::caps()[..1].to_vec());
+        assert_eq!(app.caps_idx, 0, "the caps selection stays in the list");
+        app.set_busy(None);
+        assert_eq!(app.busy, None);
+    }
+}

@@ -4,5 +4,7 @@
 //! ties them to the engine, the kernel and the terminal.
 
 pub mod app;
+#[cfg(test)]
+mod fixture;
 pub mod model;
 pub mod render;
