@@ -30,7 +30,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("j k Down Up", "move the selection"),
     ("PgDn PgUp", "move a page"),
     ("Home End", "first row, last row"),
-    ("s  S", "next sort column (entries, key, states), reverse"),
+    ("s  S", "sort: entries, key, states in turn; reverse"),
     ("g", "next grouping"),
     ("/", "filter keys: type, Enter keeps, Esc clears"),
     ("Enter", "drill into the group (Esc back)"),
@@ -531,4 +531,238 @@ fn modal(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line<'static>>) {
     f.render_widget(Clear, r);
     let block = Block::default().borders(Borders::ALL).title(format!(" {title} "));
     f.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), r);
+}
+
+#[cfg(test)]
+mod tests {
+    //! Frames from fixed snapshots at 120×40, 80×24 and 60×20, compared with the golden
+    //! buffers in `golden/` (`CTGUARD_BLESS=1 cargo test --bin ctguard tui` rewrites them).
+
+    use super::*;
+    use crate::cli::tui::fixture;
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::buffer::Buffer;
+
+    const SIZES: [(u16, u16); 3] = [(120, 40), (80, 24), (60, 20)];
+
+    fn render(app: &App, w: u16, h: u16) -> Buffer {
+        let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+        term.draw(|f| app.draw(f)).unwrap();
+        term.backend().buffer().clone()
+    }
+
+    /// The buffer's symbols, row by row, trailing blanks trimmed.
+    fn text(buf: &Buffer) -> String {
+        let area = buf.area;
+        let mut out = String::new();
+        for y in 0..area.height {
+            let row: String = (0..area.width).map(|x| buf[(x, y)].symbol()).collect();
+            out.push_str(row.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Compares `got` with `golden/<name>.txt`, or rewrites it under `CTGUARD_BLESS`.
+    fn golden(name: &str, got: &str) {
+        let path = format!("{}/src/cli/tui/golden/{name}.txt", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("CTGUARD_BLESS").is_some() {
+            std::fs::write(&path, got).unwrap();
+            return;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (CTGUARD_BLESS=1 writes it)"));
+        assert!(want == got, "{name} differs from {path} (CTGUARD_BLESS=1 rewrites it):\n{got}");
+    }
+
+    fn press(app: &mut App, keys: &str) {
+        for c in keys.chars() {
+            app.key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+        }
+    }
+
+    fn press_code(app: &mut App, code: KeyCode) {
+        app.key(KeyEvent::new(code, KeyModifiers::NONE));
+    }
+
+    #[test]
+    fn the_table_at_each_size() {
+        for (w, h) in SIZES {
+            golden(&format!("table_{w}x{h}"), &text(&render(&fixture::app(false), w, h)));
+        }
+    }
+
+    #[test]
+    fn the_screens_at_each_size() {
+        type Setup = fn(&mut App);
+        let screens: [(&str, Setup); 9] = [
+            ("help", |a| press(a, "?")),
+            ("evict_waiting", |a| press(a, "e")),
+            ("evict", |a| {
+                press(a, "e");
+                a.set_evict_preview(fixture::evict_preview("runaway"));
+                press(a, "j ");
+            }),
+            ("cap", |a| {
+                press(a, "c");
+                a.set_cap_preview(fixture::cap_preview("runaway"));
+            }),
+            ("cap_refused", |a| {
+                press(a, "c");
+                a.set_cap_preview(fixture::cap_refused("runaway"));
+            }),
+            ("drill", |a| {
+                press_code(a, KeyCode::Enter);
+                a.set_drill(fixture::drill("runaway"));
+            }),
+            ("caps", |a| {
+                press(a, "Cj");
+                a.set_caps(fixture::caps());
+            }),
+            ("report_paused_busy", |a| {
+                press(a, "p");
+                a.set_busy(Some("evicting runaway…".into()));
+                a.set_report(fixture::report());
+            }),
+            ("filter", |a| press(a, "/e")),
+        ];
+        for (name, setup) in screens {
+            for (w, h) in SIZES {
+                let mut app = fixture::app(false);
+                setup(&mut app);
+                golden(&format!("{name}_{w}x{h}"), &text(&render(&app, w, h)));
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_in_sync() {
+        let mut app = fixture::app(false);
+        app.set_data(fixture::overtaken());
+        golden("in_sync_80x24", &text(&render(&app, 80, 24)));
+        app.set_data(Data::default());
+        golden("empty_60x20", &text(&render(&app, 60, 20)));
+        press(&mut app, "/x");
+        press_code(&mut app, KeyCode::Enter);
+        assert!(text(&render(&app, 60, 20)).contains("no group matches \"x\""));
+    }
+
+    /// Every visible row's numbers appear whole on its line, at every size, and each state
+    /// column shown is whole too.
+    #[test]
+    fn no_number_is_cut() {
+        for (w, h) in SIZES.into_iter().chain([(40, 12), (50, 15), (70, 20), (100, 30)]) {
+            let app = fixture::app(false);
+            let screen = text(&render(&app, w, h));
+            let rows = app.rows();
+            let cols = columns(w as usize, &rows, &state_columns(&app.data));
+            let visible = app.page.get().min(rows.len());
+            assert!(visible >= 1, "{w}x{h}: no row visible");
+            for g in &rows[..visible] {
+                let key = truncate(&g.key, cols.group);
+                let line = screen.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| {
+                    panic!("{w}x{h}: no line for {key}:\n{screen}");
+                });
+                let words: Vec<&str> = line[key.len()..].split_whitespace().collect();
+                let mut want = vec![g.entries.to_string()];
+                want.extend(cols.share.map(|_| share(g.entries, app.data.matched)));
+                want.extend(cols.states.iter().map(|&(c, _)| state_of(g, c).to_string()));
+                assert_eq!(words, want, "{w}x{h}: {line:?}");
+            }
+            assert!(cols.total() <= w as usize, "{w}x{h}: {cols:?}");
+        }
+    }
+
+    #[test]
+    fn columns_drop_fewest_flows_first_then_share() {
+        let app = fixture::app(false);
+        let rows = app.rows();
+        let states = state_columns(&app.data);
+        let names = |w: usize| {
+            let c = columns(w, &rows, &states);
+            let mut v: Vec<&str> = c.states.iter().map(|&(c, _)| column_name(c)).collect();
+            if c.share.is_some() {
+                v.push("SHARE");
+            }
+            (c.group, v)
+        };
+        // The columns left once the first `drop` of the documented order are gone, in the
+        // table's order.
+        let order = ["SYN_SENT", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "TIME_WAIT", "NON_TCP"];
+        let drops = ["FIN_WAIT", "SYN_SENT", "CLOSE_WAIT", "NON_TCP", "TIME_WAIT", "ESTABLISHED"];
+        let all = |drop: usize| {
+            let gone = &drops[..drop.min(drops.len())];
+            let mut v: Vec<&str> = order.into_iter().filter(|c| !gone.contains(c)).collect();
+            if drop <= drops.len() {
+                v.push("SHARE");
+            }
+            v
+        };
+        // Fewest flows first: FIN_WAIT (7), SYN_SENT (17), CLOSE_WAIT (40), NON_TCP (2420),
+        // TIME_WAIT (2663), ESTABLISHED; then SHARE. GROUP shrinks first, to 8 at the least.
+        let want = [(120, 40, 0), (100, 26, 0), (90, 16, 0), (80, 15, 1), (70, 14, 2), (60, 15, 3)];
+        let want = want.into_iter().chain([(50, 13, 4), (40, 13, 5), (30, 15, 6), (20, 12, 7)]);
+        for (w, group, dropped) in want {
+            assert_eq!(names(w), (group, all(dropped)), "at {w} columns");
+        }
+        assert!(HELP.iter().any(|(_, what)| what.contains("fewest flows, then SHARE")));
+    }
+
+    #[test]
+    fn truncation_marks_the_cut() {
+        assert_eq!(truncate("mail-relay", 8), "mail-re…");
+        assert_eq!(truncate("web-7", 8), "web-7");
+        assert_eq!(truncate("exactly8", 8), "exactly8");
+    }
+
+    /// Without colour the only styles are bold and reversed; the selection is reversed.
+    #[test]
+    fn no_colour_is_plain() {
+        let mut app = fixture::app(false);
+        press(&mut app, "p");
+        let buf = render(&app, 120, 40);
+        let plain = Modifier::BOLD | Modifier::REVERSED;
+        for cell in buf.content() {
+            assert_eq!((cell.fg, cell.bg), (Color::Reset, Color::Reset), "{cell:?}");
+            assert!(plain.contains(cell.modifier), "{cell:?}");
+        }
+        let selected = (0..buf.area.height)
+            .find(|&y| text(&buf).lines().nth(y as usize).unwrap().starts_with("runaway"));
+        assert!(buf[(0, selected.unwrap())].modifier.contains(Modifier::REVERSED));
+    }
+
+    /// In colour the gauge follows doctor's thresholds and the selection is highlighted.
+    #[test]
+    fn colour_gauge_and_selection() {
+        let app = fixture::app(true);
+        let buf = render(&app, 120, 40);
+        assert_eq!(buf[(0, 0)].fg, Color::Red, "98.6% is past doctor's full");
+        let gauge = |count: u64| {
+            let mut app = fixture::app(true);
+            let mut d = fixture::incident();
+            (d.header.count, d.header.max) = (Some(count), Some(1000));
+            app.set_data(d);
+            fill_item(&app, &app.data.header).1.fg
+        };
+        assert_eq!(gauge(799), Some(Color::Green));
+        assert_eq!(gauge(800), Some(Color::Yellow));
+        assert_eq!(gauge(899), Some(Color::Yellow));
+        assert_eq!(gauge(900), Some(Color::Red));
+        let screen = text(&buf);
+        let y = screen.lines().position(|l| l.starts_with("runaway")).unwrap();
+        assert_eq!(buf[(0, y as u16)].bg, Color::Blue);
+    }
+
+    #[test]
+    fn the_header_wraps_between_facts() {
+        let lines =
+            flow(vec![("abc def".into(), Style::default()), ("ghij".into(), Style::default())], 9);
+        let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        assert_eq!(text, ["abc def", "ghij"]);
+        let lines = flow(vec![("abcdefghijk".into(), Style::default())], 5);
+        let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        assert_eq!(text, ["abcde", "fghij", "k"]);
+    }
 }
