@@ -73,6 +73,9 @@ pub struct App {
     pub(super) caps_idx: usize,
     /// The table's height at the last frame: what PageDown/PageUp move.
     pub(super) page: Cell<usize>,
+    /// The first row shown at the last frame: the view scrolls only when the selection
+    /// leaves it.
+    pub(super) offset: Cell<usize>,
 }
 
 impl App {
@@ -103,6 +106,7 @@ impl App {
             caps: Vec::new(),
             caps_idx: 0,
             page: Cell::new(DEFAULT_PAGE),
+            offset: Cell::new(0),
         }
     }
 

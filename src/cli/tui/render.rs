@@ -17,7 +17,7 @@ use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// GROUP never shrinks below this many characters (while another column can drop).
@@ -325,8 +325,10 @@ fn draw_table(app: &App, f: &mut Frame, area: Rect) {
         .column_spacing(SPACING as u16)
         .flex(Flex::Start)
         .row_highlight_style(selected_style(app));
-    let mut state = TableState::default().with_selected(Some(app.sel_idx));
+    let mut state =
+        TableState::default().with_offset(app.offset.get()).with_selected(Some(app.sel_idx));
     f.render_stateful_widget(table, area, &mut state);
+    app.offset.set(state.offset());
 }
 
 /// The selected row: reversed, or on a blue background in colour.
@@ -520,17 +522,50 @@ fn cap_lines(key: &str, p: Option<&CapPreview>) -> Vec<Line<'static>> {
     lines
 }
 
-/// A bordered box over the middle of `area`, sized to its lines (wrapped when too wide).
+/// A bordered box over the middle of `area`, sized to its lines; a line too wide is wrapped
+/// here (between words where it can), so the box's height is exact and nothing falls off.
 fn modal(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line<'static>>) {
     let inner_w = lines.iter().map(|l| l.width()).max().unwrap_or(0).max(title.len() + 2);
     let w = (inner_w + 2).min(area.width as usize);
-    let rows: usize =
-        lines.iter().map(|l| l.width().max(1).div_ceil(w.saturating_sub(2).max(1))).sum();
-    let h = (rows + 2).min(area.height as usize);
+    let lines: Vec<Line> =
+        lines.into_iter().flat_map(|l| wrap_line(l, w.saturating_sub(2))).collect();
+    let h = (lines.len() + 2).min(area.height as usize);
     let r = area.centered(Constraint::Length(w as u16), Constraint::Length(h as u16));
     f.render_widget(Clear, r);
     let block = Block::default().borders(Borders::ALL).title(format!(" {title} "));
-    f.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), r);
+    f.render_widget(Paragraph::new(lines).block(block), r);
+}
+
+/// `line` as lines no wider than `width`, in its first span's style when it had to wrap.
+fn wrap_line(line: Line<'static>, width: usize) -> Vec<Line<'static>> {
+    if line.width() <= width {
+        return vec![line];
+    }
+    let style = line.spans.first().map_or(Style::default(), |s| s.style);
+    let text = line.to_string();
+    wrap_words(&text, width.max(1))
+        .into_iter()
+        .map(|t| Line::from(Span::styled(t, style)))
+        .collect()
+}
+
+/// `text` broken between words into lines of `width`; a word longer than a line is split.
+fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        for (piece, _) in split(word, width, Style::default()) {
+            if !line.is_empty() && line.width() + 1 + piece.width() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&piece);
+        }
+    }
+    lines.push(line);
+    lines
 }
 
 #[cfg(test)]
@@ -764,5 +799,50 @@ mod tests {
         let lines = flow(vec![("abcdefghijk".into(), Style::default())], 5);
         let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
         assert_eq!(text, ["abcde", "fghij", "k"]);
+    }
+
+    #[test]
+    fn wrapping_keeps_words_whole() {
+        let line = "ctguard evict --guest runaway --state ESTABLISHED --yes";
+        let want = ["ctguard evict", "--guest runaway", "--state ESTABLISHED", "--yes"];
+        assert_eq!(wrap_words(line, 20), want);
+        assert_eq!(wrap_words("abcdefghij kl", 4), ["abcd", "efgh", "ij", "kl"]);
+    }
+
+    /// A modal's last line stays on screen however its lines wrap.
+    #[test]
+    fn the_evict_modal_keeps_its_keys_at_60x20() {
+        let mut app = fixture::app(false);
+        press(&mut app, "e");
+        app.set_evict_preview(fixture::evict_preview("runaway"));
+        press(&mut app, "23");
+        let screen = text(&render(&app, 60, 20));
+        assert!(screen.contains("chosen: 246280 flows"), "{screen}");
+        assert!(screen.contains("y evict  n/Esc cancel"), "{screen}");
+        assert!(screen.contains("ESTABLISHED,SYN_SENT,TIME_WAIT"), "{screen}");
+    }
+
+    /// The view scrolls only when the selection leaves it.
+    #[test]
+    fn scrolling_follows_the_selection() {
+        let mut app = fixture::app(false);
+        let mut d = fixture::incident();
+        d.groups =
+            (0..40).map(|i| fixture::group(&format!("guest-{i:02}"), &[(3, 1000 - i)])).collect();
+        app.set_data(d);
+        let first_row = |app: &App| {
+            let screen = text(&render(app, 60, 20));
+            screen.lines().find(|l| l.starts_with("guest-")).unwrap()[..8].to_string()
+        };
+        assert_eq!(first_row(&app), "guest-00");
+        press_code(&mut app, KeyCode::End);
+        assert_eq!(first_row(&app), "guest-27");
+        press(&mut app, "kkk");
+        assert_eq!(first_row(&app), "guest-27", "moving inside the page does not scroll");
+        press_code(&mut app, KeyCode::PageUp);
+        assert_eq!(app.selected().unwrap().key, "guest-23", "a page is the 13 rows shown");
+        assert_eq!(first_row(&app), "guest-23");
+        press_code(&mut app, KeyCode::Home);
+        assert_eq!(first_row(&app), "guest-00");
     }
 }
