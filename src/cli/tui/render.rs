@@ -423,7 +423,7 @@ fn draw_caps(app: &App, f: &mut Frame, area: Rect) {
     f.render_stateful_widget(table, area, &mut state);
 }
 
-/// The footer: the mode's keys, as many as fit, the main ones first.
+/// The footer: the mode's keys, as many as fit, the main ones (and a kept filter) first.
 fn footer(app: &App, width: usize) -> Line<'static> {
     let keys: Vec<String> = match &app.mode {
         Mode::Filter => vec![format!("/{}_", app.filter), "Enter keep".into(), "Esc clear".into()],
@@ -432,17 +432,10 @@ fn footer(app: &App, width: usize) -> Line<'static> {
             ["j/k move", "d/x uncap", "Esc back", "q quit", "? help"].map(String::from).into()
         }
         _ => {
-            let mut keys: Vec<String> = Vec::new();
-            if !app.filter.is_empty() {
-                keys.push(format!("/{}", app.filter));
-            }
-            let main = ["q quit", "e evict", "c cap", "? help", "Enter drill", "/ filter"];
-            keys.extend(
-                main.into_iter()
-                    .chain(["g group", "s sort", "p pause", "C caps"])
-                    .map(String::from),
-            );
-            keys
+            let main = ["q quit", "e evict", "c cap", "? help"].map(String::from);
+            let filter = Some(format!("filter /{}", app.filter)).filter(|_| !app.filter.is_empty());
+            let more = ["Enter drill", "/ filter", "g group", "s sort", "p pause", "C caps"];
+            main.into_iter().chain(filter).chain(more.map(String::from)).collect()
         }
     };
     let mut text = String::new();
@@ -681,7 +674,12 @@ mod tests {
         golden("empty_60x20", &text(&render(&app, 60, 20)));
         press(&mut app, "/x");
         press_code(&mut app, KeyCode::Enter);
-        assert!(text(&render(&app, 60, 20)).contains("no group matches \"x\""));
+        let screen = text(&render(&app, 60, 20));
+        assert!(screen.contains("no group matches \"x\""), "{screen}");
+        assert!(
+            screen.ends_with("q quit  e evict  c cap  ? help  filter /x  Enter drill\n"),
+            "{screen}"
+        );
     }
 
     /// Every visible row's numbers appear whole on its line, at every size, and each state
