@@ -266,6 +266,7 @@ impl App {
         [SortBy::Entries, SortBy::Key].into_iter().chain(states).collect()
     }
 
+    /// The live table's keys: moving, sorting, grouping, filtering, and the actions.
     fn table_key(&mut self, code: KeyCode) -> Effect {
         let page = self.page.get().max(1);
         match code {
@@ -325,6 +326,7 @@ impl App {
         }
     }
 
+    /// `s`: the next sort column, in its own order (a vanished state column starts over).
     fn next_sort(&mut self) {
         let cycle = self.sort_cycle();
         let next = match cycle.iter().position(|s| *s == self.sort) {
@@ -354,6 +356,7 @@ impl App {
         Effect::Regroup(next)
     }
 
+    /// `p`: freezes what is shown so the operator can read it; unpausing shows the latest.
     fn toggle_pause(&mut self) {
         self.paused = !self.paused;
         if let Some(d) = self.pending.take().filter(|_| !self.paused) {
@@ -362,6 +365,7 @@ impl App {
         }
     }
 
+    /// Typing the filter: every character is text (so `q` is), Enter keeps, Esc clears.
     fn filter_key(&mut self, code: KeyCode) {
         match code {
             KeyCode::Char(c) => {
@@ -380,6 +384,7 @@ impl App {
         self.fix_selection();
     }
 
+    /// The drill-down reads until Esc.
     fn drill_key(&mut self, code: KeyCode) -> Effect {
         match code {
             KeyCode::Esc => {
@@ -420,6 +425,7 @@ impl App {
         Effect::None
     }
 
+    /// Chooses or unchooses the evict preview's `i`th state.
     fn toggle_state(&mut self, i: usize) {
         if let Some(s) = self.evict.as_mut().and_then(|p| p.states.get_mut(i)) {
             s.2 = !s.2;
@@ -433,12 +439,14 @@ impl App {
         if code == KeyCode::Char('y') && can { Effect::Cap { key } } else { Effect::None }
     }
 
+    /// Back to the table; a preview is only good for the modal it was asked for.
     fn close_modal(&mut self) {
         self.mode = Mode::Table;
         self.evict = None;
         self.cap = None;
     }
 
+    /// The caps list: moving, `d`/`x` uncap the selected cap's guest, Esc back.
     fn caps_key(&mut self, code: KeyCode) -> Effect {
         let last = self.caps.len().saturating_sub(1);
         match code {

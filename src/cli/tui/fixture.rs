@@ -43,6 +43,7 @@ pub fn incident() -> Data {
     Data { header: incident_header(), by: Some(GroupBy::Guest), groups, matched }
 }
 
+/// The incident's header: nearly full, dropping, resyncing after an overrun.
 fn incident_header() -> Header {
     Header {
         netns: Some("ctg-lab".into()),
@@ -97,6 +98,7 @@ pub fn app(colour: bool) -> App {
     app
 }
 
+/// The runaway's states, ESTABLISHED chosen.
 pub fn evict_preview(key: &str) -> EvictPreview {
     let tcp = |s| ProtoState::Tcp(s);
     EvictPreview {
@@ -109,6 +111,7 @@ pub fn evict_preview(key: &str) -> EvictPreview {
     }
 }
 
+/// A cap on both of the guest's addresses.
 pub fn cap_preview(key: &str) -> CapPreview {
     CapPreview {
         key: key.into(),
@@ -118,6 +121,7 @@ pub fn cap_preview(key: &str) -> CapPreview {
     }
 }
 
+/// A cap refused: every address protected.
 pub fn cap_refused(key: &str) -> CapPreview {
     CapPreview {
         key: key.into(),
@@ -127,6 +131,7 @@ pub fn cap_refused(key: &str) -> CapPreview {
     }
 }
 
+/// ctguard's caps: two of runaway's, one of web-7's.
 pub fn caps() -> Vec<CapRow> {
     vec![
         CapRow { guest: "runaway".into(), net: "172.16.3.5/32".into(), limit: 2000 },
@@ -135,6 +140,7 @@ pub fn caps() -> Vec<CapRow> {
     ]
 }
 
+/// The runaway's drill-down.
 pub fn drill(key: &str) -> Drill {
     let pairs = |v: &[(&str, u64)]| v.iter().map(|(s, n)| (s.to_string(), *n)).collect();
     Drill {
@@ -154,6 +160,7 @@ pub fn drill(key: &str) -> Drill {
     }
 }
 
+/// An eviction's report.
 pub fn report() -> Vec<String> {
     vec![
         "evicted 246265 flows of runaway (ESTABLISHED)".into(),

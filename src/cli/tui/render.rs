@@ -89,6 +89,7 @@ fn paint(app: &App, s: Style) -> Style {
     if app.colour { s } else { Style::default() }
 }
 
+/// Bold: allowed with or without colour.
 fn bold() -> Style {
     Style::default().add_modifier(Modifier::BOLD)
 }
@@ -124,10 +125,18 @@ fn header_lines(app: &App, width: usize) -> Vec<Line<'static>> {
         (format!("lost {}", h.lost_events.map_or("-".into(), |n| n.to_string())), Style::default()),
         (format!("overruns {}", h.overruns), Style::default()),
         (format!("resyncs {}", h.resyncs), Style::default()),
-        (format!("by {}", app.by.name()), Style::default()),
+        (by_item(app), Style::default()),
         (format!("sort {}", sort_name(app)), Style::default()),
     ];
     [first, rates, counters].into_iter().flat_map(|items| flow(items, width)).collect()
+}
+
+/// The grouping asked for, and whether the data on screen is still the previous grouping's.
+fn by_item(app: &App) -> String {
+    match app.data.by {
+        Some(shown) if shown != app.by => format!("by {} (regrouping)", app.by.name()),
+        _ => format!("by {}", app.by.name()),
+    }
 }
 
 /// The fill gauge, green, yellow from doctor's "at risk", red from its "full".
@@ -150,6 +159,7 @@ fn fill_item(app: &App, h: &Header) -> Item {
     (text, if at_risk { style.patch(bold()) } else { style })
 }
 
+/// Whether the counts can be trusted, and if not why.
 fn sync_item(app: &App, h: &Header) -> Item {
     if h.synced {
         return ("in sync".into(), paint(app, Style::default().fg(Color::Green)));
@@ -161,6 +171,7 @@ fn sync_item(app: &App, h: &Header) -> Item {
     (text, paint(app, Style::default().fg(Color::Red)).patch(bold()))
 }
 
+/// The namespace watched, in words.
 fn netns(h: &Header) -> &str {
     h.netns.as_deref().unwrap_or("(own)")
 }
@@ -256,6 +267,7 @@ pub struct Columns {
 }
 
 impl Columns {
+    /// The width of every column and the spaces between them.
     fn total(&self) -> usize {
         let widths = [self.group, self.entries].into_iter().chain(self.share);
         let widths: Vec<usize> = widths.chain(self.states.iter().map(|s| s.1)).collect();
@@ -340,10 +352,12 @@ fn selected_style(app: &App) -> Style {
     }
 }
 
+/// A right-aligned cell: numbers line up by their last digit.
 fn right(s: &str) -> Cell<'static> {
     Cell::from(Line::from(s.to_string()).alignment(Alignment::Right))
 }
 
+/// One group as a row of `cols`: its key truncated, its numbers whole.
 fn table_row(app: &App, g: &Group, cols: &Columns) -> Row<'static> {
     let mut cells = vec![Cell::from(truncate(&g.key, cols.group)), right(&g.entries.to_string())];
     if cols.share.is_some() {
@@ -375,6 +389,7 @@ fn draw_drill(app: &App, f: &mut Frame, area: Rect, key: &str) {
     summary(app, f, e, "MOST IDLE", "IDLE s", &d.most_idle);
 }
 
+/// "key: N flows", the key truncated so the count stays whole.
 fn drill_title(d: &Drill, width: usize) -> String {
     let tail = format!(": {} flows", d.flows);
     format!("{}{tail}", truncate(&d.key, width.saturating_sub(tail.width()).max(MIN_GROUP)))
@@ -495,6 +510,7 @@ fn evict_lines(app: &App, key: &str, p: Option<&EvictPreview>) -> Vec<Line<'stat
     lines
 }
 
+/// The cap modal's lines: the networks and the limit, or why it is refused.
 fn cap_lines(key: &str, p: Option<&CapPreview>) -> Vec<Line<'static>> {
     let Some(p) = p else {
         return vec![
@@ -569,6 +585,7 @@ mod tests {
     use super::*;
     use crate::cli::tui::fixture;
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ctguard::tally::GroupBy;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
     use ratatui::buffer::Buffer;
@@ -842,5 +859,16 @@ mod tests {
         assert_eq!(first_row(&app), "guest-23");
         press_code(&mut app, KeyCode::Home);
         assert_eq!(first_row(&app), "guest-00");
+    }
+
+    #[test]
+    fn the_header_says_when_regrouping() {
+        let mut app = fixture::app(false);
+        press(&mut app, "g");
+        assert!(text(&render(&app, 80, 24)).contains("by src (regrouping)"));
+        let mut d = fixture::incident();
+        d.by = Some(GroupBy::Src);
+        app.set_data(d);
+        assert!(text(&render(&app, 80, 24)).contains("by src  sort"));
     }
 }
