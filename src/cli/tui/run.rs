@@ -262,7 +262,8 @@ impl Sink for UiSink<'_> {
 /// Why the engine stopped.
 enum Next {
     Quit,
-    Regroup(GroupBy),
+    /// Count again from a dump, grouped as the view now asks (`g`, or after an eviction).
+    Restart,
 }
 
 /// Runs the interactive watch until `q`, Ctrl-C or a signal. Call it inside the namespace.
@@ -314,7 +315,7 @@ pub async fn run(ct: &mut Conntrack, o: Opts) -> Result<(), Failure> {
         }
         match next {
             Next::Quit => break Ok(()),
-            Next::Regroup(b) => by = b,
+            Next::Restart => by = ui.borrow().app.by(),
         }
     };
     quit.store(true, Ordering::Relaxed);
@@ -431,7 +432,7 @@ async fn inputs(
                 u.app.set_busy(None);
                 u.app.set_report(lines);
                 let _ = u.draw();
-                *next = Next::Regroup(by);
+                *next = Next::Restart;
                 return Shutdown::Now;
             }
             Input::Done(Answer::Caps(caps)) => {
@@ -467,7 +468,7 @@ fn act(u: &mut Ui, jobs: &mut Jobs, o: &Opts, by: GroupBy, effect: Effect) -> Op
     match effect {
         Effect::None => {}
         Effect::Quit => return Some(Next::Quit),
-        Effect::Regroup(b) => return Some(Next::Regroup(b)),
+        Effect::Regroup(_) => return Some(Next::Restart),
         Effect::Drill { key } => match group::selector(&o.sel, by, &key, &o.guests) {
             Ok(sel) if !one_at_a_time(u, jobs) => {
                 u.app.set_busy(Some(format!("dumping {key}…")));
@@ -639,7 +640,7 @@ fn drill(key: &str, sel: &Selector) -> Drill {
                 let secs = u64::from(timeouts.idle(f).unwrap_or(0));
                 if idle.len() < DRILL_TOP || idle.last().is_some_and(|(s, _)| secs > *s) {
                     idle.push((secs, line_of(f)));
-                    idle.sort_by(|a, b| b.0.cmp(&a.0));
+                    idle.sort_by_key(|(secs, _)| std::cmp::Reverse(*secs));
                     idle.truncate(DRILL_TOP);
                 }
             }
