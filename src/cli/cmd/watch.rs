@@ -35,7 +35,8 @@ nf_conntrack_events=2 (the kernel default) flows created while no listener exist
 DESTROY; a reconciliation dump every --reconcile period corrects them. --enable-events sets
 nf_conntrack_events=1 in the target network namespace only (the sysctl is per namespace).
 
-Not on a terminal (or with --json) it prints JSON Lines: a `resync` record when the counts were
+On a terminal it is interactive (keys: q quits, e evicts the selected row, y confirms, ? lists
+them all). Not on a terminal (or with --json) it prints JSON Lines: a `resync` record when the counts were
 rebuilt from a dump, a `lost` record per overrun, and a `snapshot` per --interval.";
 
 /// `ctguard watch`.
