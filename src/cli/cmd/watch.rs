@@ -263,6 +263,8 @@ async fn interactive(ct: &mut Conntrack, job: Plan, by: GroupBy) -> Result<(), F
         colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             && std::env::var("TERM").map_or(true, |t| t != "dumb"),
         note,
+        count: job.live.count,
+        duration: job.live.duration,
     };
     tui::run::run(ct, opts).await
 }

@@ -64,6 +64,9 @@ pub struct Opts {
     pub colour: bool,
     /// A note for the header (the events setting's warning).
     pub note: Option<String>,
+    /// `--count`, `--duration`: the view quits after so many snapshots, or so long.
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
 }
 
 /// The raw terminal on the alternate screen, left on drop.
@@ -105,7 +108,7 @@ enum Input {
 }
 
 enum Answer {
-    Drill(Drill),
+    Drill(Result<Drill, String>),
     Report(Vec<String>),
     /// An eviction's report: the counts are taken again from a dump, since flows made while
     /// no listener existed (`nf_conntrack_events=2`) report no DESTROY when deleted.
@@ -294,20 +297,22 @@ pub async fn run(ct: &mut Conntrack, o: Opts) -> Result<(), Failure> {
     };
     let mut jobs = Jobs { tx, stop: quit.clone(), running: Vec::new() };
     let mut signals = Signals::new()?;
+    let deadline = o.duration.map(|d| tokio::time::Instant::now() + d);
     let result = loop {
         command_by.set(by);
         let cfg = Config {
             classifier: Classifier::new(o.sel.clone(), by, o.guests.clone()),
             interval: o.interval,
             reconcile: o.reconcile,
-            snapshots: None,
+            snapshots: o.count,
             wake: None,
         };
         let mut next = Next::Quit;
         let ended = {
             let mut kernel = Netns { ct: &mut *ct, rcvbuf: o.rcvbuf };
             let mut sink = UiSink { ui: &ui, netns: origin.netns.clone(), by };
-            let inputs = inputs(&ui, &mut rx, &mut signals, &mut jobs, &o, by, &mut next);
+            let edges = Edges { rx: &mut rx, signals: &mut signals, deadline };
+            let inputs = inputs(&ui, edges, &mut jobs, &o, by, &mut next);
             Watcher::new(&cfg, &mut kernel, &mut sink).run(inputs).await
         };
         if let Err(e) = ended {
@@ -395,20 +400,34 @@ impl Jobs {
     }
 }
 
+/// Where the view's inputs come from, and when it ends by itself (`--duration`).
+struct Edges<'a> {
+    rx: &'a mut UnboundedReceiver<Input>,
+    signals: &'a mut Signals,
+    deadline: Option<tokio::time::Instant>,
+}
+
 /// The engine's shutdown future: keys, answers and signals until one of them ends the run.
 async fn inputs(
     ui: &RefCell<Ui>,
-    rx: &mut UnboundedReceiver<Input>,
-    signals: &mut Signals,
+    e: Edges<'_>,
     jobs: &mut Jobs,
     o: &Opts,
     by: GroupBy,
     next: &mut Next,
 ) -> Shutdown {
+    let until = async {
+        match e.deadline {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut until = std::pin::pin!(until);
     loop {
         let input = tokio::select! {
-            i = rx.recv() => i,
-            () = signals.any() => None,
+            i = e.rx.recv() => i,
+            () = e.signals.any() => None,
+            () = &mut until => None,
         };
         let Some(input) = input else {
             *next = Next::Quit;
@@ -420,7 +439,10 @@ async fn inputs(
             Input::Resize => Effect::None,
             Input::Done(Answer::Drill(d)) => {
                 u.app.set_busy(None);
-                u.app.set_drill(d);
+                match d {
+                    Ok(d) => u.app.set_drill(d),
+                    Err(e) => u.app.set_report(vec![e]),
+                }
                 Effect::None
             }
             Input::Done(Answer::Report(lines)) => {
@@ -618,9 +640,10 @@ fn evicted(key: &str, r: Result<(ctguard::evict::Report, Option<PathBuf>), Strin
 
 /// One dump of the group's flows, summarised; memory bounded by the distinct destinations
 /// and ports (a tally), not the flows.
-fn drill(key: &str, sel: &Selector) -> Drill {
+fn drill(key: &str, sel: &Selector) -> Result<Drill, String> {
     let mut d = Drill { key: key.to_string(), ..Drill::default() };
-    let Ok(mut ct) = Conntrack::open() else { return d };
+    let failed = |e: ctguard::ctnetlink::Error| format!("dump of {key}: {e}");
+    let mut ct = Conntrack::open().map_err(failed)?;
     let timeouts = StateTimeouts::read();
     let sel = crate::cli::dump::with_timeouts(sel.clone());
     let (mut dst, mut port, mut state): (
@@ -652,9 +675,7 @@ fn drill(key: &str, sel: &Selector) -> Drill {
         }
         ControlFlow::Continue(())
     });
-    if r.is_err() {
-        return d;
-    }
+    r.map_err(failed)?;
     let top = |m: HashMap<String, u64>| {
         let mut v: Vec<(String, u64)> = m.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -666,7 +687,7 @@ fn drill(key: &str, sel: &Selector) -> Drill {
     d.ports = top(port);
     d.states = top(state);
     d.most_idle = idle.into_iter().map(|(s, l)| (l, s)).collect();
-    d
+    Ok(d)
 }
 
 fn port_of(f: &Flow) -> String {
