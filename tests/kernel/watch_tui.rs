@@ -17,7 +17,9 @@ struct Tmux {
 
 impl Tmux {
     fn start(cmd: &str, cols: u16, rows: u16) -> Tmux {
-        let name = format!("ctg-tui-{}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ctg-tui-{}-{n}", std::process::id());
         let size = (cols.to_string(), rows.to_string());
         // The shell stays a while after ctguard, so that its exit code and screen are seen.
         let line = format!("{cmd}; echo EXIT=$?; sleep 20");
@@ -161,6 +163,63 @@ fn issue_15_watch_on_a_terminal_finds_the_runaway_and_evicts_it_with_two_keys() 
     t.key("q");
     let gone = t.wait(Duration::from_secs(3), |s| s.contains("EXIT="));
     let gone = gone.unwrap_or_else(|s| panic!("q did not quit:\n{s}"));
+    assert!(gone.contains("EXIT=0"), "{gone}");
+    assert!(!gone.contains("GROUP"), "the alternate screen is left: {gone}");
+}
+
+/// `ctguard:` rules in ctguard's own nftables table of `ns`, as `nft list` prints them.
+fn cap_rules(ns: &Netns) -> Vec<String> {
+    let r = ns.exec("nft", &["list", "table", "inet", "ctguard"]);
+    r.stdout.lines().filter(|l| l.contains("ctguard:")).map(|l| l.trim().to_string()).collect()
+}
+
+#[test]
+fn issue_15_c_caps_the_selected_guest_capital_c_lifts_it_and_sigterm_restores_the_terminal() {
+    let ns = Netns::new();
+    let guests =
+        ns.write_file("guests.toml", "runaway = \"172.16.3.5\"\ncalm = \"172.16.4.0/24\"\n");
+    let mut specs = flows("172.16.3.5", 60, 10_000, "ESTABLISHED");
+    specs.extend(flows("172.16.4.7", 20, 30_000, "ESTABLISHED"));
+    seed::with_conntrack(&ns, &specs, "seed.txt");
+    let cmd = format!(
+        "{CTGUARD} --netns {} watch --no-discover --guests {guests} --no-audit --cap 500 \
+         --save-dir {}",
+        ns.path(),
+        ns.file("state").display()
+    );
+    let t = Tmux::start(&cmd, 100, 30);
+    t.wait(Duration::from_secs(10), |s| top(s).as_deref() == Some("runaway"))
+        .unwrap_or_else(|s| panic!("runaway never the top row:\n{s}"));
+    t.key("c");
+    let preview = t.wait(Duration::from_secs(2), |s| s.contains("172.16.3.5/32"));
+    let preview = preview.unwrap_or_else(|s| panic!("no cap preview:\n{s}"));
+    assert!(preview.contains("500"), "the limit: {preview}");
+    t.key("y");
+    t.wait(Duration::from_secs(5), |s| s.contains("capped runaway"))
+        .unwrap_or_else(|s| panic!("no cap report:\n{s}"));
+    let rules = cap_rules(&ns);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(rules[0].contains("172.16.3.5") && rules[0].contains("500"), "{rules:?}");
+    assert!(rules[0].contains("ctguard:runaway"), "{rules:?}");
+    t.key("Escape");
+    t.key("C");
+    t.wait(Duration::from_secs(3), |s| s.contains("runaway") && s.contains("172.16.3.5/32"))
+        .unwrap_or_else(|s| panic!("the caps list:\n{s}"));
+    t.key("d");
+    let lifted = Instant::now();
+    while !cap_rules(&ns).is_empty() && lifted.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cap_rules(&ns), Vec::<String>::new(), "d lifts the cap");
+
+    // SIGTERM to ctguard (the shell's child): it quits, and the terminal is the shell's again.
+    let shell = run("tmux", &["display-message", "-p", "-t", &t.name, "#{pane_pid}"]).stdout;
+    let child = run("pgrep", &["-P", shell.trim()]).stdout;
+    let pid: i32 = child.lines().next().and_then(|p| p.trim().parse().ok()).expect("ctguard's pid");
+    // SAFETY: kill(2) on a process this test started (tmux's shell's child), no memory involved.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let gone = t.wait(Duration::from_secs(3), |s| s.contains("EXIT="));
+    let gone = gone.unwrap_or_else(|s| panic!("SIGTERM did not end the view:\n{s}"));
     assert!(gone.contains("EXIT=0"), "{gone}");
     assert!(!gone.contains("GROUP"), "the alternate screen is left: {gone}");
 }
