@@ -595,6 +595,30 @@ impl Default for Flow {
 pub type EntryId = u64;
 
 impl Flow {
+    /// A flow in a few words for messages: `tcp 10.0.0.1:40000 -> 10.0.0.2:443 zone 3`.
+    pub fn brief(&self) -> String {
+        let end = |a: std::net::IpAddr, port: Option<u16>| match (a, port) {
+            (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+            (a, Some(p)) => format!("{a}:{p}"),
+            (a, None) => a.to_string(),
+        };
+        let (sp, dp) = match self.orig.l4 {
+            L4::Ports { src, dst } => (Some(src), Some(dst)),
+            _ => (None, None),
+        };
+        let icmp = match self.orig.l4 {
+            L4::Icmp { kind, code, id } => format!(" type {kind} code {code} id {id}"),
+            _ => String::new(),
+        };
+        let zone = self.zone.map(|z| format!(" zone {z}")).unwrap_or_default();
+        format!(
+            "{} {} -> {}{icmp}{zone}",
+            self.proto,
+            end(self.orig.src, sp),
+            end(self.orig.dst, dp)
+        )
+    }
+
     /// A flow of `proto` along `orig` whose reply is the plain inverse (no NAT), as
     /// `conntrack -I` without reply options creates it; every other field empty.
     pub fn new(proto: Proto, orig: Tuple) -> Flow {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::checks::{Checks, equal};
 use crate::guard::{Setup, cap_rules, events, stops_within_a_second, value};
 use crate::guests::{ip, named_host};
+use crate::live::Live;
 use crate::oracle::Guests;
 
 /// The guest file's guests: the 8 flows of 10.99.0.9 that no port has, and the loopback the
@@ -60,6 +61,22 @@ fn settles(
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+}
+
+/// The guard's eviction is web-7's 32 ESTABLISHED flows, by its name, and `conntrack -L` is
+/// then `expected`: nobody else's flow went.
+fn evicts_web_7(checks: &mut Checks, s: &Setup, guard: &mut Live, expected: &[String]) {
+    checks.run("the guard evicts web-7's 32 ESTABLISHED flows, by its own name", || {
+        let i = guard.wait_for(Duration::from_secs(15), |l| {
+            l.json["event"] == "done" && l.json["action"] == "evict"
+        })?;
+        let done = &guard.seen[i].json;
+        equal("guest", done["guest"].as_str(), Some("web-7"))?;
+        equal("deleted", done["deleted"].as_u64(), Some(32))
+    });
+    checks.run("conntrack -L: exactly web-7's ESTABLISHED flows are gone", || {
+        equal("conntrack -L", s.ns.conntrack_list(&[]), expected.to_vec())
+    });
 }
 
 #[test]
@@ -158,17 +175,7 @@ fn issue_14_the_guard_evicts_a_discovered_guests_flows_and_nothing_else() {
     let s = Setup::within(host, file_guests(), &policy(&dir[1], "evict"));
     let mut guard = s.start(&[]);
     let mut checks = Checks::new();
-    checks.run("the guard evicts web-7's 32 ESTABLISHED flows, by its discovered name", || {
-        let i = guard.wait_for(Duration::from_secs(15), |l| {
-            l.json["event"] == "done" && l.json["action"] == "evict"
-        })?;
-        let done = &guard.seen[i].json;
-        equal("guest", done["guest"].as_str(), Some("web-7"))?;
-        equal("deleted", done["deleted"].as_u64(), Some(32))
-    });
-    checks.run("conntrack -L: exactly web-7's ESTABLISHED flows are gone", || {
-        equal("conntrack -L", s.ns.conntrack_list(&[]), expected.clone())
-    });
+    evicts_web_7(&mut checks, &s, &mut guard, &expected);
     checks.run("the audit log's evict records name the discovered guest", || {
         let audit = s.audit();
         let intent = audit.iter().find(|r| r["record"] == "intent");
@@ -222,17 +229,7 @@ fn issue_14_two_instances_of_one_nova_name_are_two_guests_to_the_guard() {
         let w = guard.seen[i].json["warning"].to_string();
         if w.contains("db-9.xml") || w.contains("web.xml") { Ok(()) } else { Err(w) }
     });
-    checks.run("only the flooding port's guest is evicted, by its own name", || {
-        let i = guard.wait_for(Duration::from_secs(15), |l| {
-            l.json["event"] == "done" && l.json["action"] == "evict"
-        })?;
-        let done = &guard.seen[i].json;
-        equal("guest", done["guest"].as_str(), Some("web-7"))?;
-        equal("deleted", done["deleted"].as_u64(), Some(32))
-    });
-    checks.run("conntrack -L: the other instance's flows are all there", || {
-        equal("conntrack -L", s.ns.conntrack_list(&[]), expected.clone())
-    });
+    evicts_web_7(&mut checks, &s, &mut guard, &expected);
     stops_within_a_second(&mut checks, &mut guard);
     checks.finish();
 }

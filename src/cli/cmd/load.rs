@@ -4,7 +4,7 @@ use std::io::BufReader;
 
 use clap::Args as ClapArgs;
 use ctguard::ctnetlink::Conntrack;
-use ctguard::flow::{Flow, L4, Tuple};
+use ctguard::flow::{Flow, Tuple};
 use ctguard::output::json;
 
 use crate::cli::batch::{self, Op};
@@ -92,7 +92,7 @@ pub fn run(p: Plan, ct: &mut Conntrack) -> Result<Outcome, Failure> {
     let (mut created, mut existed, mut failed) = (0u64, 0u64, 0u64);
     let mut report = |line: usize, flow: &Flow, why: &str| {
         if failed < LOAD_ERRORS_SHOWN {
-            eprintln!("ctguard: load: {path}:{line}: {}: {why}", brief(flow));
+            eprintln!("ctguard: load: {path}:{line}: {}: {why}", flow.brief());
         } else if failed == LOAD_ERRORS_SHOWN {
             eprintln!(
                 "ctguard: load: more flows refused; only the first {LOAD_ERRORS_SHOWN} are shown"
@@ -172,23 +172,4 @@ fn warn_not_restorable(flows: &[(usize, Flow)]) {
             lost.join(", ")
         );
     }
-}
-
-/// A flow in a few words for messages: `tcp 10.0.0.1:40000 -> 10.0.0.2:443 zone 3`.
-fn brief(f: &Flow) -> String {
-    let end = |a: std::net::IpAddr, port: Option<u16>| match (a, port) {
-        (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
-        (a, Some(p)) => format!("{a}:{p}"),
-        (a, None) => a.to_string(),
-    };
-    let (sp, dp) = match f.orig.l4 {
-        L4::Ports { src, dst } => (Some(src), Some(dst)),
-        _ => (None, None),
-    };
-    let icmp = match f.orig.l4 {
-        L4::Icmp { kind, code, id } => format!(" type {kind} code {code} id {id}"),
-        _ => String::new(),
-    };
-    let zone = f.zone.map(|z| format!(" zone {z}")).unwrap_or_default();
-    format!("{} {} -> {}{icmp}{zone}", f.proto, end(f.orig.src, sp), end(f.orig.dst, dp))
 }

@@ -698,22 +698,7 @@ fn port_of(f: &Flow) -> String {
 }
 
 fn line_of(f: &Flow) -> String {
-    let at = |a: std::net::IpAddr, p: Option<u16>| match (a, p) {
-        (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
-        (a, Some(p)) => format!("{a}:{p}"),
-        (a, None) => a.to_string(),
-    };
-    let (sp, dp) = match f.orig.l4 {
-        L4::Ports { src, dst } => (Some(src), Some(dst)),
-        _ => (None, None),
-    };
-    format!(
-        "{} {} -> {} {}",
-        f.proto.name(),
-        at(f.orig.src, sp),
-        at(f.orig.dst, dp),
-        f.state.map_or("", |s| s.name())
-    )
+    format!("{} {}", f.brief(), f.state.map_or("", |s| s.name()))
 }
 
 #[cfg(test)]
