@@ -29,13 +29,18 @@ impl Tmux {
         Tmux { name }
     }
 
+    /// The session by its exact name (tmux would take a prefix of another's too).
+    fn target(&self) -> String {
+        format!("={}:", self.name)
+    }
+
     fn screen(&self) -> String {
-        run("tmux", &["capture-pane", "-p", "-t", &self.name]).stdout
+        run("tmux", &["capture-pane", "-p", "-t", &self.target()]).stdout
     }
 
     /// Sends one key (tmux's name for it), then lets the view take it in.
     fn key(&self, key: &str) {
-        run("tmux", &["send-keys", "-t", &self.name, key]);
+        run("tmux", &["send-keys", "-t", &self.target(), key]);
         std::thread::sleep(Duration::from_millis(150));
     }
 
@@ -57,7 +62,8 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.name]).output();
+        let _ =
+            Command::new("tmux").args(["kill-session", "-t", &format!("={}", self.name)]).output();
     }
 }
 
@@ -132,7 +138,7 @@ fn issue_15_watch_on_a_terminal_finds_the_runaway_and_evicts_it_with_two_keys() 
     assert_eq!(row(&screen, "calm", "ENTRIES"), Some(130), "{screen}");
 
     t.key("e");
-    let preview = t.wait(Duration::from_secs(2), |s| s.contains("--guest runaway"));
+    let preview = t.wait(Duration::from_secs(10), |s| s.contains("--guest runaway"));
     let preview = preview.unwrap_or_else(|s| panic!("no preview:\n{s}"));
     assert!(preview.contains("--state ESTABLISHED --yes"), "{preview}");
     t.key("y");
@@ -153,7 +159,7 @@ fn issue_15_watch_on_a_terminal_finds_the_runaway_and_evicts_it_with_two_keys() 
 
     // Narrow: the numbers stay whole.
     t.key("Escape");
-    run("tmux", &["resize-window", "-t", &t.name, "-x", "60", "-y", "20"]);
+    run("tmux", &["resize-window", "-t", &t.target(), "-x", "60", "-y", "20"]);
     let narrow = t.wait(Duration::from_secs(3), |s| {
         s.lines().all(|l| l.chars().count() <= 60) && row(s, "calm", "ENTRIES") == Some(130)
     });
@@ -191,7 +197,7 @@ fn issue_15_c_caps_the_selected_guest_capital_c_lifts_it_and_sigterm_restores_th
     t.wait(Duration::from_secs(10), |s| top(s).as_deref() == Some("runaway"))
         .unwrap_or_else(|s| panic!("runaway never the top row:\n{s}"));
     t.key("c");
-    let preview = t.wait(Duration::from_secs(2), |s| s.contains("172.16.3.5/32"));
+    let preview = t.wait(Duration::from_secs(10), |s| s.contains("172.16.3.5/32"));
     let preview = preview.unwrap_or_else(|s| panic!("no cap preview:\n{s}"));
     assert!(preview.contains("500"), "the limit: {preview}");
     t.key("y");
@@ -213,7 +219,7 @@ fn issue_15_c_caps_the_selected_guest_capital_c_lifts_it_and_sigterm_restores_th
     assert_eq!(cap_rules(&ns), Vec::<String>::new(), "d lifts the cap");
 
     // SIGTERM to ctguard (the shell's child): it quits, and the terminal is the shell's again.
-    let shell = run("tmux", &["display-message", "-p", "-t", &t.name, "#{pane_pid}"]).stdout;
+    let shell = run("tmux", &["display-message", "-p", "-t", &t.target(), "#{pane_pid}"]).stdout;
     let child = run("pgrep", &["-P", shell.trim()]).stdout;
     let pid: i32 = child.lines().next().and_then(|p| p.trim().parse().ok()).expect("ctguard's pid");
     // SAFETY: kill(2) on a process this test started (tmux's shell's child), no memory involved.

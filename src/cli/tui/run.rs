@@ -105,6 +105,8 @@ enum Input {
     Resize,
     /// A blocking job's answer.
     Done(Answer),
+    /// The terminal cannot be read: why.
+    Gone(String),
 }
 
 enum Answer {
@@ -116,21 +118,31 @@ enum Answer {
     Caps(Result<Vec<CapRow>, String>),
 }
 
-/// Reads keys until `quit`, on its own thread: `event::read` blocks, the engine must not.
+/// Reads keys until `quit`, on its own thread: `event::read` blocks, the engine must not. A
+/// read interrupted by a signal is tried again; a terminal that cannot be read ten times in a
+/// row (it went away) ends the view, which could no longer be quit by a key.
 fn read_keys(tx: UnboundedSender<Input>, quit: Arc<AtomicBool>) {
+    let mut failures = 0;
     while !quit.load(Ordering::Relaxed) {
-        match event::poll(KEY_POLL) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(_) => return,
-        }
-        let input = match event::read() {
-            Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => Input::Key(k),
-            Ok(Event::Resize(..)) => Input::Resize,
-            Ok(_) => continue,
-            Err(_) => return,
+        let read = event::poll(KEY_POLL).and_then(|ready| ready.then(event::read).transpose());
+        let input = match read {
+            Ok(None) => continue,
+            Ok(Some(Event::Key(k))) if k.kind != KeyEventKind::Release => Input::Key(k),
+            Ok(Some(Event::Resize(..))) => Input::Resize,
+            Ok(Some(_)) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                failures += 1;
+                if failures < 10 {
+                    std::thread::sleep(KEY_POLL);
+                    continue;
+                }
+                Input::Gone(e.to_string())
+            }
         };
-        if tx.send(input).is_err() {
+        failures = 0;
+        let gone = matches!(input, Input::Gone(_));
+        if tx.send(input).is_err() || gone {
             return;
         }
     }
@@ -267,6 +279,8 @@ enum Next {
     Quit,
     /// Count again from a dump, grouped as the view now asks (`g`, or after an eviction).
     Restart,
+    /// The terminal went away: why.
+    Gone(String),
 }
 
 /// Runs the interactive watch until `q`, Ctrl-C or a signal. Call it inside the namespace.
@@ -321,6 +335,7 @@ pub async fn run(ct: &mut Conntrack, o: Opts) -> Result<(), Failure> {
         match next {
             Next::Quit => break Ok(()),
             Next::Restart => by = ui.borrow().app.by(),
+            Next::Gone(why) => break Err(Failure::Message(format!("watch: the terminal: {why}"))),
         }
     };
     quit.store(true, Ordering::Relaxed);
@@ -437,6 +452,10 @@ async fn inputs(
         let effect = match input {
             Input::Key(k) => u.app.key(k),
             Input::Resize => Effect::None,
+            Input::Gone(why) => {
+                *next = Next::Gone(why);
+                return Shutdown::Now;
+            }
             Input::Done(Answer::Drill(d)) => {
                 u.app.set_busy(None);
                 match d {
