@@ -246,6 +246,12 @@ async fn watch_loop(ct: &mut Conntrack, job: Plan, out: &mut impl Write) -> Resu
 async fn interactive(ct: &mut Conntrack, job: Plan, by: GroupBy) -> Result<(), Failure> {
     let (reconcile, note) = reconciling(&job)?;
     let after_watch: Vec<String> = std::env::args().skip_while(|a| a != "watch").skip(1).collect();
+    let origin = tui::group::Origin {
+        netns: job.netns.clone(),
+        select: tui::group::selection_flags(&after_watch),
+        src: job.sel.src.clone(),
+        dst: job.sel.dst.clone(),
+    };
     let opts = tui::run::Opts {
         sel: job.sel,
         guests: job.guests,
@@ -253,10 +259,7 @@ async fn interactive(ct: &mut Conntrack, job: Plan, by: GroupBy) -> Result<(), F
         interval: job.interval,
         reconcile,
         rcvbuf: job.live.buffer,
-        origin: tui::group::Origin {
-            netns: job.netns,
-            select: tui::group::selection_flags(&after_watch),
-        },
+        origin,
         audit_log: job.audit_log,
         save_dir: job.save_dir,
         cap: job.cap,

@@ -108,23 +108,33 @@ pub fn with_states(mut sel: Selector, states: &[ProtoState]) -> Selector {
 }
 
 /// The networks a cap on the group covers (source addresses only: a cap counts what a guest
-/// opens), or why there are none.
-pub fn cap_nets(by: GroupBy, key: &str, guests: &GuestMap) -> Result<Vec<IpNetwork>, Refusal> {
-    match by {
-        GroupBy::Guest if key == NO_GUEST => Err("flows of no guest: nobody to cap".into()),
+/// opens), within the watch's `--src` when it has one, or why there are none.
+pub fn cap_nets(
+    base: &Selector,
+    by: GroupBy,
+    key: &str,
+    guests: &GuestMap,
+) -> Result<Vec<IpNetwork>, Refusal> {
+    let nets = match by {
+        GroupBy::Guest if key == NO_GUEST => return Err("flows of no guest: nobody to cap".into()),
         GroupBy::Guest => {
             let id = guests.find(key).ok_or_else(|| format!("no guest '{key}' in the map"))?;
-            match guests.cidrs(id) {
-                [] => Err(format!("'{key}' has no address to cap")),
-                nets => Ok(nets.to_vec()),
-            }
+            guests.cidrs(id).to_vec()
         }
-        GroupBy::Src | GroupBy::SrcNet(..) => Ok(vec![net(key)?]),
-        other => Err(format!(
-            "a cap needs source addresses: group by guest, src or src/N, not {}",
-            other.name()
-        )),
+        GroupBy::Src | GroupBy::SrcNet(..) => vec![net(key)?],
+        other => {
+            return Err(format!(
+                "a cap needs source addresses: group by guest, src or src/N, not {}",
+                other.name()
+            ));
+        }
+    };
+    let mut nets: Vec<IpNetwork> = nets.into_iter().flat_map(|n| within(&base.src, n)).collect();
+    nets.dedup();
+    if nets.is_empty() {
+        return Err(format!("'{key}' has no address to cap within the watch's selection"));
     }
+    Ok(nets)
 }
 
 /// What the watch was started with, for the command lines it shows.
@@ -135,33 +145,77 @@ pub struct Origin {
     /// The watch's selection flags (its `--guests FILE`, discovery flags, `--src`, ...), as
     /// given, to repeat before the group's own.
     pub select: Vec<String>,
+    /// The watch's `--src` and `--dst`: a group's address is narrowed to them.
+    pub src: Vec<IpNetwork>,
+    pub dst: Vec<IpNetwork>,
 }
 
-/// The `ctguard evict` command line that deletes what `e` with `states` then `y` deletes.
+/// The flags (all their spellings) a group of `by` says for itself: the watch's own of that
+/// kind are dropped from the command line, since a repeated one means "any of them".
+fn own_flags(by: GroupBy) -> &'static [&'static str] {
+    match by {
+        GroupBy::Guest => &["--guest"],
+        GroupBy::Src | GroupBy::SrcNet(..) => &["-s", "--src", "--orig-src"],
+        GroupBy::Dst | GroupBy::DstNet(..) => &["-d", "--dst", "--orig-dst"],
+        GroupBy::Proto => &["-p", "--proto"],
+        GroupBy::Zone => &["--zone"],
+        GroupBy::Mark => &["-m", "--mark"],
+        _ => &[],
+    }
+}
+
+/// `args` without the flags named in `drop` and their values (`--flag V`, `--flag=V`).
+fn without(args: &[String], drop: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(w) = it.next() {
+        let (name, inline) = w.split_once('=').map_or((w.as_str(), false), |(n, _)| (n, true));
+        if drop.contains(&name) {
+            if !inline {
+                it.next();
+            }
+        } else {
+            out.push(w.clone());
+        }
+    }
+    out
+}
+
+/// The `ctguard evict` command line that deletes what `e` with `states` then `y` deletes: the
+/// watch's selection with the group's own flags in place of the watch's of the same kind, the
+/// group's addresses narrowed to the watch's as the eviction's selector narrows them.
 pub fn evict_command(o: &Origin, by: GroupBy, key: &str, states: &[ProtoState]) -> String {
+    if states.is_empty() {
+        return "(no state chosen: nothing would be evicted)".into();
+    }
     let mut a = vec!["ctguard".to_string()];
     if let Some(ns) = &o.netns {
         a.extend(["--netns".into(), ns.clone()]);
     }
     a.push("evict".into());
-    a.extend(o.select.iter().cloned());
-    let flag = match by {
-        GroupBy::Guest => Some("--guest"),
-        GroupBy::Src | GroupBy::SrcNet(..) => Some("--src"),
-        GroupBy::Dst | GroupBy::DstNet(..) => Some("--dst"),
-        GroupBy::Proto => Some("-p"),
-        GroupBy::Zone => Some("--zone"),
-        GroupBy::Mark => Some("--mark"),
-        _ => None,
+    let mut drop = own_flags(by).to_vec();
+    drop.push("--state");
+    a.extend(without(&o.select, &drop));
+    let nets = |base: &[IpNetwork]| -> Vec<String> {
+        match net(key) {
+            Ok(n) => within(base, n).iter().map(ToString::to_string).collect(),
+            Err(_) => vec![key.to_string()],
+        }
     };
-    if let Some(flag) = flag {
-        a.extend([flag.to_string(), key.to_string()]);
+    let values = match by {
+        GroupBy::Src | GroupBy::SrcNet(..) => nets(&o.src),
+        GroupBy::Dst | GroupBy::DstNet(..) => nets(&o.dst),
+        GroupBy::Guest | GroupBy::Proto | GroupBy::Zone | GroupBy::Mark => vec![key.to_string()],
+        _ => Vec::new(),
+    };
+    if let Some(flag) = own_flags(by).iter().find(|f| f.starts_with("--")) {
+        for v in values {
+            a.extend([flag.to_string(), v]);
+        }
     }
-    if !states.is_empty() {
-        let mut names: Vec<&str> = states.iter().map(|s| s.name()).collect();
-        names.dedup();
-        a.extend(["--state".into(), names.join(",")]);
-    }
+    let mut names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+    names.dedup();
+    a.extend(["--state".into(), names.join(",")]);
     a.push("--yes".into());
     shell_line(&a)
 }
@@ -232,12 +286,17 @@ mod tests {
     #[test]
     fn issue_15_caps_cover_source_addresses_only() {
         let m = map();
-        assert_eq!(cap_nets(GroupBy::Guest, "web-7", &m).unwrap().len(), 2);
+        let all = Selector::default();
+        assert_eq!(cap_nets(&all, GroupBy::Guest, "web-7", &m).unwrap().len(), 2);
+        // Under --src 10.0.0.5, a src/24 group's cap is 10.0.0.5's, not the /24's.
+        let narrow = Selector { src: vec![cidr("10.0.0.5/32")], ..Selector::default() };
+        let nets = cap_nets(&narrow, GroupBy::SrcNet(24, 64), "10.0.0.0/24", &m).unwrap();
+        assert_eq!(nets, vec![cidr("10.0.0.5/32")]);
         assert_eq!(
-            cap_nets(GroupBy::SrcNet(24, 64), "10.0.0.0/24", &m).unwrap(),
+            cap_nets(&all, GroupBy::SrcNet(24, 64), "10.0.0.0/24", &m).unwrap(),
             vec![cidr("10.0.0.0/24")]
         );
-        let e = cap_nets(GroupBy::Dst, "10.0.0.1", &m).unwrap_err();
+        let e = cap_nets(&all, GroupBy::Dst, "10.0.0.1", &m).unwrap_err();
         assert!(e.contains("source addresses"), "{e}");
     }
 
@@ -253,6 +312,7 @@ mod tests {
                 "--json".into(),
                 "--by=src".into(),
             ]),
+            ..Origin::default()
         };
         let est = [ProtoState::Tcp(TcpState::Established), ProtoState::Tcp(TcpState::TimeWait)];
         assert_eq!(
@@ -262,7 +322,26 @@ mod tests {
         );
         assert_eq!(
             evict_command(&Origin::default(), GroupBy::Src, "172.16.3.5", &est[..1]),
-            "ctguard evict --src 172.16.3.5 --state ESTABLISHED --yes"
+            "ctguard evict --src 172.16.3.5/32 --state ESTABLISHED --yes"
         );
+        // The watch's own --src and --guest are the group's, narrowed: never "any of them".
+        let o = Origin {
+            select: vec!["--src".into(), "10.0.0.5".into(), "--state=ESTABLISHED".into()],
+            src: vec![cidr("10.0.0.5/32")],
+            ..Origin::default()
+        };
+        assert_eq!(
+            evict_command(&o, GroupBy::SrcNet(24, 64), "10.0.0.0/24", &est[..1]),
+            "ctguard evict --src 10.0.0.5/32 --state ESTABLISHED --yes"
+        );
+        let o = Origin {
+            select: vec!["--guest".into(), "runaway".into(), "--guest=calm".into()],
+            ..Origin::default()
+        };
+        assert_eq!(
+            evict_command(&o, GroupBy::Guest, "calm", &est[..1]),
+            "ctguard evict --guest calm --state ESTABLISHED --yes"
+        );
+        assert!(evict_command(&o, GroupBy::Guest, "calm", &[]).contains("no state chosen"));
     }
 }

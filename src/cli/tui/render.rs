@@ -526,7 +526,10 @@ fn cap_lines(key: &str, p: Option<&CapPreview>) -> Vec<Line<'static>> {
     }
     let mut lines = vec![Line::from(format!("cap {key} (nftables ct count)?"))];
     lines.extend(p.nets.iter().map(|n| Line::from(format!("  {n}"))));
-    lines.push(Line::from(format!("limit: {} flows per address", p.limit)));
+    lines.push(Line::from(format!(
+        "limit: {} new connections at most, one count per network",
+        p.limit
+    )));
     lines.push(Line::from(Span::styled("y cap  n/Esc cancel", bold())));
     lines
 }

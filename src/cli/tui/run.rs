@@ -342,7 +342,25 @@ pub async fn run(ct: &mut Conntrack, o: Opts) -> Result<(), Failure> {
     jobs.finish().await;
     drop(ui);
     let _ = keys.join();
-    result
+    // What a running action said as the view quit, now on the shell's screen: an eviction
+    // cut short by the quit is the operator's to know of (and an exit 2, as for `evict`).
+    let mut cut_short = None;
+    while let Ok(input) = rx.try_recv() {
+        if let Input::Done(Answer::Evicted(lines) | Answer::Report(lines)) = input {
+            for line in &lines {
+                eprintln!("ctguard: watch: {line}");
+            }
+            if lines.iter().any(|l| l.starts_with("interrupted")) {
+                cut_short = Some(lines.join("; "));
+            }
+        }
+    }
+    match cut_short {
+        Some(what) if result.is_ok() => {
+            Err(Failure::Message(format!("watch: an eviction was interrupted: {what}")))
+        }
+        _ => result,
+    }
 }
 
 /// What `g` cycles through: the grouping watch started with first, then guest (when guests
@@ -519,6 +537,10 @@ fn act(u: &mut Ui, jobs: &mut Jobs, o: &Opts, by: GroupBy, effect: Effect) -> Op
             Err(e) => u.app.set_report(vec![e]),
         },
         Effect::PreviewEvict { key } => {
+            if let Err(e) = group::selector(&o.sel, by, &key, &o.guests) {
+                u.app.set_report(vec![e]);
+                return None;
+            }
             let row = u.latest.groups.iter().find(|g| g.key == key);
             let states = row.map(|g| preview_states(&g.by_state)).unwrap_or_default();
             u.app.set_evict_preview(EvictPreview { key, states });
@@ -551,7 +573,7 @@ fn act(u: &mut Ui, jobs: &mut Jobs, o: &Opts, by: GroupBy, effect: Effect) -> Op
             });
         }
         Effect::PreviewCap { key } => {
-            let preview = match group::cap_nets(by, &key, &o.guests) {
+            let preview = match group::cap_nets(&o.sel, by, &key, &o.guests) {
                 Ok(nets) => {
                     let nets = decide::cap_nets(&nets, &o.sel.except);
                     let refused = nets.is_empty().then(|| "every network is protected".into());
@@ -563,7 +585,7 @@ fn act(u: &mut Ui, jobs: &mut Jobs, o: &Opts, by: GroupBy, effect: Effect) -> Op
             u.app.set_cap_preview(preview);
         }
         Effect::Cap { key } => {
-            let nets = match group::cap_nets(by, &key, &o.guests) {
+            let nets = match group::cap_nets(&o.sel, by, &key, &o.guests) {
                 Ok(nets) => decide::cap_nets(&nets, &o.sel.except),
                 Err(e) => {
                     u.app.set_report(vec![e]);
