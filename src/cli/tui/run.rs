@@ -157,12 +157,21 @@ struct Ui {
     ct: Option<Conntrack>,
     note: Option<String>,
     lost_events: Option<u64>,
+    /// The last frame failed to be written.
+    torn: bool,
 }
 
 impl Ui {
+    /// Draws the view. After a frame that could not be written whole, the next is drawn in
+    /// full: ratatui sends only what changed since the frame it believes is on screen.
     fn draw(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.torn) {
+            self.term.0.clear()?;
+        }
         let app = &self.app;
-        self.term.0.draw(|f| app.draw(f)).map(|_| ())
+        let r = self.term.0.draw(|f| app.draw(f)).map(|_| ());
+        self.torn = r.is_err();
+        r
     }
 }
 
@@ -302,6 +311,7 @@ pub async fn run(ct: &mut Conntrack, o: Opts) -> Result<(), Failure> {
         ct: Conntrack::open().ok(),
         note: o.note.clone(),
         lost_events: None,
+        torn: false,
     });
     let quit = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = unbounded_channel();
