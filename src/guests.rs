@@ -279,15 +279,10 @@ impl GuestMap {
     /// Whether `other` names the same guests, in the same order, with the same addresses and
     /// interfaces (in any order): a map looked at again that is the same needs no recount.
     pub fn same_guests(&self, other: &GuestMap) -> bool {
-        fn set<T: Ord + Clone>(v: &[T]) -> Vec<T> {
-            let mut v = v.to_vec();
-            v.sort();
-            v
-        }
         self.names == other.names
             && (0..self.names.len()).all(|i| {
-                set(&self.cidrs[i]) == set(&other.cidrs[i])
-                    && set(&self.ifaces[i]) == set(&other.ifaces[i])
+                same_members(&self.cidrs[i], &other.cidrs[i])
+                    && same_members(&self.ifaces[i], &other.ifaces[i])
             })
     }
 
@@ -315,6 +310,16 @@ impl GuestMap {
 
 /// The longest guest file read: about half a million guests with a few CIDRs each.
 pub const MAX_GUEST_FILE: u64 = 32 << 20;
+
+/// Whether `a` and `b` hold the same items, in any order (a guest's CIDRs, its interfaces).
+pub fn same_members<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
+    let sorted = |v: &[T]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    a.len() == b.len() && sorted(a) == sorted(b)
+}
 
 /// `name` safe for a terminal: control and other invisible characters (and backslashes, so
 /// the result is unambiguous) become Rust-style escapes like `\n`, `\u{1b}` or `\u{202e}`.

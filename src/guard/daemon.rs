@@ -530,11 +530,8 @@ fn swap_guests(st: &mut State, old: &Loaded, new: &Loaded) {
         .filter_map(|id| {
             let name = new.guests.name(id);
             let was = old.guests.find(name).map(|o| old.guests.cidrs(o)).unwrap_or_default();
-            let mut a = was.to_vec();
-            let mut b = new.guests.cidrs(id).to_vec();
-            a.sort();
-            b.sort();
-            (a != b).then(|| (id, name.to_string()))
+            let same = crate::guests::same_members(was, new.guests.cidrs(id));
+            (!same).then(|| (id, name.to_string()))
         })
         .collect();
     for (id, name) in moved {

@@ -484,31 +484,19 @@ async fn inputs(
                 *next = Next::Gone(why);
                 return Shutdown::Now;
             }
-            Input::Done(Answer::Drill(d)) => {
+            Input::Done(answer) => {
                 u.app.set_busy(None);
-                match d {
-                    Ok(d) => u.app.set_drill(d),
-                    Err(e) => u.app.set_report(vec![e]),
-                }
-                Effect::None
-            }
-            Input::Done(Answer::Report(lines)) => {
-                u.app.set_busy(None);
-                u.app.set_report(lines);
-                Effect::None
-            }
-            Input::Done(Answer::Evicted(lines)) => {
-                u.app.set_busy(None);
-                u.app.set_report(lines);
-                let _ = u.draw();
-                *next = Next::Restart;
-                return Shutdown::Now;
-            }
-            Input::Done(Answer::Caps(caps)) => {
-                u.app.set_busy(None);
-                match caps {
-                    Ok(c) => u.app.set_caps(c),
-                    Err(e) => u.app.set_report(vec![e]),
+                match answer {
+                    Answer::Drill(Ok(d)) => u.app.set_drill(d),
+                    Answer::Caps(Ok(c)) => u.app.set_caps(c),
+                    Answer::Drill(Err(e)) | Answer::Caps(Err(e)) => u.app.set_report(vec![e]),
+                    Answer::Report(lines) => u.app.set_report(lines),
+                    Answer::Evicted(lines) => {
+                        u.app.set_report(lines);
+                        let _ = u.draw();
+                        *next = Next::Restart;
+                        return Shutdown::Now;
+                    }
                 }
                 Effect::None
             }
