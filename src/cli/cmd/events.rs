@@ -12,7 +12,7 @@ use ctguard::live::stream::{EventSink, stream};
 use ctguard::live::watcher::Overrun;
 use ctguard::output::jsonl;
 use ctguard::output::live::{self as view, End, Lost};
-use ctguard::select::Selector;
+use ctguard::select::{self, Selector};
 
 use crate::cli::discovery::Pending;
 use crate::cli::exit::{Failure, Outcome};
@@ -36,14 +36,15 @@ pub struct Args {
 /// `--event new,destroy`: the kinds to subscribe to.
 fn event_mask(list: &str) -> Result<EventMask, String> {
     let mut m = EventMask::NONE;
-    for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+    let words = select::comma_list(list, "--event").map_err(|e| match e {
+        select::ValueError::Empty(_) => "--event needs at least one of new, update, destroy".into(),
+        other => other.to_string(),
+    })?;
+    for word in words {
         let kind = EventKind::parse(word).ok_or_else(|| {
             format!("invalid --event '{word}' (new, update, destroy, comma separated)")
         })?;
         m = m.with(kind);
-    }
-    if m.is_empty() {
-        return Err("--event needs at least one of new, update, destroy".into());
     }
     Ok(m)
 }
