@@ -19,6 +19,7 @@ mod flushproof;
 mod guard;
 mod guard_discover;
 mod guests;
+mod habits;
 mod idle;
 mod inputs;
 mod lifecycle;
