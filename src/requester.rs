@@ -74,7 +74,7 @@ fn comm(pid: u32) -> Option<String> {
     Some(name.trim_end_matches('\n').to_string()).filter(|n| !n.is_empty())
 }
 
-/// Names the requesters of events, remembering the last answer for [`REUSE`].
+/// Names the requesters of events, remembering the last answer for a second.
 #[derive(Debug, Default)]
 pub struct Requesters {
     last: Option<(u32, Instant, Option<String>)>,

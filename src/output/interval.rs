@@ -65,7 +65,7 @@ impl IntervalTable {
     /// Writes one row, after the heading when one is due.
     pub fn write(&mut self, out: &mut impl Write, r: &IntervalReport) -> io::Result<()> {
         let due = match self.repeat {
-            Some(n) => self.rows % n.max(1) == 0,
+            Some(n) => self.rows.is_multiple_of(n.max(1)),
             None => self.rows == 0,
         };
         if due {

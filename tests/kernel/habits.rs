@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::checks::{Checks, equal};
 use crate::live::{Live, wait_subscribed};
-use crate::netns::{CTGUARD, Netns};
+use crate::netns::Netns;
 
 /// `create` arguments for a UDP flow from 10.9.1.1:`sport`.
 fn udp(sport: u16) -> Vec<String> {
