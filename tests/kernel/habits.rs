@@ -72,15 +72,9 @@ fn record_for(live: &Live, kind: &str, sport: u16) -> Result<Value, String> {
 
 #[test]
 fn issue_16_7_events_name_the_process_whose_request_caused_them() {
-    let ns = Netns::new();
-    ns.sysctl_write("net.netfilter.nf_conntrack_events", "1");
     // Conntrack hooks for loopback traffic: a flow the kernel makes from a packet.
-    ns.exec("ip", &["link", "set", "lo", "up"]).ok();
-    let rules = ns.write_file(
-        "ct.nft",
-        "table ip ctg {\n chain out {\n  type filter hook output priority 0;\n  ct state new accept\n }\n}\n",
-    );
-    ns.exec("nft", &["-f", &rules]).ok();
+    let ns = crate::stats::tracked_namespace();
+    ns.sysctl_write("net.netfilter.nf_conntrack_events", "1");
     let mut json = Live::start(&ns, &["events", "--json"]);
     let mut text = Live::start(&ns, &["events"]);
     let mut oracle = {

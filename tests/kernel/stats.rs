@@ -44,7 +44,7 @@ fn conntrack_s(ns: &Netns) -> BTreeMap<String, u64> {
 
 /// A namespace whose IPv4 output is tracked (conntrack hooks run only when a ruleset asks for
 /// them; IPv4 only, so that no IPv6 neighbour discovery counts behind the test's back).
-fn tracked_namespace() -> Netns {
+pub fn tracked_namespace() -> Netns {
     let ns = Netns::new();
     ns.exec("ip", &["link", "set", "lo", "up"]).ok();
     let rules = ns.write_file(
