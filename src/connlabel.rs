@@ -75,10 +75,7 @@ impl LabelMap {
     /// The bits of a comma-separated list of labels (`red,blue`), as a mask.
     pub fn bits(&self, list: &str) -> Result<u128, String> {
         let mut bits = 0u128;
-        for label in list.split(',').map(str::trim) {
-            if label.is_empty() {
-                return Err(format!("empty label in '{list}'"));
-            }
+        for label in crate::select::comma_list(list, "label").map_err(|e| e.to_string())? {
             bits |= 1u128 << self.bit(label)?;
         }
         Ok(bits)

@@ -10,7 +10,7 @@
 //! re-checked deletes, the proven flush), [`expect`] (the expectation table), and [`spool`] (what an eviction deleted, on disk). The capability rooms the `ctguard` binary runs —
 //! [`doctor`], [`tune`], [`audit`], [`output`] and their helpers ([`kmsg`], [`sysctl`],
 //! [`netns`], [`kernel`], [`trusted_dir`], [`stats`], [`event`], [`flushproof`],
-//! [`protocols`]) — are
+//! [`protocols`], [`requester`]) — are
 //! public because the binary is a separate crate that calls them, and the guard will too.
 //!
 //! Enums the kernel or a later version may extend (`Family`, `ProtoState` and the protocol
@@ -39,6 +39,7 @@ pub mod kmsg;
 pub mod live;
 pub mod netns;
 pub mod protocols;
+pub mod requester;
 pub mod rtnl;
 pub mod select;
 pub mod spool;

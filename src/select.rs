@@ -402,6 +402,14 @@ pub enum ValueError {
     /// A list (of states, of status bits) with nothing in it.
     #[error("empty {0} list")]
     Empty(&'static str),
+    /// A comma list with an empty item: `ESTABLISHED,`, `,ESTABLISHED`, `A,,B`.
+    #[error("{what} list '{list}' has an empty item (a stray comma)")]
+    EmptyItem {
+        /// What the list holds (`state`, `status`).
+        what: &'static str,
+        /// The list as given.
+        list: String,
+    },
     /// Not `VALUE[/MASK]`.
     #[error("invalid mark '{0}' (expected VALUE or VALUE/MASK, decimal or 0x-hex)")]
     Mark(String),
@@ -474,11 +482,26 @@ pub fn parse_proto(s: &str) -> Result<Proto, ValueError> {
         .ok_or_else(|| ValueError::Proto(s.into()))
 }
 
+/// The items of a comma list of `what` (`state`): blanks around an item are dropped, but an
+/// empty item is an error, as conntrack refuses it, not a silent nothing: a stray comma
+/// (`ESTABLISHED,`) is more likely a word left out than a word not meant. A list of nothing
+/// (`""`, `","`) is [`ValueError::Empty`].
+pub fn comma_list<'a>(s: &'a str, what: &'static str) -> Result<Vec<&'a str>, ValueError> {
+    let items: Vec<&str> = s.split(',').map(str::trim).collect();
+    if items.iter().all(|i| i.is_empty()) {
+        return Err(ValueError::Empty(what));
+    }
+    if items.iter().any(|i| i.is_empty()) {
+        return Err(ValueError::EmptyItem { what, list: s.into() });
+    }
+    Ok(items)
+}
+
 /// State names as `conntrack -L` prints them; a comma list, case-insensitive. A name shared
 /// by several protocols (ESTABLISHED: TCP and SCTP) selects it in each.
 pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, ValueError> {
     let mut out = Vec::new();
-    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for name in comma_list(s, "state")? {
         let before = out.len();
         // conntrack-tools names TCP state 9 LISTEN on input (libct_proto_tcp.c `states[]`),
         // the kernel SYN_SENT2; SCTP's and DCCP's input names are the kernel's.
@@ -491,9 +514,6 @@ pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, ValueError> {
             return Err(ValueError::State { name: name.into(), known: known.join(", ") });
         }
     }
-    if out.is_empty() {
-        return Err(ValueError::Empty("state"));
-    }
     Ok(out)
 }
 
@@ -502,7 +522,7 @@ pub fn parse_states(s: &str) -> Result<Vec<ProtoState>, ValueError> {
 /// `UNSET` alone, conntrack's name for no bit, gives `(0, 0)`: a create without status
 /// bits; a selection refuses it, as the kernel refuses `conntrack -L -u UNSET` (EINVAL).
 pub fn parse_status(s: &str) -> Result<(u32, u32), ValueError> {
-    let items: Vec<&str> = s.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    let items = comma_list(s, "status")?;
     if items.iter().any(|i| i.trim_start_matches(['!', '~']).eq_ignore_ascii_case("UNSET")) {
         return match items[..] {
             [only] if only.eq_ignore_ascii_case("UNSET") => Ok((0, 0)),
@@ -598,6 +618,20 @@ pub fn parse_family(s: &str) -> Result<Family, ValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_16_7_a_stray_comma_in_a_list_is_an_error() {
+        assert_eq!(comma_list(" A , B", "state"), Ok(vec!["A", "B"]));
+        for bad in ["ESTABLISHED,", ",ESTABLISHED", "SYN_SENT,,ESTABLISHED", "A, ,B"] {
+            let e = comma_list(bad, "state").unwrap_err();
+            assert_eq!(e, ValueError::EmptyItem { what: "state", list: bad.into() });
+            assert!(parse_states(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(parse_status("ASSURED,"), Err(ValueError::EmptyItem { .. })));
+        for nothing in ["", ",", " , "] {
+            assert_eq!(comma_list(nothing, "state"), Err(ValueError::Empty("state")));
+        }
+    }
 
     use crate::flow::test_tcp as tcp;
 

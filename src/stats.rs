@@ -3,6 +3,11 @@
 //! rose in a window.
 //!
 //! Plain values; `ctnetlink` fills them from `IPCTNL_MSG_CT_GET_STATS` and `GET_STATS_CPU`.
+//! [`CounterWindow`] and [`CounterSampler`] are the one place counters become rises and rates
+//! per second: `doctor` samples one window, `stats --interval` and the watch view one after
+//! another.
+
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -126,9 +131,109 @@ impl CpuStats {
     }
 }
 
+/// The per-CPU counters, summed over CPUs, at the start and the end of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CounterWindow {
+    /// Sums at the start.
+    pub before: CpuStats,
+    /// Sums at the end.
+    pub after: CpuStats,
+    /// Seconds between the two samples, on the monotonic clock.
+    pub seconds: f64,
+    /// CPUs that reported.
+    pub cpus: usize,
+}
+
+/// A window shorter than this is taken as this long when dividing: two readings cannot be
+/// closer than a netlink round trip, and a rate over less would be noise.
+const SHORTEST_WINDOW: f64 = 1e-3;
+
+impl CounterWindow {
+    /// How much each counter rose over the window. The kernel's counters are u32 and wrap,
+    /// so a counter that passed 2^32 in the window still rises by what it counted (wrapping
+    /// subtraction), not by 0: one wrap per window is told apart, not two.
+    pub fn rise(&self) -> CpuStats {
+        CpuStats { cpu: 0, ..self.after.since(&self.before) }
+    }
+
+    /// Each counter's rise per second over the window, in `conntrack -S` order.
+    pub fn per_second(&self) -> [(&'static str, f64); 10] {
+        let secs = self.seconds.max(SHORTEST_WINDOW);
+        self.rise().fields().map(|(name, rise)| (name, f64::from(rise) / secs))
+    }
+
+    /// One counter's rise per second (`|c| c.drop`).
+    pub fn rate(&self, counter: fn(&CpuStats) -> u32) -> f64 {
+        f64::from(counter(&self.rise())) / self.seconds.max(SHORTEST_WINDOW)
+    }
+}
+
+/// Windows one after another: each reading closes the window the previous one opened, so no
+/// counting is lost between two windows.
+#[derive(Debug, Clone, Copy)]
+pub struct CounterSampler {
+    at: Instant,
+    last: CpuStats,
+}
+
+impl CounterSampler {
+    /// Opens the first window with a reading of every CPU taken at `at`.
+    pub fn start(at: Instant, cpus: &[CpuStats]) -> CounterSampler {
+        CounterSampler { at, last: CpuStats::sum(cpus) }
+    }
+
+    /// Closes the window with a reading taken at `at` and opens the next one there.
+    pub fn next(&mut self, at: Instant, cpus: &[CpuStats]) -> CounterWindow {
+        let after = CpuStats::sum(cpus);
+        let w = CounterWindow {
+            before: self.last,
+            after,
+            seconds: at.saturating_duration_since(self.at).as_secs_f64(),
+            cpus: cpus.len(),
+        };
+        (self.at, self.last) = (at, after);
+        w
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn issue_16_6_windows_follow_each_other_and_rates_divide_by_the_real_time() {
+        let t0 = Instant::now();
+        let cpu = |drop, insert| CpuStats { drop, insert, ..CpuStats::default() };
+        let mut s = CounterSampler::start(t0, &[cpu(10, 1), cpu(5, 0)]);
+        let w = s.next(t0 + Duration::from_millis(2_000), &[cpu(20, 1), cpu(15, 0)]);
+        assert_eq!((w.rise().drop, w.rise().insert, w.cpus), (20, 0, 2));
+        assert_eq!(w.seconds, 2.0);
+        assert_eq!(w.rate(|c| c.drop), 10.0);
+        let per: Vec<_> = w.per_second().iter().map(|(n, _)| *n).collect();
+        assert_eq!(per, CpuStats::default().fields().map(|(n, _)| n).to_vec());
+        assert_eq!(w.per_second()[4], ("drop", 10.0));
+        // The next window starts where this one ended.
+        let w = s.next(t0 + Duration::from_millis(2_500), &[cpu(21, 1), cpu(15, 0)]);
+        assert_eq!((w.before.drop, w.after.drop, w.rise().drop, w.seconds), (35, 36, 1, 0.5));
+        assert_eq!(w.rate(|c| c.drop), 2.0);
+    }
+
+    #[test]
+    fn issue_16_6_a_counter_that_wraps_still_rises_and_an_empty_window_does_not_divide_by_0() {
+        let t0 = Instant::now();
+        let mut s =
+            CounterSampler::start(t0, &[CpuStats { drop: u32::MAX - 1, ..Default::default() }]);
+        let w = s.next(t0 + Duration::from_secs(1), &[CpuStats { drop: 3, ..Default::default() }]);
+        assert_eq!(w.rise().drop, 5, "u32::MAX - 1 -> 3 is 5 counted, not 0");
+        assert_eq!(w.rate(|c| c.drop), 5.0);
+        let w = s.next(t0 + Duration::from_secs(1), &[CpuStats { drop: 4, ..Default::default() }]);
+        assert_eq!(w.seconds, 0.0);
+        assert_eq!(w.rate(|c| c.drop), 1000.0, "taken as a millisecond");
+        // A clock reading older than the window's start is an empty window, not a panic.
+        let w = s.next(t0, &[CpuStats { drop: 4, ..Default::default() }]);
+        assert_eq!((w.seconds, w.rate(|c| c.drop)), (0.0, 0.0));
+    }
 
     #[test]
     fn issue_11_6_one_sum_and_one_rise_for_doctor_and_stats() {

@@ -112,7 +112,8 @@ pub fn plan(
     // the TCP flows in it; SCTP and DCCP flows are all in its NON_TCP column.
     let mut columns = None;
     for given in &sel.state {
-        for name in given.text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        // The text passed `parse_states`: a list without empty items.
+        for name in select::comma_list(&given.text, "state").map_err(|e| e.to_string())? {
             // Through the selection's own parser, so conntrack's LISTEN means SYN_SENT2 here too.
             let tcp = select::parse_states(name).ok().and_then(|states| {
                 states.into_iter().find_map(|s| match s {

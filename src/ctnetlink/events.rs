@@ -1,5 +1,6 @@
 //! Conntrack events (`conntrack -E`): a tokio socket bound to the NEW, UPDATE and DESTROY
-//! multicast groups, each message decoded into a [`Flow`] and an [`EventKind`].
+//! multicast groups, each message decoded into a [`Flow`] and an [`EventKind`], with the
+//! netlink port of the process whose request caused it ([`requester`]).
 //!
 //! Events are per network namespace: the socket hears the namespace it was opened in. When the
 //! receive buffer fills, the kernel drops events, counts them in `sk_drops` and fails the next
@@ -30,6 +31,16 @@ fn kind_of(message_type: u16, flags: u16) -> Option<EventKind> {
         IPCTNL_MSG_CT_NEW => Some(EventKind::Update),
         _ => None,
     }
+}
+
+/// The netlink port id of the process whose request caused the event in `msg` (netlink header
+/// included), or `None` for the kernel's own events. ctnetlink sends the events a create,
+/// update or delete causes with the requester's port as `nlmsg_pid` (`nf_conntrack_eventmask_
+/// report(..., portid, report)`), and 0 for those of packets and timeouts: `conntrack -E` then
+/// prints ` [USERSPACE] portid=N`.
+pub fn requester(msg: &[u8]) -> Option<u32> {
+    let m = NetlinkBuffer::new_checked(msg).ok()?;
+    Some(m.port_number()).filter(|p| *p != 0)
 }
 
 /// The multicast group (`NFNLGRP_CONNTRACK_*`) that carries `kind`.
@@ -159,12 +170,12 @@ impl Subscription {
         (rc == 0 && have > drops).then(|| u64::from(info[drops]))
     }
 
-    /// Waits for events and hands each to `each` (a batch of up to a few hundred datagrams per
-    /// call, so the caller's other work interleaves). Cancel-safe: dropping the future loses no
-    /// event that was not handed on.
+    /// Waits for events and hands each to `each` with its [`requester`] (a batch of up to a few
+    /// hundred datagrams per call, so the caller's other work interleaves). Cancel-safe:
+    /// dropping the future loses no event that was not handed on.
     pub async fn recv(
         &mut self,
-        mut each: impl FnMut(EventKind, &Flow),
+        mut each: impl FnMut(EventKind, &Flow, Option<u32>),
     ) -> Result<Received, Error> {
         let op = "receive conntrack events";
         let mut got = Received::default();
@@ -212,7 +223,7 @@ impl Subscription {
     fn hand_on(
         &mut self,
         op: &'static str,
-        each: &mut impl FnMut(EventKind, &Flow),
+        each: &mut impl FnMut(EventKind, &Flow, Option<u32>),
     ) -> Result<usize, Error> {
         for_each_event(&self.buf, &mut self.flow, each)
             .map_err(|source| Error::Malformed { op, source })
@@ -275,14 +286,14 @@ impl Subscription {
 fn for_each_event(
     datagram: &[u8],
     flow: &mut Flow,
-    each: &mut impl FnMut(EventKind, &Flow),
+    each: &mut impl FnMut(EventKind, &Flow, Option<u32>),
 ) -> Result<usize, Malformed> {
     let mut n = 0;
     for msg in super::messages(datagram) {
         let msg = msg?;
         if let Some(kind) = kind_of(msg.message_type(), msg.flags()) {
             decode::decode_flow(msg.payload(), flow)?;
-            each(kind, flow);
+            each(kind, flow, Some(msg.port_number()).filter(|p| *p != 0));
             n += 1;
         }
     }

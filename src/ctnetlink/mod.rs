@@ -26,7 +26,7 @@ pub use delete::{Act, Change, DeleteTally, Deleter, FlowKey, Marked};
 pub use dump::{DUMP_ATTEMPTS, DumpSummary, Dumped, decode_message};
 
 pub use error::{Error, NEEDS_CAP_NET_ADMIN};
-pub use events::{EventMask, Received, Subscription, decode_event};
+pub use events::{EventMask, Received, Subscription, decode_event, requester};
 pub use expect::decode_expectation;
 pub use flushreq::FlushRequest;
 pub use socket::{Conntrack, REPLY_TIMEOUT};

@@ -9,9 +9,10 @@ pub mod remedy;
 pub mod report;
 pub mod verdict;
 
+pub use crate::stats::CounterWindow;
 pub use remedy::Actions;
 pub use report::{Counters, DoctorReport, Inputs, KernelLog, NetnsInfo};
 pub use verdict::{
-    AT_RISK_FILL, CounterWindow, DROP_MEANS_FULL, Facts, JUST_DROPPED, LONG_ESTABLISHED,
-    LONG_ESTABLISHED_FILL, LogSummary, RECENT_LOG, STILL_FULL, Verdict, WATCHED_SYSCTLS, verdict,
+    AT_RISK_FILL, DROP_MEANS_FULL, Facts, JUST_DROPPED, LONG_ESTABLISHED, LONG_ESTABLISHED_FILL,
+    LogSummary, RECENT_LOG, STILL_FULL, Verdict, WATCHED_SYSCTLS, verdict,
 };

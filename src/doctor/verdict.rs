@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kmsg::{Attribution, TableFullLine, Target};
-use crate::stats::{CpuStats, Fill};
+use crate::stats::{CounterWindow, Fill};
 
 /// At risk at this fill, whatever else holds: a burst of a few thousand flows from one guest
 /// then fills the table before anyone looks.
@@ -63,26 +63,6 @@ impl Verdict {
             Verdict::AtRisk => "at-risk",
             Verdict::Full => "full",
         }
-    }
-}
-
-/// The per-CPU counters, summed over CPUs, at the start and the end of the window.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct CounterWindow {
-    /// Sums at the start.
-    pub before: CpuStats,
-    /// Sums at the end.
-    pub after: CpuStats,
-    /// Seconds between the two samples.
-    pub seconds: f64,
-    /// CPUs that reported.
-    pub cpus: usize,
-}
-
-impl CounterWindow {
-    /// How much each counter rose over the window (the kernel's u32 counters wrap).
-    pub fn rise(&self) -> CpuStats {
-        self.after.since(&self.before)
     }
 }
 
@@ -245,6 +225,7 @@ pub fn verdict(f: &Facts) -> (Verdict, Vec<String>) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::stats::CpuStats;
 
     pub(crate) fn fill(count: u32, max: u32) -> Fill {
         Fill::new(crate::stats::TableStats { count, max }, Some(u64::from(max)))

@@ -14,8 +14,14 @@ use crate::select::Selector;
 pub trait EventSink {
     /// The sink's error; the engine's own converts into it.
     type Error: From<Error>;
-    /// One event of the mask and the selection.
-    fn event(&mut self, kind: EventKind, flow: &Flow) -> Result<(), Self::Error>;
+    /// One event of the mask and the selection, and the netlink port of the process whose
+    /// request caused it (`None`: the kernel's own event).
+    fn event(
+        &mut self,
+        kind: EventKind,
+        flow: &Flow,
+        portid: Option<u32>,
+    ) -> Result<(), Self::Error>;
     /// Events were lost.
     fn overrun(&mut self, o: &Overrun) -> Result<(), Self::Error>;
     /// A batch of events was handed on: a moment to flush.
@@ -58,12 +64,12 @@ pub async fn stream<E: Events, S: EventSink>(
                 how = h;
                 break;
             }
-            r = events.recv(|kind, flow| {
+            r = events.recv(|kind, flow, portid| {
                 if failed.is_some() || handed >= limit || !mask.contains(kind) || !sel.matches(flow)
                 {
                     return;
                 }
-                match sink.event(kind, flow) {
+                match sink.event(kind, flow, portid) {
                     Ok(()) => handed += 1,
                     Err(e) => failed = Some(e),
                 }

@@ -57,7 +57,7 @@ pub trait Events {
     /// Waits for events and hands each to `each` (see [`Subscription::recv`]).
     fn recv(
         &mut self,
-        each: impl FnMut(EventKind, &Flow),
+        each: impl FnMut(EventKind, &Flow, Option<u32>),
     ) -> impl Future<Output = Result<Received, ctnetlink::Error>>;
     /// Events the kernel dropped on this stream so far, when it says.
     fn drops(&self) -> Option<u64>;
@@ -66,7 +66,7 @@ pub trait Events {
 impl Events for Subscription {
     fn recv(
         &mut self,
-        each: impl FnMut(EventKind, &Flow),
+        each: impl FnMut(EventKind, &Flow, Option<u32>),
     ) -> impl Future<Output = Result<Received, ctnetlink::Error>> {
         Subscription::recv(self, each)
     }
@@ -372,7 +372,7 @@ impl<'a, K: Kernel, S: Sink> Watcher<'a, K, S> {
                         return Ok(Shutdown::Now);
                     }
                 }
-                r = sub.recv(|kind, flow| {
+                r = sub.recv(|kind, flow, _| {
                     let change = self.cfg.classifier.change(kind, flow);
                     self.counters.count(kind, self.table.apply(&change));
                     self.resyncs.record(change);

@@ -39,11 +39,18 @@ use crate::flow::{
 /// Writes many small pieces: give it a buffered writer. Allocates nothing (except for a helper
 /// name that is not valid UTF-8).
 pub fn write_line(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
+    write_entry_now(out, flow)?;
+    out.write_all(b"\n")
+}
+
+/// Like [`write_line`], without the line's end, for a caller that appends to the line
+/// (`events`' `[USERSPACE]`).
+pub(crate) fn write_entry_now(out: &mut impl Write, flow: &Flow) -> io::Result<()> {
     let now = match (flow.start_ns, flow.stop_ns) {
         (Some(_), None | Some(0)) => unix_now(),
         _ => 0,
     };
-    write_line_at(out, flow, now)
+    write_entry(out, flow, now)
 }
 
 /// Like [`write_line`], with the clock fixed: `now_unix_secs` is used for the `delta-time` of

@@ -11,6 +11,7 @@ use crate::flow::Flow;
 use crate::live::Resynced;
 use crate::output::report::{Ranking, TallyReport};
 use crate::output::{conntrack, json};
+use crate::requester::Requester;
 use crate::stats::Fill;
 
 /// `2026-11-27T05:30:01.123456Z`.
@@ -18,34 +19,53 @@ pub fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
-/// Writes one `conntrack -E -o timestamp` line: `[SECONDS.MICROS]\t    [NEW] tcp      6 ...`.
+/// Writes one `conntrack -E -o timestamp` line: `[SECONDS.MICROS]\t    [NEW] tcp      6 ...`,
+/// and for an event a process's request caused, what conntrack.c `event_cb` appends:
+/// ` [USERSPACE] portid=N`, then ` progname=NAME` when the process was found.
 pub fn write_event_line(
     out: &mut impl Write,
     at: SystemTime,
     kind: EventKind,
     flow: &Flow,
+    by: Option<&Requester>,
 ) -> io::Result<()> {
     let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     // conntrack.c event_cb: "[%-.8ld.%-.6ld]\t", then libnetfilter_conntrack's "%9s " tag.
     write!(out, "[{}.{:06}]\t{:>9} ", since.as_secs(), since.subsec_micros(), kind.tag())?;
-    conntrack::write_line(out, flow)
+    conntrack::write_entry_now(out, flow)?;
+    if let Some(r) = by {
+        write!(out, " [USERSPACE] portid={}", r.portid)?;
+        if let Some(name) = &r.progname {
+            write!(out, " progname={name}")?;
+        }
+    }
+    out.write_all(b"\n")
 }
 
-/// Writes one event as a JSON line: `{"type":"new","time":"...","flow":{...}}`. `scratch` is
-/// reused between calls.
+/// Writes one event as a JSON line: `{"type":"new","time":"...","flow":{...}}`, with
+/// `"portid":N` and `"progname":"NAME"` after `time` as [`write_event_line`] prints them.
+/// `scratch` is reused between calls.
 pub fn write_event_json(
     out: &mut impl Write,
     scratch: &mut Vec<u8>,
     at: SystemTime,
     kind: EventKind,
     flow: &Flow,
+    by: Option<&Requester>,
 ) -> io::Result<()> {
     scratch.clear();
     json::write_flow(scratch, flow)?;
     while scratch.last() == Some(&b'\n') {
         scratch.pop();
     }
-    write!(out, "{{\"type\":\"{}\",\"time\":\"{}\",\"flow\":", kind.name(), timestamp(at))?;
+    write!(out, "{{\"type\":\"{}\",\"time\":\"{}\",", kind.name(), timestamp(at))?;
+    if let Some(r) = by {
+        write!(out, "\"portid\":{},", r.portid)?;
+        if let Some(name) = &r.progname {
+            write!(out, "\"progname\":{},", serde_json::Value::from(name.as_str()))?;
+        }
+    }
+    out.write_all(b"\"flow\":")?;
     out.write_all(scratch)?;
     out.write_all(b"}\n")
 }
@@ -294,7 +314,7 @@ mod tests {
     fn event_line_is_conntrack_e_with_timestamp() {
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_764_221_239_000_042);
         let mut out = Vec::new();
-        write_event_line(&mut out, at, EventKind::New, &syn()).unwrap();
+        write_event_line(&mut out, at, EventKind::New, &syn(), None).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "[1764221239.000042]\t    [NEW] tcp      6 120 SYN_SENT src=172.16.3.5 dst=10.0.0.1 \
@@ -303,11 +323,49 @@ mod tests {
     }
 
     #[test]
+    fn issue_16_7_an_event_a_process_caused_names_it_as_conntrack_e_does() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_764_221_239_000_042);
+        let named = Requester { portid: 3748, progname: Some("conntrack".into()) };
+        let gone = Requester { portid: 3_145_348_193, progname: None };
+        let line = |by| {
+            let mut out = Vec::new();
+            write_event_line(&mut out, at, EventKind::New, &syn(), by).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let plain = line(None);
+        let head = plain.trim_end();
+        assert_eq!(
+            line(Some(&named)),
+            format!("{head} [USERSPACE] portid=3748 progname=conntrack\n")
+        );
+        assert_eq!(line(Some(&gone)), format!("{head} [USERSPACE] portid=3145348193\n"));
+        let json = |by| {
+            let (mut out, mut scratch) = (Vec::new(), Vec::new());
+            write_event_json(&mut out, &mut scratch, at, EventKind::New, &syn(), by).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        let v = json(Some(&named));
+        assert_eq!((v["portid"].as_u64(), v["progname"].as_str()), (Some(3748), Some("conntrack")));
+        assert_eq!(v["flow"]["orig"]["src"], "172.16.3.5");
+        let v = json(Some(&gone));
+        assert_eq!((v["portid"].as_u64(), v.get("progname")), (Some(3_145_348_193), None));
+        let v = json(None);
+        assert_eq!((v.get("portid"), v.get("progname")), (None, None), "the kernel's own event");
+    }
+
+    #[test]
     fn event_json_wraps_the_flow_object() {
         let mut out = Vec::new();
         let mut scratch = Vec::new();
-        write_event_json(&mut out, &mut scratch, SystemTime::now(), EventKind::Destroy, &syn())
-            .unwrap();
+        write_event_json(
+            &mut out,
+            &mut scratch,
+            SystemTime::now(),
+            EventKind::Destroy,
+            &syn(),
+            None,
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "destroy");
         assert_eq!(v["flow"]["orig"]["src"], "172.16.3.5");

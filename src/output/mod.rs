@@ -2,6 +2,7 @@
 
 pub mod conntrack;
 pub mod expect;
+pub mod interval;
 pub mod json;
 pub mod jsonl;
 pub mod live;

@@ -5,10 +5,11 @@
 use std::time::SystemTime;
 
 use ctguard::Flow;
-use ctguard::ctnetlink::{EventKind, decode_event};
+use ctguard::ctnetlink::{EventKind, decode_event, requester};
 use ctguard::guests::GuestMap;
 use ctguard::live::Classifier;
 use ctguard::output::live::{End, Lost, Resync, Snapshot, write_event_line};
+use ctguard::requester::Requester;
 use ctguard::select::Selector;
 use ctguard::tally::GroupBy;
 
@@ -44,7 +45,7 @@ fn recorded_events_print_as_conntrack_e_printed_them() {
     assert_eq!(events.len(), want.len(), "both listeners heard the same events");
     for ((kind, flow), want) in events.iter().zip(want) {
         let mut out = Vec::new();
-        write_event_line(&mut out, SystemTime::UNIX_EPOCH, *kind, flow).unwrap();
+        write_event_line(&mut out, SystemTime::UNIX_EPOCH, *kind, flow, None).unwrap();
         let got = String::from_utf8(out).unwrap();
         assert_eq!(comparable(got.trim_end()), want);
     }
@@ -56,6 +57,36 @@ fn recorded_events_print_as_conntrack_e_printed_them() {
             "destroy", "destroy"
         ]
     );
+}
+
+/// The `portid=N` and `progname=NAME` a `conntrack -E` line ends with, if any.
+fn userspace_of(line: &str) -> Option<(u32, Option<&str>)> {
+    let (_, tail) = line.split_once(" [USERSPACE] ")?;
+    let mut words = tail.split(' ');
+    let portid = words.next()?.strip_prefix("portid=")?.parse().ok()?;
+    Some((portid, words.next().and_then(|w| w.strip_prefix("progname="))))
+}
+
+#[test]
+fn issue_16_7_recorded_events_carry_the_port_id_conntrack_e_printed() {
+    let mut userspace = 0;
+    for (hex, want) in EVENTS_HEX.lines().zip(EVENTS_CONNTRACK_E.lines()) {
+        let msg = unhex(hex);
+        let printed = userspace_of(want);
+        assert_eq!(requester(&msg), printed.map(|(p, _)| p), "{want}");
+        // With the program conntrack found, the whole line after the timestamp is conntrack's.
+        let mut flow = Flow::default();
+        let kind = decode_event(&msg, &mut flow).unwrap().unwrap();
+        let by =
+            printed.map(|(portid, name)| Requester { portid, progname: name.map(str::to_string) });
+        let mut out = Vec::new();
+        write_event_line(&mut out, SystemTime::UNIX_EPOCH, kind, &flow, by.as_ref()).unwrap();
+        let got = String::from_utf8(out).unwrap();
+        let after_time = |l: &str| l.split_once('\t').map(|(_, r)| r.to_string());
+        assert_eq!(after_time(got.trim_end()), after_time(want));
+        userspace += usize::from(printed.is_some());
+    }
+    assert_eq!(userspace, EVENTS_CONNTRACK_E.lines().count(), "conntrack made every event");
 }
 
 #[test]
@@ -191,7 +222,7 @@ mod engine {
     impl Events for Script {
         async fn recv(
             &mut self,
-            mut each: impl FnMut(EventKind, &Flow),
+            mut each: impl FnMut(EventKind, &Flow, Option<u32>),
         ) -> Result<Received, ctnetlink::Error> {
             // Taken when polled, not when made: a future dropped unpolled loses nothing.
             match self.0.pop_front() {
@@ -199,7 +230,7 @@ mod engine {
                 Some(Step::Overrun) => Ok(Received { overrun: true, ..Received::default() }),
                 Some(Step::Events(v)) => {
                     for (kind, flow) in &v {
-                        each(*kind, flow);
+                        each(*kind, flow, None);
                     }
                     Ok(Received { events: v.len(), overrun: false, drained: true })
                 }
@@ -338,7 +369,12 @@ mod engine {
     impl EventSink for Printed {
         type Error = ctguard::live::watcher::Error;
 
-        fn event(&mut self, kind: EventKind, flow: &Flow) -> Result<(), Self::Error> {
+        fn event(
+            &mut self,
+            kind: EventKind,
+            flow: &Flow,
+            _: Option<u32>,
+        ) -> Result<(), Self::Error> {
             self.events.push((kind, flow.id.unwrap_or(0)));
             Ok(())
         }

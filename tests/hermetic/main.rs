@@ -14,6 +14,8 @@ mod decode;
 mod deploy;
 // The recorded fixtures as bytes and flows.
 mod fixtures;
+// Issue 16: stats --interval's input, a stray comma in a list.
+mod habits;
 // Issue 12.4: recorded expectations → conntrack -L expect lines and JSON; no panics.
 mod expect;
 // doctor and tune: JSON pinned key by key, bad input.

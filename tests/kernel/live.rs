@@ -32,7 +32,7 @@ pub struct Live {
 }
 
 impl Live {
-    fn start(ns: &Netns, args: &[&str]) -> Live {
+    pub fn start(ns: &Netns, args: &[&str]) -> Live {
         let mut cmd = Command::new(CTGUARD);
         cmd.args(["--netns", &ns.path()]).args(args);
         Live::spawn(cmd)
@@ -401,7 +401,7 @@ fn issue_4_events_print_only_the_selected_guest() {
 
 /// Waits until `n` ctnetlink sockets in the namespace listen to event groups
 /// (`/proc/net/netlink`: protocol 12, non-zero groups).
-fn wait_subscribed(ns: &Netns, n: usize) {
+pub fn wait_subscribed(ns: &Netns, n: usize) {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         let table = ns.exec("cat", &["/proc/net/netlink"]).ok().stdout;

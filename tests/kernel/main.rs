@@ -19,6 +19,7 @@ mod flushproof;
 mod guard;
 mod guard_discover;
 mod guests;
+mod habits;
 mod idle;
 mod inputs;
 mod lifecycle;
@@ -34,6 +35,7 @@ mod parity_nat;
 mod parity_update;
 mod permissions;
 mod seed;
+mod stats;
 mod unattended;
 mod watch_tui;
 

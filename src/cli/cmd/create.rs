@@ -20,6 +20,11 @@ pub fn plan(a: Args) -> Result<Plan, String> {
     Ok(Plan { flow: Box::new(create_args::flow(a)?) })
 }
 
+/// What `create` says on stderr once the kernel acknowledged the flow: `conntrack -I`'s
+/// confirmation ("1 flow entries have been created."), in grammatical English. Stdout stays
+/// empty, as conntrack's does.
+const CREATED: &str = "ctguard: 1 flow entry has been created.";
+
 /// Runs `create`.
 pub fn run(p: Plan, ct: &mut Conntrack) -> Result<Outcome, Failure> {
     let mut failed = None;
@@ -27,5 +32,6 @@ pub fn run(p: Plan, ct: &mut Conntrack) -> Result<Outcome, Failure> {
     if let Some(errno) = failed {
         return Err(Failure::Message(format!("create: {}", exit::errno_text(errno))));
     }
+    eprintln!("{CREATED}");
     Ok(Outcome::Ok)
 }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
 use ctguard::ctnetlink::Conntrack;
-use ctguard::doctor::{self, CounterWindow, DoctorReport, Facts, Inputs, LogSummary};
+use ctguard::doctor::{self, DoctorReport, Facts, Inputs, LogSummary};
 use ctguard::guests::GuestMap;
 use ctguard::output::jsonl;
 use ctguard::select::{self, Selector};
-use ctguard::stats::CpuStats;
+use ctguard::stats::CounterSampler;
 use ctguard::tune::{self, TuneFacts};
 use ctguard::{kernel, kmsg, sysctl};
 
@@ -101,8 +101,8 @@ pub fn run(
 ) -> Result<Outcome, Failure> {
     let kernel = kernel::release();
     let ns = host::identity(kernel)?;
-    let before = ct.cpu_stats()?;
     let start = Instant::now();
+    let mut sampler = CounterSampler::start(start, &ct.cpu_stats()?);
     // The dump (and the look at the host's guests) runs inside the window: its time is
     // watching time too.
     let mut guests = Arc::new(p.guests);
@@ -112,8 +112,7 @@ pub fn run(
     if let Some(rest) = p.window.checked_sub(start.elapsed()) {
         std::thread::sleep(rest);
     }
-    let after = ct.cpu_stats()?;
-    let seconds = start.elapsed().as_secs_f64();
+    let counters = sampler.next(Instant::now(), &ct.cpu_stats()?);
     let fill = dump::fill(ct)?;
 
     // Older kernels may print the classic wording for every namespace.
@@ -136,18 +135,8 @@ pub fn run(
     let tune_facts = TuneFacts::read(u64::from(fill.count), u64::from(fill.max));
     let tune_lines =
         tune::recommend(&tune_facts).iter().filter(|r| r.change).map(|r| r.assignment()).collect();
-    let facts = Facts {
-        fill,
-        counters: CounterWindow {
-            before: CpuStats::sum(&before),
-            after: CpuStats::sum(&after),
-            seconds,
-            cpus: after.len(),
-        },
-        established_timeout: tune_facts.established,
-        log,
-        now_usec,
-    };
+    let facts =
+        Facts { fill, counters, established_timeout: tune_facts.established, log, now_usec };
     let report = DoctorReport::new(Inputs {
         facts,
         netns: ns,

@@ -12,7 +12,8 @@ use ctguard::live::stream::{EventSink, stream};
 use ctguard::live::watcher::Overrun;
 use ctguard::output::jsonl;
 use ctguard::output::live::{self as view, End, Lost};
-use ctguard::select::Selector;
+use ctguard::requester::Requesters;
+use ctguard::select::{self, Selector};
 
 use crate::cli::discovery::Pending;
 use crate::cli::exit::{Failure, Outcome};
@@ -26,7 +27,8 @@ pub struct Args {
     /// groups are subscribed.
     #[arg(short = 'e', long = "event", value_name = "LIST", value_parser = event_mask)]
     pub event: Option<EventMask>,
-    /// Print JSON Lines: {"type":"new","time":...,"flow":{...}}, and {"type":"lost"} records.
+    /// Print JSON Lines: {"type":"new","time":...,"flow":{...}} (with "portid" and "progname"
+    /// for an event a process's request caused), and {"type":"lost"} records.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -36,14 +38,15 @@ pub struct Args {
 /// `--event new,destroy`: the kinds to subscribe to.
 fn event_mask(list: &str) -> Result<EventMask, String> {
     let mut m = EventMask::NONE;
-    for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+    let words = select::comma_list(list, "--event").map_err(|e| match e {
+        select::ValueError::Empty(_) => "--event needs at least one of new, update, destroy".into(),
+        other => other.to_string(),
+    })?;
+    for word in words {
         let kind = EventKind::parse(word).ok_or_else(|| {
             format!("invalid --event '{word}' (new, update, destroy, comma separated)")
         })?;
         m = m.with(kind);
-    }
-    if m.is_empty() {
-        return Err("--event needs at least one of new, update, destroy".into());
     }
     Ok(m)
 }
@@ -89,7 +92,12 @@ async fn events_loop(job: Plan, out: &mut impl Write) -> Result<(), Failure> {
     }
     let mut sub = Subscription::open(job.mask, job.live.buffer)?;
     let stop = live::stopping(job.live.duration)?;
-    let mut print = EventPrinter { out: &mut *out, json: job.json, scratch: Vec::new() };
+    let mut print = EventPrinter {
+        out: &mut *out,
+        json: job.json,
+        scratch: Vec::new(),
+        requesters: Requesters::default(),
+    };
     let done = stream(&mut sub, job.mask, &job.sel, job.live.count, &mut print, stop).await?;
     if done.how == Shutdown::Quiet {
         // Nobody reads what is left to say: quietly done (the broken pipe rule).
@@ -121,16 +129,20 @@ struct EventPrinter<'a, W: Write> {
     out: &'a mut W,
     json: bool,
     scratch: Vec<u8>,
+    /// Names the process behind an event's port id, as `conntrack -E` does.
+    requesters: Requesters,
 }
 
 impl<W: Write> EventSink for EventPrinter<'_, W> {
     type Error = Failure;
 
-    fn event(&mut self, kind: EventKind, flow: &Flow) -> Result<(), Failure> {
+    fn event(&mut self, kind: EventKind, flow: &Flow, portid: Option<u32>) -> Result<(), Failure> {
         let now = SystemTime::now();
+        let by = portid.map(|p| self.requesters.of(p));
+        let by = by.as_ref();
         match self.json {
-            true => view::write_event_json(self.out, &mut self.scratch, now, kind, flow)?,
-            false => view::write_event_line(self.out, now, kind, flow)?,
+            true => view::write_event_json(self.out, &mut self.scratch, now, kind, flow, by)?,
+            false => view::write_event_line(self.out, now, kind, flow, by)?,
         }
         Ok(())
     }

@@ -34,7 +34,8 @@ pub enum Command {
     Count(count::Args),
     /// Print the selected flows like `conntrack -L`, or as JSON Lines.
     List(list::Args),
-    /// Table count, max, fill %, buckets, and the per-CPU counters summed.
+    /// Table count, max, fill %, buckets, and the per-CPU counters summed; with --interval,
+    /// their rise per second, interval after interval.
     Stats(stats::Args),
     /// Create one flow (`conntrack -I`).
     Create(create::Args),

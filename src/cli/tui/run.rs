@@ -27,7 +27,7 @@ use ctguard::live::watcher::Overrun;
 use ctguard::live::{Classifier, Config, Netns, Resynced, Shutdown, Sink, View, Watcher};
 use ctguard::output::report::Ranking;
 use ctguard::select::Selector;
-use ctguard::stats::CpuStats;
+use ctguard::stats::{CounterSampler, CounterWindow, CpuStats};
 use ctguard::sysctl::StateTimeouts;
 use ctguard::tally::{self, GroupBy};
 use ratatui::Terminal;
@@ -153,7 +153,8 @@ struct Ui {
     app: App,
     term: Term,
     latest: Data,
-    kernel: KernelRates,
+    /// The counters' last reading: the next one closes a window over them.
+    kernel: Option<CounterSampler>,
     ct: Option<Conntrack>,
     note: Option<String>,
     lost_events: Option<u64>,
@@ -175,29 +176,15 @@ impl Ui {
     }
 }
 
-/// The kernel's counters per second, from two readings.
-#[derive(Default)]
-struct KernelRates {
-    last: Option<(Instant, CpuStats)>,
-}
-
-impl KernelRates {
-    fn rates(&mut self, now: CpuStats) -> (Option<f64>, Option<f64>, Option<f64>) {
-        let t = Instant::now();
-        let r = match self.last {
-            Some((at, before)) => {
-                let secs = t.duration_since(at).as_secs_f64().max(1e-3);
-                let per = |a: u32, b: u32| Some(f64::from(b.saturating_sub(a)) / secs);
-                (
-                    per(before.drop, now.drop),
-                    per(before.early_drop, now.early_drop),
-                    per(before.insert_failed, now.insert_failed),
-                )
-            }
-            None => (None, None, None),
-        };
-        self.last = Some((t, now));
-        r
+/// The window a reading closes; the first reading only opens one.
+fn kernel_window(sampler: &mut Option<CounterSampler>, cpus: &[CpuStats]) -> Option<CounterWindow> {
+    let now = Instant::now();
+    match sampler {
+        Some(s) => Some(s.next(now, cpus)),
+        None => {
+            *sampler = Some(CounterSampler::start(now, cpus));
+            None
+        }
     }
 }
 
@@ -235,11 +222,11 @@ impl Sink for UiSink<'_> {
 
     fn snapshot(&mut self, v: &View<'_>) -> Result<(), Failure> {
         let mut ui = self.ui.borrow_mut();
-        let kernel = ui.ct.as_mut().and_then(|ct| ct.cpu_stats().ok()).map(|c| CpuStats::sum(&c));
-        let (drop, early, failed) = match kernel {
-            Some(k) => ui.kernel.rates(k),
-            None => (None, None, None),
-        };
+        let reading = ui.ct.as_mut().and_then(|ct| ct.cpu_stats().ok());
+        let window = reading.and_then(|cpus| kernel_window(&mut ui.kernel, &cpus));
+        let rate = |counter: fn(&CpuStats) -> u32| window.map(|w| w.rate(counter));
+        let (drop, early, failed) =
+            (rate(|c| c.drop), rate(|c| c.early_drop), rate(|c| c.insert_failed));
         let report = Ranking::new(v.table.tally(), None, None).report();
         let groups = report
             .groups
@@ -307,7 +294,7 @@ pub async fn run(ct: &mut Conntrack, o: Opts) -> Result<(), Failure> {
         app,
         term: Term::enter()?,
         latest: Data::default(),
-        kernel: KernelRates::default(),
+        kernel: None,
         ct: Conntrack::open().ok(),
         note: o.note.clone(),
         lost_events: None,
