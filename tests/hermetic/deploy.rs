@@ -72,7 +72,7 @@ fn repo_file(path: &str) -> String {
 
 /// The external tool on PATH, or `None` (said on stderr) when it is missing and
 /// `CTGUARD_REQUIRE_TOOLS` is not `1`; with it set, a missing tool fails the test.
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str, package: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())

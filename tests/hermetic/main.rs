@@ -14,6 +14,8 @@ mod decode;
 mod deploy;
 // The recorded fixtures as bytes and flows.
 mod fixtures;
+// Issue 16: the man pages and completion scripts (golden), the guest names call back.
+mod manual;
 // Issue 12.4: recorded expectations → conntrack -L expect lines and JSON; no panics.
 mod expect;
 // doctor and tune: JSON pinned key by key, bad input.
