@@ -9,6 +9,35 @@ use clap::error::ErrorKind;
 use ctguard::ctnetlink;
 use ctguard::live::watcher;
 
+/// The exit statuses as `--help` and the man pages say them: the code, and what it means
+/// (continuation lines indented for `--help`; a man page joins them).
+pub const STATUSES: [(u8, &str); 3] = [
+    (0, "success"),
+    (
+        1,
+        "nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor);
+     nothing created (load: every flow already there)",
+    ),
+    (
+        2,
+        "error, or bad input (refused before anything is touched); evict: also a delete the kernel
+     refused, or Ctrl-C",
+    ),
+];
+
+/// What the top-level `--help` and every man page say after the exit statuses.
+pub const PRIVILEGES: &str =
+    "Needs CAP_NET_ADMIN (run as root). Conntrack-tools users: `list` prints `conntrack -L` lines.";
+
+/// The top-level `--help`'s closing text: the exit statuses and [`PRIVILEGES`].
+pub fn help() -> String {
+    let mut text = String::from("EXIT STATUS:\n");
+    for (code, meaning) in STATUSES {
+        text.push_str(&format!("  {code}  {meaning}\n"));
+    }
+    text + "\n" + PRIVILEGES
+}
+
 /// Exit status, documented in the README and `--help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

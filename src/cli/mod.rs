@@ -30,25 +30,15 @@ pub mod tui;
 
 use std::io::{self, BufWriter, Write};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ctguard::ctnetlink::Conntrack;
 use ctguard::netns;
 
 use exit::{Failure, Outcome};
 
-const EXIT_STATUS: &str = "\
-EXIT STATUS:
-  0  success
-  1  nothing matched (list, count, evict); evict's question answered no; at risk or full (doctor);
-     nothing created (load: every flow already there)
-  2  error, or bad input (refused before anything is touched); evict: also a delete the kernel
-     refused, or Ctrl-C
-
-Needs CAP_NET_ADMIN (run as root). Conntrack-tools users: `list` prints `conntrack -L` lines.";
-
 /// ctguard: find who fills the conntrack table, and relieve it. Talks ctnetlink directly.
 #[derive(Debug, Parser)]
-#[command(name = "ctguard", version, about, after_help = EXIT_STATUS, propagate_version = true)]
+#[command(name = "ctguard", version, about, after_help = exit::help(), propagate_version = true)]
 pub struct Cli {
     /// Run inside this network namespace: a name under /run/netns, or a path to a netns file.
     #[arg(long, global = true, value_name = "NAME|PATH")]
@@ -85,7 +75,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
     if cmd::offline(&plan.command) {
         let stdout = io::stdout();
         let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-        let outcome = cmd::run_offline(plan.command, &mut out)?;
+        let outcome = cmd::run_offline(plan.command, Cli::command, &mut out)?;
         out.flush()?;
         return Ok(outcome);
     }

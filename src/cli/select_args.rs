@@ -37,7 +37,7 @@ pub struct SelectArgs {
     #[arg(long, value_name = "NAME|CIDR")]
     pub guest: Vec<String>,
     /// Guest file (TOML: name = ["CIDR", ...]); it wins over discovery for its addresses.
-    #[arg(long, value_name = "FILE", env = "CTGUARD_GUESTS")]
+    #[arg(long, value_name = "FILE", env = "CTGUARD_GUESTS", value_hint = clap::ValueHint::FilePath)]
     pub guests: Option<String>,
     #[command(flatten)]
     pub discover: DiscoverArgs,

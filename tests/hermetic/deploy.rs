@@ -72,7 +72,7 @@ fn repo_file(path: &str) -> String {
 
 /// The external tool on PATH, or `None` (said on stderr) when it is missing and
 /// `CTGUARD_REQUIRE_TOOLS` is not `1`; with it set, a missing tool fails the test.
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str, package: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
@@ -269,7 +269,7 @@ fn issue_13_systemd_unit_is_hardened_and_verifies() {
     for line in [
         "Type=notify",
         "NotifyAccess=main",
-        "ExecStart=/usr/bin/ctguard guard --config /etc/ctguard/guard.toml",
+        "ExecStart=/usr/sbin/ctguard guard --config /etc/ctguard/guard.toml",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN",
@@ -311,7 +311,7 @@ fn issue_13_systemd_unit_is_hardened_and_verifies() {
     let stand_in = dir.path().join("ctguard");
     std::fs::copy("/bin/true", &stand_in).unwrap();
     let unit_path = dir.path().join("ctguard.service");
-    std::fs::write(&unit_path, unit.replace("/usr/bin/ctguard", stand_in.to_str().unwrap()))
+    std::fs::write(&unit_path, unit.replace("/usr/sbin/ctguard", stand_in.to_str().unwrap()))
         .unwrap();
     let out = run_ok(Command::new(&analyze).arg("verify").arg(&unit_path));
     assert!(!out.contains("ctguard.service"), "systemd-analyze verify warns:\n{out}");

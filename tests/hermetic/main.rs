@@ -16,6 +16,8 @@ mod deploy;
 mod fixtures;
 // Issue 16: stats --interval's input, a stray comma in a list.
 mod habits;
+// Issue 16: the man pages and completion scripts (golden), the guest names call back.
+mod manual;
 // Issue 12.4: recorded expectations → conntrack -L expect lines and JSON; no panics.
 mod expect;
 // doctor and tune: JSON pinned key by key, bad input.

@@ -8,7 +8,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use crate::netns::{Netns, Run, run};
+use crate::netns::{CTGUARD, Netns, Run, run};
 use crate::seed::{self, L4, Spec};
 
 pub(crate) struct Guest {
@@ -306,4 +306,30 @@ fn issue_14_evict_by_a_discovered_name_deletes_that_guests_flows_only() {
     );
     assert_eq!(nobody.stderr.lines().count(), 1, "{}", nobody.stderr);
     assert_eq!(host.conntrack_list(&[]), expected);
+}
+
+/// Issue 16: `guests --names` (what the completions call back) joins the guest file's names
+/// and the host's, and the bash completion of `--guest` gets them through the `--netns` and
+/// `--guests` typed, from the real binary.
+#[test]
+fn issue_16_guest_names_for_completion_join_the_file_and_the_host() {
+    let host = Netns::new();
+    ip(&host, &["link", "add", "br0", "type", "bridge"]);
+    ip(&host, &["link", "set", "br0", "up"]);
+    let _g = guest(&host, "tap104i0", "172.16.4.5", "2001:db8:4::5");
+    let file = host.write_file("guests.toml", "web01 = \"10.9.0.1\"\ndb01 = \"10.9.0.2\"\n");
+    let names = host.ctguard(&["guests", "--names", "--guests", &file]).ok();
+    assert_eq!(names.stdout, "db01\ntap104i0\nweb01\n", "{}", names.describe());
+    let file_only = host.ctguard(&["guests", "--names", "--guests", &file, "--no-discover"]).ok();
+    assert_eq!(file_only.stdout, "db01\nweb01\n");
+
+    let script =
+        host.write_file("ctguard.bash", &run(CTGUARD, &["completions", "bash"]).ok().stdout);
+    let complete = format!(
+        "source '{script}'; COMP_WORDS=('{CTGUARD}' --netns '{}' top --guests '{file}' --guest t); \
+         COMP_CWORD=7; _ctguard_with_guests ctguard t --guest; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        host.name()
+    );
+    let got = run("bash", &["-c", &complete]).ok();
+    assert_eq!(got.stdout, "tap104i0\n", "{}", got.describe());
 }

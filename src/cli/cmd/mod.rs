@@ -3,6 +3,7 @@
 //! dispatch; the commands never use each other, what two share is a leaf of `cli` or the
 //! library.
 
+pub mod completions;
 pub mod count;
 pub mod create;
 pub mod doctor;
@@ -12,6 +13,7 @@ pub mod guard;
 pub mod guests;
 pub mod list;
 pub mod load;
+pub mod man;
 pub mod stats;
 pub mod top;
 pub mod tune;
@@ -61,6 +63,10 @@ pub enum Command {
     /// The guest interfaces found on this host (links, neighbours, bridge FDB): NAME IFACE
     /// MAC IPv4 IPv6 SOURCE.
     Guests(guests::Args),
+    /// Write the completion script of bash, zsh or fish to stdout (guest names included).
+    Completions(completions::Args),
+    /// Write the manual pages (ctguard.8, ctguard-COMMAND.8) into DIR.
+    Man(man::Args),
 }
 
 /// A command, validated: what its run needs.
@@ -92,6 +98,10 @@ pub enum Plan {
     Guard(Box<guard::Plan>),
     /// `guests`.
     Guests(guests::Plan),
+    /// `completions`.
+    Completions(completions::Plan),
+    /// `man`.
+    Man(man::Plan),
 }
 
 impl Plan {
@@ -121,7 +131,9 @@ pub fn plan(command: Command, netns: Option<&str>) -> Result<Plan, String> {
         Command::Evict(a) => Plan::Evict(Box::new(evict::plan(a)?)),
         Command::Update(a) => Plan::Evict(Box::new(update::plan(a)?)),
         Command::Guard(a) => Plan::Guard(Box::new(guard::plan(a)?)),
-        Command::Guests(a) => Plan::Guests(a),
+        Command::Guests(a) => Plan::Guests(guests::plan(a)?),
+        Command::Completions(a) => Plan::Completions(a),
+        Command::Man(a) => Plan::Man(man::plan(a)?),
     })
 }
 
@@ -136,17 +148,27 @@ pub fn asks_the_guard(plan: &Plan) -> bool {
 }
 
 /// True when the plan needs neither a namespace nor a netlink socket: `--live` (the guard
-/// answers) and `guard --check` (the configuration alone), which runs as any user.
+/// answers), `guard --check` (the configuration alone), and the completion scripts and man
+/// pages (the command line's own definition), which run as any user.
 pub fn offline(plan: &Plan) -> bool {
-    asks_the_guard(plan) || matches!(plan, Plan::Guard(p) if p.is_check())
+    asks_the_guard(plan)
+        || matches!(plan, Plan::Guard(p) if p.is_check())
+        || matches!(plan, Plan::Completions(_) | Plan::Man(_))
 }
 
-/// Runs a plan [`offline`] says needs no kernel.
-pub fn run_offline(plan: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+/// Runs a plan [`offline`] says needs no kernel; `tree` is the whole command line's clap
+/// definition, which the completion scripts and man pages are generated from.
+pub fn run_offline(
+    plan: Plan,
+    tree: fn() -> clap::Command,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
     match plan {
         Plan::Top(p) => top::run_live(p, out),
         Plan::Count(p) => count::run_live(p, out),
         Plan::Guard(p) => guard::check(&p, out),
+        Plan::Completions(p) => completions::run(p, tree(), out),
+        Plan::Man(p) => man::run(p, tree(), out),
         _ => Err(Failure::Message("this command needs the kernel".into())),
     }
 }
@@ -186,5 +208,8 @@ pub fn run(
         Plan::Evict(p) => evict::run(ct, *p, netns, out),
         Plan::Guard(p) => guard::run(*p, out),
         Plan::Guests(p) => guests::run(p, out),
+        Plan::Completions(_) | Plan::Man(_) => {
+            Err(Failure::Message("this command runs without the kernel".into()))
+        }
     }
 }

@@ -242,13 +242,40 @@ async fn watch_loop(ct: &mut Conntrack, job: Plan, out: &mut impl Write) -> Resu
     Ok(())
 }
 
+/// The flags of `watch` that are no selection flag, read from the clap definitions: all of
+/// watch's but those of [`SelectArgs`](select_args::SelectArgs), which `evict` takes too. The
+/// view's `ctguard evict` line repeats the watch's selection without them (some, like
+/// `--json` or `--limit`, `evict` has with a meaning of its own), and a flag added to `watch`
+/// is left out of that line without a list to keep.
+pub fn own_flags() -> Vec<tui::group::OwnFlag> {
+    let watch = <Args as ClapArgs>::augment_args(clap::Command::new("watch"));
+    let select = <select_args::SelectArgs as ClapArgs>::augment_args(clap::Command::new("select"));
+    let selecting: Vec<&str> = select.get_arguments().map(|a| a.get_id().as_str()).collect();
+    watch
+        .get_arguments()
+        .filter(|a| !selecting.contains(&a.get_id().as_str()))
+        .map(|a| {
+            let longs = a.get_long().into_iter().chain(a.get_all_aliases().unwrap_or_default());
+            let shorts =
+                a.get_short().into_iter().chain(a.get_all_short_aliases().unwrap_or_default());
+            tui::group::OwnFlag {
+                names: longs
+                    .map(|l| format!("--{l}"))
+                    .chain(shorts.map(|c| format!("-{c}")))
+                    .collect(),
+                valued: a.get_action().takes_values(),
+            }
+        })
+        .collect()
+}
+
 /// `watch` on a terminal: the interactive view ([`crate::cli::tui`]).
 async fn interactive(ct: &mut Conntrack, job: Plan, by: GroupBy) -> Result<(), Failure> {
     let (reconcile, note) = reconciling(&job)?;
     let after_watch: Vec<String> = std::env::args().skip_while(|a| a != "watch").skip(1).collect();
     let origin = tui::group::Origin {
         netns: job.netns.clone(),
-        select: tui::group::selection_flags(&after_watch),
+        select: tui::group::selection_flags(&after_watch, &own_flags()),
         src: job.sel.src.clone(),
         dst: job.sel.dst.clone(),
     };
@@ -275,6 +302,61 @@ async fn interactive(ct: &mut Conntrack, job: Plan, by: GroupBy) -> Result<(), F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error kind `ctguard evict <flag> [value]` parses to, or `None` when it parses.
+    fn evict_error(flag: &str, valued: bool) -> Option<clap::error::ErrorKind> {
+        let evict =
+            <crate::cli::act::EvictArgs as ClapArgs>::augment_args(clap::Command::new("evict"));
+        // A value the valued selection flags take (counts, marks, zones, ports, CIDRs).
+        let mut argv = vec!["evict", flag];
+        if valued {
+            argv.push("5");
+        }
+        evict.try_get_matches_from(argv).err().map(|e| e.kind())
+    }
+
+    #[test]
+    fn issue_15_watch_own_flags_come_from_clap_and_the_rest_is_evicts_selection() {
+        let own = own_flags();
+        // Issue 15's hand list, which this replaced, is among them.
+        for must in [
+            "--by",
+            "--interval",
+            "--reconcile",
+            "-n",
+            "--limit",
+            "--count",
+            "--duration",
+            "--buffer",
+            "--audit-log",
+            "--save-dir",
+            "--cap",
+            "--json",
+            "--enable-events",
+            "--no-audit",
+        ] {
+            assert!(own.iter().any(|f| f.names.iter().any(|n| n == must)), "{must}: {own:?}");
+        }
+        // Which of them a value follows: the bare ones are switches.
+        for flag in &own {
+            let bare =
+                ["--json", "--enable-events", "--no-audit"].contains(&flag.names[0].as_str());
+            assert_eq!(flag.valued, !bare, "{flag:?}");
+        }
+        // Every other flag of watch is a selection flag, which evict takes alike.
+        let watch = <Args as ClapArgs>::augment_args(clap::Command::new("watch"));
+        let mut selecting = 0;
+        for arg in watch.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let name = format!("--{long}");
+            if !own.iter().any(|f| f.names.contains(&name)) {
+                selecting += 1;
+                let kind = evict_error(&name, arg.get_action().takes_values());
+                assert_ne!(kind, Some(clap::error::ErrorKind::UnknownArgument), "evict {name}");
+            }
+        }
+        assert!(selecting >= 20, "the selection flags stay in the evict line: {selecting}");
+    }
 
     #[test]
     fn issue_11_1_the_selector_and_the_counts_share_one_guest_map() {

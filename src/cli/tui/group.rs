@@ -220,34 +220,29 @@ pub fn evict_command(o: &Origin, by: GroupBy, key: &str, states: &[ProtoState]) 
     shell_line(&a)
 }
 
-/// Drops the flags of `watch` that are not a selection from its arguments (those after
-/// `watch`), leaving what `evict` takes too.
-pub fn selection_flags(after_watch: &[String]) -> Vec<String> {
-    // Flags of watch's own with a value, and without one.
-    const VALUED: &[&str] = &[
-        "--by",
-        "--interval",
-        "--reconcile",
-        "-n",
-        "--limit",
-        "--count",
-        "--duration",
-        "--buffer",
-        "--audit-log",
-        "--save-dir",
-        "--cap",
-    ];
-    const BARE: &[&str] = &["--json", "--enable-events", "--no-audit"];
+/// A flag of `watch` that `evict` does not take: its spellings (`--limit`, `-n`, aliases) and
+/// whether a value follows it as the next word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnFlag {
+    /// `--limit`, `-n`, ...
+    pub names: Vec<String>,
+    /// A value follows (`--limit 5`), unless given as `--limit=5`.
+    pub valued: bool,
+}
+
+/// Drops `own` (the flags of `watch` that are no selection: watch's alone) from its arguments
+/// (those after `watch`), leaving what `evict` takes too.
+pub fn selection_flags(after_watch: &[String], own: &[OwnFlag]) -> Vec<String> {
     let mut out = Vec::new();
     let mut it = after_watch.iter();
     while let Some(w) = it.next() {
         let name = w.split_once('=').map_or(w.as_str(), |(n, _)| n);
-        if VALUED.contains(&name) {
-            if !w.contains('=') {
+        match own.iter().find(|f| f.names.iter().any(|n| n == name)) {
+            Some(flag) if flag.valued && !w.contains('=') => {
                 it.next();
             }
-        } else if !BARE.contains(&name) {
-            out.push(w.clone());
+            Some(_) => {}
+            None => out.push(w.clone()),
         }
     }
     out
@@ -304,14 +299,21 @@ mod tests {
     fn issue_15_the_shown_command_is_the_selection_the_group_and_the_states() {
         let o = Origin {
             netns: Some("guests".into()),
-            select: selection_flags(&[
-                "--guests".into(),
-                "/etc/ctguard/guests.toml".into(),
-                "--interval".into(),
-                "2s".into(),
-                "--json".into(),
-                "--by=src".into(),
-            ]),
+            select: selection_flags(
+                &[
+                    "--guests".into(),
+                    "/etc/ctguard/guests.toml".into(),
+                    "--interval".into(),
+                    "2s".into(),
+                    "--json".into(),
+                    "--by=src".into(),
+                ],
+                &[
+                    OwnFlag { names: vec!["--interval".into()], valued: true },
+                    OwnFlag { names: vec!["--json".into()], valued: false },
+                    OwnFlag { names: vec!["--by".into()], valued: true },
+                ],
+            ),
             ..Origin::default()
         };
         let est = [ProtoState::Tcp(TcpState::Established), ProtoState::Tcp(TcpState::TimeWait)];

@@ -1,0 +1,278 @@
+//! Issue 16: the man pages and shell completions the binary generates from its clap definition
+//! (`ctguard man DIR`, `ctguard completions SHELL`), compared with the golden copies in
+//! `tests/hermetic/golden/` so a changed flag shows up as a changed page and script
+//! (`CTGUARD_BLESS=1 cargo test --test hermetic manual` rewrites them); every command and
+//! flag of `--help` on its page; and the guest names call back of each shell, run against a
+//! stand-in `ctguard` that says what it was asked.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::deploy::tool;
+
+const SHELLS: [(&str, &str); 3] =
+    [("bash", "ctguard.bash"), ("zsh", "_ctguard"), ("fish", "ctguard.fish")];
+
+fn ctguard(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctguard"))
+        .args(args)
+        .env_remove("CTGUARD_GUESTS")
+        .output()
+        .expect("run the ctguard binary");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hermetic/golden")
+}
+
+/// Compares `got` with `golden/<name>`, or rewrites it under `CTGUARD_BLESS`. The version
+/// stands as `VERSION`, so a release does not rewrite every page.
+fn golden(name: &str, got: &str) {
+    let got = got.replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    let path = golden_dir().join(name);
+    if std::env::var_os("CTGUARD_BLESS").is_some() {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (CTGUARD_BLESS=1 writes it)", path.display()));
+    assert!(
+        want == got,
+        "{name} differs from {} (a flag changed? CTGUARD_BLESS=1 rewrites it):\n{got}",
+        path.display()
+    );
+}
+
+fn stdout(out: Output) -> String {
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The commands `ctguard --help` lists (clap's `help` aside).
+fn commands() -> Vec<String> {
+    let help = stdout(ctguard(&["--help"]));
+    let listed = help.split("Commands:\n").nth(1).expect("a Commands: list");
+    let names: Vec<String> = listed
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() >= 15, "ctguard --help lists the commands: {names:?}");
+    names
+}
+
+/// The long flags a `--help` text lists.
+fn long_flags(help: &str) -> BTreeSet<String> {
+    help.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '=')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned())
+        .collect()
+}
+
+fn man_pages() -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let listed = stdout(ctguard(&["man", dir.path().to_str().unwrap()]));
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(listed.lines().count(), names.len(), "`ctguard man` names each page it writes");
+    (dir, names)
+}
+
+#[test]
+fn issue_16_man_pages_are_the_golden_ones() {
+    let (dir, names) = man_pages();
+    let mut want: Vec<String> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".8"))
+        .collect();
+    want.sort();
+    if std::env::var_os("CTGUARD_BLESS").is_none() {
+        assert_eq!(names, want, "the pages `ctguard man` writes");
+    }
+    for name in &names {
+        golden(name, &std::fs::read_to_string(dir.path().join(name)).unwrap());
+    }
+}
+
+#[test]
+fn issue_16_each_command_has_a_page_naming_its_flags_exit_status_and_schema() {
+    let (dir, names) = man_pages();
+    let page = |name: &str| {
+        assert!(names.iter().any(|n| n == name), "no page {name}: {names:?}");
+        std::fs::read_to_string(dir.path().join(name)).unwrap()
+    };
+    let top = page("ctguard.8");
+    assert!(top.starts_with(".ie \\n(.g .ds Aq \\(aq\n"), "one roff preamble opens the page");
+    assert_eq!(top.matches(".ds Aq").count(), 2, "the preamble once (its two branches)");
+    for command in commands() {
+        let name = format!("ctguard-{command}.8");
+        let text = page(&name);
+        let th = format!(".TH ctguard-{command} 8 \"\" \"ctguard {}\" ", env!("CARGO_PKG_VERSION"));
+        assert!(text.contains(&th), "{name}: its .TH");
+        assert!(top.contains(&format!("ctguard\\-{command}(8)")), "ctguard.8 lists {command}");
+        let help = stdout(ctguard(&[&command, "--help"]));
+        for flag in long_flags(&help) {
+            let roff = flag.replace('-', "\\-");
+            assert!(text.contains(&roff), "{name} has no {flag}, which `{command} --help` has");
+        }
+        assert!(text.contains(".SH \"EXIT STATUS\""), "{name}: EXIT STATUS");
+        assert!(text.contains("ctguard(8)"), "{name}: SEE ALSO ctguard(8)");
+        let json = help.lines().any(|l| l.trim_start().starts_with("--json"));
+        assert_eq!(
+            text.contains(".SH \"JSON OUTPUT\""),
+            json,
+            "{name}: a JSON OUTPUT section exactly when the command has --json"
+        );
+        if json {
+            assert!(text.contains("/usr/share/doc/ctguard/json\\-schema.md"), "{name}: schema");
+        }
+    }
+}
+
+#[test]
+fn issue_16_completion_scripts_are_the_golden_ones() {
+    for (shell, file) in SHELLS {
+        let script = stdout(ctguard(&["completions", shell]));
+        assert!(script.contains("guests --names"), "{shell}: the guest names call back");
+        golden(file, &script);
+    }
+}
+
+/// A stand-in `ctguard` in a fresh directory: it appends its arguments to `calls` and prints
+/// two guest names, as `guests --names` would.
+fn stand_in() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("ctguard");
+    let calls = dir.path().join("calls");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nprintf 'web01\\nweb02\\ndb01\\n'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, calls)
+}
+
+/// Runs `script` in `shell` with the stand-in first on PATH.
+fn shell_run(shell: &Path, dir: &Path, script: &str) -> String {
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(shell).arg("-c").arg(script).env("PATH", path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {script}\n{stderr}", shell.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn issue_16_bash_completes_guest_names_from_the_call_back() {
+    let (dir, calls) = stand_in();
+    let script = dir.path().join("ctguard.bash");
+    std::fs::write(&script, stdout(ctguard(&["completions", "bash"]))).unwrap();
+    let complete = |words: &str| {
+        let run = format!(
+            "source '{}'; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _ctguard_with_guests ctguard \"${{COMP_WORDS[COMP_CWORD]}}\" \
+             \"${{COMP_WORDS[COMP_CWORD-1]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        shell_run(Path::new("bash"), dir.path(), &run)
+    };
+    assert_eq!(complete("ctguard top --guest web"), "web01\nweb02\n");
+    assert_eq!(complete("ctguard evict --guest = d"), "db01\n", "--guest=VALUE");
+    let asked = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(asked, "guests --names\nguests --names\n");
+    // The guest file and namespace typed go with the call back.
+    complete("ctguard --netns lab count --guests /etc/g.toml --guest ''");
+    let asked = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(asked.lines().last(), Some("guests --names --netns lab --guests /etc/g.toml"));
+    // Any other word is clap's: the flags, with no call back.
+    assert_eq!(complete("ctguard top --gues"), "--guest\n--guests\n");
+    assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn issue_16_fish_completes_guest_names_from_the_call_back() {
+    let Some(fish) = tool("fish", "fish") else { return };
+    let (dir, calls) = stand_in();
+    let script = dir.path().join("ctguard.fish");
+    std::fs::write(&script, stdout(ctguard(&["completions", "fish"]))).unwrap();
+    let run = format!(
+        "source '{}'; complete -C 'ctguard top --guests /etc/g.toml --guest web'",
+        script.display()
+    );
+    assert_eq!(shell_run(&fish, dir.path(), &run), "web01\tguest\nweb02\tguest\n");
+    let asked = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(asked, "guests --names --guests /etc/g.toml\n");
+}
+
+#[test]
+fn issue_16_zsh_script_parses_and_routes_guest_to_the_call_back() {
+    let script = stdout(ctguard(&["completions", "zsh"]));
+    let guest_specs: Vec<&str> = script.lines().filter(|l| l.starts_with("'*--guest=[")).collect();
+    let with_guest = commands()
+        .iter()
+        .filter(|c| stdout(ctguard(&[c.as_str(), "--help"])).contains("--guest <"))
+        .count();
+    assert!(with_guest >= 6, "the selecting commands have --guest");
+    assert_eq!(guest_specs.len(), with_guest, "one --guest spec per command that has it");
+    for spec in guest_specs {
+        assert!(spec.ends_with(":_ctguard_guests' \\"), "--guest calls back: {spec}");
+    }
+    let Some(zsh) = tool("zsh", "zsh") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("_ctguard");
+    std::fs::write(&file, &script).unwrap();
+    let out = Command::new(zsh).arg("-n").arg(&file).output().unwrap();
+    assert!(out.status.success(), "zsh -n: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn issue_16_guests_names_prints_the_guest_files_names_sorted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guests.toml");
+    std::fs::write(&file, "web01 = \"172.16.3.5\"\ndb01 = \"172.16.3.6\"\napi = \"10.0.0.0/24\"\n")
+        .unwrap();
+    let file = file.to_str().unwrap();
+    let out = ctguard(&["guests", "--names", "--no-discover", "--guests", file]);
+    assert_eq!(stdout(out), "api\ndb01\nweb01\n");
+    // $CTGUARD_GUESTS names the file as it does for every command.
+    let out = Command::new(env!("CARGO_BIN_EXE_ctguard"))
+        .args(["guests", "--names", "--no-discover"])
+        .env("CTGUARD_GUESTS", file)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "api\ndb01\nweb01\n");
+    // No name: exit 1, nothing printed.
+    let out = Command::new(env!("CARGO_BIN_EXE_ctguard"))
+        .args(["guests", "--names", "--no-discover"])
+        .env_remove("CTGUARD_GUESTS")
+        .output()
+        .unwrap();
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(1), 0));
+    // A bad file is bad input, as everywhere; --no-discover means nothing without --names.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "web01 = \"not an address\"\n").unwrap();
+    let line = crate::cli::refused(&["guests", "--names", "--guests", bad.to_str().unwrap()]);
+    assert!(line.contains("bad.toml"), "{line}");
+    crate::cli::refused(&["guests", "--no-discover"]);
+    crate::cli::refused(&["guests", "--names", "--json"]);
+    crate::cli::refused(&["man", dir.path().join("missing").to_str().unwrap()]);
+}
