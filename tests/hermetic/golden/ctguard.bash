@@ -1584,12 +1584,20 @@ _ctguard() {
             return 0
             ;;
         ctguard__subcmd__stats)
-            opts="-h -V --json --per-cpu --netns --help --version"
+            opts="-h -V --json --per-cpu --interval --count --netns --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --netns)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

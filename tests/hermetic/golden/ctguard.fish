@@ -47,7 +47,7 @@ complete -c ctguard -n "__fish_ctguard_needs_command" -s V -l version -d 'Print 
 complete -c ctguard -n "__fish_ctguard_needs_command" -f -a "top" -d 'Who fills the table: fill %, the top owners by entries, per-state columns'
 complete -c ctguard -n "__fish_ctguard_needs_command" -f -a "count" -d 'Count the selected flows, optionally grouped (`--by state` is the procfs awk one-liner)'
 complete -c ctguard -n "__fish_ctguard_needs_command" -f -a "list" -d 'Print the selected flows like `conntrack -L`, or as JSON Lines'
-complete -c ctguard -n "__fish_ctguard_needs_command" -f -a "stats" -d 'Table count, max, fill %, buckets, and the per-CPU counters summed'
+complete -c ctguard -n "__fish_ctguard_needs_command" -f -a "stats" -d 'Table count, max, fill %, buckets, and the per-CPU counters summed; with --interval, their rise per second, interval after interval'
 complete -c ctguard -n "__fish_ctguard_needs_command" -f -a "create" -d 'Create one flow (`conntrack -I`)'
 complete -c ctguard -n "__fish_ctguard_needs_command" -f -a "load" -d 'Create the flows of a JSON Lines file written by `list --json` (or `-` for stdin)'
 complete -c ctguard -n "__fish_ctguard_needs_command" -f -a "doctor" -d 'Is the table full, who filled it, what to run now (exit 0 healthy, 1 at risk or full)'
@@ -170,8 +170,10 @@ complete -c ctguard -n "__fish_ctguard_using_subcommand list" -l no-discover -d 
 complete -c ctguard -n "__fish_ctguard_using_subcommand list" -l json -d 'Print JSON Lines, one flow per line (schema in docs/json-schema.md)'
 complete -c ctguard -n "__fish_ctguard_using_subcommand list" -s h -l help -d 'Print help'
 complete -c ctguard -n "__fish_ctguard_using_subcommand list" -s V -l version -d 'Print version'
+complete -c ctguard -n "__fish_ctguard_using_subcommand stats" -l interval -d 'Every DURATION (1s, 500ms; 100ms to 1h), print the count, fill % and every counter\'s rise per second over the interval, until Ctrl-C or --count' -r
+complete -c ctguard -n "__fish_ctguard_using_subcommand stats" -l count -d 'Stop after N intervals' -r
 complete -c ctguard -n "__fish_ctguard_using_subcommand stats" -l netns -d 'Run inside this network namespace: a name under /run/netns, or a path to a netns file' -r
-complete -c ctguard -n "__fish_ctguard_using_subcommand stats" -l json -d 'Print JSON'
+complete -c ctguard -n "__fish_ctguard_using_subcommand stats" -l json -d 'Print JSON (with --interval, one JSON Lines object per interval)'
 complete -c ctguard -n "__fish_ctguard_using_subcommand stats" -l per-cpu -d 'Also show each CPU\'s counters'
 complete -c ctguard -n "__fish_ctguard_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c ctguard -n "__fish_ctguard_using_subcommand stats" -s V -l version -d 'Print version'
@@ -254,7 +256,7 @@ complete -c ctguard -n "__fish_ctguard_using_subcommand events" -l src-nat -d 'S
 complete -c ctguard -n "__fish_ctguard_using_subcommand events" -l dst-nat -d 'Destination-NATed flows (`conntrack -g`): any, or NATed to IP[:PORT]' -r
 complete -c ctguard -n "__fish_ctguard_using_subcommand events" -l any-nat -d 'Source- or destination-NATed flows (`conntrack -j`): any, or NATed to IP[:PORT]' -r
 complete -c ctguard -n "__fish_ctguard_using_subcommand events" -l netns -d 'Run inside this network namespace: a name under /run/netns, or a path to a netns file' -r
-complete -c ctguard -n "__fish_ctguard_using_subcommand events" -l json -d 'Print JSON Lines: {"type":"new","time":...,"flow":{...}}, and {"type":"lost"} records'
+complete -c ctguard -n "__fish_ctguard_using_subcommand events" -l json -d 'Print JSON Lines: {"type":"new","time":...,"flow":{...}} (with "portid" and "progname" for an event a process\'s request caused), and {"type":"lost"} records'
 complete -c ctguard -n "__fish_ctguard_using_subcommand events" -l enable-events -d 'Set nf_conntrack_events=1 first, in the target network namespace only (the sysctl is per namespace), so that every new flow reports events'
 complete -c ctguard -n "__fish_ctguard_using_subcommand events" -l no-discover -d 'Name guests from the --guests file only: no look at the host\'s interfaces, neighbour tables and hypervisor records'
 complete -c ctguard -n "__fish_ctguard_using_subcommand events" -s h -l help -d 'Print help'
@@ -419,7 +421,7 @@ complete -c ctguard -n "__fish_ctguard_using_subcommand man" -s V -l version -d 
 complete -c ctguard -n "__fish_ctguard_using_subcommand help; and not __fish_seen_subcommand_from top count list stats create load doctor tune events watch evict update guard guests completions man help" -f -a "top" -d 'Who fills the table: fill %, the top owners by entries, per-state columns'
 complete -c ctguard -n "__fish_ctguard_using_subcommand help; and not __fish_seen_subcommand_from top count list stats create load doctor tune events watch evict update guard guests completions man help" -f -a "count" -d 'Count the selected flows, optionally grouped (`--by state` is the procfs awk one-liner)'
 complete -c ctguard -n "__fish_ctguard_using_subcommand help; and not __fish_seen_subcommand_from top count list stats create load doctor tune events watch evict update guard guests completions man help" -f -a "list" -d 'Print the selected flows like `conntrack -L`, or as JSON Lines'
-complete -c ctguard -n "__fish_ctguard_using_subcommand help; and not __fish_seen_subcommand_from top count list stats create load doctor tune events watch evict update guard guests completions man help" -f -a "stats" -d 'Table count, max, fill %, buckets, and the per-CPU counters summed'
+complete -c ctguard -n "__fish_ctguard_using_subcommand help; and not __fish_seen_subcommand_from top count list stats create load doctor tune events watch evict update guard guests completions man help" -f -a "stats" -d 'Table count, max, fill %, buckets, and the per-CPU counters summed; with --interval, their rise per second, interval after interval'
 complete -c ctguard -n "__fish_ctguard_using_subcommand help; and not __fish_seen_subcommand_from top count list stats create load doctor tune events watch evict update guard guests completions man help" -f -a "create" -d 'Create one flow (`conntrack -I`)'
 complete -c ctguard -n "__fish_ctguard_using_subcommand help; and not __fish_seen_subcommand_from top count list stats create load doctor tune events watch evict update guard guests completions man help" -f -a "load" -d 'Create the flows of a JSON Lines file written by `list --json` (or `-` for stdin)'
 complete -c ctguard -n "__fish_ctguard_using_subcommand help; and not __fish_seen_subcommand_from top count list stats create load doctor tune events watch evict update guard guests completions man help" -f -a "doctor" -d 'Is the table full, who filled it, what to run now (exit 0 healthy, 1 at risk or full)'
