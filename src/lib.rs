@@ -22,6 +22,7 @@ pub mod flow;
 pub mod output;
 
 pub use flow::{Counter, Family, Flow, L4, Proto, ProtoState, Status, TcpState, Tuple};
+pub mod atomic_file;
 pub mod audit;
 pub mod bounded;
 pub mod connlabel;

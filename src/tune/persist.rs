@@ -1,7 +1,6 @@
 //! `tune --persist`: the `sysctl.d` file, written whole or not at all, never through a link.
 
-use std::io::{self, Write as _};
-use std::os::unix::fs::PermissionsExt;
+use std::io;
 use std::path::Path;
 
 /// The mode of a written `sysctl.d` file: root writes it, everyone may read it (as
@@ -43,24 +42,12 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Writes `text` to `path` through a temporary file in the same directory, so a reader (or
-/// `sysctl --system` at boot) never sees half a file. The temporary file has an unpredictable
-/// name and is created with `O_CREAT|O_EXCL` (tempfile's `Builder::tempfile_in`), which
-/// refuses any existing name, a planted symbolic link included: nothing is ever written
-/// through a link. It gets mode 0644, is synced, then renamed over `path` (a rename replaces
-/// the directory entry, it never follows a link there); the directory is synced after.
-/// `path` itself must not be a link ([`persist_target_problem`]).
+/// Writes `text` to `path` whole or not at all, never through a link, mode 0644
+/// ([`crate::atomic_file::write`]); `path` must pass [`persist_target_problem`].
 pub fn write_file_atomically(path: &str, text: &str) -> io::Result<()> {
     let target = Path::new(path);
     if let Some(why) = persist_target_problem(target) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     }
-    let dir = parent_dir(target);
-    let mut tmp = tempfile::Builder::new().prefix(".ctguard-tune-").tempfile_in(dir)?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(PERSIST_MODE))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    // On failure the temporary file is removed when the error (which owns it) is dropped.
-    tmp.persist(target).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::atomic_file::write(target, text.as_bytes(), PERSIST_MODE)
 }

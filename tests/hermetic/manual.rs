@@ -276,3 +276,31 @@ fn issue_16_guests_names_prints_the_guest_files_names_sorted() {
     crate::cli::refused(&["guests", "--names", "--json"]);
     crate::cli::refused(&["man", dir.path().join("missing").to_str().unwrap()]);
 }
+
+#[test]
+fn issue_16_man_never_writes_through_a_planted_link_and_pages_are_0644() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("ctguard-top.8")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ctguard"))
+        .args(["man", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a planted link is refused: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ctguard-top.8") && err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    let (pages, names) = man_pages();
+    for name in &names {
+        let mode = std::fs::metadata(pages.path().join(name)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o644, "{name}");
+    }
+    let strays: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".ctguard-"))
+        .collect();
+    assert!(strays.is_empty(), "no temporary file is left: {strays:?}");
+}

@@ -43,7 +43,8 @@ pub fn plan(args: Args) -> Result<Plan, String> {
 pub fn run(p: Plan, tree: clap::Command, out: &mut impl Write) -> Result<Outcome, Failure> {
     for (name, page) in pages(tree)? {
         let path = p.dir.join(&name);
-        std::fs::write(&path, page)
+        // Root writes into a directory a user named: never through a planted link.
+        ctguard::atomic_file::write(&path, &page, 0o644)
             .map_err(|e| Failure::Message(format!("writing {}: {e}", path.display())))?;
         writeln!(out, "{}", path.display())?;
     }
