@@ -5,4 +5,5 @@ pub mod expect;
 pub mod json;
 pub mod jsonl;
 pub mod live;
+pub mod look;
 pub mod report;

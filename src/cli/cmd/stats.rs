@@ -9,6 +9,7 @@ use ctguard::output::report::StatsReport;
 
 use crate::cli::dump;
 use crate::cli::exit::{Failure, Outcome};
+use crate::cli::term::Term;
 
 /// `ctguard stats`.
 #[derive(Debug, ClapArgs)]
@@ -25,14 +26,19 @@ pub struct Args {
 pub type Plan = Args;
 
 /// Runs `stats`.
-pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+pub fn run(
+    p: Plan,
+    ct: &mut Conntrack,
+    term: &Term,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
     let fill = dump::fill(ct)?;
     let cpus = ct.cpu_stats()?;
     let report = StatsReport::new(fill, &cpus, p.per_cpu);
     if p.json {
         jsonl::write_line(out, &report)?;
     } else {
-        report.write_text(out)?;
+        report.write_text_as(out, term.look)?;
     }
     Ok(Outcome::Ok)
 }
