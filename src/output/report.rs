@@ -739,6 +739,65 @@ mod tests {
     }
 
     #[test]
+    fn issue_16_top_in_colour_paints_the_fill_and_the_offender_label_only() {
+        let t = tally(GroupBy::Src, GuestMap::new());
+        let fill = Fill { count: 230_000, max: 262_144, fill_percent: 87.7, buckets: None };
+        let ranking = Ranking::new(&t, Some(fill), Some(3));
+        let text = |look: Look| {
+            let mut out = Vec::new();
+            ranking.write_text_as(&mut out, true, look).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let plain = text(Look::PLAIN);
+        let colour = text(Look { colour: true, width: None });
+        let lines: Vec<&str> = colour.lines().collect();
+        assert_eq!(lines[0], "table: 230000 of 262144 entries (\x1b[33m87.7% full\x1b[0m)");
+        assert!(lines[2].starts_with(" \x1b[1m\x1b[33m172.16.3.5\x1b[0m "), "{:?}", lines[2]);
+        assert!(lines.iter().enumerate().all(|(i, l)| !l.contains('\x1b') || i == 0 || i == 2));
+        // Less its escapes, the coloured text is the plain text: the padding is outside them.
+        let stripped = colour.replace("\x1b[33m", "").replace("\x1b[1m", "").replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
+        assert!(colour.lines().all(|l| !l.ends_with(' ')));
+        // count --by has no fill: nothing to paint.
+        let mut out = Vec::new();
+        Ranking::new(&t, None, None)
+            .write_text_as(&mut out, false, Look { colour: true, width: None })
+            .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains('\x1b'));
+    }
+
+    #[test]
+    fn issue_16_stats_per_cpu_leaves_out_the_cpus_that_do_not_fit() {
+        let cpus: Vec<CpuStats> = (0..8)
+            .map(|cpu| CpuStats { cpu, insert: 1_000 + u32::from(cpu), ..CpuStats::default() })
+            .collect();
+        let fill = Fill { count: 10, max: 100, fill_percent: 10.0, buckets: Some(64) };
+        let report = StatsReport::new(fill, &cpus, true);
+        let text = |look: Look| {
+            let mut out = Vec::new();
+            report.write_text_as(&mut out, look).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let plain = text(Look::PLAIN);
+        assert_eq!(text(Look { colour: false, width: Some(500) }), plain, "what fits is as it was");
+        let mut want = Vec::new();
+        report.write_text(&mut want).unwrap();
+        assert_eq!(plain, String::from_utf8(want).unwrap());
+        let narrow = text(Look { colour: false, width: Some(50) });
+        let lines: Vec<&str> = narrow.lines().collect();
+        assert!(lines[1..lines.len() - 1].iter().all(|l| l.chars().count() <= 50), "{narrow}");
+        assert!(lines[1].contains(" CPU0 ") && !lines[1].contains("CPU7"), "{}", lines[1]);
+        let insert = lines.iter().find(|l| l.starts_with(" insert ")).unwrap();
+        assert!(insert.contains(" 8028 ") && insert.contains(" 1000"), "the sum and CPU0 whole");
+        let last = lines.last().unwrap();
+        assert!(last.starts_with("(CPU") && last.contains("-7 not shown"), "{last}");
+        assert!(narrow.lines().all(|l| !l.ends_with(' ')));
+        // The sum column stays, however narrow.
+        let tiny = text(Look { colour: false, width: Some(10) });
+        assert!(tiny.contains("SUM (8 CPUs)") && tiny.contains("(CPU0-7 not shown"), "{tiny}");
+    }
+
+    #[test]
     fn issue_9_13_columns_shrink_then_go_in_the_documented_order() {
         let full = text(None);
         assert_eq!(full[0], " GUEST             ENTRIES  SHARE  SYN_SENT  ESTABLISHED  TIME_WAIT");

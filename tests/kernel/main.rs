@@ -34,6 +34,7 @@ mod parity_nat;
 mod parity_update;
 mod permissions;
 mod seed;
+mod terminal;
 mod unattended;
 mod watch_tui;
 
