@@ -39,7 +39,7 @@ fn run() -> Result<(), String> {
         evict::select(&mut ct, &sel, None, false, &stop, |_| {}).map_err(|e| e.to_string())?;
     println!("{} flows from {src}", selection.matched);
     if delete {
-        let report = evict::delete_chosen(&selection, &sel, None, Act::Delete, &stop)
+        let report = evict::delete_chosen(&selection, &sel, None, Act::Delete, &stop, None)
             .map_err(|e| e.to_string())?;
         report.write_text(&mut std::io::stdout()).map_err(|e| e.to_string())?;
     }

@@ -34,7 +34,8 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 
 use crate::ctnetlink::{
-    self, Act, Conntrack, DeleteTally, Deleter, DumpFilter, Dumped, FlowKey, FlushRequest, Marked,
+    self, Act, Conntrack, DeleteProgress, DeleteTally, Deleter, DumpFilter, Dumped, FlowKey,
+    FlushRequest, Marked,
 };
 use crate::flow::{Family, Flow};
 use crate::flushproof::{self, Proof, Refusal};
@@ -417,16 +418,19 @@ pub fn select_and_delete(
 
 /// [`Strategy::Streamed`]: [`select_and_delete`] with a deleter that does `act`, paces to
 /// `rate` and re-checks an answer older than [`FRESH_FOR`] against `sel` (every answer, for
-/// an update), and its report.
+/// an update), and its report. `progress`, when given, follows the flows matched and dealt
+/// with.
 pub fn streamed(
     ct: &mut Conntrack,
     sel: &Selector,
     rate: Option<u32>,
     act: Act,
     stop: &AtomicBool,
+    progress: Option<&DeleteProgress>,
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let s = select_and_delete(ct, sel, deleter(&still_selected, rate, act, stop)?, stop)?;
+    let deleter = deleter(&still_selected, rate, act, stop)?.with_progress(progress);
+    let s = select_and_delete(ct, sel, deleter, stop)?;
     let report =
         Report::nothing(s.matched, s.matched, false).of_act(act).with_tally(&s.tally, s.without_id);
     Ok(report.ended(s.complete, stop))
@@ -436,16 +440,22 @@ pub fn streamed(
 /// `rate`. What the preview (or the dump a `--limit` needed whole) showed is older than
 /// [`FRESH_FOR`] by now, so each flow is looked up again right before its delete and deleted
 /// only if it is still the entry shown and still matches `sel`. No kernel flush here: it
-/// would also take flows that appeared after the preview.
+/// would also take flows that appeared after the preview. `progress`, when given, follows
+/// the flows dealt with of those selected.
 pub fn delete_chosen(
     selection: &Selection,
     sel: &Selector,
     rate: Option<u32>,
     act: Act,
     stop: &AtomicBool,
+    progress: Option<&DeleteProgress>,
 ) -> Result<Report, ctnetlink::Error> {
     let still_selected = |f: &Flow| sel.matches(f);
-    let tally = delete_selected(&selection.keys, deleter(&still_selected, rate, act, stop)?)?;
+    if let Some(p) = progress {
+        p.selected.store(selection.keys.len() as u64, Ordering::Relaxed);
+    }
+    let deleter = deleter(&still_selected, rate, act, stop)?.with_progress(progress);
+    let tally = delete_selected(&selection.keys, deleter)?;
     let selected = selection.keys.len() as u64;
     let report = Report::nothing(selection.matched, selected, false)
         .of_act(act)

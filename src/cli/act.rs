@@ -5,14 +5,15 @@
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use clap::Args;
 
 use ctguard::GuestMap;
 use ctguard::audit::{self, Actor, AuditLog, RunInfo, Trail};
-use ctguard::ctnetlink::{Act, Conntrack};
+use ctguard::ctnetlink::{Act, Conntrack, DeleteProgress};
 use ctguard::evict::{self, Ask, Before, Decision, Edges, Ran, Report, Seen, Selection, Strategy};
 use ctguard::flow::Flow;
 use ctguard::flushproof::Refusal;
@@ -26,9 +27,11 @@ use crate::cli::discovery::Pending;
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::expect;
 use crate::cli::parse;
+use crate::cli::progress::Bar;
 use crate::cli::save::{self, SaveFile};
 use crate::cli::select_args::{self, SelectArgs};
 use crate::cli::signals;
+use crate::cli::term::Term;
 
 const EVICT_EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -374,6 +377,7 @@ pub fn run(
     ct: &mut Conntrack,
     mut p: EvictPlan,
     netns: Option<&str>,
+    term: &Term,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
     match p.batch.take() {
@@ -381,7 +385,7 @@ pub fn run(
             // In the namespace, before anything is touched: a name found nowhere is refused.
             let owners = !p.expect;
             std::mem::take(&mut p.pending).resolve(&mut p.sel, &mut p.guests, owners)?;
-            run_one(ct, p, netns, out)
+            run_one(ct, p, netns, term, out)
         }
         Some((path, lines)) => {
             // One eviction per line, in order, as conntrack -R runs them; the first failure
@@ -400,7 +404,7 @@ pub fn run(
                     batch: None,
                     ..p
                 };
-                if run_one(ct, line, netns, out)? == Outcome::Ok {
+                if run_one(ct, line, netns, term, out)? == Outcome::Ok {
                     outcome = Outcome::Ok;
                 }
             }
@@ -414,6 +418,7 @@ fn run_one(
     ct: &mut Conntrack,
     p: EvictPlan,
     netns: Option<&str>,
+    term: &Term,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
     let stop = signals::install()?;
@@ -436,7 +441,9 @@ fn run_one(
             out,
         )
     } else {
-        evict(ct, p, netns, stop, &mut trail, out)
+        // The deletes' bar: on a terminal, not for JSON, nor a dry run (nothing is deleted).
+        let bar = term.progress_unless(p.json || p.dry_run);
+        evict(ct, p, netns, stop, bar, &mut trail, out)
     };
     if trail.pending() {
         // Nothing matched: a report of nothing. An error: no counts, they are not known.
@@ -491,11 +498,40 @@ fn interrupted_before_deleting(p: &EvictPlan, during: &str) -> Failure {
     Failure::Message(format!("interrupted by {signal} {during}; nothing was {done}{saved}"))
 }
 
+/// How often the deletes' bar looks at their progress.
+const BAR_TICK: Duration = Duration::from_millis(100);
+
+/// The deletes' bar template: flows dealt with of those selected, the rate, and with `--rate`
+/// the time left.
+fn bar_template(p: &EvictPlan) -> String {
+    let left = if p.rate.is_some() { ", {eta} left" } else { "" };
+    format!(
+        "ctguard: {}: {{pos}}/{{len}} flows {} ({{per_sec:0}}{left}) [{{wide_bar}}]",
+        p.words.command, p.words.done
+    )
+}
+
+/// Draws the deletes' bar from `progress` (once they have run a second) until `finished`
+/// hangs up; the bar is cleared then, before the report is printed.
+fn draw_deletes(progress: &DeleteProgress, finished: &mpsc::Receiver<()>, template: &str) {
+    let mut bar: Option<Bar> = None;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(BAR_TICK) {
+        let selected = progress.selected.load(Ordering::Relaxed);
+        if selected == 0 {
+            continue;
+        }
+        let bar = bar.get_or_insert_with(|| Bar::new(true, template, Some(selected)));
+        bar.set_len(selected);
+        bar.set(progress.done.load(Ordering::Relaxed));
+    }
+}
+
 fn evict(
     ct: &mut Conntrack,
     mut p: EvictPlan,
     netns: Option<&str>,
     stop: &'static AtomicBool,
+    bar: bool,
     trail: &mut Trail,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
@@ -649,8 +685,20 @@ fn evict(
         save_err: None,
         list_err: None,
     };
+    let progress = DeleteProgress::default();
+    let template = bar.then(|| bar_template(&p));
+    let (finished, drawing) = mpsc::channel::<()>();
     // On an early return the temporary --save file is removed (its drop, with `cli`).
-    let ran = evict::run(ct, &p.sel, &ask, &strategy, stop, &mut cli)?;
+    let ran = std::thread::scope(|scope| {
+        if let Some(template) = template {
+            let progress = &progress;
+            scope.spawn(move || draw_deletes(progress, &drawing, &template));
+        }
+        let ran = evict::run(ct, &p.sel, &ask, &strategy, stop, Some(&progress), &mut cli);
+        // The bar is cleared (the scope joins its thread) before anything else is printed.
+        drop(finished);
+        ran
+    })?;
     drop(cli);
     match ran {
         Ran::Deleted(report) => finish(out, &p, trail, report),
@@ -771,6 +819,24 @@ fn status_of(report: &Report, w: &Words) -> Result<Outcome, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_16_the_deletes_bar_says_what_is_done_and_with_rate_the_time_left() {
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            args: EvictArgs,
+        }
+        let plan = |argv: &[&str]| {
+            let a = <Line as clap::Parser>::try_parse_from(argv).expect("parse").args;
+            plan_as(a, EVICT).expect("plan")
+        };
+        let t = bar_template(&plan(&["evict", "--yes", "--all"]));
+        assert_eq!(t, "ctguard: evict: {pos}/{len} flows deleted ({per_sec:0}) [{wide_bar}]");
+        let t = bar_template(&plan(&["evict", "--yes", "--all", "--rate", "100"]));
+        assert!(t.contains("({per_sec:0}, {eta} left)"), "{t}");
+        assert!(indicatif::ProgressStyle::with_template(&t).is_ok(), "{t}");
+    }
 
     #[test]
     fn issue_9_15_the_question_names_the_namespace() {

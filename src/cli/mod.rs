@@ -3,8 +3,8 @@
 //! exit status), `parse` (typed value parsers), `select_args` (the selecting flags),
 //! `report_args` (the `--json` and selection tail of `count`, `top` and `list`), `dump` (the
 //! shared dump passes), `expect` (`--expect`: the expectation table), `live` (what `events` and `watch` share), `ask` (`--live`: the
-//! guard's answers as tallies), `host`, `save` and
-//! `signals`. Parsing reads only the command line and `CTGUARD_*` variables. A plan reads its
+//! guard's answers as tallies), `host`, `save`, `signals`, `term` (colour, width and
+//! progress: what the terminal allows, decided once per run) and `progress` (the bars). Parsing reads only the command line and `CTGUARD_*` variables. A plan reads its
 //! input (`--guests`, `load`'s file or stdin), looks at the paths it will write (`--save`,
 //! `--persist`) and whether stdin is a terminal (`evict`), and touches nothing; only a run
 //! enters the namespace, opens the socket and writes.
@@ -21,11 +21,13 @@ pub mod expect;
 pub mod host;
 pub mod live;
 pub mod parse;
+pub mod progress;
 pub mod report_args;
 pub mod save;
 pub mod select_args;
 pub mod set_args;
 pub mod signals;
+pub mod term;
 pub mod tui;
 
 use std::io::{self, BufWriter, Write};
@@ -72,10 +74,11 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
 
 /// Runs the plan: enter the namespace, open the socket, run the command, flush its output.
 pub fn run(plan: Plan) -> Result<Outcome, Failure> {
+    let term = term::Term::detect();
     if cmd::offline(&plan.command) {
         let stdout = io::stdout();
         let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-        let outcome = cmd::run_offline(plan.command, Cli::command, &mut out)?;
+        let outcome = cmd::run_offline(plan.command, Cli::command, &term, &mut out)?;
         out.flush()?;
         return Ok(outcome);
     }
@@ -91,7 +94,7 @@ pub fn run(plan: Plan) -> Result<Outcome, Failure> {
     }
     let mut ct = Conntrack::open()?;
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let outcome = cmd::run(plan.command, &mut ct, plan.netns.as_deref(), &mut out)?;
+    let outcome = cmd::run(plan.command, &mut ct, plan.netns.as_deref(), &term, &mut out)?;
     out.flush()?;
     Ok(outcome)
 }

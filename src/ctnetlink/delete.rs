@@ -10,7 +10,7 @@
 //! failures, and that ACK tells when the whole chunk has been processed.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use netlink_sys::Socket;
@@ -200,6 +200,17 @@ impl DeleteTally {
     }
 }
 
+/// How far a run of deletes has got, read from another thread while it runs (a progress bar).
+/// Plain counters, relaxed: a reader sees them a moment late, never torn.
+#[derive(Debug, Default)]
+pub struct DeleteProgress {
+    /// The flows the run found to delete so far: all of a selection made first, or what a
+    /// streamed dump has matched until now (set by the caller feeding the deleter).
+    pub selected: AtomicU64,
+    /// The flows the deleter has dealt with: deleted, found gone, left alone or refused.
+    pub done: AtomicU64,
+}
+
 /// Failures kept with their flow for the report; the rest are only counted.
 const FAILURES_KEPT: usize = 20;
 /// Bytes of requests per `sendmsg`.
@@ -247,6 +258,7 @@ pub struct Deleter<'a> {
     stopped: bool,
     recheck: Option<Recheck<'a>>,
     act: Act,
+    progress: Option<&'a DeleteProgress>,
 }
 
 impl<'a> Deleter<'a> {
@@ -267,7 +279,31 @@ impl<'a> Deleter<'a> {
             stopped: false,
             recheck: None,
             act: Act::Delete,
+            progress: None,
         })
+    }
+
+    /// Publishes the flows dealt with into `progress.done` after each chunk (`None`: no one
+    /// watches).
+    pub fn with_progress(mut self, progress: Option<&'a DeleteProgress>) -> Deleter<'a> {
+        self.progress = progress;
+        self
+    }
+
+    /// The progress this deleter publishes into, for the code that feeds it.
+    pub fn progress(&self) -> Option<&'a DeleteProgress> {
+        self.progress
+    }
+
+    /// Stores the flows dealt with so far into the watched progress.
+    fn publish(&self) {
+        if let Some(p) = self.progress {
+            let t = &self.tally;
+            p.done.store(
+                t.deleted + t.vanished + t.replaced + t.changed + t.failed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Sends `act` for each flow instead of a delete: [`Act::Update`] makes this an updater
@@ -398,6 +434,7 @@ impl<'a> Deleter<'a> {
         }
         if self.chunk.is_empty() {
             self.buf.clear();
+            self.publish();
             return Ok(());
         }
         // The last request becomes the chunk's ACK barrier.
@@ -444,6 +481,7 @@ impl<'a> Deleter<'a> {
         self.tally.failed += failed;
         self.chunk.clear();
         self.buf.clear();
+        self.publish();
         Ok(())
     }
 

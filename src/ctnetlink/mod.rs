@@ -22,7 +22,7 @@ mod socket;
 mod uapi;
 
 pub use decode::Malformed;
-pub use delete::{Act, Change, DeleteTally, Deleter, FlowKey, Marked};
+pub use delete::{Act, Change, DeleteProgress, DeleteTally, Deleter, FlowKey, Marked};
 pub use dump::{DUMP_ATTEMPTS, DumpSummary, Dumped, decode_message};
 
 pub use error::{Error, NEEDS_CAP_NET_ADMIN};

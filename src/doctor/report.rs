@@ -11,6 +11,7 @@ use super::remedy::{
 };
 use super::verdict::{Facts, Verdict, age_secs, verdict};
 use crate::flow::TcpState;
+use crate::output::look::{self, Level, Look};
 use crate::output::report::{Group, TallyReport};
 use crate::stats::{CpuStats, Fill};
 use crate::tally::{GroupKey, Tally};
@@ -184,12 +185,19 @@ impl DoctorReport {
 
     /// The text an operator reads.
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        self.write_text_as(out, Look::PLAIN)
+    }
+
+    /// The text as `look` says: in colour, the verdict (green, yellow, red), the fill
+    /// percentage and who filled it (the top owner and the offender line).
+    pub fn write_text_as(&self, out: &mut impl Write, look: Look) -> io::Result<()> {
         let title = match self.verdict {
             Verdict::Healthy => "HEALTHY",
             Verdict::AtRisk => "AT RISK",
             Verdict::Full => "FULL NOW",
         };
-        writeln!(out, "verdict: {title}")?;
+        let verdict_style = Level::of_verdict(self.verdict).style().bold();
+        writeln!(out, "verdict: {}", look.paint(verdict_style, title))?;
         for r in &self.reasons {
             writeln!(out, "  - {r}")?;
         }
@@ -200,10 +208,12 @@ impl DoctorReport {
             Some(false) => "not the initial namespace",
             None => "namespace",
         };
+        let full =
+            look.paint(Level::of_fill(t.fill_percent).style(), format!("{:.1}%", t.fill_percent));
         writeln!(
             out,
-            "\ntable: {} of {} entries ({:.1}% full){buckets}; netns {} ({initial})",
-            t.count, t.max, t.fill_percent, self.netns.inode
+            "\ntable: {} of {} entries ({full} full){buckets}; netns {} ({initial})",
+            t.count, t.max, self.netns.inode
         )?;
         let (c, d, s) = (&self.counters, &self.counters.delta, &self.counters.sum);
         writeln!(
@@ -254,23 +264,29 @@ impl DoctorReport {
         if self.offenders.is_empty() {
             writeln!(out, "  (the table is empty)")?;
         }
-        for g in &self.offenders {
+        let offender = look::offender(Some(t.fill_percent));
+        for (i, g) in self.offenders.iter().enumerate() {
             let states: Vec<String> = {
                 let mut v: Vec<(&String, &u64)> = g.states.iter().collect();
                 v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
                 v.iter().map(|(s, n)| format!("{s} {n}")).collect()
             };
+            // Padded outside the escapes: the columns line up in colour too.
+            let key = crate::guests::escaped(&g.key);
+            let pad = 24usize.saturating_sub(key.chars().count());
+            let key =
+                if i == 0 { look.paint(offender, key) } else { Look::PLAIN.paint(offender, key) };
             writeln!(
                 out,
-                "  {:<24} {:>9} {:>6.1}%  {}",
-                crate::guests::escaped(&g.key),
+                "  {key}{:pad$} {:>9} {:>6.1}%  {}",
+                "",
                 g.entries,
                 g.share_percent,
                 states.join(", ")
             )?;
         }
-        if let Some(offender) = &self.actions.offender {
-            writeln!(out, "offender: {offender}")?;
+        if let Some(who) = &self.actions.offender {
+            writeln!(out, "offender: {}", look.paint(offender, who))?;
         }
         writeln!(out, "\nsysctls:")?;
         for (key, v) in &self.sysctl {

@@ -9,7 +9,7 @@ use super::{
     Ask, ProvenFlush, Report, Seen, Selection, Strategy, delete_chosen, proven_flush, select,
     streamed,
 };
-use crate::ctnetlink::{self, Conntrack};
+use crate::ctnetlink::{self, Conntrack, DeleteProgress};
 use crate::flushproof::Refusal;
 use crate::select::Selector;
 
@@ -80,13 +80,15 @@ pub trait Edges {
 
 /// Carries out `strategy` (the one [`Strategy::choose`] gave for `sel` and `ask`) on `ct`,
 /// stopping once `stop` is set. The report's `elapsed_s` is the deleting time: from the start,
-/// or, after a question, from the answer.
+/// or, after a question, from the answer. `progress`, when given, follows the deletes (not
+/// the selection, nor a flush: one request).
 pub fn run<E: Edges>(
     ct: &mut Conntrack,
     sel: &Selector,
     ask: &Ask,
     strategy: &Strategy,
     stop: &AtomicBool,
+    progress: Option<&DeleteProgress>,
     edges: &mut E,
 ) -> Result<Ran, E::Error> {
     let started = Instant::now();
@@ -111,13 +113,13 @@ pub fn run<E: Edges>(
                 ProvenFlush::Stopped => return Err(edges.interrupted(Before::FlushProof)),
                 ProvenFlush::Refused(why) => edges.unproven(&why),
             }
-            Ok(streamed_run(ct, sel, ask, stop, started)?)
+            Ok(streamed_run(ct, sel, ask, stop, started, progress)?)
         }
         Strategy::Streamed => {
             edges.intent(None)?;
-            Ok(streamed_run(ct, sel, ask, stop, started)?)
+            Ok(streamed_run(ct, sel, ask, stop, started, progress)?)
         }
-        Strategy::SelectFirst => select_first(ct, sel, ask, stop, edges),
+        Strategy::SelectFirst => select_first(ct, sel, ask, stop, progress, edges),
     }
 }
 
@@ -127,8 +129,9 @@ fn streamed_run(
     ask: &Ask,
     stop: &AtomicBool,
     started: Instant,
+    progress: Option<&DeleteProgress>,
 ) -> Result<Ran, ctnetlink::Error> {
-    let mut report = streamed(ct, sel, ask.rate, ask.act, stop)?;
+    let mut report = streamed(ct, sel, ask.rate, ask.act, stop, progress)?;
     if report.matched == 0 && report.complete && !stop.load(Ordering::Relaxed) {
         return Ok(Ran::NothingMatched);
     }
@@ -141,6 +144,7 @@ fn select_first<E: Edges>(
     sel: &Selector,
     ask: &Ask,
     stop: &AtomicBool,
+    progress: Option<&DeleteProgress>,
     edges: &mut E,
 ) -> Result<Ran, E::Error> {
     let keep_flows = ask.save && ask.limit.is_some();
@@ -164,7 +168,7 @@ fn select_first<E: Edges>(
     let started = Instant::now();
     edges.before_deletes(&selection)?;
     edges.intent(Some(selection.keys.len() as u64))?;
-    let mut report = delete_chosen(&selection, sel, ask.rate, ask.act, stop)?;
+    let mut report = delete_chosen(&selection, sel, ask.rate, ask.act, stop, progress)?;
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(Ran::Deleted(report))
 }

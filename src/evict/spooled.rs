@@ -86,6 +86,7 @@ pub(super) fn select_and_delete_before(
     before: &mut dyn BeforeDelete,
 ) -> Result<(Streamed, Option<io::Error>), ctnetlink::Error> {
     let filter = sel.kernel_filter();
+    let progress = deleter.progress();
     let (tx, rx) = mpsc::sync_channel::<Vec<Marked>>(BATCHES_IN_FLIGHT);
     std::thread::scope(|scope| {
         let worker = scope.spawn(move || -> Result<DeleteTally, ctnetlink::Error> {
@@ -145,6 +146,9 @@ pub(super) fn select_and_delete_before(
                     cut = true;
                     return ControlFlow::Break(());
                 }
+                if let Some(p) = progress {
+                    p.selected.store(out.matched, Ordering::Relaxed);
+                }
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                 if tx.send(full).is_err() {
                     // The deleting thread ended (an error); it reports why.
@@ -153,6 +157,9 @@ pub(super) fn select_and_delete_before(
             }
             ControlFlow::Continue(())
         });
+        if let Some(p) = progress {
+            p.selected.store(out.matched, Ordering::Relaxed);
+        }
         if !batch.is_empty() {
             match before.handoff() {
                 Ok(()) => {
@@ -235,7 +242,8 @@ pub fn unattended(
         let mut done = match spool {
             Some(spool) => streamed_spooled(ct, sel, None, stop, spool)?,
             None => {
-                Spooled { report: streamed(ct, sel, None, Act::Delete, stop)?, hook_error: None }
+                let report = streamed(ct, sel, None, Act::Delete, stop, None)?;
+                Spooled { report, hook_error: None }
             }
         };
         done.report.elapsed_s = started.elapsed().as_secs_f64();
@@ -243,7 +251,7 @@ pub fn unattended(
     };
     let ask = Ask { yes: true, limit: Some(limit), save: spool.is_some(), ..Ask::default() };
     let mut edges = NoHuman { spool, chosen: None };
-    match run(ct, sel, &ask, &Strategy::SelectFirst, stop, &mut edges) {
+    match run(ct, sel, &ask, &Strategy::SelectFirst, stop, None, &mut edges) {
         Ok(Ran::Deleted(report)) => Ok(Spooled { report, hook_error: None }),
         Ok(Ran::NothingMatched | Ran::Declined | Ran::DryRun) => {
             Ok(Spooled { report: Report::nothing(0, 0, false), hook_error: None })

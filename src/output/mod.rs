@@ -6,4 +6,5 @@ pub mod interval;
 pub mod json;
 pub mod jsonl;
 pub mod live;
+pub mod look;
 pub mod report;

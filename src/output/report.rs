@@ -3,8 +3,11 @@
 
 use std::io::{self, Write};
 
-use comfy_table::{Table, presets};
+use anstyle::Style;
+use comfy_table::{ColumnConstraint, Table, presets};
 use serde::{Deserialize, Serialize};
+
+use super::look::{self, Level, Look};
 
 use crate::stats::{CpuStats, Fill};
 use crate::tally::{COLUMNS, Counts, GroupKey, Tally, column_name};
@@ -129,9 +132,14 @@ impl<'a> Ranking<'a> {
 
     /// The aligned text form; `states` adds the per-state columns.
     pub fn write_text(&self, out: &mut impl Write, states: bool) -> io::Result<()> {
+        self.write_text_as(out, states, Look::PLAIN)
+    }
+
+    /// [`Ranking::write_text`] as `look` says: see [`TallyReport::write_text_as`].
+    pub fn write_text_as(&self, out: &mut impl Write, states: bool, look: Look) -> io::Result<()> {
         let by = self.tally.by().name();
         let head = Head { table: self.table.as_ref(), by: &by, matched: self.matched() };
-        write_groups(out, &head, self, self.more_groups, states, None)
+        write_groups(out, &head, self, self.more_groups, states, look)
     }
 }
 
@@ -217,21 +225,18 @@ impl TallyReport {
 
     /// The aligned text form; `states` adds the per-state columns.
     pub fn write_text(&self, out: &mut impl Write, states: bool) -> io::Result<()> {
-        self.write_text_within(out, states, None)
+        self.write_text_as(out, states, Look::PLAIN)
     }
 
-    /// The aligned text form fitted to `width` columns when given (a terminal): numbers are
-    /// never cut; columns shrink or go instead, in this order: the state headings shorten
-    /// (`ESTAB`, `TIME_W`, ...), `SHARE` goes, the state columns with the fewest flows go,
-    /// and last the group labels are cut (ending in `~`).
-    pub fn write_text_within(
-        &self,
-        out: &mut impl Write,
-        states: bool,
-        width: Option<usize>,
-    ) -> io::Result<()> {
+    /// The aligned text form as `look` says. Fitted to `look.width` when given (a terminal):
+    /// numbers are never cut; columns shrink or go instead, in this order: the state headings
+    /// shorten (`ESTAB`, `TIME_W`, ...), `SHARE` goes, the state columns with the fewest flows
+    /// go, and last the group labels are cut (ending in `~`). In colour, the fill percentage
+    /// is green, yellow or red, and with a fill (`top`) the first group, the top offender, is
+    /// bold.
+    pub fn write_text_as(&self, out: &mut impl Write, states: bool, look: Look) -> io::Result<()> {
         let head = Head { table: self.table.as_ref(), by: &self.by, matched: self.matched };
-        write_groups(out, &head, self.groups.as_slice(), self.more_groups, states, width)
+        write_groups(out, &head, self.groups.as_slice(), self.more_groups, states, look)
     }
 }
 
@@ -336,11 +341,14 @@ fn write_groups<R: GroupRows + ?Sized>(
     rows: &R,
     more_groups: Option<u64>,
     states: bool,
-    width: Option<usize>,
+    look: Look,
 ) -> io::Result<()> {
+    let width = look.width;
     if let Some(t) = head.table {
-        writeln!(out, "{}", fill_line(t))?;
+        writeln!(out, "{}", fill_line(t, look))?;
     }
+    // With a fill shown (`top`), the first group is the top offender.
+    let offender = head.table.filter(|_| look.colour).map(|t| look::offender(Some(t.fill_percent)));
     let n = rows.rows();
     let mut buf = String::new();
     // Widths of the label, ENTRIES and SHARE columns, and per state column its widest
@@ -401,44 +409,55 @@ fn write_groups<R: GroupRows + ?Sized>(
     }
     // One line: the label, then right-aligned cells.
     let mut line = String::new();
-    let mut write_line = |label: &str, cells: &mut dyn Iterator<Item = (usize, &str)>| {
-        line.clear();
-        line.push(' ');
-        let lw = text_width(label);
-        if lw > key_w {
-            let mut used = 0;
-            for ch in label.chars() {
-                let w = unicode_width::UnicodeWidthChar::width(ch).unwrap_or(0);
-                if used + w + 1 > key_w {
-                    break;
+    let mut write_line =
+        |label: &str, style: Option<Style>, cells: &mut dyn Iterator<Item = (usize, &str)>| {
+            line.clear();
+            line.push(' ');
+            // The escapes go around the label's text, never its padding: widths are of the text.
+            let paint = |line: &mut String, reset: bool| {
+                if let Some(s) = style {
+                    use std::fmt::Write as _;
+                    let _ = if reset { write!(line, "{s:#}") } else { write!(line, "{s}") };
                 }
-                line.push(ch);
-                used += w;
+            };
+            paint(&mut line, false);
+            let lw = text_width(label);
+            if lw > key_w {
+                let mut used = 0;
+                for ch in label.chars() {
+                    let w = unicode_width::UnicodeWidthChar::width(ch).unwrap_or(0);
+                    if used + w + 1 > key_w {
+                        break;
+                    }
+                    line.push(ch);
+                    used += w;
+                }
+                line.push('~');
+                paint(&mut line, true);
+                line.extend(std::iter::repeat_n(' ', key_w - used - 1));
+            } else {
+                line.push_str(label);
+                paint(&mut line, true);
+                line.extend(std::iter::repeat_n(' ', key_w - lw));
             }
-            line.push('~');
-            line.extend(std::iter::repeat_n(' ', key_w - used - 1));
-        } else {
-            line.push_str(label);
-            line.extend(std::iter::repeat_n(' ', key_w - lw));
-        }
-        line.push(' ');
-        for (w, text) in cells {
             line.push(' ');
-            line.extend(std::iter::repeat_n(' ', w.saturating_sub(text_width(text))));
-            line.push_str(text);
-            line.push(' ');
-        }
-        // No line ends in a space (the last column's padding).
-        line.truncate(line.trim_end_matches(' ').len());
-        line.push('\n');
-        out.write_all(line.as_bytes())
-    };
+            for (w, text) in cells {
+                line.push(' ');
+                line.extend(std::iter::repeat_n(' ', w.saturating_sub(text_width(text))));
+                line.push_str(text);
+                line.push(' ');
+            }
+            // No line ends in a space (the last column's padding).
+            line.truncate(line.trim_end_matches(' ').len());
+            line.push('\n');
+            out.write_all(line.as_bytes())
+        };
     let state_cols: Vec<(usize, &str, usize)> =
         shown.iter().map(|(c, name)| (*c, *name, cell_w(name, *c) - 2)).collect();
     let header = std::iter::once((entries_w, "ENTRIES"))
         .chain(with_share.then_some((share_w, "SHARE")))
         .chain(state_cols.iter().map(|(_, name, w)| (*w, *name)));
-    write_line(&by, &mut header.into_iter())?;
+    write_line(&by, None, &mut header.into_iter())?;
     let mut cells: Vec<String> = vec![String::new(); 2 + state_cols.len()];
     for i in 0..n {
         buf.clear();
@@ -460,7 +479,8 @@ fn write_groups<R: GroupRows + ?Sized>(
         let widths = std::iter::once(entries_w)
             .chain(with_share.then_some(share_w))
             .chain(state_cols.iter().map(|(_, _, w)| *w));
-        write_line(&buf, &mut widths.zip(cells.iter().map(String::as_str)))?;
+        let style = offender.filter(|_| i == 0);
+        write_line(&buf, style, &mut widths.zip(cells.iter().map(String::as_str)))?;
     }
     match more_groups {
         Some(m) if m > 0 => {
@@ -479,9 +499,12 @@ fn write_table(out: &mut impl Write, table: &Table) -> io::Result<()> {
     Ok(())
 }
 
-fn fill_line(t: &Fill) -> String {
+/// `table: C of M entries (P% full), B buckets`, the percentage in its level's colour.
+fn fill_line(t: &Fill, look: Look) -> String {
     let buckets = t.buckets.map(|b| format!(", {b} buckets")).unwrap_or_default();
-    format!("table: {} of {} entries ({:.1}% full){buckets}", t.count, t.max, t.fill_percent)
+    let full = format!("{:.1}% full", t.fill_percent);
+    let full = look.paint(Level::of_fill(t.fill_percent).style(), full);
+    format!("table: {} of {} entries ({full}){buckets}", t.count, t.max)
 }
 
 /// What `stats` prints.
@@ -517,7 +540,14 @@ impl StatsReport {
 
     /// The aligned text form.
     pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
-        writeln!(out, "{}", fill_line(&self.table))?;
+        self.write_text_as(out, Look::PLAIN)
+    }
+
+    /// The aligned text form as `look` says: the fill percentage in its colour; fitted to
+    /// `look.width`, the per-CPU columns that do not fit are left out (from the last one),
+    /// and a line says which.
+    pub fn write_text_as(&self, out: &mut impl Write, look: Look) -> io::Result<()> {
+        writeln!(out, "{}", fill_line(&self.table, look))?;
         let mut table = Table::new();
         table.load_style(presets::NOTHING);
         let mut header = vec!["COUNTER".to_string(), format!("SUM ({} CPUs)", self.cpus)];
@@ -532,8 +562,34 @@ impl StatsReport {
             }
             table.add_row(row);
         }
-        write_table(out, &table)
+        let hidden = look.width.map_or(0, |w| hide_to_fit(&mut table, w, 2));
+        write_table(out, &table)?;
+        if let (Some(per), true) = (&self.per_cpu, hidden > 0) {
+            let first = per.len() - hidden;
+            let last = per.len() - 1;
+            let which =
+                if hidden == 1 { format!("CPU{last}") } else { format!("CPU{first}-{last}") };
+            writeln!(out, "({which} not shown: the terminal is too narrow; --json has every CPU)")?;
+        }
+        Ok(())
     }
+}
+
+/// Hides a table's last columns (never the first `keep`) until its lines fit `width`: each
+/// cell is padded a space each side, the last line's padding trimmed. How many it hid.
+fn hide_to_fit(table: &mut Table, width: usize, keep: usize) -> usize {
+    let widths: Vec<usize> =
+        table.column_max_content_widths().iter().map(|w| usize::from(*w) + 2).collect();
+    let mut shown = widths.len();
+    while shown > keep && widths[..shown].iter().sum::<usize>().saturating_sub(1) > width {
+        shown -= 1;
+    }
+    for i in shown..widths.len() {
+        if let Some(col) = table.column_mut(i) {
+            col.set_constraint(ColumnConstraint::Hidden);
+        }
+    }
+    widths.len() - shown
 }
 
 #[cfg(test)]
@@ -550,7 +606,7 @@ mod tests {
     fn comfy_text(r: &TallyReport, states: bool) -> String {
         let mut out = Vec::new();
         if let Some(t) = &r.table {
-            writeln!(out, "{}", fill_line(t)).unwrap();
+            writeln!(out, "{}", fill_line(t, Look::PLAIN)).unwrap();
         }
         let mut columns: Vec<&str> = Vec::new();
         if states {
@@ -678,8 +734,67 @@ mod tests {
 
     fn text(width: Option<usize>) -> Vec<String> {
         let mut out = Vec::new();
-        report().write_text_within(&mut out, true, width).unwrap();
+        report().write_text_as(&mut out, true, Look { colour: false, width }).unwrap();
         String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn issue_16_top_in_colour_paints_the_fill_and_the_offender_label_only() {
+        let t = tally(GroupBy::Src, GuestMap::new());
+        let fill = Fill { count: 230_000, max: 262_144, fill_percent: 87.7, buckets: None };
+        let ranking = Ranking::new(&t, Some(fill), Some(3));
+        let text = |look: Look| {
+            let mut out = Vec::new();
+            ranking.write_text_as(&mut out, true, look).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let plain = text(Look::PLAIN);
+        let colour = text(Look { colour: true, width: None });
+        let lines: Vec<&str> = colour.lines().collect();
+        assert_eq!(lines[0], "table: 230000 of 262144 entries (\x1b[33m87.7% full\x1b[0m)");
+        assert!(lines[2].starts_with(" \x1b[1m\x1b[33m172.16.3.5\x1b[0m "), "{:?}", lines[2]);
+        assert!(lines.iter().enumerate().all(|(i, l)| !l.contains('\x1b') || i == 0 || i == 2));
+        // Less its escapes, the coloured text is the plain text: the padding is outside them.
+        let stripped = colour.replace("\x1b[33m", "").replace("\x1b[1m", "").replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
+        assert!(colour.lines().all(|l| !l.ends_with(' ')));
+        // count --by has no fill: nothing to paint.
+        let mut out = Vec::new();
+        Ranking::new(&t, None, None)
+            .write_text_as(&mut out, false, Look { colour: true, width: None })
+            .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains('\x1b'));
+    }
+
+    #[test]
+    fn issue_16_stats_per_cpu_leaves_out_the_cpus_that_do_not_fit() {
+        let cpus: Vec<CpuStats> = (0..8)
+            .map(|cpu| CpuStats { cpu, insert: 1_000 + u32::from(cpu), ..CpuStats::default() })
+            .collect();
+        let fill = Fill { count: 10, max: 100, fill_percent: 10.0, buckets: Some(64) };
+        let report = StatsReport::new(fill, &cpus, true);
+        let text = |look: Look| {
+            let mut out = Vec::new();
+            report.write_text_as(&mut out, look).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let plain = text(Look::PLAIN);
+        assert_eq!(text(Look { colour: false, width: Some(500) }), plain, "what fits is as it was");
+        let mut want = Vec::new();
+        report.write_text(&mut want).unwrap();
+        assert_eq!(plain, String::from_utf8(want).unwrap());
+        let narrow = text(Look { colour: false, width: Some(50) });
+        let lines: Vec<&str> = narrow.lines().collect();
+        assert!(lines[1..lines.len() - 1].iter().all(|l| l.chars().count() <= 50), "{narrow}");
+        assert!(lines[1].contains(" CPU0 ") && !lines[1].contains("CPU7"), "{}", lines[1]);
+        let insert = lines.iter().find(|l| l.starts_with(" insert ")).unwrap();
+        assert!(insert.contains(" 8028 ") && insert.contains(" 1000"), "the sum and CPU0 whole");
+        let last = lines.last().unwrap();
+        assert!(last.starts_with("(CPU") && last.contains("-7 not shown"), "{last}");
+        assert!(narrow.lines().all(|l| !l.ends_with(' ')));
+        // The sum column stays, however narrow.
+        let tiny = text(Look { colour: false, width: Some(10) });
+        assert!(tiny.contains("SUM (8 CPUs)") && tiny.contains("(CPU0-7 not shown"), "{tiny}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod parity_update;
 mod permissions;
 mod seed;
 mod stats;
+mod terminal;
 mod unattended;
 mod watch_tui;
 

@@ -11,6 +11,7 @@ use crate::cli::ask::{self, LiveArgs, Source};
 use crate::cli::exit::{Failure, Outcome};
 use crate::cli::report_args::ReportArgs;
 use crate::cli::select_args;
+use crate::cli::term::Term;
 use crate::cli::{dump, expect};
 
 /// `ctguard count`.
@@ -60,29 +61,40 @@ impl Plan {
 }
 
 /// Runs `count --live`: the guard's counts, printed as a dump's would be.
-pub fn run_live(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+pub fn run_live(p: Plan, term: &Term, out: &mut impl Write) -> Result<Outcome, Failure> {
     let Source::Live(live) = &p.source else {
         return Err(Failure::Message("count: not --live".into()));
     };
     let (tally, _) = ask::counts(live)?;
-    print(&tally, p.by, p.json, out)
+    print(&tally, p.by, p.json, term, out)
 }
 
 /// Runs `count`: exit 1 when nothing matched.
-pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
-    let Source::Dump(mut sel, mut guests, pending) = p.source else { return run_live(p, out) };
+pub fn run(
+    p: Plan,
+    ct: &mut Conntrack,
+    term: &Term,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
+    let Source::Dump(mut sel, mut guests, pending) = p.source else {
+        return run_live(p, term, out);
+    };
     pending.resolve(&mut sel, &mut guests, p.by == Some(GroupBy::Guest))?;
     let by = p.by.unwrap_or(GroupBy::All);
     select_args::check_guest_grouping(by, &guests).map_err(Failure::Message)?;
-    let tally =
-        if p.expect { expect::tally(ct, &sel, by)? } else { dump::tally(ct, *sel, by, guests)? };
-    print(&tally, p.by, p.json, out)
+    let tally = if p.expect {
+        expect::tally(ct, &sel, by)?
+    } else {
+        dump::tally(ct, *sel, by, guests, dump::bar(term.progress_unless(p.json), None))?
+    };
+    print(&tally, p.by, p.json, term, out)
 }
 
 fn print(
     tally: &Tally,
     by: Option<GroupBy>,
     json: bool,
+    term: &Term,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
     let matched = tally.total().total;
@@ -90,7 +102,7 @@ fn print(
         None if json => writeln!(out, "{}", serde_json::json!({ "matched": matched }))?,
         None => writeln!(out, "{matched}")?,
         Some(_) if json => Ranking::new(tally, None, None).write_json(out)?,
-        Some(_) => Ranking::new(tally, None, None).write_text(out, false)?,
+        Some(_) => Ranking::new(tally, None, None).write_text_as(out, false, term.look)?,
     }
     Ok(if matched == 0 { Outcome::NothingMatched } else { Outcome::Ok })
 }

@@ -18,7 +18,9 @@ use ctguard::{kernel, kmsg, sysctl};
 
 use crate::cli::discovery::{DiscoverArgs, Pending};
 use crate::cli::exit::{Failure, Outcome};
+use crate::cli::progress::Bar;
 use crate::cli::select_args;
+use crate::cli::term::Term;
 use crate::cli::{dump, host, parse};
 
 /// `ctguard doctor`.
@@ -97,6 +99,7 @@ pub fn run(
     p: Plan,
     ct: &mut Conntrack,
     netns_arg: Option<&str>,
+    term: &Term,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
     let kernel = kernel::release();
@@ -108,7 +111,8 @@ pub fn run(
     let mut guests = Arc::new(p.guests);
     p.pending.resolve(&mut Selector::default(), &mut guests, true)?;
     let by = select_args::default_group_by(&guests);
-    let tally = dump::tally(ct, Selector::default(), by, Arc::clone(&guests))?;
+    // No bar: the dump runs inside the window, which the operator chose to wait.
+    let tally = dump::tally(ct, Selector::default(), by, Arc::clone(&guests), Bar::off())?;
     if let Some(rest) = p.window.checked_sub(start.elapsed()) {
         std::thread::sleep(rest);
     }
@@ -151,7 +155,7 @@ pub fn run(
     if p.json {
         jsonl::write_line(out, &report)?;
     } else {
-        report.write_text(out)?;
+        report.write_text_as(out, term.look)?;
     }
     Ok(if report.trouble() { Outcome::Trouble } else { Outcome::Ok })
 }

@@ -9,6 +9,8 @@ use ctguard::output::json;
 
 use crate::cli::batch::{self, Op};
 use crate::cli::exit::{self, Failure, Outcome};
+use crate::cli::progress::{self, Bar};
+use crate::cli::term::Term;
 
 /// `ctguard load`.
 #[derive(Debug, ClapArgs)]
@@ -87,17 +89,22 @@ const LOAD_ERRORS_SHOWN: u64 = 10;
 /// there (`ctnetlink_new_conntrack` with `NLM_F_EXCL` finds it), or that the new entry's reply
 /// tuple clashes with another entry's (`nf_conntrack_hash_check_insert`); a lookup of the
 /// original tuple tells which. Only the first is "already present", a clash is a failure.
-pub fn run(p: Plan, ct: &mut Conntrack) -> Result<Outcome, Failure> {
+/// On a terminal, a bar shows the flows created so far once the load has run for a second.
+pub fn run(p: Plan, ct: &mut Conntrack, term: &Term) -> Result<Outcome, Failure> {
     let (path, flows) = (&p.path, &p.flows);
     let (mut created, mut existed, mut failed) = (0u64, 0u64, 0u64);
-    let mut report = |line: usize, flow: &Flow, why: &str| {
-        if failed < LOAD_ERRORS_SHOWN {
-            eprintln!("ctguard: load: {path}:{line}: {}: {why}", flow.brief());
-        } else if failed == LOAD_ERRORS_SHOWN {
-            eprintln!(
-                "ctguard: load: more flows refused; only the first {LOAD_ERRORS_SHOWN} are shown"
-            );
-        }
+    let mut bar = Bar::new(term.progress, progress::LOAD, Some(flows.len() as u64));
+    let mut report = |bar: &Bar, line: usize, flow: &Flow, why: &str| {
+        bar.suspend(|| {
+            if failed < LOAD_ERRORS_SHOWN {
+                eprintln!("ctguard: load: {path}:{line}: {}: {why}", flow.brief());
+            } else if failed == LOAD_ERRORS_SHOWN {
+                eprintln!(
+                    "ctguard: load: more flows refused; only the first {LOAD_ERRORS_SHOWN} are \
+                     shown"
+                );
+            }
+        });
         failed += 1;
     };
     let mut refused: Vec<(usize, i32)> = Vec::new();
@@ -111,7 +118,7 @@ pub fn run(p: Plan, ct: &mut Conntrack) -> Result<Outcome, Failure> {
         for &(i, errno) in &refused {
             let (line, flow) = &chunk[i];
             if errno != libc::EEXIST {
-                report(*line, flow, &exit::errno_text(errno));
+                report(&bar, *line, flow, &exit::errno_text(errno));
                 continue;
             }
             match ct.get(flow)? {
@@ -119,13 +126,16 @@ pub fn run(p: Plan, ct: &mut Conntrack) -> Result<Outcome, Failure> {
                     existed += 1
                 }
                 _ => report(
+                    &bar,
                     *line,
                     flow,
                     "its reply tuple clashes with another entry's (EEXIST), nothing created",
                 ),
             }
         }
+        bar.set(created);
     }
+    drop(bar);
     // After the creates: a load refused as a whole (EPERM) says only that.
     warn_not_restorable(flows);
     eprintln!("ctguard: load: {created} created, {existed} already present, {failed} failed");

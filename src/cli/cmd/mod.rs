@@ -26,6 +26,7 @@ use clap::Subcommand;
 use ctguard::ctnetlink::Conntrack;
 
 use super::exit::{Failure, Outcome};
+use super::term::Term;
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -161,11 +162,12 @@ pub fn offline(plan: &Plan) -> bool {
 pub fn run_offline(
     plan: Plan,
     tree: fn() -> clap::Command,
+    term: &Term,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
     match plan {
-        Plan::Top(p) => top::run_live(p, out),
-        Plan::Count(p) => count::run_live(p, out),
+        Plan::Top(p) => top::run_live(p, term, out),
+        Plan::Count(p) => count::run_live(p, term, out),
         Plan::Guard(p) => guard::check(&p, out),
         Plan::Completions(p) => completions::run(p, tree(), out),
         Plan::Man(p) => man::run(p, tree(), out),
@@ -187,25 +189,26 @@ pub fn run_route(plan: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
     }
 }
 
-/// Runs the command's plan on the open socket, printing to `out`.
+/// Runs the command's plan on the open socket, printing to `out` as `term` allows.
 pub fn run(
     plan: Plan,
     ct: &mut Conntrack,
     netns: Option<&str>,
+    term: &Term,
     out: &mut impl Write,
 ) -> Result<Outcome, Failure> {
     match plan {
-        Plan::Top(p) => top::run(p, ct, out),
-        Plan::Count(p) => count::run(p, ct, out),
+        Plan::Top(p) => top::run(p, ct, term, out),
+        Plan::Count(p) => count::run(p, ct, term, out),
         Plan::List(p) => list::run(p, ct, out),
-        Plan::Stats(p) => stats::run(p, ct, out),
+        Plan::Stats(p) => stats::run(p, ct, term, out),
         Plan::Create(p) => create::run(p, ct),
-        Plan::Load(p) => load::run(p, ct),
-        Plan::Doctor(p) => doctor::run(p, ct, netns, out),
+        Plan::Load(p) => load::run(p, ct, term),
+        Plan::Doctor(p) => doctor::run(p, ct, netns, term, out),
         Plan::Tune(p) => tune::run(p, ct, out),
         Plan::Events(p) => events::run(p, out),
-        Plan::Watch(p) => watch::run(p, ct, out),
-        Plan::Evict(p) => evict::run(ct, *p, netns, out),
+        Plan::Watch(p) => watch::run(p, ct, term, out),
+        Plan::Evict(p) => evict::run(ct, *p, netns, term, out),
         Plan::Guard(p) => guard::run(*p, out),
         Plan::Guests(p) => guests::run(p, out),
         Plan::Completions(_) | Plan::Man(_) => {

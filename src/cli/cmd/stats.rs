@@ -13,6 +13,7 @@ use ctguard::output::report::StatsReport;
 use ctguard::stats::CounterSampler;
 
 use crate::cli::exit::{Failure, Outcome};
+use crate::cli::term::Term;
 use crate::cli::{dump, live, parse};
 
 /// On a terminal the heading comes again every this many rows, as vmstat's does once the
@@ -51,7 +52,12 @@ fn interval(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `stats`.
-pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+pub fn run(
+    p: Plan,
+    ct: &mut Conntrack,
+    term: &Term,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
     if let Some(every) = p.interval {
         let rt = live::runtime()?;
         let r = rt.block_on(intervals(every, p.count, p.json, ct, out));
@@ -64,7 +70,7 @@ pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome,
     if p.json {
         jsonl::write_line(out, &report)?;
     } else {
-        report.write_text(out)?;
+        report.write_text_as(out, term.look)?;
     }
     Ok(Outcome::Ok)
 }

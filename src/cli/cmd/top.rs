@@ -13,6 +13,7 @@ use crate::cli::exit::{Failure, Outcome};
 use crate::cli::parse;
 use crate::cli::report_args::ReportArgs;
 use crate::cli::select_args;
+use crate::cli::term::Term;
 
 /// `ctguard top`.
 #[derive(Debug, ClapArgs)]
@@ -62,30 +63,43 @@ impl Plan {
 }
 
 /// Runs `top --live`: the guard's counts, printed as a dump's would be.
-pub fn run_live(p: Plan, out: &mut impl Write) -> Result<Outcome, Failure> {
+pub fn run_live(p: Plan, term: &Term, out: &mut impl Write) -> Result<Outcome, Failure> {
     let Source::Live(live) = &p.source else {
         return Err(Failure::Message("top: not --live".into()));
     };
     let (tally, fill) = ask::counts(live)?;
-    print(&Ranking::new(&tally, fill, Some(p.limit)), p.json, out)
+    print(&Ranking::new(&tally, fill, Some(p.limit)), p.json, term, out)
 }
 
-fn print(ranking: &Ranking<'_>, json: bool, out: &mut impl Write) -> Result<Outcome, Failure> {
+fn print(
+    ranking: &Ranking<'_>,
+    json: bool,
+    term: &Term,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
     if json {
         ranking.write_json(out)?;
     } else {
-        ranking.write_text(out, true)?;
+        ranking.write_text_as(out, true, term.look)?;
     }
     Ok(Outcome::Ok)
 }
 
 /// Runs `top`.
-pub fn run(p: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
-    let Source::Dump(mut sel, mut guests, pending) = p.source else { return run_live(p, out) };
+pub fn run(
+    p: Plan,
+    ct: &mut Conntrack,
+    term: &Term,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
+    let Source::Dump(mut sel, mut guests, pending) = p.source else {
+        return run_live(p, term, out);
+    };
     let owners = p.by.is_none_or(|by| by == GroupBy::Guest);
     pending.resolve(&mut sel, &mut guests, owners)?;
     let by = select_args::group_by(p.by, &guests).map_err(Failure::Message)?;
     let fill = dump::fill(ct)?;
-    let tally = dump::tally(ct, *sel, by, guests)?;
-    print(&Ranking::new(&tally, Some(fill), Some(p.limit)), p.json, out)
+    let bar = dump::bar(term.progress_unless(p.json), Some(fill.count));
+    let tally = dump::tally(ct, *sel, by, guests, bar)?;
+    print(&Ranking::new(&tally, Some(fill), Some(p.limit)), p.json, term, out)
 }

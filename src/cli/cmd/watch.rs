@@ -25,6 +25,7 @@ use crate::cli::live::{self, LiveArgs, LiveSelectArgs};
 use crate::cli::parse;
 use crate::cli::select_args;
 use crate::cli::select_args::Selection;
+use crate::cli::term::Term;
 use crate::cli::tui;
 
 /// `watch --help`: how the counts stay exact.
@@ -141,7 +142,12 @@ pub fn plan(a: Args, netns: Option<&str>) -> Result<Plan, String> {
 }
 
 /// Runs `ctguard watch`.
-pub fn run(mut job: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Outcome, Failure> {
+pub fn run(
+    mut job: Plan,
+    ct: &mut Conntrack,
+    term: &Term,
+    out: &mut impl Write,
+) -> Result<Outcome, Failure> {
     let owners = job.by.is_none_or(|by| by == GroupBy::Guest);
     std::mem::take(&mut job.pending).resolve(&mut job.sel, &mut job.guests, owners)?;
     let by = select_args::group_by(job.by, &job.guests).map_err(Failure::Message)?;
@@ -149,7 +155,11 @@ pub fn run(mut job: Plan, ct: &mut Conntrack, out: &mut impl Write) -> Result<Ou
     let rt = live::runtime()?;
     let screen = !job.json && io::stdout().is_terminal();
     let r = rt.block_on(async {
-        if screen { interactive(ct, job, by).await } else { watch_loop(ct, job, out).await }
+        if screen {
+            interactive(ct, job, by, term.look.colour).await
+        } else {
+            watch_loop(ct, job, out).await
+        }
     });
     rt.shutdown_background();
     r.map(|()| Outcome::Ok)
@@ -270,7 +280,13 @@ pub fn own_flags() -> Vec<tui::group::OwnFlag> {
 }
 
 /// `watch` on a terminal: the interactive view ([`crate::cli::tui`]).
-async fn interactive(ct: &mut Conntrack, job: Plan, by: GroupBy) -> Result<(), Failure> {
+/// The view, in colour when the run's terminal allows it (`NO_COLOR`, `TERM=dumb`).
+async fn interactive(
+    ct: &mut Conntrack,
+    job: Plan,
+    by: GroupBy,
+    colour: bool,
+) -> Result<(), Failure> {
     let (reconcile, note) = reconciling(&job)?;
     let after_watch: Vec<String> = std::env::args().skip_while(|a| a != "watch").skip(1).collect();
     let origin = tui::group::Origin {
@@ -290,8 +306,7 @@ async fn interactive(ct: &mut Conntrack, job: Plan, by: GroupBy) -> Result<(), F
         audit_log: job.audit_log,
         save_dir: job.save_dir,
         cap: job.cap,
-        colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+        colour,
         note,
         count: job.live.count,
         duration: job.live.duration,
