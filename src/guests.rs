@@ -35,6 +35,12 @@ pub enum GuestError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// Not a regular file, where only one is read (`guests --names`, which a shell waits on).
+    #[error("{path}: not a regular file (guests --names reads only a file that cannot block)")]
+    NotRegular {
+        /// The path.
+        path: String,
+    },
     /// The file is not valid for a guest map.
     #[error("{path}:{line}: {reason}")]
     Invalid {
@@ -134,8 +140,32 @@ impl GuestMap {
     /// over [`MAX_GUEST_FILE`] bytes is refused unread past the limit (`/dev/zero` is not a
     /// guest file). Any readable path works: a FIFO or a process substitution too.
     pub fn load(path: &str) -> Result<GuestMap, GuestError> {
+        let file = std::fs::File::open(path)
+            .map_err(|source| GuestError::Read { path: path.to_string(), source })?;
+        GuestMap::read(file, path)
+    }
+
+    /// [`GuestMap::load`] for a reader that must not wait: only a regular file is read. A
+    /// FIFO with no writer would block `open` (and one that never ends, `read`), and the
+    /// shell completions wait on `guests --names`; the file is opened without blocking and
+    /// checked after opening, so a path swapped for a FIFO cannot hang it either.
+    pub fn load_regular(path: &str) -> Result<GuestMap, GuestError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let read = |source| GuestError::Read { path: path.to_string(), source };
-        let file = std::fs::File::open(path).map_err(read)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read)?;
+        if !file.metadata().map_err(read)?.is_file() {
+            return Err(GuestError::NotRegular { path: path.to_string() });
+        }
+        GuestMap::read(file, path)
+    }
+
+    /// The guest map in `file` (opened from `path`), read no further than [`MAX_GUEST_FILE`].
+    fn read(file: std::fs::File, path: &str) -> Result<GuestMap, GuestError> {
+        let read = |source| GuestError::Read { path: path.to_string(), source };
         let Some(bytes) = crate::bounded::read_at_most(file, MAX_GUEST_FILE).map_err(read)? else {
             return Err(GuestError::TooLarge { path: path.to_string(), limit: MAX_GUEST_FILE });
         };

@@ -68,10 +68,12 @@ fn holder(inode: u64, portid: u32) -> Option<u32> {
         .find(|pid| holds(*pid, inode))
 }
 
-/// The program name of process `pid`.
+/// The program name of process `pid`, as the process set it: any bytes but NUL (a name that
+/// is not UTF-8 keeps its other characters), so printers escape it.
 fn comm(pid: u32) -> Option<String> {
-    let name = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some(name.trim_end_matches('\n').to_string()).filter(|n| !n.is_empty())
+    let name = fs::read(format!("/proc/{pid}/comm")).ok()?;
+    let name = name.strip_suffix(b"\n").unwrap_or(&name);
+    Some(String::from_utf8_lossy(name).into_owned()).filter(|n| !n.is_empty())
 }
 
 /// Names the requesters of events, remembering the last answer for a second.

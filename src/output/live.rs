@@ -21,7 +21,8 @@ pub fn timestamp(t: SystemTime) -> String {
 
 /// Writes one `conntrack -E -o timestamp` line: `[SECONDS.MICROS]\t    [NEW] tcp      6 ...`,
 /// and for an event a process's request caused, what conntrack.c `event_cb` appends:
-/// ` [USERSPACE] portid=N`, then ` progname=NAME` when the process was found.
+/// ` [USERSPACE] portid=N`, then ` progname=NAME` when the process was found (its control
+/// characters escaped).
 pub fn write_event_line(
     out: &mut impl Write,
     at: SystemTime,
@@ -36,7 +37,9 @@ pub fn write_event_line(
     if let Some(r) = by {
         write!(out, " [USERSPACE] portid={}", r.portid)?;
         if let Some(name) = &r.progname {
-            write!(out, " progname={name}")?;
+            // Any process names itself (prctl, its file name): ESC or a newline in it must not
+            // rewrite the screen or forge an event line.
+            write!(out, " progname={}", crate::guests::escaped(name))?;
         }
     }
     out.write_all(b"\n")
@@ -351,6 +354,24 @@ mod tests {
         assert_eq!((v["portid"].as_u64(), v.get("progname")), (Some(3_145_348_193), None));
         let v = json(None);
         assert_eq!((v.get("portid"), v.get("progname")), (None, None), "the kernel's own event");
+    }
+
+    #[test]
+    fn issue_16_7_a_hostile_program_name_cannot_forge_a_line_or_drive_the_terminal() {
+        let at = SystemTime::UNIX_EPOCH;
+        let name = "\x1b[2J\nFAKE\x1b]0;x\x07";
+        let by = Requester { portid: 7, progname: Some(name.into()) };
+        let mut out = Vec::new();
+        write_event_line(&mut out, at, EventKind::New, &syn(), Some(&by)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\t' && c != '\n'), "{text:?}");
+        assert!(text.ends_with(" progname=\\u{1b}[2J\\nFAKE\\u{1b}]0;x\\u{7}\n"), "{text:?}");
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        write_event_json(&mut out, &mut scratch, at, EventKind::New, &syn(), Some(&by)).unwrap();
+        assert_eq!(out.iter().filter(|b| b.is_ascii_control()).count(), 1, "JSON escapes it");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["progname"].as_str(), Some(name), "JSON keeps the name exactly");
     }
 
     #[test]

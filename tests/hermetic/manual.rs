@@ -277,6 +277,39 @@ fn issue_16_guests_names_prints_the_guest_files_names_sorted() {
     crate::cli::refused(&["man", dir.path().join("missing").to_str().unwrap()]);
 }
 
+/// A shell waits on `guests --names`: a FIFO with no writer (whose `open` would block) or a
+/// device as the guest file is refused at once, exit 2 and one line, like any bad file.
+#[test]
+fn issue_16_guests_names_refuses_a_fifo_or_a_device_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("guests.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let link = dir.path().join("link.toml");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    for path in [fifo.to_str().unwrap(), link.to_str().unwrap(), "/dev/zero", "/dev/null"] {
+        let args = ["guests", "--names", "--no-discover", "--guests", path];
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ctguard"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let waited = child.try_wait().unwrap();
+        if waited.is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert!(waited.is_some(), "{path}: guests --names still waiting after 10 s");
+        let line = crate::cli::refused(&args);
+        assert!(line.contains("not a regular file"), "{path}: {line}");
+    }
+}
+
 #[test]
 fn issue_16_man_never_writes_through_a_planted_link_and_pages_are_0644() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,6 @@ use ctguard::rtnl::{self, Mac, join::GuestIface};
 
 use crate::cli::discovery::DirsArgs;
 use crate::cli::exit::{Failure, Outcome};
-use crate::cli::select_args::load_guests;
 
 /// `ctguard guests`.
 #[derive(Debug, ClapArgs)]
@@ -44,9 +43,13 @@ pub struct Plan {
     file: GuestMap,
 }
 
-/// Reads the guest file `--names` prints (a bad one is refused, as every command refuses it).
+/// Reads the guest file `--names` prints (a bad one is refused, as every command refuses it;
+/// so is anything but a regular file, since a shell waits on `--names`).
 pub fn plan(args: Args) -> Result<Plan, String> {
-    let file = if args.names { load_guests(args.guests.as_deref())? } else { GuestMap::new() };
+    let file = match (args.names, args.guests.as_deref()) {
+        (true, Some(path)) => GuestMap::load_regular(path).map_err(|e| e.to_string())?,
+        _ => GuestMap::new(),
+    };
     Ok(Plan { args, file })
 }
 
