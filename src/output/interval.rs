@@ -4,14 +4,20 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 
+use crate::output::live::timestamp;
 use crate::stats::{CounterWindow, Fill};
 
 /// One interval of `stats --interval`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IntervalReport {
+    /// When the reading that closed the interval was taken (RFC 3339, UTC, microseconds), as
+    /// `events` and `watch` stamp their lines.
+    pub time: String,
     /// The interval's real length in seconds (monotonic clock, to the microsecond): what the
     /// rises are divided by.
     pub seconds: f64,
@@ -27,9 +33,10 @@ pub struct IntervalReport {
 }
 
 impl IntervalReport {
-    /// The report of one window, with the fill read at its end.
-    pub fn new(table: Fill, w: &CounterWindow) -> IntervalReport {
+    /// The report of one window closed `at`, with the fill read at its end.
+    pub fn new(at: SystemTime, table: Fill, w: &CounterWindow) -> IntervalReport {
         IntervalReport {
+            time: timestamp(at),
             seconds: (w.seconds * 1e6).round() / 1e6,
             table,
             cpus: w.cpus,
@@ -123,13 +130,15 @@ mod tests {
             seconds,
             cpus: 2,
         };
-        IntervalReport::new(Fill::new(TableStats { count: 981, max: 1000 }, None), &w)
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_796_274_601_123_456);
+        IntervalReport::new(at, Fill::new(TableStats { count: 981, max: 1000 }, None), &w)
     }
 
     #[test]
     fn issue_16_6_json_states_the_deltas_the_time_and_the_rates() {
         let r = report(250, 2.0000004);
         let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["time"], "2026-12-03T05:10:01.123456Z", "the reading's wall-clock time");
         assert_eq!(v["seconds"], 2.0);
         assert_eq!(v["delta"]["drop"], 250, "through the wrap");
         assert_eq!(v["delta"]["insert"], 0);

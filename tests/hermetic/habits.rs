@@ -50,7 +50,11 @@ fn issue_16_6_the_readme_stats_interval_example_has_the_code_s_heading_and_colum
     let lines: Vec<&str> = block[start..end].lines().collect();
     let w = CounterWindow { seconds: 1.0, cpus: 2, ..CounterWindow::default() };
     let mut out = Vec::new();
-    let report = IntervalReport::new(Fill::new(TableStats { count: 1, max: 2 }, None), &w);
+    let report = IntervalReport::new(
+        std::time::SystemTime::now(),
+        Fill::new(TableStats { count: 1, max: 2 }, None),
+        &w,
+    );
     IntervalTable::new(None).write(&mut out, &report).unwrap();
     let code = String::from_utf8(out).unwrap();
     assert_eq!(lines[0], code.lines().next().unwrap(), "the heading, byte for byte");

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -77,6 +77,7 @@ fn stats(ns: &Netns, args: &[&str]) -> Live {
 fn issue_16_6_stats_interval_deltas_add_up_to_two_conntrack_s_readings() {
     let ns = tracked_namespace();
     let before = conntrack_s(&ns);
+    let started = SystemTime::now();
     let mut live = stats(&ns, &["--interval", "1s", "--count", "3", "--json"]);
     // The activity comes after the first interval closed and well before the last: inside the
     // run, so the run's rises are the whole difference.
@@ -84,6 +85,7 @@ fn issue_16_6_stats_interval_deltas_add_up_to_two_conntrack_s_readings() {
     make_activity(&ns);
     live.wait_quiet(Duration::from_secs(3), Duration::from_secs(10));
     let status = live.child.wait().expect("wait for ctguard");
+    let ended = SystemTime::now();
     let after = conntrack_s(&ns);
     let lines: Vec<&Value> = live.seen.iter().map(|l| &l.json).collect();
 
@@ -130,6 +132,23 @@ fn issue_16_6_stats_interval_deltas_add_up_to_two_conntrack_s_readings() {
             }
         }
         Ok(())
+    });
+    c.run("each line is stamped with its reading's wall-clock time, a second apart", || {
+        let times = lines
+            .iter()
+            .map(|l| l["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()))
+            .collect::<Option<Vec<SystemTime>>>()
+            .ok_or(format!("a time that is not RFC 3339 in {lines:?}"))?;
+        for (a, b) in times.iter().zip(&times[1..]) {
+            let apart = b.duration_since(*a).map_err(|_| format!("{a:?} after {b:?}"))?;
+            if !(Duration::from_millis(900)..Duration::from_millis(1500)).contains(&apart) {
+                return Err(format!("{apart:?} between two lines"));
+            }
+        }
+        match times.iter().all(|t| (started..=ended).contains(t)) {
+            true => Ok(()),
+            false => Err(format!("{times:?} outside the run, {started:?} to {ended:?}")),
+        }
     });
     c.run("the count is the table's", || {
         let n = lines.last().map(|l| l["table"]["count"].as_u64());

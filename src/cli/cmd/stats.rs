@@ -3,7 +3,7 @@
 //! "is drop still rising?", in one command).
 
 use std::io::{self, IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args as ClapArgs;
 use ctguard::ctnetlink::Conntrack;
@@ -100,7 +100,7 @@ async fn intervals(
             _ = ticks.tick() => {}
         }
         let window = sampler.next(Instant::now(), &ct.cpu_stats()?);
-        let report = IntervalReport::new(dump::fill(ct)?, &window);
+        let report = IntervalReport::new(SystemTime::now(), dump::fill(ct)?, &window);
         if json {
             jsonl::write_line(out, &report)?;
         } else {
