@@ -8,6 +8,7 @@
 //! (a process's first netlink socket gets its pid as port id), then of every process. A
 //! requester that already exited is not found: its events show the port id alone.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -39,11 +40,11 @@ pub fn socket_inode(table: &str, proto: u32, portid: u32) -> Option<u64> {
 }
 
 /// The program holding the netlink socket of protocol `proto` bound to `portid` in this
-/// thread's namespace.
-fn program(proto: u32, portid: u32) -> Option<String> {
+/// thread's namespace; every process is looked through only when `scan` allows it.
+fn program(proto: u32, portid: u32, scan: &mut dyn FnMut() -> bool) -> Option<String> {
     let table = fs::read_to_string("/proc/thread-self/net/netlink").ok()?;
     let inode = socket_inode(&table, proto, portid)?;
-    comm(holder(inode, portid)?)
+    comm(holder(inode, portid, scan)?)
 }
 
 /// True when process `pid` holds socket `inode` (one of its descriptors links to it).
@@ -55,10 +56,14 @@ fn holds(pid: u32, inode: u64) -> bool {
     fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
 }
 
-/// The process holding socket `inode`: the one whose pid is `portid` first, then any.
-fn holder(inode: u64, portid: u32) -> Option<u32> {
+/// The process holding socket `inode`: the one whose pid is `portid` first, then any (when
+/// `scan` says a look through every process may be spent).
+fn holder(inode: u64, portid: u32, scan: &mut dyn FnMut() -> bool) -> Option<u32> {
     if holds(portid, inode) {
         return Some(portid);
+    }
+    if !scan() {
+        return None;
     }
     fs::read_dir("/proc")
         .ok()?
@@ -76,24 +81,62 @@ fn comm(pid: u32) -> Option<String> {
     Some(String::from_utf8_lossy(name).into_owned()).filter(|n| !n.is_empty())
 }
 
-/// Names the requesters of events, remembering the last answer for a second.
+/// How many port ids' answers are remembered at once: the requesters active within
+/// [`REUSE`] (a guard, a script's deletes, an operator's `conntrack -D`) all fit, so
+/// alternating between them does not look each up again.
+const REMEMBERED: usize = 32;
+
+/// How many looks through every process's descriptors may be spent per second. Such a look
+/// reads `/proc/*/fd` whole (thousands of links on a busy host) on the event path; a stream
+/// of events from many short-lived requesters (a loop of `conntrack -D`, or anyone who can
+/// open netfilter sockets) would otherwise cost one per event and stall the stream. Past the
+/// budget, a requester that is not the process its port id names shows its port id alone.
+const SCANS_PER_SECOND: u32 = 8;
+
+/// Names the requesters of events, remembering each answer for a second.
 #[derive(Debug, Default)]
 pub struct Requesters {
-    last: Option<(u32, Instant, Option<String>)>,
+    /// The newest answers, oldest first; at most [`REMEMBERED`].
+    known: VecDeque<(u32, Instant, Option<String>)>,
+    /// The current second of the scan budget: when it began, and the scans spent in it.
+    scans: Option<(Instant, u32)>,
 }
 
 impl Requesters {
     /// The requester behind `portid`, its program looked up in `/proc` (or remembered).
     pub fn of(&mut self, portid: u32) -> Requester {
-        let now = Instant::now();
-        if let Some((p, at, name)) = &self.last
-            && *p == portid
-            && now.duration_since(*at) < REUSE
-        {
+        self.of_at(portid, Instant::now(), |portid, scan| program(NETLINK_NETFILTER, portid, scan))
+    }
+
+    /// [`Requesters::of`] at `now`, asking `look` for a program not remembered (which may
+    /// call its `scan` to ask whether a look through every process is within the budget).
+    fn of_at(
+        &mut self,
+        portid: u32,
+        now: Instant,
+        look: impl FnOnce(u32, &mut dyn FnMut() -> bool) -> Option<String>,
+    ) -> Requester {
+        self.known.retain(|(_, at, _)| now.saturating_duration_since(*at) < REUSE);
+        if let Some((_, _, name)) = self.known.iter().find(|(p, _, _)| *p == portid) {
             return Requester { portid, progname: name.clone() };
         }
-        let progname = program(NETLINK_NETFILTER, portid);
-        self.last = Some((portid, now, progname.clone()));
+        let scans = &mut self.scans;
+        let mut scan = || {
+            let (start, spent) = match *scans {
+                Some((start, spent)) if now.saturating_duration_since(start) < REUSE => {
+                    (start, spent)
+                }
+                _ => (now, 0),
+            };
+            let allowed = spent < SCANS_PER_SECOND;
+            *scans = Some((start, spent + u32::from(allowed)));
+            allowed
+        };
+        let progname = look(portid, &mut scan);
+        if self.known.len() == REMEMBERED {
+            self.known.pop_front();
+        }
+        self.known.push_back((portid, now, progname.clone()));
         Requester { portid, progname }
     }
 }
@@ -140,14 +183,61 @@ ffff8e0a4b1c5800 0   3748       00000000 0        0        0     2        0     
             assert_eq!(libc::getsockname(fd, (&raw mut got).cast(), &mut l), 0);
             (fd, got.nl_pid)
         };
-        let found = program(0, portid);
-        let not_netfilter = program(NETLINK_NETFILTER, portid);
+        let mut scan = || true;
+        let found = program(0, portid, &mut scan);
+        let not_netfilter = program(NETLINK_NETFILTER, portid, &mut scan);
         // SAFETY: closes the descriptor opened above.
         unsafe { libc::close(fd) };
         let me = fs::read_to_string("/proc/self/comm").unwrap();
         assert_eq!(found, Some(me.trim_end().to_string()));
         assert_eq!(not_netfilter, None, "a route socket is not a netfilter one");
-        assert_eq!(program(0, portid), None, "gone with its socket");
+        assert_eq!(program(0, portid, &mut scan), None, "gone with its socket");
         assert_eq!(Requesters::default().of(0), Requester { portid: 0, progname: None });
+    }
+
+    /// A `look` that names every port id `p<N>`: its process is found by pid (no scan), or
+    /// only by a scan, when one is left in the budget.
+    fn look(
+        calls: &mut u32,
+        by_pid: bool,
+    ) -> impl FnOnce(u32, &mut dyn FnMut() -> bool) -> Option<String> {
+        move |portid, scan| {
+            *calls += 1;
+            (by_pid || scan()).then(|| format!("p{portid}"))
+        }
+    }
+
+    #[test]
+    fn issue_16_7_alternating_requesters_are_each_remembered_for_a_second() {
+        let (mut r, t0, mut calls) = (Requesters::default(), Instant::now(), 0);
+        for round in 0..3 {
+            for portid in 1..=REMEMBERED as u32 {
+                let at = t0 + Duration::from_millis(10 * round);
+                let got = r.of_at(portid, at, look(&mut calls, true));
+                assert_eq!(got, Requester { portid, progname: Some(format!("p{portid}")) });
+            }
+        }
+        assert_eq!(calls, REMEMBERED as u32, "each looked up once, not once per event");
+        r.of_at(1, t0 + REUSE, look(&mut calls, true));
+        assert_eq!(calls, REMEMBERED as u32 + 1, "an answer a second old is looked up again");
+        r.of_at(REMEMBERED as u32 + 1, t0 + REUSE, look(&mut calls, true));
+        r.of_at(2, t0 + REUSE, look(&mut calls, true));
+        assert_eq!(r.known.len(), 3, "answers older than a second are forgotten, not kept");
+    }
+
+    #[test]
+    fn issue_16_7_looks_through_every_process_are_budgeted_per_second() {
+        let (mut r, t0, mut calls) = (Requesters::default(), Instant::now(), 0);
+        let names: Vec<Option<String>> =
+            (1..=100).map(|portid| r.of_at(portid, t0, look(&mut calls, false)).progname).collect();
+        assert_eq!(calls, 100, "every new port id is asked about");
+        let named = names.iter().filter(|n| n.is_some()).count();
+        assert_eq!(named, SCANS_PER_SECOND as usize, "then only the budget's worth scan");
+        assert_eq!(names[0].as_deref(), Some("p1"));
+        assert_eq!(names[99], None, "past the budget: the port id alone");
+        let own = r.of_at(200, t0, look(&mut calls, true)).progname;
+        assert_eq!(own.as_deref(), Some("p200"), "found by its pid: no scan spent");
+        let later = r.of_at(500, t0 + REUSE, look(&mut calls, false));
+        assert_eq!(later.progname.as_deref(), Some("p500"), "a new second, a new budget");
     }
 }
