@@ -208,6 +208,79 @@ fn issue_16_bash_completes_guest_names_from_the_call_back() {
     assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 3);
 }
 
+/// Guest names a guest file may hold that mean something to a shell.
+const HOSTILE: [&str; 5] = ["w$(touch PWNED)", "w`touch PWNED`", "w*", "w it's", "w:x"];
+
+/// A stand-in `ctguard` printing the hostile names, in a directory with a file `w*` could glob.
+fn hostile_stand_in() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("ctguard");
+    let names: String =
+        HOSTILE.iter().map(|n| format!(" '{}'", n.replace('\'', r"'\''"))).collect();
+    std::fs::write(&bin, format!("#!/bin/sh\nprintf '%s\\n'{names}\n")).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("wfile"), "").unwrap();
+    dir
+}
+
+#[test]
+fn issue_16_bash_never_expands_a_guest_name_and_inserts_it_quoted() {
+    let dir = hostile_stand_in();
+    let script = dir.path().join("ctguard.bash");
+    std::fs::write(&script, stdout(ctguard(&["completions", "bash"]))).unwrap();
+    // Each reply, read back as bash reads the command line, is the name.
+    let run = format!(
+        "cd '{}' && source '{}'; COMP_WORDS=(ctguard top --guest w); COMP_CWORD=3; \
+         _ctguard_with_guests ctguard w --guest; \
+         for r in \"${{COMPREPLY[@]}}\"; do eval \"set -- $r\"; printf '%s|%s\\n' \"$#\" \"$1\"; done",
+        dir.path().display(),
+        script.display()
+    );
+    let out = shell_run(Path::new("bash"), dir.path(), &run);
+    let want: String = HOSTILE.iter().map(|n| format!("1|{n}\n")).collect();
+    assert_eq!(out, want, "every name whole, one word, unexpanded");
+    assert!(!dir.path().join("PWNED").exists(), "a name's command substitution ran");
+}
+
+#[test]
+fn issue_16_fish_offers_a_hostile_guest_name_as_it_is() {
+    let Some(fish) = tool("fish", "fish") else { return };
+    let dir = hostile_stand_in();
+    let script = dir.path().join("ctguard.fish");
+    std::fs::write(&script, stdout(ctguard(&["completions", "fish"]))).unwrap();
+    let run = format!(
+        "cd '{}'; source '{}'; complete -C 'ctguard top --guest w'",
+        dir.path().display(),
+        script.display()
+    );
+    let out = shell_run(&fish, dir.path(), &run);
+    let mut want: Vec<String> = HOSTILE.iter().map(|n| format!("{n}\tguest")).collect();
+    let mut got: Vec<String> = out.lines().map(String::from).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "names as printed (fish escapes what it inserts)");
+    assert!(!dir.path().join("PWNED").exists(), "a name's command substitution ran");
+}
+
+#[test]
+fn issue_16_zsh_keeps_a_colon_in_a_guest_name() {
+    let Some(zsh) = tool("zsh", "zsh") else { return };
+    let dir = hostile_stand_in();
+    let file = dir.path().join("_ctguard");
+    std::fs::write(&file, stdout(ctguard(&["completions", "zsh"]))).unwrap();
+    // compsys stands in: `_describe` prints the `name:description` words it was given.
+    let run = format!(
+        "cd '{}'; compdef() {{ : }}; _describe() {{ print -rl -- ${{(P)4}} }}; \
+         source '{}'; LBUFFER='ctguard top --guest w'; _ctguard_guests",
+        dir.path().display(),
+        file.display()
+    );
+    let out = shell_run(&zsh, dir.path(), &run);
+    let want: String = HOSTILE.iter().map(|n| format!("{}\n", n.replace(':', r"\:"))).collect();
+    assert_eq!(out, want, "names as printed, a colon escaped for _describe");
+    assert!(!dir.path().join("PWNED").exists(), "a name's command substitution ran");
+}
+
 #[test]
 fn issue_16_fish_completes_guest_names_from_the_call_back() {
     let Some(fish) = tool("fish", "fish") else { return };

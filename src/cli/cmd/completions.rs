@@ -69,6 +69,8 @@ pub fn script(shell: Shell, mut tree: clap::Command) -> Result<String, Failure> 
 
 /// Bash: a wrapper completing `--guest VALUE` (and `--guest=VALUE`, which bash splits at the
 /// `=`) from `ctguard guests --names`, and handing every other word to clap's `_ctguard`.
+/// Guest names are free strings: each is taken as a literal (never expanded: no `compgen
+/// -W`, no unquoted substitution) and inserted quoted (`printf %q`).
 /// The words `--guests FILE` and `--netns NAME` already on the line go with the call back.
 const BASH_GUESTS: &str = r#"
 # ctguard: `--guest` takes the guest names `ctguard guests --names` prints.
@@ -96,8 +98,16 @@ _ctguard_with_guests() {
         prev=${COMP_WORDS[COMP_CWORD - 2]}
     fi
     if [[ $prev == --guest ]]; then
-        local IFS=$'\n'
-        COMPREPLY=($(compgen -W "$(_ctguard_guest_names)" -- "$cur"))
+        # Not `compgen -W`: it expands each word, so a name like `$(cmd)` would run; each
+        # name is matched as a literal prefix and put on the line quoted.
+        local name quoted
+        COMPREPLY=()
+        while IFS= read -r name; do
+            if [[ $name == "$cur"* ]]; then
+                printf -v quoted '%q' "$name"
+                COMPREPLY+=("$quoted")
+            fi
+        done < <(_ctguard_guest_names)
         return 0
     fi
     _ctguard "$@"
@@ -147,6 +157,8 @@ _ctguard_guests() {
         esac
     done
     names=(${(f)"$(${~typed[1]} guests --names "${args[@]}" 2>/dev/null)"})
+    # _describe reads `name:description`: a colon in a name is escaped to stay in it.
+    names=(${names//:/\\:})
     _describe -t guests 'guest' names
 }
 

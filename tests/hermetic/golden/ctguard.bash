@@ -2348,8 +2348,16 @@ _ctguard_with_guests() {
         prev=${COMP_WORDS[COMP_CWORD - 2]}
     fi
     if [[ $prev == --guest ]]; then
-        local IFS=$'\n'
-        COMPREPLY=($(compgen -W "$(_ctguard_guest_names)" -- "$cur"))
+        # Not `compgen -W`: it expands each word, so a name like `$(cmd)` would run; each
+        # name is matched as a literal prefix and put on the line quoted.
+        local name quoted
+        COMPREPLY=()
+        while IFS= read -r name; do
+            if [[ $name == "$cur"* ]]; then
+                printf -v quoted '%q' "$name"
+                COMPREPLY+=("$quoted")
+            fi
+        done < <(_ctguard_guest_names)
         return 0
     fi
     _ctguard "$@"
