@@ -9,6 +9,7 @@ use clap::Parser;
 use cli::exit;
 
 fn main() -> ExitCode {
+    cli::progress::started();
     let parsed = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return exit::usage(&e),

@@ -1,15 +1,25 @@
 //! Progress bars on stderr for long work: `load`, `evict`, the dump behind `top` and `count`.
 //! Drawn only when the run's [`Term`](super::term::Term) allows it (stderr a terminal, no
-//! `--json`), and only once the work has run for a second: a quick command prints exactly
+//! `--json`), and only once the command has run for a second (the operator has waited that
+//! long, whatever part of it the parsing or the dump took): a quick command prints exactly
 //! what it always did. A bar is cleared when it is dropped, so whatever follows (the table,
 //! the report, an error) starts on a clean line.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Work shorter than this shows no bar.
+/// A command shorter than this shows no bar.
 const QUIET_FOR: Duration = Duration::from_secs(1);
+
+/// When the command started: [`started`] called first thing in `main`, or else by the first bar.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Notes that the command starts now (first thing in `main`); the bars count from it.
+pub fn started() -> Instant {
+    *STARTED.get_or_init(Instant::now)
+}
 
 /// `load`: flows created of those in the file.
 pub const LOAD: &str = "ctguard: load: {pos}/{len} flows created ({per_sec:0}) [{wide_bar}]";
@@ -32,7 +42,7 @@ impl Bar {
     }
 
     /// A bar with an indicatif `template` (`{pos}`, `{len}`, `{per_sec}`, `{eta}`, ...), of
-    /// `len` steps when known, drawn once a second has passed; none unless `on`.
+    /// `len` steps when known, drawn once the command has run a second; none unless `on`.
     pub fn new(on: bool, template: &str, len: Option<u64>) -> Bar {
         let Ok(style) = ProgressStyle::with_template(template) else { return Bar::off() };
         if !on {
@@ -41,7 +51,7 @@ impl Bar {
         // Hidden at first: the rate is still measured from the start.
         let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::hidden())
             .with_style(style.progress_chars("=> "));
-        Bar { bar: Some(bar), started: Instant::now(), shown: false }
+        Bar { bar: Some(bar), started: started(), shown: false }
     }
 
     /// The work done so far.
@@ -50,6 +60,8 @@ impl Bar {
         bar.set_position(pos);
         if !self.shown && self.started.elapsed() >= QUIET_FOR {
             bar.set_draw_target(ProgressDrawTarget::stderr());
+            // Drawn now, not at the next step: the step that shows it may be the last.
+            bar.tick();
             self.shown = true;
         }
     }
@@ -101,6 +113,9 @@ mod tests {
     #[test]
     fn issue_16_a_bar_stays_hidden_for_the_first_second() {
         let mut bar = Bar::new(true, "{pos}", None);
+        assert_eq!(bar.started, started(), "it counts from the command's start");
+        // As if the command had just started (this test binary may have run for longer).
+        bar.started = Instant::now();
         bar.set(1);
         assert!(!bar.shown, "drawn before a second passed");
         bar.started -= QUIET_FOR;
