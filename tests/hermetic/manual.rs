@@ -223,62 +223,52 @@ fn hostile_stand_in() -> tempfile::TempDir {
     dir
 }
 
+/// Completes in `shell` with the completion script for `generator` (saved as `file`) and the
+/// hostile stand-in: `setup`, the script sourced, then `run`, in the stand-in's directory
+/// (where `w*` could glob). What it printed; no name's command substitution may have run.
+fn complete_hostile(shell: &Path, generator: &str, file: &str, setup: &str, run: &str) -> String {
+    let dir = hostile_stand_in();
+    let script = dir.path().join(file);
+    std::fs::write(&script, stdout(ctguard(&["completions", generator]))).unwrap();
+    let (dir_path, script_path) = (dir.path().display(), script.display());
+    let run = format!("cd '{dir_path}'; {setup} source '{script_path}'; {run}");
+    let out = shell_run(shell, dir.path(), &run);
+    assert!(!dir.path().join("PWNED").exists(), "{generator}: a name's command substitution ran");
+    out
+}
+
 #[test]
 fn issue_16_bash_never_expands_a_guest_name_and_inserts_it_quoted() {
-    let dir = hostile_stand_in();
-    let script = dir.path().join("ctguard.bash");
-    std::fs::write(&script, stdout(ctguard(&["completions", "bash"]))).unwrap();
     // Each reply, read back as bash reads the command line, is the name.
-    let run = format!(
-        "cd '{}' && source '{}'; COMP_WORDS=(ctguard top --guest w); COMP_CWORD=3; \
-         _ctguard_with_guests ctguard w --guest; \
-         for r in \"${{COMPREPLY[@]}}\"; do eval \"set -- $r\"; printf '%s|%s\\n' \"$#\" \"$1\"; done",
-        dir.path().display(),
-        script.display()
-    );
-    let out = shell_run(Path::new("bash"), dir.path(), &run);
+    let run = "COMP_WORDS=(ctguard top --guest w); COMP_CWORD=3; \
+               _ctguard_with_guests ctguard w --guest; \
+               for r in \"${COMPREPLY[@]}\"; do eval \"set -- $r\"; printf '%s|%s\\n' \"$#\" \"$1\"; done";
+    let out = complete_hostile(Path::new("bash"), "bash", "ctguard.bash", "", run);
     let want: String = HOSTILE.iter().map(|n| format!("1|{n}\n")).collect();
     assert_eq!(out, want, "every name whole, one word, unexpanded");
-    assert!(!dir.path().join("PWNED").exists(), "a name's command substitution ran");
 }
 
 #[test]
 fn issue_16_fish_offers_a_hostile_guest_name_as_it_is() {
     let Some(fish) = tool("fish", "fish") else { return };
-    let dir = hostile_stand_in();
-    let script = dir.path().join("ctguard.fish");
-    std::fs::write(&script, stdout(ctguard(&["completions", "fish"]))).unwrap();
-    let run = format!(
-        "cd '{}'; source '{}'; complete -C 'ctguard top --guest w'",
-        dir.path().display(),
-        script.display()
-    );
-    let out = shell_run(&fish, dir.path(), &run);
+    let run = "complete -C 'ctguard top --guest w'";
+    let out = complete_hostile(&fish, "fish", "ctguard.fish", "", run);
     let mut want: Vec<String> = HOSTILE.iter().map(|n| format!("{n}\tguest")).collect();
     let mut got: Vec<String> = out.lines().map(String::from).collect();
     want.sort();
     got.sort();
     assert_eq!(got, want, "names as printed (fish escapes what it inserts)");
-    assert!(!dir.path().join("PWNED").exists(), "a name's command substitution ran");
 }
 
 #[test]
 fn issue_16_zsh_keeps_a_colon_in_a_guest_name() {
     let Some(zsh) = tool("zsh", "zsh") else { return };
-    let dir = hostile_stand_in();
-    let file = dir.path().join("_ctguard");
-    std::fs::write(&file, stdout(ctguard(&["completions", "zsh"]))).unwrap();
     // compsys stands in: `_describe` prints the `name:description` words it was given.
-    let run = format!(
-        "cd '{}'; compdef() {{ : }}; _describe() {{ print -rl -- ${{(P)4}} }}; \
-         source '{}'; LBUFFER='ctguard top --guest w'; _ctguard_guests",
-        dir.path().display(),
-        file.display()
-    );
-    let out = shell_run(&zsh, dir.path(), &run);
+    let stubs = "compdef() { : }; _describe() { print -rl -- ${(P)4} };";
+    let run = "LBUFFER='ctguard top --guest w'; _ctguard_guests";
+    let out = complete_hostile(&zsh, "zsh", "_ctguard", stubs, run);
     let want: String = HOSTILE.iter().map(|n| format!("{}\n", n.replace(':', r"\:"))).collect();
     assert_eq!(out, want, "names as printed, a colon escaped for _describe");
-    assert!(!dir.path().join("PWNED").exists(), "a name's command substitution ran");
 }
 
 #[test]
